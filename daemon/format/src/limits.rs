@@ -1,0 +1,36 @@
+//! Caps on every size and count a package reader will accept.
+
+/// Bounds applied while reading a package. Every field is a hard cap: input
+/// beyond it is rejected, never truncated and never buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `manifest.json` in bytes.
+    pub max_manifest: u64,
+    /// Largest `signatures.json` in bytes.
+    pub max_signatures_file: u64,
+    /// Most signatures in `signatures.json`.
+    pub max_signatures: usize,
+    /// Most payloads (kernel releases) in one package.
+    pub max_payloads: usize,
+    /// Largest single payload in bytes.
+    pub max_payload_size: u64,
+    /// Largest whole package in bytes.
+    pub max_package_size: u64,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        max_manifest: 64 * 1024,
+        max_signatures_file: 64 * 1024,
+        max_signatures: 64,
+        max_payloads: 32,
+        max_payload_size: 256 * 1024 * 1024,
+        max_package_size: 1024 * 1024 * 1024,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}

@@ -1,0 +1,293 @@
+//! `manifest.json`: what a package holds, as signed by the publisher.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::digest::Sha256Digest;
+use crate::limits::Limits;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const KIND: &str = "milspec-package";
+pub const PACKAGE_NAME: &str = "dell-milspec";
+pub const DEFAULT_SYS_VENDOR: &str = "Dell Inc.";
+/// Longest kernel release string accepted (also keeps tar paths short).
+pub const MAX_RELEASE_LEN: usize = 96;
+/// Longest module name the kernel accepts (`MODULE_NAME_LEN - 1`).
+pub const MAX_MODULE_NAME_LEN: usize = 55;
+pub const MAX_PARAMS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest.json is not valid: {0}")]
+    Parse(String),
+    #[error("manifest format {0} is not supported (this build reads format {FORMAT_VERSION}); upgrade milspecd")]
+    Format(u32),
+    #[error("manifest kind `{0}` is not `{KIND}`")]
+    Kind(String),
+    #[error("manifest names package `{0}`, expected `{PACKAGE_NAME}`")]
+    Name(String),
+    #[error("manifest lists no payloads")]
+    NoPayloads,
+    #[error("manifest lists {count} payloads, more than the limit of {limit}")]
+    TooManyPayloads { count: usize, limit: usize },
+    #[error("manifest lists kernel release `{0}` twice; a package holds one payload per kernel release")]
+    DuplicateRelease(String),
+    #[error("manifest payload has an invalid kernel release `{0}`")]
+    BadRelease(String),
+    #[error("manifest payload has an invalid module name `{0}`")]
+    BadModule(String),
+    #[error("manifest payload path `{path}` should be `{expected}`")]
+    BadPath { path: String, expected: String },
+    #[error("manifest payload `{path}` is {size} bytes, more than the limit of {limit}")]
+    PayloadTooLarge { path: String, size: u64, limit: u64 },
+    #[error("manifest parameter `{key}={value}` is invalid: {why}")]
+    BadParam { key: String, value: String, why: &'static str },
+    #[error("manifest sets more than {MAX_PARAMS} module parameters")]
+    TooManyParams,
+    #[error("manifest sequence must be at least 1")]
+    ZeroSequence,
+}
+
+/// One kernel module build inside a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    /// The `uname -r` this build loads on, read from the module's vermagic.
+    pub kernel_release: String,
+    /// The module name as the kernel knows it (`dell_milspec`).
+    pub module: String,
+    /// The module's `srcversion` from `.modinfo`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srcversion: Option<String>,
+    /// Where the payload sits inside the package.
+    pub path: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+/// Probation settings a publisher may suggest for this package.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probation {
+    /// Seconds the new module must stay healthy before it is committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+}
+
+/// Which hardware the package is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requires {
+    /// Accepted DMI `sys_vendor` values.
+    pub sys_vendor: Vec<String>,
+}
+
+impl Default for Requires {
+    fn default() -> Self {
+        Requires { sys_vendor: vec![DEFAULT_SYS_VENDOR.to_string()] }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub kind: String,
+    pub name: String,
+    pub version: semver::Version,
+    /// Monotonic counter for anti-rollback; higher is newer.
+    pub sequence: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    pub payloads: Vec<Payload>,
+    /// Default module parameters, applied at load unless the host overrides.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Probation>,
+    #[serde(default)]
+    pub requires: Requires,
+}
+
+/// The path of a payload inside a package.
+pub fn payload_path(kernel_release: &str, module: &str) -> String {
+    format!("payload/{kernel_release}/{module}.ko")
+}
+
+pub fn valid_release(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= MAX_RELEASE_LEN
+        && r != "."
+        && r != ".."
+        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-~".contains(&b))
+}
+
+pub fn valid_module_name(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= MAX_MODULE_NAME_LEN
+        && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks a module parameter so that `key=value` pairs can be joined with
+/// spaces into the string the kernel parses, without quoting tricks.
+pub fn check_param(key: &str, value: &str) -> Result<(), ManifestError> {
+    let bad = |why| ManifestError::BadParam { key: key.chars().take(64).collect(), value: value.chars().take(64).collect(), why };
+    if !valid_module_name(key) {
+        return Err(bad("names may use a-z, 0-9 and _ only"));
+    }
+    if value.is_empty() || value.len() > 256 {
+        return Err(bad("values must be 1-256 characters"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'' && b != b'\\') {
+        return Err(bad("values may not hold spaces, quotes, backslashes or control characters"));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Parses and validates manifest bytes. Call this only on bytes whose
+    /// signatures have been checked, or for offline inspection.
+    pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Self, ManifestError> {
+        // Read the format number first so a newer format gets a clear error
+        // rather than an "unknown field" one.
+        #[derive(Deserialize)]
+        struct Probe {
+            format: u32,
+        }
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        if probe.format != FORMAT_VERSION {
+            return Err(ManifestError::Format(probe.format));
+        }
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        m.validate(limits)?;
+        Ok(m)
+    }
+
+    pub fn validate(&self, limits: &Limits) -> Result<(), ManifestError> {
+        if self.format != FORMAT_VERSION {
+            return Err(ManifestError::Format(self.format));
+        }
+        if self.kind != KIND {
+            return Err(ManifestError::Kind(self.kind.clone()));
+        }
+        if self.name != PACKAGE_NAME {
+            return Err(ManifestError::Name(self.name.clone()));
+        }
+        if self.sequence == 0 {
+            return Err(ManifestError::ZeroSequence);
+        }
+        if self.payloads.is_empty() {
+            return Err(ManifestError::NoPayloads);
+        }
+        if self.payloads.len() > limits.max_payloads {
+            return Err(ManifestError::TooManyPayloads { count: self.payloads.len(), limit: limits.max_payloads });
+        }
+        let mut seen = BTreeSet::new();
+        for p in &self.payloads {
+            if !valid_release(&p.kernel_release) {
+                return Err(ManifestError::BadRelease(p.kernel_release.chars().take(120).collect()));
+            }
+            if !valid_module_name(&p.module) {
+                return Err(ManifestError::BadModule(p.module.chars().take(80).collect()));
+            }
+            let expected = payload_path(&p.kernel_release, &p.module);
+            if p.path != expected {
+                return Err(ManifestError::BadPath { path: p.path.chars().take(200).collect(), expected });
+            }
+            if p.size > limits.max_payload_size {
+                return Err(ManifestError::PayloadTooLarge {
+                    path: p.path.clone(),
+                    size: p.size,
+                    limit: limits.max_payload_size,
+                });
+            }
+            if !seen.insert(p.kernel_release.as_str()) {
+                return Err(ManifestError::DuplicateRelease(p.kernel_release.clone()));
+            }
+        }
+        if self.params.len() > MAX_PARAMS {
+            return Err(ManifestError::TooManyParams);
+        }
+        for (k, v) in &self.params {
+            check_param(k, v)?;
+        }
+        Ok(())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// The payload built for `kernel_release`, if the package has one.
+    pub fn payload_for(&self, kernel_release: &str) -> Option<&Payload> {
+        self.payloads.iter().find(|p| p.kernel_release == kernel_release)
+    }
+
+    pub fn total_payload_size(&self) -> u64 {
+        self.payloads.iter().map(|p| p.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            format: 1,
+            kind: KIND.into(),
+            name: PACKAGE_NAME.into(),
+            version: "1.1.0".parse().unwrap(),
+            sequence: 7,
+            created: OffsetDateTime::UNIX_EPOCH,
+            payloads: vec![Payload {
+                kernel_release: "6.12.113+deb12-cloud-amd64".into(),
+                module: "dell_milspec".into(),
+                srcversion: Some("ABC".into()),
+                path: payload_path("6.12.113+deb12-cloud-amd64", "dell_milspec"),
+                size: 10,
+                sha256: Sha256Digest::of(b"x"),
+            }],
+            params: [("mode5_level".to_string(), "2".to_string())].into(),
+            probation: None,
+            requires: Requires::default(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        assert_eq!(Manifest::parse(&m.to_bytes(), &Limits::DEFAULT).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects() {
+        let l = Limits::DEFAULT;
+        let check = |f: &dyn Fn(&mut Manifest), want: &str| {
+            let mut m = sample();
+            f(&mut m);
+            let e = Manifest::parse(&m.to_bytes(), &l).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} !~ {want}");
+        };
+        check(&|m| m.format = 2, "format 2 is not supported");
+        check(&|m| m.name = "other".into(), "expected `dell-milspec`");
+        check(&|m| m.payloads.clear(), "no payloads");
+        check(&|m| m.payloads[0].path = "../../etc/passwd".into(), "should be");
+        check(&|m| m.payloads[0].kernel_release = "../x".into(), "invalid kernel release");
+        check(&|m| m.payloads[0].module = "Dell-Milspec".into(), "invalid module name");
+        check(&|m| m.payloads[0].size = u64::MAX, "more than the limit");
+        check(&|m| m.payloads.push(m.payloads[0].clone()), "twice");
+        check(&|m| { m.params.insert("x".into(), "a b".into()); }, "spaces");
+        check(&|m| m.sequence = 0, "sequence");
+        let e = Manifest::parse(b"{\"format\":1,\"bogus\":1}", &l).unwrap_err().to_string();
+        assert!(e.contains("not valid"), "{e}");
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();
+        v["extra"] = 1.into();
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap(), &l).unwrap_err().to_string();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+}

@@ -1,0 +1,333 @@
+//! Reading and verifying a package as a stream.
+//!
+//! The reader trusts nothing it has not checked: it reads `manifest.json`
+//! and `signatures.json` (both size-capped), checks the signatures over the
+//! raw manifest bytes, and only then parses the manifest and reads payloads.
+//! Each payload is streamed through SHA-256 and handed to a [`PayloadSink`];
+//! the package is good only once [`read_package`] returns `Ok`.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use crate::digest::Sha256Digest;
+use crate::keys::{KeyId, TrustedKeys};
+use crate::limits::Limits;
+use crate::manifest::{Manifest, ManifestError, Payload};
+use crate::signature::{SignatureError, SignatureSet};
+
+pub const MANIFEST_PATH: &str = "manifest.json";
+pub const SIGNATURES_PATH: &str = "signatures.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("not a milspec package: not a tar archive ({0})")]
+    NotTar(String),
+    #[error("the package is corrupt after `{after}`: {detail}")]
+    Corrupt { after: String, detail: String },
+    #[error("the package is truncated: it ends inside `{0}`")]
+    Truncated(String),
+    #[error("the package is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the package ends before `{0}` (truncated?)")]
+    MissingEntry(&'static str),
+    #[error("unexpected entry `{path}` where `{expected}` was expected")]
+    OutOfOrder { path: String, expected: &'static str },
+    #[error("entry `{path}` has an unsafe path ({why}); the package is rejected")]
+    UnsafePath { path: String, why: &'static str },
+    #[error("entry `{path}` is a {kind}; a package may hold regular files only")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("entry `{0}` appears twice")]
+    Duplicate(String),
+    #[error("entry `{0}` is not listed in the manifest")]
+    Unlisted(String),
+    #[error("`{what}` is {size} bytes, more than the limit of {limit}")]
+    EntryTooLarge { what: String, size: u64, limit: u64 },
+    #[error("payload `{path}` is {actual} bytes but the manifest says {expected}")]
+    SizeMismatch { path: String, expected: u64, actual: u64 },
+    #[error("payload `{path}` does not match its sha256 in the manifest (manifest {expected}, content {actual}): the package is corrupt or was tampered with")]
+    HashMismatch { path: String, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("payload `{0}` listed in the manifest is missing from the package (truncated?)")]
+    MissingPayload(String),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("cannot read the package: {0}")]
+    Io(io::Error),
+    #[error("cannot store payload `{path}`: {source}")]
+    Sink { path: String, source: io::Error },
+}
+
+/// A package error with the file it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    #[source]
+    pub source: PackageError,
+}
+
+/// How much to trust a package being read.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// At least `threshold` distinct keys from `keys` must have signed.
+    Keys { keys: &'a TrustedKeys, threshold: usize },
+    /// Check structure and hashes only (for `inspect` and the publisher).
+    Unverified,
+}
+
+/// The signed part of a package, handed to a sink before any payload byte.
+#[derive(Debug)]
+pub struct Header<'a> {
+    pub manifest: &'a Manifest,
+    pub manifest_bytes: &'a [u8],
+    pub signatures: &'a SignatureSet,
+}
+
+/// Receives payloads as they stream past. Every method may fail, which
+/// aborts the read. A payload's bytes are good once `end` is called for it;
+/// the package as a whole is good only when [`read_package`] returns `Ok`.
+pub trait PayloadSink {
+    fn start(&mut self, _header: &Header<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn begin(&mut self, _payload: &Payload) -> io::Result<()> {
+        Ok(())
+    }
+    fn data(&mut self, _payload: &Payload, _chunk: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _payload: &Payload) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink that keeps nothing: verification only.
+#[derive(Debug, Default)]
+pub struct Discard;
+
+impl PayloadSink for Discard {}
+
+/// A package that passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedPackage {
+    pub manifest: Manifest,
+    /// The exact signed bytes.
+    pub manifest_bytes: Vec<u8>,
+    pub signatures: SignatureSet,
+    /// Trusted keys whose signatures verified; empty for [`Trust::Unverified`].
+    pub signers: Vec<KeyId>,
+}
+
+/// Counts the bytes that pass, so a size overrun can be told apart from
+/// a corrupt archive.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn kind_name(t: tar::EntryType) -> Option<&'static str> {
+    use tar::EntryType as T;
+    Some(match t {
+        T::Regular => return None,
+        T::Symlink => "symbolic link",
+        T::Link => "hard link",
+        T::Char | T::Block => "device file",
+        T::Directory => "directory",
+        T::Fifo => "fifo",
+        T::XHeader | T::XGlobalHeader => "pax extended header",
+        T::GNULongName | T::GNULongLink => "GNU long-name header",
+        T::GNUSparse => "sparse file",
+        _ => "special entry",
+    })
+}
+
+fn check_path(raw: &[u8]) -> Result<String, PackageError> {
+    let Ok(path) = std::str::from_utf8(raw) else {
+        return Err(PackageError::UnsafePath { path: String::from_utf8_lossy(raw).into_owned(), why: "not UTF-8" });
+    };
+    let unsafe_path = |why| PackageError::UnsafePath { path: path.chars().take(200).collect(), why };
+    if path.starts_with('/') {
+        return Err(unsafe_path("absolute path"));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(unsafe_path("parent directory `..`"));
+    }
+    if path.bytes().any(|b| b.is_ascii_control() || b == b'\\') {
+        return Err(unsafe_path("control character or backslash"));
+    }
+    Ok(path.to_string())
+}
+
+fn read_small(entry: &mut impl Read, path: &str, size: u64, limit: u64) -> Result<Vec<u8>, PackageError> {
+    if size > limit {
+        return Err(PackageError::EntryTooLarge { what: path.to_string(), size, limit });
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut buf).map_err(PackageError::Io)?;
+    if (buf.len() as u64) < size {
+        return Err(PackageError::Truncated(path.to_string()));
+    }
+    Ok(buf)
+}
+
+/// Reads and verifies a package from `reader`.
+pub fn read_package<R: Read>(
+    reader: R,
+    trust: Trust<'_>,
+    limits: &Limits,
+    sink: &mut dyn PayloadSink,
+) -> Result<VerifiedPackage, PackageError> {
+    let count = Rc::new(Cell::new(0u64));
+    let mut buffered = BufReader::with_capacity(256 * 1024, reader.take(limits.max_package_size + 1));
+    if buffered.fill_buf().map_err(PackageError::Io)?.is_empty() {
+        return Err(PackageError::Empty);
+    }
+    let counting = Counting { inner: buffered, count: Rc::clone(&count) };
+    let over = || count.get() > limits.max_package_size;
+    let result = read_entries(counting, trust, limits, sink);
+    match result {
+        Err(_) if over() => Err(PackageError::TooLarge { limit: limits.max_package_size }),
+        other => other,
+    }
+}
+
+fn read_entries<R: Read>(
+    reader: R,
+    trust: Trust<'_>,
+    limits: &Limits,
+    sink: &mut dyn PayloadSink,
+) -> Result<VerifiedPackage, PackageError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut entries = archive.entries().map_err(|e| PackageError::NotTar(e.to_string()))?.raw(true);
+    let mut last = String::new();
+    let mut index = 0usize;
+
+    // Pulls the next entry and checks its type and path.
+    macro_rules! next_entry {
+        () => {{
+            match entries.next() {
+                None => None,
+                Some(Err(e)) if index == 0 => return Err(PackageError::NotTar(e.to_string())),
+                Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(PackageError::Truncated(last.clone()))
+                }
+                Some(Err(e)) => {
+                    return Err(PackageError::Corrupt { after: last.clone(), detail: e.to_string() })
+                }
+                Some(Ok(entry)) => {
+                    index += 1;
+                    let path = check_path(&entry.path_bytes())?;
+                    if let Some(kind) = kind_name(entry.header().entry_type()) {
+                        return Err(PackageError::NotRegular { path, kind });
+                    }
+                    let size = entry
+                        .header()
+                        .entry_size()
+                        .map_err(|e| PackageError::Corrupt { after: last.clone(), detail: e.to_string() })?;
+                    last = path.clone();
+                    Some((entry, path, size))
+                }
+            }
+        }};
+    }
+
+    let Some((mut entry, path, size)) = next_entry!() else {
+        return Err(PackageError::MissingEntry(MANIFEST_PATH));
+    };
+    if path != MANIFEST_PATH {
+        return Err(PackageError::OutOfOrder { path, expected: MANIFEST_PATH });
+    }
+    let manifest_bytes = read_small(&mut entry, &path, size, limits.max_manifest)?;
+    drop(entry);
+
+    let Some((mut entry, path, size)) = next_entry!() else {
+        return Err(PackageError::MissingEntry(SIGNATURES_PATH));
+    };
+    if path != SIGNATURES_PATH {
+        return Err(match path.as_str() {
+            MANIFEST_PATH => PackageError::Duplicate(path),
+            _ => PackageError::OutOfOrder { path, expected: SIGNATURES_PATH },
+        });
+    }
+    let sig_bytes = read_small(&mut entry, &path, size, limits.max_signatures_file)?;
+    drop(entry);
+    let signatures = SignatureSet::parse(&sig_bytes, limits)?;
+
+    // Authenticate the raw bytes before reading anything they describe.
+    let signers = match trust {
+        Trust::Keys { keys, threshold } => signatures.check(&manifest_bytes, keys, threshold)?,
+        Trust::Unverified => Vec::new(),
+    };
+    let manifest = Manifest::parse(&manifest_bytes, limits)?;
+    sink.start(&Header { manifest: &manifest, manifest_bytes: &manifest_bytes, signatures: &signatures })
+        .map_err(|source| PackageError::Sink { path: MANIFEST_PATH.into(), source })?;
+
+    let mut pending: BTreeMap<&str, &Payload> = manifest.payloads.iter().map(|p| (p.path.as_str(), p)).collect();
+    let mut buf = vec![0u8; 256 * 1024];
+    while let Some((mut entry, path, size)) = next_entry!() {
+        let Some(payload) = pending.remove(path.as_str()) else {
+            let listed = path == MANIFEST_PATH
+                || path == SIGNATURES_PATH
+                || manifest.payloads.iter().any(|p| p.path == path);
+            return Err(if listed { PackageError::Duplicate(path) } else { PackageError::Unlisted(path) });
+        };
+        if size != payload.size {
+            return Err(PackageError::SizeMismatch { path, expected: payload.size, actual: size });
+        }
+        let sink_err = |source| PackageError::Sink { path: payload.path.clone(), source };
+        sink.begin(payload).map_err(sink_err)?;
+        let mut hasher = Sha256::new();
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match entry.read(&mut buf[..want]) {
+                Ok(0) => return Err(PackageError::Truncated(path)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(PackageError::Truncated(path)),
+                Err(e) => return Err(PackageError::Io(e)),
+            };
+            hasher.update(&buf[..n]);
+            sink.data(payload, &buf[..n]).map_err(sink_err)?;
+            left -= n as u64;
+        }
+        let actual = Sha256Digest(hasher.finalize().into());
+        if actual != payload.sha256 {
+            return Err(PackageError::HashMismatch { path, expected: payload.sha256, actual });
+        }
+        sink.end(payload).map_err(sink_err)?;
+    }
+    if let Some(missing) = pending.keys().next() {
+        return Err(PackageError::MissingPayload((*missing).to_string()));
+    }
+    Ok(VerifiedPackage { manifest, manifest_bytes, signatures, signers })
+}
+
+/// Reads and verifies the package at `path`.
+pub fn read_package_file(
+    path: &Path,
+    trust: Trust<'_>,
+    limits: &Limits,
+    sink: &mut dyn PayloadSink,
+) -> Result<VerifiedPackage, FileError> {
+    let wrap = |source| FileError { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(|e| wrap(PackageError::Io(e)))?;
+    read_package(file, trust, limits, sink).map_err(wrap)
+}

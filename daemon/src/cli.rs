@@ -1,0 +1,51 @@
+//! Shared pieces of the command-line tools: error reporting and exit codes.
+
+use std::process::ExitCode;
+
+/// Runs a tool's main body and turns an error into one line on stderr,
+/// `TOOL: error: outer: inner: ...`, and a non-zero exit code.
+pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
+    match body() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{tool}: error: {}", one_line(&e));
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+/// The whole error chain on one line. Many errors already quote their
+/// cause in their own message; a cause already shown is not repeated.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
+}
+
+/// An error that carries its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<Exit>().map_or(1, |x| x.code)
+}
+
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
