@@ -26,24 +26,13 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub trust: TrustConfig,
     pub paths: PathsConfig,
     pub health: HealthConfig,
     pub kernel: KernelConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            trust: TrustConfig::default(),
-            paths: PathsConfig::default(),
-            health: HealthConfig::default(),
-            kernel: KernelConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +46,10 @@ pub struct TrustConfig {
 
 impl Default for TrustConfig {
     fn default() -> Self {
-        TrustConfig { keys_dir: "/etc/milspecd/keys".into(), threshold: 1 }
+        TrustConfig {
+            keys_dir: "/etc/milspecd/keys".into(),
+            threshold: 1,
+        }
     }
 }
 
@@ -69,7 +61,9 @@ pub struct PathsConfig {
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        PathsConfig { state_dir: "/var/lib/milspecd".into() }
+        PathsConfig {
+            state_dir: "/var/lib/milspecd".into(),
+        }
     }
 }
 
@@ -145,14 +139,20 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(cfg)
     }
 
     /// Loads `path`. With `explicit` false a missing file means defaults
     /// (a host with no config file runs with built-in settings).
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
@@ -163,7 +163,9 @@ impl Config {
         let mut text = String::new();
         file.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(read_err)?;
         if text.len() as u64 > MAX_CONFIG {
-            return Err(ConfigError::TooLarge { path: path.to_path_buf() });
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
         }
         Self::parse(&text, path)
     }
@@ -176,13 +178,19 @@ impl Config {
         if p < Duration::from_secs(1) || p > Duration::from_secs(24 * 3600) {
             return Err("[health] probation must be between 1s and 24h".into());
         }
-        for (name, d) in [("check_timeout", self.health.check_timeout), ("unload_timeout", self.health.unload_timeout)] {
+        for (name, d) in [
+            ("check_timeout", self.health.check_timeout),
+            ("unload_timeout", self.health.unload_timeout),
+        ] {
             if d.is_zero() || d > Duration::from_secs(600) {
                 return Err(format!("[health] {name} must be between 1ms and 10m"));
             }
         }
         if !milspec_format::manifest::valid_module_name(&self.kernel.module) {
-            return Err(format!("[kernel] module `{}` is not a valid module name", self.kernel.module));
+            return Err(format!(
+                "[kernel] module `{}` is not a valid module name",
+                self.kernel.module
+            ));
         }
         Ok(())
     }
@@ -198,7 +206,11 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = Config::parse("[health]\nprobation = \"5s\"\n[trust]\nthreshold = 2\n", Path::new("c.toml")).unwrap();
+        let c = Config::parse(
+            "[health]\nprobation = \"5s\"\n[trust]\nthreshold = 2\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
         assert_eq!(c.health.probation, Duration::from_secs(5));
         assert_eq!(c.trust.threshold, 2);
         assert_eq!(c.kernel.proc, PathBuf::from("/proc"));
@@ -207,7 +219,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::parse("[health]\nprobaton = \"5s\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse("[health]\nprobaton = \"5s\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.toml") && e.contains("probaton"), "{e}");
         let e = Config::parse("[nope]\n", Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");

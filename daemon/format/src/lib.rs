@@ -33,5 +33,7 @@ pub use keys::{KeyError, KeyId, PublicKey, SecretKey, TrustedKeys};
 pub use limits::Limits;
 pub use manifest::{Manifest, ManifestError, Payload};
 pub use modinfo::{ModInfo, ModInfoError};
-pub use package::{read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust, VerifiedPackage};
+pub use package::{
+    read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust, VerifiedPackage,
+};
 pub use signature::{SignatureError, SignatureSet};
