@@ -5,5 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod health;
+pub mod kernel_paths;
 
 pub use milspec_format as format;

@@ -1,0 +1,1 @@
+//! Health of the loaded module: what "healthy" means and how it is watched.
