@@ -65,7 +65,13 @@ fn pack_verify_inspect_sign_round_trip() {
 fn pack_is_reproducible_but_for_time_and_records_params() {
     let f = Fixture::new();
     let k = f.key("k", true);
-    let ko = f.ko("m.ko", FakeKo::default());
+    let ko = f.ko(
+        "m.ko",
+        FakeKo {
+            version: "2.0.0-rc.1",
+            ..FakeKo::default()
+        },
+    );
     repo()
         .args([
             "pack",
@@ -416,6 +422,30 @@ fn module_without_vermagic() {
 }
 
 #[test]
+fn module_version_must_match_package_version() {
+    let f = Fixture::new();
+    let k = f.key("a", true);
+    let ko = f.ko(
+        "m.ko",
+        FakeKo {
+            version: "1.0.0",
+            ..FakeKo::default()
+        },
+    );
+    repo()
+        .args(["pack", "--version", "1.1.0", "--module"])
+        .arg(&ko)
+        .arg("--key")
+        .arg(&k)
+        .arg("--out")
+        .arg(f.path("o.mspkg"))
+        .assert()
+        .failure()
+        .stderr(contains("m.ko").and(contains("says version 1.0.0 but the package is 1.1.0")));
+    assert!(!f.path("o.mspkg").exists());
+}
+
+#[test]
 fn two_modules_for_one_release_refused() {
     let f = Fixture::new();
     let k = f.key("a", true);
@@ -423,7 +453,7 @@ fn two_modules_for_one_release_refused() {
     let b = f.ko(
         "b.ko",
         FakeKo {
-            version: "2.0.0",
+            padding: 10,
             ..FakeKo::default()
         },
     );

@@ -40,6 +40,12 @@ pub enum WriteError {
         release: String,
         other: PathBuf,
     },
+    #[error("{}: the module says version {found} but the package is {expected}; rebuild it with VERSION={expected}", path.display())]
+    VersionMismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("no module given: pass at least one --module")]
     NoModules,
     #[error("no signing key given: pass at least one --key")]
@@ -132,6 +138,14 @@ pub fn pack(
         .map(|p| read_module(p, limits))
         .collect::<Result<Vec<_>, _>>()?;
     for (i, m) in mods.iter().enumerate() {
+        // The daemon tells which slot is live by the module's own version.
+        if let Some(v) = m.info.version.as_deref().filter(|v| *v != opts.version.to_string()) {
+            return Err(WriteError::VersionMismatch {
+                path: m.path.clone(),
+                found: v.to_string(),
+                expected: opts.version.to_string(),
+            });
+        }
         let first = &mods[0];
         if m.info.name != first.info.name {
             return Err(WriteError::MixedModules {
