@@ -46,10 +46,7 @@ pub struct TrustConfig {
 
 impl Default for TrustConfig {
     fn default() -> Self {
-        TrustConfig {
-            keys_dir: "/etc/milspecd/keys".into(),
-            threshold: 1,
-        }
+        TrustConfig { keys_dir: "/etc/milspecd/keys".into(), threshold: 1 }
     }
 }
 
@@ -61,9 +58,7 @@ pub struct PathsConfig {
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        PathsConfig {
-            state_dir: "/var/lib/milspecd".into(),
-        }
+        PathsConfig { state_dir: "/var/lib/milspecd".into() }
     }
 }
 
@@ -105,6 +100,10 @@ pub struct KernelConfig {
     pub kmsg: PathBuf,
     /// The module this daemon manages.
     pub module: String,
+    /// Runtime parameters read from the old module and re-applied to the new one.
+    pub carry_params: Vec<String>,
+    /// Replace a loaded module that matches no slot (drift). Off: report it only.
+    pub adopt_unmanaged: bool,
 }
 
 impl Default for KernelConfig {
@@ -114,6 +113,8 @@ impl Default for KernelConfig {
             sys: "/sys".into(),
             kmsg: "/dev/kmsg".into(),
             module: "dell_milspec".into(),
+            carry_params: vec!["mode5_level".into()],
+            adopt_unmanaged: false,
         }
     }
 }
@@ -139,20 +140,14 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(cfg)
     }
 
     /// Loads `path`. With `explicit` false a missing file means defaults
     /// (a host with no config file runs with built-in settings).
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
@@ -163,9 +158,7 @@ impl Config {
         let mut text = String::new();
         file.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(read_err)?;
         if text.len() as u64 > MAX_CONFIG {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-            });
+            return Err(ConfigError::TooLarge { path: path.to_path_buf() });
         }
         Self::parse(&text, path)
     }
@@ -178,19 +171,17 @@ impl Config {
         if p < Duration::from_secs(1) || p > Duration::from_secs(24 * 3600) {
             return Err("[health] probation must be between 1s and 24h".into());
         }
-        for (name, d) in [
-            ("check_timeout", self.health.check_timeout),
-            ("unload_timeout", self.health.unload_timeout),
-        ] {
+        for (name, d) in [("check_timeout", self.health.check_timeout), ("unload_timeout", self.health.unload_timeout)]
+        {
             if d.is_zero() || d > Duration::from_secs(600) {
                 return Err(format!("[health] {name} must be between 1ms and 10m"));
             }
         }
         if !milspec_format::manifest::valid_module_name(&self.kernel.module) {
-            return Err(format!(
-                "[kernel] module `{}` is not a valid module name",
-                self.kernel.module
-            ));
+            return Err(format!("[kernel] module `{}` is not a valid module name", self.kernel.module));
+        }
+        if let Some(p) = self.kernel.carry_params.iter().find(|p| !milspec_format::manifest::valid_module_name(p)) {
+            return Err(format!("[kernel] carry_params: `{p}` is not a valid parameter name"));
         }
         Ok(())
     }
@@ -206,11 +197,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = Config::parse(
-            "[health]\nprobation = \"5s\"\n[trust]\nthreshold = 2\n",
-            Path::new("c.toml"),
-        )
-        .unwrap();
+        let c = Config::parse("[health]\nprobation = \"5s\"\n[trust]\nthreshold = 2\n", Path::new("c.toml")).unwrap();
         assert_eq!(c.health.probation, Duration::from_secs(5));
         assert_eq!(c.trust.threshold, 2);
         assert_eq!(c.kernel.proc, PathBuf::from("/proc"));
@@ -219,9 +206,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::parse("[health]\nprobaton = \"5s\"\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[health]\nprobaton = \"5s\"\n", Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("probaton"), "{e}");
         let e = Config::parse("[nope]\n", Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");

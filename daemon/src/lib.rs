@@ -5,7 +5,16 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod health;
+pub mod history;
+pub mod kernel;
 pub mod kernel_paths;
+pub mod lock;
+pub mod plan;
+pub mod slot_id;
+pub mod slots;
+pub mod state;
+pub mod status;
 
 pub use milspec_format as format;

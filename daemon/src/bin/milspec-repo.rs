@@ -15,11 +15,7 @@ use milspec_format::Limits;
 use milspecd::cli::run_main;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "milspec-repo",
-    version,
-    about = "Publish signed dell-milspec module packages"
-)]
+#[command(name = "milspec-repo", version, about = "Publish signed dell-milspec module packages")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -93,16 +89,7 @@ fn main() -> ExitCode {
                 println!("wrote {} and {}", k.display(), p.display());
                 println!("key id {}", key.public().id());
             }
-            Cmd::Pack {
-                version,
-                sequence,
-                modules,
-                params,
-                probation,
-                sys_vendors,
-                keys,
-                out,
-            } => {
+            Cmd::Pack { version, sequence, modules, params, probation, sys_vendors, keys, out } => {
                 let sequence = match sequence {
                     Some(s) => s,
                     None => writer::default_sequence(&version).with_context(|| {
@@ -115,15 +102,11 @@ fn main() -> ExitCode {
                     sequence,
                     created: time::OffsetDateTime::now_utc().replace_nanosecond(0)?,
                     params: parse_params(&params)?,
-                    probation: probation.map(|d| Probation {
-                        window_secs: Some(d.as_secs().max(1)),
-                    }),
+                    probation: probation.map(|d| Probation { window_secs: Some(d.as_secs().max(1)) }),
                     requires: if sys_vendors.is_empty() {
                         Requires::default()
                     } else {
-                        Requires {
-                            sys_vendor: sys_vendors,
-                        }
+                        Requires { sys_vendor: sys_vendors }
                     },
                 };
                 let m = writer::pack(&modules, &opts, &keys, &out, &limits)?;

@@ -9,11 +9,7 @@ use milspec_format::{Limits, TrustedKeys};
 use milspecd::cli::run_main;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "milspecctl",
-    version,
-    about = "Inspect, verify and control dell-milspec module updates"
-)]
+#[command(name = "milspecctl", version, about = "Inspect, verify and control dell-milspec module updates")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,12 +40,7 @@ fn describe(pkg: &VerifiedPackage) {
     let m = &pkg.manifest;
     println!("package:   {} {}", m.name, m.version);
     println!("sequence:  {}", m.sequence);
-    println!(
-        "created:   {}",
-        m.created
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    );
+    println!("created:   {}", m.created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
     println!("vendors:   {}", m.requires.sys_vendor.join(", "));
     if !m.params.is_empty() {
         let ps: Vec<_> = m.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -59,10 +50,7 @@ fn describe(pkg: &VerifiedPackage) {
         println!("probation: {w}s");
     }
     for p in &m.payloads {
-        println!(
-            "payload:   {} {} ({} bytes, sha256 {})",
-            p.kernel_release, p.module, p.size, p.sha256
-        );
+        println!("payload:   {} {} ({} bytes, sha256 {})", p.kernel_release, p.module, p.size, p.sha256);
     }
 }
 
@@ -71,32 +59,17 @@ fn main() -> ExitCode {
     run_main("milspecctl", || {
         let limits = Limits::default();
         match cli.cmd {
-            Cmd::Verify {
-                keys,
-                threshold,
-                package,
-            } => {
+            Cmd::Verify { keys, threshold, package } => {
                 let trusted = TrustedKeys::load_dir(&keys)?;
-                let pkg = read_package_file(
-                    &package,
-                    Trust::Keys {
-                        keys: &trusted,
-                        threshold,
-                    },
-                    &limits,
-                    &mut Discard,
-                )?;
+                let pkg =
+                    read_package_file(&package, Trust::Keys { keys: &trusted, threshold }, &limits, &mut Discard)?;
                 println!("{}: OK", package.display());
                 describe(&pkg);
                 for id in &pkg.signers {
                     let name = trusted.get(id).map(|k| k.name()).unwrap_or("?");
                     println!("signed by: {name} ({id})");
                 }
-                println!(
-                    "trust:     {} of {} required trusted signatures",
-                    pkg.signers.len(),
-                    threshold
-                );
+                println!("trust:     {} of {} required trusted signatures", pkg.signers.len(), threshold);
             }
             Cmd::Inspect { package, json } => {
                 let pkg = read_package_file(&package, Trust::Unverified, &limits, &mut Discard)?;

@@ -31,9 +31,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        let f = Fixture {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let f = Fixture { dir: tempfile::tempdir().unwrap() };
         fs::create_dir(f.path("keys")).unwrap();
         fs::create_dir(f.path("trust")).unwrap();
         f
@@ -45,17 +43,9 @@ impl Fixture {
 
     /// Makes key `name`; trusted ones get their .pub copied into trust/.
     pub fn key(&self, name: &str, trusted: bool) -> PathBuf {
-        repo()
-            .args(["keygen", "--name", name, "--out"])
-            .arg(self.path("keys"))
-            .assert()
-            .success();
+        repo().args(["keygen", "--name", name, "--out"]).arg(self.path("keys")).assert().success();
         if trusted {
-            fs::copy(
-                self.path(&format!("keys/{name}.pub")),
-                self.path(&format!("trust/{name}.pub")),
-            )
-            .unwrap();
+            fs::copy(self.path(&format!("keys/{name}.pub")), self.path(&format!("trust/{name}.pub"))).unwrap();
         }
         self.path(&format!("keys/{name}.key"))
     }
@@ -67,18 +57,9 @@ impl Fixture {
     }
 
     pub fn pack(&self, version: &str, keys: &[&Path], out: &str) -> PathBuf {
-        let ko = self.ko(
-            &format!("m-{version}.ko"),
-            FakeKo {
-                version,
-                ..FakeKo::default()
-            },
-        );
+        let ko = self.ko(&format!("m-{version}.ko"), FakeKo { version, ..FakeKo::default() });
         let mut cmd = repo();
-        cmd.args(["pack", "--version", version, "--module"])
-            .arg(&ko)
-            .arg("--out")
-            .arg(self.path(out));
+        cmd.args(["pack", "--version", version, "--module"]).arg(&ko).arg("--out").arg(self.path(out));
         for k in keys {
             cmd.arg("--key").arg(k);
         }
@@ -150,24 +131,12 @@ pub fn raw_tar(list: &[Raw<'_>]) -> Vec<u8> {
 
 /// Rebuilds `pkg` with the given entries (all regular files) plus extras.
 pub fn rebuild(entries: &[(String, Vec<u8>)], extra: &[Raw<'_>]) -> Vec<u8> {
-    let mut list: Vec<Raw<'_>> = entries
-        .iter()
-        .map(|(p, d)| Raw {
-            path: p,
-            kind: tar::EntryType::Regular,
-            data: d,
-        })
-        .collect();
-    list.extend(extra.iter().map(|r| Raw {
-        path: r.path,
-        kind: r.kind,
-        data: r.data,
-    }));
+    let mut list: Vec<Raw<'_>> =
+        entries.iter().map(|(p, d)| Raw { path: p, kind: tar::EntryType::Regular, data: d }).collect();
+    list.extend(extra.iter().map(|r| Raw { path: r.path, kind: r.kind, data: r.data }));
     raw_tar(&list)
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> usize {
-    hay.windows(needle.len())
-        .position(|w| w == needle)
-        .expect("needle present")
+    hay.windows(needle.len()).position(|w| w == needle).expect("needle present")
 }

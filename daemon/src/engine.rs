@@ -1,0 +1,655 @@
+//! The update engine: install a verified package into the inactive slot,
+//! swap the live module, watch it on probation, then commit it or roll back
+//! on its own; and on start, bring the state record and the live kernel
+//! back together after a crash or a reboot.
+//!
+//! Every step that changes the state record saves it *before* acting, so a
+//! crash between any two lines leaves a record that [`Engine::recover`]
+//! can finish from.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use milspec_format::atomic::AtomicFile;
+use milspec_format::package::{read_package, Header, PackageError, PayloadSink, Trust};
+use milspec_format::{KeyError, Limits, Payload, TrustedKeys};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::health::{Snapshot, Unhealthy, WatchOptions, WatchOutcome, Watcher};
+use crate::history::{now_rfc3339, Event, EventKind, History};
+use crate::kernel::{loaded_module, param_string, Kernel, KernelError, LoadedModule, SealedModule};
+use crate::kernel_paths::KernelPaths;
+use crate::lock::{LockError, StateLock};
+use crate::plan::{self, Facts, Plan, Rejection};
+use crate::slot_id::SlotId;
+use crate::slots::{Slot, SlotError, SlotStore, SlotTrust};
+use crate::state::{Blocked, Checkpoint, PendingReboot, Rollback, State, StateError, StateFile, Trial, TrialPhase};
+
+/// Marks a durable step; with the `failpoints` feature a test can crash
+/// the process here (`FAILPOINTS=name=panic`).
+macro_rules! step {
+    ($name:literal) => {
+        fail::fail_point!($name);
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("cannot read {what} from {}: {source}", path.display())]
+    Fact { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot write history {}: {source}", path.display())]
+    History { path: PathBuf, source: io::Error },
+    #[error("cannot stage the package: {0}")]
+    Stage(String),
+    #[error("cannot open the kernel log for watching: {0}")]
+    Watch(io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How an install ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    Committed { version: String, slot: SlotId, swap_ms: u64, watched_ms: u64 },
+    AlreadyInstalled { version: String },
+    Rejected { reason: String },
+    RolledBack { version: String, to: Option<String>, reason: String, detect_ms: u64, rollback_ms: u64 },
+    RollbackPendingReboot { version: String, reason: String },
+}
+
+impl Outcome {
+    /// `milspecd install` exit codes: 0 committed, 2 rejected before any
+    /// swap, 3 swapped then rolled back.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Committed { .. } | Outcome::AlreadyInstalled { .. } => 0,
+            Outcome::Rejected { .. } => 2,
+            Outcome::RolledBack { .. } | Outcome::RollbackPendingReboot { .. } => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
+    pub allow_downgrade: bool,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "recovery", rename_all = "kebab-case")]
+pub enum Recovery {
+    Clean,
+    LoadedCommitted { version: String },
+    Drift { live: Option<String> },
+    Resumed(Outcome),
+    RolledBack(Outcome),
+    SwapAbandoned { version: String },
+    StillPendingReboot { reason: String },
+}
+
+pub struct Engine<'k> {
+    cfg: Config,
+    paths: KernelPaths,
+    kernel: &'k dyn Kernel,
+    trust: TrustedKeys,
+    limits: Limits,
+    state_file: StateFile,
+    history: History,
+    slots: SlotStore,
+    _lock: StateLock,
+}
+
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("state_dir", &self.cfg.paths.state_dir).finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn read_fact(what: &'static str, path: &Path) -> Result<String, EngineError> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|source| EngineError::Fact {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Streams the package's payload for this kernel into the target slot,
+/// once the signed manifest has been planned.
+struct StageSink<'a> {
+    state: &'a State,
+    facts: &'a Facts,
+    module: &'a str,
+    opts: plan::Options,
+    slots: &'a SlotStore,
+    plan: Option<Plan>,
+    rejection: Option<Rejection>,
+    file: Option<AtomicFile>,
+}
+
+impl PayloadSink for StageSink<'_> {
+    fn start(&mut self, h: &Header<'_>) -> io::Result<()> {
+        match plan::plan(self.state, h.manifest, self.facts, self.module, self.opts) {
+            Err(r) => {
+                self.rejection = Some(r);
+                Err(io::Error::other("rejected by plan"))
+            }
+            Ok(p) if p.already_installed => {
+                self.plan = Some(p);
+                Err(io::Error::other("already installed"))
+            }
+            Ok(p) => {
+                self.file = Some(self.slots.begin(p.target).map_err(io::Error::other)?);
+                self.plan = Some(p);
+                Ok(())
+            }
+        }
+    }
+
+    fn data(&mut self, p: &Payload, chunk: &[u8]) -> io::Result<()> {
+        if p.kernel_release == self.facts.kernel_release {
+            if let Some(f) = self.file.as_mut() {
+                io::Write::write_all(f, chunk)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'k> Engine<'k> {
+    /// Takes the state lock and loads the trusted keys.
+    pub fn open(cfg: Config, kernel: &'k dyn Kernel) -> Result<Self, EngineError> {
+        let lock = StateLock::acquire(&cfg.paths.state_dir)?;
+        let trust = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
+        milspec_format::signature::check_threshold_config(cfg.trust.threshold, trust.len())
+            .map_err(|e| EngineError::Invalid(format!("[trust] {e}")))?;
+        let slots = SlotStore::open(&cfg.paths.state_dir)?;
+        Ok(Engine {
+            paths: KernelPaths::from_config(&cfg.kernel),
+            state_file: StateFile::new(&cfg.paths.state_dir),
+            history: History::new(&cfg.paths.state_dir),
+            kernel,
+            trust,
+            limits: Limits::default(),
+            slots,
+            cfg,
+            _lock: lock,
+        })
+    }
+
+    pub fn paths(&self) -> &KernelPaths {
+        &self.paths
+    }
+
+    fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
+        SlotTrust { keys: &self.trust, threshold: self.cfg.trust.threshold, release, limits: &self.limits }
+    }
+
+    fn record(&self, ev: Event) -> Result<(), EngineError> {
+        self.history.append(&ev).map_err(|source| EngineError::History { path: self.history.path().into(), source })
+    }
+
+    fn save(&self, state: &State) -> Result<(), EngineError> {
+        Ok(self.state_file.save(state)?)
+    }
+
+    fn live(&self) -> Option<LoadedModule> {
+        loaded_module(&self.paths, &self.cfg.kernel.carry_params)
+    }
+
+    fn boottime_ms(&self) -> u64 {
+        ms(self.kernel.boottime())
+    }
+
+    fn read_slot(&self, id: SlotId, release: &str) -> Result<Option<Slot>, EngineError> {
+        Ok(self.slots.read(id, self.slot_trust(release))?)
+    }
+
+    fn committed_version(&self, state: &State, release: &str) -> Option<String> {
+        let id = state.committed?;
+        match self.read_slot(id, release) {
+            Ok(Some(s)) => Some(s.manifest.version.to_string()),
+            Ok(None) => None,
+            Err(e) => {
+                warn!("committed slot {id} cannot be used: {e}");
+                None
+            }
+        }
+    }
+
+    fn facts(&self, state: &State) -> Result<Facts, EngineError> {
+        let release = read_fact("the kernel release", &self.paths.osrelease())?;
+        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+        Ok(Facts {
+            sys_vendor: std::fs::read_to_string(self.paths.dmi_sys_vendor()).ok().map(|s| s.trim().to_string()),
+            live_version: self.live().map(|m| m.version.unwrap_or_default()),
+            committed_version: self.committed_version(state, &release),
+            pending_reboot_this_boot: state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id),
+            kernel_release: release,
+        })
+    }
+
+    /// Loads the module from a slot through a sealed copy whose hash was
+    /// just checked, with `carried` parameters over the package defaults.
+    fn load_slot(&self, slot: &Slot, carried: &std::collections::BTreeMap<String, String>) -> Result<(), EngineError> {
+        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
+        let params = param_string(&slot.manifest.params, carried);
+        info!(slot = %slot.id, version = %slot.manifest.version, params = %params, "loading module");
+        Ok(self.kernel.load(&image, &params)?)
+    }
+
+    /// Installs a package read from `reader`: one full cycle.
+    pub fn install(&mut self, reader: impl Read, opts: InstallOptions) -> Result<Outcome, EngineError> {
+        let mut state = self.state_file.load()?;
+        let facts = self.facts(&state)?;
+        let popts =
+            plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
+        let mut sink = StageSink {
+            state: &state,
+            facts: &facts,
+            module: &self.paths.module,
+            opts: popts,
+            slots: &self.slots,
+            plan: None,
+            rejection: None,
+            file: None,
+        };
+        let trust = Trust::Keys { keys: &self.trust, threshold: self.cfg.trust.threshold };
+        let read = read_package(reader, trust, &self.limits, &mut sink);
+        let (plan, rejection, file) = (sink.plan.take(), sink.rejection.take(), sink.file.take());
+        let pkg = match read {
+            Ok(pkg) => pkg,
+            Err(PackageError::Sink { .. }) if rejection.is_some() => {
+                let reason = rejection.map(|r| r.to_string()).unwrap_or_default();
+                return self.reject(None, reason);
+            }
+            Err(PackageError::Sink { .. }) if plan.as_ref().is_some_and(|p| p.already_installed) => {
+                let version = facts.committed_version.clone().unwrap_or_default();
+                info!(%version, "already installed and committed; nothing to do");
+                return Ok(Outcome::AlreadyInstalled { version });
+            }
+            Err(PackageError::Sink { path, source }) => {
+                return Err(EngineError::Stage(format!("{path}: {source}")));
+            }
+            Err(e) => return self.reject(None, format!("package rejected: {e}")),
+        };
+        let (Some(plan), Some(file)) = (plan, file) else {
+            return Err(EngineError::Stage("the package was read but never planned".into()));
+        };
+        let version = pkg.manifest.version.to_string();
+        info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
+
+        // Stage: the slot was invalidated when the payload started; now
+        // write, read back, verify, mark valid.
+        let slot = self.slots.finish(
+            plan.target,
+            file,
+            &pkg.manifest_bytes,
+            &pkg.signatures,
+            self.slot_trust(&facts.kernel_release),
+        )?;
+        self.record(Event::new(EventKind::Staged).version(&version).slot(plan.target))?;
+        info!(%version, slot = %plan.target, "staged");
+        step!("install.after-stage");
+
+        // Check the image before touching the live module.
+        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
+
+        // Checkpoint, saved before the old module is touched.
+        let live = self.live();
+        let window = slot
+            .manifest
+            .probation
+            .as_ref()
+            .and_then(|p| p.window_secs)
+            .map_or(self.cfg.health.probation, Duration::from_secs)
+            .clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600));
+        let checkpoint = Checkpoint {
+            slot: plan.fallback,
+            version: live.as_ref().and_then(|m| m.version.clone()),
+            params: live.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
+            baseline: Snapshot::read(&self.paths),
+        };
+        state.trial = Some(Trial {
+            slot: plan.target,
+            version: pkg.manifest.version.clone(),
+            sequence: pkg.manifest.sequence,
+            phase: TrialPhase::Swapping,
+            boot_id: read_fact("the boot id", &self.paths.boot_id())?,
+            started_ms: self.boottime_ms(),
+            window_ms: ms(window),
+            checkpoint: checkpoint.clone(),
+            rollback_reason: None,
+        });
+        self.save(&state)?;
+        info!(old = ?checkpoint.version, params = ?checkpoint.params, "checkpoint saved");
+        step!("install.after-checkpoint");
+
+        // Arm the log watch before the swap so nothing printed at load is missed.
+        let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
+        let swap_start = Instant::now();
+        if live.is_some() {
+            if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
+                // The old module stays; undo the trial.
+                state.trial = None;
+                self.save(&state)?;
+                let reason = format!("old module could not be unloaded: {e}");
+                return self.reject(Some(&version), reason);
+            }
+            info!(ms = ms(swap_start.elapsed()), "old module unloaded");
+        }
+        step!("install.after-unload");
+
+        let params = param_string(&slot.manifest.params, &checkpoint.params);
+        if let Err(e) = self.kernel.load(&image, &params) {
+            warn!("new module failed to load: {e}");
+            let detected = Instant::now();
+            return self.roll_back(&mut state, format!("load failed: {e}"), detected, 0);
+        }
+        let swap_ms = ms(swap_start.elapsed());
+        info!(%version, swap_ms, params = %params, "new module loaded");
+        step!("install.after-load");
+
+        if let Some(t) = state.trial.as_mut() {
+            t.phase = TrialPhase::Watching;
+            t.started_ms = self.boottime_ms();
+        }
+        self.save(&state)?;
+        self.record(
+            Event::new(EventKind::Swapped)
+                .version(&version)
+                .slot(plan.target)
+                .from_to(checkpoint.version.clone().unwrap_or_else(|| "none".into()), Some(version.clone()))
+                .millis(swap_ms),
+        )?;
+        step!("install.after-swapped");
+        let outcome = self.watch(&mut state, &mut watcher, window, &checkpoint.baseline)?;
+        Ok(match outcome {
+            Outcome::Committed { version, slot, watched_ms, .. } => {
+                Outcome::Committed { version, slot, swap_ms, watched_ms }
+            }
+            other => other,
+        })
+    }
+
+    fn reject(&self, version: Option<&str>, reason: String) -> Result<Outcome, EngineError> {
+        warn!("rejected: {reason}");
+        let mut ev = Event::new(EventKind::Rejected).reason(&reason);
+        if let Some(v) = version {
+            ev = ev.version(v);
+        }
+        self.record(ev)?;
+        Ok(Outcome::Rejected { reason })
+    }
+
+    /// Watches the trial for the rest of its window, then commits or rolls back.
+    fn watch(
+        &self,
+        state: &mut State,
+        watcher: &mut Watcher,
+        window: Duration,
+        baseline: &Snapshot,
+    ) -> Result<Outcome, EngineError> {
+        let opts = WatchOptions::from_config(&self.cfg.health);
+        let mut progress = |left: Duration| {
+            info!(left = %humantime::format_duration(Duration::from_secs(left.as_secs())), "probation");
+        };
+        let outcome = match watcher.check_now(baseline) {
+            Some(reason) => WatchOutcome::Unhealthy { reason, after: Duration::ZERO },
+            None => watcher.watch(baseline, window, &opts, &mut progress),
+        };
+        match outcome {
+            WatchOutcome::Healthy { watched } => self.commit(state, ms(watched)),
+            WatchOutcome::Unhealthy { reason, after } => {
+                let detected = Instant::now();
+                warn!(after_ms = ms(after), "unhealthy: {reason}");
+                self.roll_back(state, reason_text(&reason), detected, ms(after))
+            }
+        }
+    }
+
+    fn commit(&self, state: &mut State, watched_ms: u64) -> Result<Outcome, EngineError> {
+        let Some(trial) = state.trial.take() else {
+            return Err(EngineError::Invalid("commit without a trial".into()));
+        };
+        state.committed = Some(trial.slot);
+        state.max_sequence = state.max_sequence.max(trial.sequence);
+        self.save(state)?;
+        step!("commit.after-save");
+        let version = trial.version.to_string();
+        self.record(Event::new(EventKind::Committed).version(&version).slot(trial.slot).millis(watched_ms))?;
+        info!(%version, slot = %trial.slot, "committed");
+        Ok(Outcome::Committed { version, slot: trial.slot, swap_ms: 0, watched_ms })
+    }
+
+    /// Rolls the trial back to its checkpoint. The intent (and the
+    /// blocklist entry) is saved first, so a crash here resumes the rollback.
+    fn roll_back(
+        &self,
+        state: &mut State,
+        reason: String,
+        detected: Instant,
+        detect_ms: u64,
+    ) -> Result<Outcome, EngineError> {
+        let Some(mut trial) = state.trial.clone() else {
+            return Err(EngineError::Invalid("rollback without a trial".into()));
+        };
+        let version = trial.version.to_string();
+        state.block(Blocked {
+            version: trial.version.clone(),
+            sequence: trial.sequence,
+            reason: reason.clone(),
+            at: now_rfc3339(),
+        });
+        trial.phase = TrialPhase::RollingBack;
+        trial.rollback_reason = Some(reason.clone());
+        state.trial = Some(trial.clone());
+        self.save(state)?;
+        warn!(%version, "rolling back: {reason}");
+        step!("rollback.after-intent");
+
+        let live = self.live();
+        let trial_is_live = live.as_ref().is_some_and(|m| m.version.as_deref() == Some(version.as_str()));
+        if trial_is_live {
+            if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
+                return self.pending_reboot(state, &trial, format!("{reason}; {e}"));
+            }
+        }
+        step!("rollback.after-unload");
+
+        let release = read_fact("the kernel release", &self.paths.osrelease())?;
+        let to = match trial.checkpoint.slot {
+            Some(id) if self.live().is_none() => {
+                let slot = self.read_slot(id, &release)?.ok_or_else(|| {
+                    EngineError::Invalid(format!("the committed slot {id} is not valid; nothing to roll back to"))
+                })?;
+                self.load_slot(&slot, &trial.checkpoint.params)?;
+                Some(slot.manifest.version.to_string())
+            }
+            _ => self.live().and_then(|m| m.version),
+        };
+        let rollback_ms = ms(detected.elapsed());
+        state.trial = None;
+        state.last_rollback =
+            Some(Rollback { from: version.clone(), to: to.clone(), reason: reason.clone(), at: now_rfc3339() });
+        self.save(state)?;
+        self.record(
+            Event::new(EventKind::RolledBack)
+                .version(&version)
+                .from_to(&version, to.clone())
+                .reason(&reason)
+                .millis(rollback_ms),
+        )?;
+        info!(from = %version, to = ?to, rollback_ms, "rolled back");
+        Ok(Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms })
+    }
+
+    fn pending_reboot(&self, state: &mut State, trial: &Trial, reason: String) -> Result<Outcome, EngineError> {
+        let version = trial.version.to_string();
+        state.pending_reboot = Some(PendingReboot {
+            boot_id: read_fact("the boot id", &self.paths.boot_id())?,
+            stuck_version: version.clone(),
+            reason: reason.clone(),
+        });
+        state.trial = None;
+        state.last_rollback = Some(Rollback {
+            from: version.clone(),
+            to: trial.checkpoint.version.clone(),
+            reason: format!("rollback pending reboot: {reason}"),
+            at: now_rfc3339(),
+        });
+        self.save(state)?;
+        self.record(Event::new(EventKind::RollbackPendingReboot).version(&version).reason(&reason))?;
+        warn!(%version, "rollback pending reboot: the faulty module cannot be unloaded; the committed slot loads at next boot");
+        if self.cfg.health.reboot_on_stuck_module {
+            request_reboot();
+        }
+        Ok(Outcome::RollbackPendingReboot { version, reason })
+    }
+
+    /// Brings the state record and the live kernel together after a start.
+    pub fn recover(&mut self) -> Result<Recovery, EngineError> {
+        let mut state = self.state_file.load()?;
+        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+        let release = read_fact("the kernel release", &self.paths.osrelease())?;
+
+        if let Some(p) = state.pending_reboot.clone() {
+            if p.boot_id == boot_id {
+                return Ok(Recovery::StillPendingReboot { reason: p.reason });
+            }
+            state.pending_reboot = None;
+            self.save(&state)?;
+            self.record(
+                Event::new(EventKind::Recovered)
+                    .version(&p.stuck_version)
+                    .reason("rebooted after a rollback that was pending a reboot"),
+            )?;
+        }
+
+        if let Some(trial) = state.trial.clone() {
+            let version = trial.version.to_string();
+            let live_version = self.live().and_then(|m| m.version);
+            let trial_live = live_version.as_deref() == Some(version.as_str());
+            if trial.boot_id != boot_id {
+                let reason = format!("the host rebooted during the trial of {version} (crash or panic)");
+                self.record(Event::new(EventKind::Recovered).version(&version).reason(&reason))?;
+                let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
+                return Ok(Recovery::RolledBack(o));
+            }
+            match trial.phase {
+                TrialPhase::RollingBack => {
+                    let reason = trial.rollback_reason.clone().unwrap_or_else(|| "interrupted rollback".into());
+                    self.record(
+                        Event::new(EventKind::Recovered).version(&version).reason("resuming an interrupted rollback"),
+                    )?;
+                    let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
+                    return Ok(Recovery::RolledBack(o));
+                }
+                TrialPhase::Swapping if !trial_live => {
+                    if live_version.is_some() && live_version == trial.checkpoint.version {
+                        // Crashed before the old module was unloaded.
+                        state.trial = None;
+                        self.save(&state)?;
+                        self.record(
+                            Event::new(EventKind::Recovered)
+                                .version(&version)
+                                .reason("swap interrupted before unload; old module kept"),
+                        )?;
+                        return Ok(Recovery::SwapAbandoned { version });
+                    }
+                    let reason = format!("the daemon stopped in the middle of swapping to {version}");
+                    self.record(Event::new(EventKind::Recovered).version(&version).reason(&reason))?;
+                    let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
+                    return Ok(Recovery::RolledBack(o));
+                }
+                _ => {
+                    // The trial module is live: resume its probation.
+                    if let Some(t) = state.trial.as_mut() {
+                        if t.phase == TrialPhase::Swapping {
+                            t.phase = TrialPhase::Watching;
+                            t.started_ms = self.boottime_ms();
+                        }
+                    }
+                    self.save(&state)?;
+                    let elapsed = Duration::from_millis(self.boottime_ms().saturating_sub(trial.started_ms));
+                    let left = Duration::from_millis(trial.window_ms).saturating_sub(elapsed);
+                    self.record(Event::new(EventKind::Recovered).version(&version).reason(format!(
+                        "resuming the trial with {} left",
+                        humantime::format_duration(Duration::from_secs(left.as_secs()))
+                    )))?;
+                    let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
+                    let o = self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline)?;
+                    return Ok(Recovery::Resumed(o));
+                }
+            }
+        }
+
+        let committed = match state.committed {
+            Some(id) => self.read_slot(id, &release)?,
+            None => None,
+        };
+        let live = self.live();
+        match (&live, &committed) {
+            (None, Some(slot)) => {
+                self.load_slot(slot, &Default::default())?;
+                let version = slot.manifest.version.to_string();
+                self.record(
+                    Event::new(EventKind::Recovered)
+                        .version(&version)
+                        .slot(slot.id)
+                        .reason("no module was loaded; loaded the committed slot"),
+                )?;
+                Ok(Recovery::LoadedCommitted { version })
+            }
+            (Some(m), Some(slot)) if m.version.as_deref() == Some(slot.manifest.version.to_string().as_str()) => {
+                Ok(Recovery::Clean)
+            }
+            (None, None) => Ok(Recovery::Clean),
+            (Some(m), _) => {
+                let live_v = m.version.clone();
+                warn!(live = ?live_v, "the loaded module matches no committed slot (drift)");
+                self.record(
+                    Event::new(EventKind::Drift)
+                        .reason(format!("loaded version {:?} matches no committed slot", live_v)),
+                )?;
+                if self.cfg.kernel.adopt_unmanaged {
+                    if let Some(slot) = committed {
+                        self.kernel.unload(&self.paths, self.cfg.health.unload_timeout)?;
+                        self.load_slot(&slot, &m.params)?;
+                        return Ok(Recovery::LoadedCommitted { version: slot.manifest.version.to_string() });
+                    }
+                }
+                Ok(Recovery::Drift { live: live_v })
+            }
+        }
+    }
+}
+
+fn reason_text(r: &Unhealthy) -> String {
+    format!("{} ({})", r, r.kind())
+}
+
+/// Asks the init system for a reboot, if there is one to ask.
+fn request_reboot() {
+    match std::process::Command::new("systemctl").arg("reboot").status() {
+        Ok(s) if s.success() => warn!("reboot requested"),
+        other => warn!("could not request a reboot: {other:?}"),
+    }
+}

@@ -1,0 +1,183 @@
+//! Planning an install: a pure function from the state record, the signed
+//! manifest and the host's facts to either a plan or a reason to refuse.
+//! Nothing here touches the disk or the kernel.
+
+use milspec_format::{Manifest, Payload};
+use serde::Serialize;
+
+use crate::slot_id::SlotId;
+use crate::state::State;
+
+/// What the host is, as read just before planning.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub kernel_release: String,
+    pub sys_vendor: Option<String>,
+    /// Version of the loaded module, if one is loaded.
+    pub live_version: Option<String>,
+    /// Version held by the committed slot, if there is one.
+    pub committed_version: Option<String>,
+    /// Whether the current boot is the one a pending reboot was asked in.
+    pub pending_reboot_this_boot: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Accept a lower sequence than ever committed here.
+    pub allow_downgrade: bool,
+    /// Replace a loaded module that matches no slot.
+    pub adopt_unmanaged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Rejection {
+    #[error("no payload for this kernel ({release}); the package has {}", available.join(", "))]
+    WrongKernel { release: String, available: Vec<String> },
+    #[error("this host's DMI vendor is {}, the package is for {}", vendor.as_deref().unwrap_or("unknown"), accepted.join(", "))]
+    WrongHardware { vendor: Option<String>, accepted: Vec<String> },
+    #[error("version {version} failed on this host before ({reason}) and is blocklisted; it is not retried")]
+    Blocklisted { version: String, reason: String },
+    #[error("downgrade refused: sequence {sequence} is below {max}, the highest committed here (use --allow-downgrade to override)")]
+    Downgrade { sequence: u64, max: u64 },
+    #[error("a trial of {version} is in progress; wait for it to commit or roll back")]
+    TrialInProgress { version: String },
+    #[error("a rollback is pending a reboot ({reason}); reboot first")]
+    PendingReboot { reason: String },
+    #[error("the loaded {module} {} matches no slot (drift); set [kernel] adopt_unmanaged = true to replace it", live.as_deref().unwrap_or("(unknown version)"))]
+    Drift { module: String, live: Option<String> },
+}
+
+/// What to do: where the package goes and what to fall back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub target: SlotId,
+    /// The slot to reload if the new module fails; `None` when no module
+    /// was committed (the fallback is then "no module", as found).
+    pub fallback: Option<SlotId>,
+    pub payload: Payload,
+    /// The version is already committed and live: nothing to do.
+    pub already_installed: bool,
+}
+
+pub fn plan(state: &State, manifest: &Manifest, facts: &Facts, module: &str, opts: Options) -> Result<Plan, Rejection> {
+    if let Some(t) = &state.trial {
+        return Err(Rejection::TrialInProgress { version: t.version.to_string() });
+    }
+    if let Some(p) = state.pending_reboot.as_ref().filter(|_| facts.pending_reboot_this_boot) {
+        return Err(Rejection::PendingReboot { reason: p.reason.clone() });
+    }
+    let payload = manifest.payload_for(&facts.kernel_release).cloned().ok_or_else(|| Rejection::WrongKernel {
+        release: facts.kernel_release.clone(),
+        available: manifest.payloads.iter().map(|p| p.kernel_release.clone()).collect(),
+    })?;
+    let vendor_ok = facts.sys_vendor.as_ref().is_some_and(|v| manifest.requires.sys_vendor.iter().any(|a| a == v));
+    if !vendor_ok {
+        return Err(Rejection::WrongHardware {
+            vendor: facts.sys_vendor.clone(),
+            accepted: manifest.requires.sys_vendor.clone(),
+        });
+    }
+    if let Some(b) = state.is_blocked(&manifest.version) {
+        return Err(Rejection::Blocklisted { version: b.version.to_string(), reason: b.reason.clone() });
+    }
+    let version = manifest.version.to_string();
+    let live_is_committed = facts.live_version.is_some() && facts.live_version == facts.committed_version;
+    if live_is_committed && facts.committed_version.as_deref() == Some(version.as_str()) {
+        return Ok(Plan {
+            target: state.committed.unwrap_or(SlotId::A),
+            fallback: state.committed,
+            payload,
+            already_installed: true,
+        });
+    }
+    if manifest.sequence < state.max_sequence && !opts.allow_downgrade {
+        return Err(Rejection::Downgrade { sequence: manifest.sequence, max: state.max_sequence });
+    }
+    if facts.live_version.is_some() && !live_is_committed && !opts.adopt_unmanaged {
+        return Err(Rejection::Drift { module: module.to_string(), live: facts.live_version.clone() });
+    }
+    Ok(Plan { target: state.target_slot(), fallback: state.committed, payload, already_installed: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Blocked;
+    use milspec_format::manifest::{payload_path, Requires, KIND, PACKAGE_NAME};
+    use milspec_format::Sha256Digest;
+
+    const REL: &str = "6.12.113+deb12-cloud-amd64";
+
+    fn manifest(version: &str, sequence: u64) -> Manifest {
+        Manifest {
+            format: 1,
+            kind: KIND.into(),
+            name: PACKAGE_NAME.into(),
+            version: version.parse().unwrap(),
+            sequence,
+            created: time::OffsetDateTime::UNIX_EPOCH,
+            payloads: vec![Payload {
+                kernel_release: REL.into(),
+                module: "dell_milspec".into(),
+                srcversion: None,
+                path: payload_path(REL, "dell_milspec"),
+                size: 1,
+                sha256: Sha256Digest::of(b"x"),
+            }],
+            params: Default::default(),
+            probation: None,
+            requires: Requires::default(),
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts { kernel_release: REL.into(), sys_vendor: Some("Dell Inc.".into()), ..Facts::default() }
+    }
+
+    fn run(state: &State, m: &Manifest, f: &Facts) -> Result<Plan, Rejection> {
+        plan(state, m, f, "dell_milspec", Options::default())
+    }
+
+    #[test]
+    fn first_install_goes_to_a_with_no_fallback() {
+        let p = run(&State::default(), &manifest("1.0.0", 1), &facts()).unwrap();
+        assert_eq!((p.target, p.fallback, p.already_installed), (SlotId::A, None, false));
+    }
+
+    #[test]
+    fn next_install_goes_to_the_other_slot() {
+        let s = State { committed: Some(SlotId::A), max_sequence: 1, ..State::default() };
+        let f = Facts { live_version: Some("1.0.0".into()), committed_version: Some("1.0.0".into()), ..facts() };
+        let p = run(&s, &manifest("1.1.0", 2), &f).unwrap();
+        assert_eq!((p.target, p.fallback), (SlotId::B, Some(SlotId::A)));
+        assert!(run(&s, &manifest("1.0.0", 1), &f).unwrap().already_installed);
+    }
+
+    #[test]
+    fn refusals() {
+        let s = State { committed: Some(SlotId::A), max_sequence: 5, ..State::default() };
+        let f = Facts { live_version: Some("1.0.0".into()), committed_version: Some("1.0.0".into()), ..facts() };
+        assert!(matches!(run(&s, &manifest("0.9.0", 4), &f), Err(Rejection::Downgrade { .. })));
+        assert!(
+            plan(&s, &manifest("0.9.0", 4), &f, "m", Options { allow_downgrade: true, ..Options::default() }).is_ok()
+        );
+
+        let mut other = manifest("2.0.0", 9);
+        other.payloads[0].kernel_release = "6.1.0-28-amd64".into();
+        let e = run(&s, &other, &f).unwrap_err();
+        assert!(e.to_string().contains("6.1.0-28-amd64"), "{e}");
+
+        let hp = Facts { sys_vendor: Some("LENOVO".into()), ..f.clone() };
+        assert!(matches!(run(&s, &manifest("2.0.0", 9), &hp), Err(Rejection::WrongHardware { .. })));
+
+        let mut b = s.clone();
+        b.block(Blocked { version: "2.0.0".parse().unwrap(), sequence: 9, reason: "warn".into(), at: String::new() });
+        assert!(matches!(run(&b, &manifest("2.0.0", 9), &f), Err(Rejection::Blocklisted { .. })));
+
+        let drift = Facts { live_version: Some("0.1.0".into()), ..f.clone() };
+        assert!(matches!(run(&s, &manifest("2.0.0", 9), &drift), Err(Rejection::Drift { .. })));
+        assert!(plan(&s, &manifest("2.0.0", 9), &drift, "m", Options { adopt_unmanaged: true, ..Options::default() })
+            .is_ok());
+    }
+}

@@ -1,0 +1,239 @@
+//! The daemon's durable state record (`state.json` in the state folder).
+//!
+//! The record is a small pure type: mutators change it in memory only, and
+//! one explicit [`StateFile::save`] persists it atomically (temp file,
+//! fsync, rename, fsync folder). The engine saves it *before* the action it
+//! describes, so a crash at any point leaves a record recovery can act on.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::snapshot::Snapshot;
+use crate::slot_id::SlotId;
+
+pub const STATE_FORMAT: u32 = 1;
+const MAX_STATE_FILE: u64 = 1024 * 1024;
+/// Most blocklist entries kept; the oldest go first.
+pub const MAX_BLOCKLIST: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{}: cannot read the state record: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: the state record is corrupt ({why}); it was left as is. Inspect it, restore it from a backup, or move it away to start from an empty state (the committed slot will then be forgotten)", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error("{}: cannot write the state record: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// A version that failed on this host and is never retried automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blocked {
+    pub version: semver::Version,
+    pub sequence: u64,
+    pub reason: String,
+    pub at: String,
+}
+
+/// What was live before a swap, so it can be put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The slot the old module was loaded from, if it came from one.
+    pub slot: Option<SlotId>,
+    /// The old module's version, if one was loaded.
+    pub version: Option<String>,
+    /// Runtime parameters read from the old module, re-applied on load.
+    pub params: BTreeMap<String, String>,
+    /// Health before the swap.
+    pub baseline: Snapshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrialPhase {
+    /// Checkpoint written; the old module may be unloaded and the new one
+    /// not yet loaded.
+    Swapping,
+    /// The new module is loaded and on probation.
+    Watching,
+    /// The trial failed; the rollback to the checkpoint is under way.
+    RollingBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trial {
+    pub slot: SlotId,
+    pub version: semver::Version,
+    pub sequence: u64,
+    pub phase: TrialPhase,
+    /// `/proc/sys/kernel/random/boot_id` when the trial started.
+    pub boot_id: String,
+    /// CLOCK_BOOTTIME when the probation window started, in ms.
+    pub started_ms: u64,
+    pub window_ms: u64,
+    pub checkpoint: Checkpoint,
+    /// Why the trial is being rolled back, once it is.
+    #[serde(default)]
+    pub rollback_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub from: String,
+    pub to: Option<String>,
+    pub reason: String,
+    pub at: String,
+}
+
+/// Set when a faulty module could not be unloaded: the committed slot
+/// takes over at the next boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingReboot {
+    pub boot_id: String,
+    pub stuck_version: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub format: u32,
+    /// The known-good slot.
+    pub committed: Option<SlotId>,
+    pub trial: Option<Trial>,
+    /// Highest sequence ever committed here (anti-rollback).
+    pub max_sequence: u64,
+    pub blocklist: Vec<Blocked>,
+    pub last_rollback: Option<Rollback>,
+    pub pending_reboot: Option<PendingReboot>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            format: STATE_FORMAT,
+            committed: None,
+            trial: None,
+            max_sequence: 0,
+            blocklist: Vec::new(),
+            last_rollback: None,
+            pending_reboot: None,
+        }
+    }
+}
+
+impl State {
+    pub fn is_blocked(&self, v: &semver::Version) -> Option<&Blocked> {
+        self.blocklist.iter().find(|b| &b.version == v)
+    }
+
+    pub fn block(&mut self, entry: Blocked) {
+        self.blocklist.retain(|b| b.version != entry.version);
+        self.blocklist.push(entry);
+        let excess = self.blocklist.len().saturating_sub(MAX_BLOCKLIST);
+        self.blocklist.drain(..excess);
+    }
+
+    /// The slot a new package goes into: never the committed one.
+    pub fn target_slot(&self) -> SlotId {
+        self.committed.map_or(SlotId::A, SlotId::other)
+    }
+}
+
+/// The state record on disk.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(state_dir: &Path) -> Self {
+        StateFile { path: state_dir.join("state.json") }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads the record. A missing file is a fresh host; an unreadable or
+    /// corrupt one is an error and is never replaced by a default.
+    pub fn load(&self) -> Result<State, StateError> {
+        let read_err = |source| StateError::Read { path: self.path.clone(), source };
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut raw = Vec::new();
+        file.take(MAX_STATE_FILE + 1).read_to_end(&mut raw).map_err(read_err)?;
+        let corrupt = |why: String| StateError::Corrupt { path: self.path.clone(), why };
+        if raw.len() as u64 > MAX_STATE_FILE {
+            return Err(corrupt(format!("larger than {MAX_STATE_FILE} bytes")));
+        }
+        let state: State = serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+        if state.format != STATE_FORMAT {
+            return Err(corrupt(format!("format {} is not {STATE_FORMAT}", state.format)));
+        }
+        Ok(state)
+    }
+
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let mut data = serde_json::to_vec_pretty(state)
+            .map_err(|e| StateError::Write { path: self.path.clone(), source: io::Error::other(e) })?;
+        data.push(b'\n');
+        milspec_format::atomic::write_atomic(&self.path, &data, 0o600)
+            .map_err(|source| StateError::Write { path: self.path.clone(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_save_load() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path());
+        assert_eq!(f.load().unwrap(), State::default());
+        let mut s = State { committed: Some(SlotId::B), max_sequence: 5, ..State::default() };
+        s.block(Blocked { version: "1.2.0".parse().unwrap(), sequence: 9, reason: "warn".into(), at: "t".into() });
+        f.save(&s).unwrap();
+        assert_eq!(f.load().unwrap(), s);
+        assert_eq!(s.target_slot(), SlotId::A);
+        assert!(s.is_blocked(&"1.2.0".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn corrupt_is_reported_not_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path());
+        std::fs::write(f.path(), b"{\"format\":1,\"committed\":\"a\"").unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
+        assert_eq!(std::fs::read(f.path()).unwrap(), b"{\"format\":1,\"committed\":\"a\"");
+    }
+
+    #[test]
+    fn blocklist_bounded() {
+        let mut s = State::default();
+        for i in 0..(MAX_BLOCKLIST as u64 + 10) {
+            s.block(Blocked {
+                version: semver::Version::new(1, 0, i),
+                sequence: i,
+                reason: String::new(),
+                at: String::new(),
+            });
+        }
+        assert_eq!(s.blocklist.len(), MAX_BLOCKLIST);
+        assert_eq!(s.blocklist[0].version, semver::Version::new(1, 0, 10));
+    }
+}

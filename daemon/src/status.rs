@@ -1,0 +1,153 @@
+//! A read-only report of slots, trial, live module and health, for
+//! `milspecd status` (and later the D-Bus properties). Takes no lock.
+
+use serde::Serialize;
+
+use milspec_format::{Limits, TrustedKeys};
+
+use crate::config::Config;
+use crate::health::Snapshot;
+use crate::kernel::{loaded_module, LoadedModule};
+use crate::kernel_paths::KernelPaths;
+use crate::slot_id::SlotId;
+use crate::slots::{SlotStore, SlotTrust};
+use crate::state::{Blocked, PendingReboot, Rollback, State, StateError, StateFile, TrialPhase};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotView {
+    pub slot: SlotId,
+    pub valid: bool,
+    pub version: Option<String>,
+    pub sequence: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialView {
+    pub slot: SlotId,
+    pub version: String,
+    pub phase: TrialPhase,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub committed_slot: Option<SlotId>,
+    pub committed_version: Option<String>,
+    pub trial: Option<TrialView>,
+    pub slots: Vec<SlotView>,
+    pub live: Option<LoadedModule>,
+    pub health: Snapshot,
+    pub max_sequence: u64,
+    pub last_rollback: Option<Rollback>,
+    pub pending_reboot: Option<PendingReboot>,
+    pub blocklist: Vec<Blocked>,
+}
+
+pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
+    let state: State = StateFile::new(&cfg.paths.state_dir).load()?;
+    let paths = KernelPaths::from_config(&cfg.kernel);
+    let release = std::fs::read_to_string(paths.osrelease()).map(|s| s.trim().to_string()).unwrap_or_default();
+    let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir);
+    let limits = Limits::default();
+    let mut slots = Vec::new();
+    if let Ok(store) = SlotStore::open(&cfg.paths.state_dir) {
+        for id in SlotId::ALL {
+            let mut view = SlotView { slot: id, valid: store.is_valid(id), version: None, sequence: None, error: None };
+            match &keys {
+                Ok(keys) => {
+                    let trust = SlotTrust { keys, threshold: cfg.trust.threshold, release: &release, limits: &limits };
+                    match store.read(id, trust) {
+                        Ok(Some(s)) => {
+                            view.version = Some(s.manifest.version.to_string());
+                            view.sequence = Some(s.manifest.sequence);
+                        }
+                        Ok(None) => {}
+                        Err(e) => view.error = Some(e.to_string()),
+                    }
+                }
+                Err(e) => view.error = Some(e.to_string()),
+            }
+            slots.push(view);
+        }
+    }
+    let committed_version =
+        state.committed.and_then(|c| slots.iter().find(|s| s.slot == c).and_then(|s| s.version.clone()));
+    Ok(StatusReport {
+        committed_slot: state.committed,
+        committed_version,
+        trial: state.trial.as_ref().map(|t| TrialView {
+            slot: t.slot,
+            version: t.version.to_string(),
+            phase: t.phase,
+            window_ms: t.window_ms,
+        }),
+        slots,
+        live: loaded_module(&paths, &cfg.kernel.carry_params),
+        health: Snapshot::read(&paths),
+        max_sequence: state.max_sequence,
+        last_rollback: state.last_rollback,
+        pending_reboot: state.pending_reboot,
+        blocklist: state.blocklist,
+    })
+}
+
+impl StatusReport {
+    /// The report as `key: value` lines for people.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<15} {v}\n"));
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        line(
+            "committed:",
+            match (&self.committed_slot, &self.committed_version) {
+                (Some(s), v) => format!("{} (slot {s})", opt(v)),
+                _ => "-".into(),
+            },
+        );
+        line(
+            "trial:",
+            self.trial.as_ref().map_or("-".into(), |t| format!("{} (slot {}, {:?})", t.version, t.slot, t.phase)),
+        );
+        for s in &self.slots {
+            let v = match (&s.version, &s.error) {
+                (_, Some(e)) => format!("error: {e}"),
+                (Some(v), _) => format!("{v} (sequence {})", s.sequence.unwrap_or_default()),
+                (None, None) => "empty".into(),
+            };
+            line(&format!("slot {}:", s.slot), v);
+        }
+        line(
+            "live module:",
+            self.live.as_ref().map_or("not loaded".into(), |m| {
+                let ps: Vec<_> = m.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{} {}", opt(&m.version), ps.join(" "))
+            }),
+        );
+        let h = &self.health;
+        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        line("counters:", format!("oops {} warn {} taint {}", n(h.oops_count), n(h.warn_count), h.taint));
+        line(
+            "module status:",
+            h.status.as_ref().map_or("missing".into(), |s| {
+                format!(
+                    "state {} selftest {}",
+                    s.state.as_str(),
+                    if s.selftest == crate::health::status::Selftest::Pass { "pass" } else { "fail" }
+                )
+            }),
+        );
+        line(
+            "last rollback:",
+            self.last_rollback
+                .as_ref()
+                .map_or("-".into(), |r| format!("{} -> {} at {}: {}", r.from, opt(&r.to), r.at, r.reason)),
+        );
+        if let Some(p) = &self.pending_reboot {
+            line("REBOOT NEEDED:", format!("{} is stuck: {}", p.stuck_version, p.reason));
+        }
+        let blocked: Vec<_> = self.blocklist.iter().map(|b| b.version.to_string()).collect();
+        line("blocklisted:", if blocked.is_empty() { "-".into() } else { blocked.join(", ") });
+        out
+    }
+}

@@ -1,0 +1,387 @@
+//! The engine's decisions against a fake kernel: a temporary /proc and /sys
+//! tree that a fake `Kernel` edits on load and unload. The real syscalls
+//! are proven in the VM tier; this covers the logic quickly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use milspec_format::testkit::FakeKo;
+use milspec_format::ModInfo;
+use milspecd::config::Config;
+use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery};
+use milspecd::history::{EventKind, History};
+use milspecd::kernel::{Kernel, KernelError, SealedModule};
+use milspecd::kernel_paths::KernelPaths;
+use milspecd::slot_id::SlotId;
+use milspecd::state::StateFile;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    Warn,
+    Busy,
+    NoLoad,
+}
+
+struct FakeKernel {
+    paths: KernelPaths,
+    faults: BTreeMap<String, Fault>,
+    start: Instant,
+    loads: RefCell<Vec<String>>,
+}
+
+fn write(p: &Path, s: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, s).unwrap();
+}
+
+impl FakeKernel {
+    fn new(root: &Path) -> Self {
+        let paths = KernelPaths::under(root, "dell_milspec");
+        write(&paths.osrelease(), &format!("{RELEASE}\n"));
+        write(&paths.boot_id(), "boot-1\n");
+        write(&paths.dmi_sys_vendor(), "Dell Inc.\n");
+        write(&paths.oops_count(), "0\n");
+        write(&paths.warn_count(), "0\n");
+        write(&paths.tainted(), "0\n");
+        write(&paths.kmsg, "");
+        FakeKernel { paths, faults: BTreeMap::new(), start: Instant::now(), loads: RefCell::new(Vec::new()) }
+    }
+
+    fn live_version(&self) -> Option<String> {
+        fs::read_to_string(self.paths.module_dir().join("version")).ok().map(|s| s.trim().to_string())
+    }
+
+    fn param(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.paths.module_param(name)).ok().map(|s| s.trim().to_string())
+    }
+
+    fn fault_of(&self, v: &str) -> Option<Fault> {
+        self.faults.get(v).copied()
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn load(&self, image: &SealedModule, params: &str) -> Result<(), KernelError> {
+        let bytes = image.read_all().unwrap();
+        let info = ModInfo::parse(&bytes).unwrap();
+        let version = info.version.unwrap();
+        if self.live_version().is_some() {
+            return Err(KernelError::Load { errno: 17, detail: "already loaded".into() });
+        }
+        if self.fault_of(&version) == Some(Fault::NoLoad) {
+            return Err(KernelError::Load { errno: 8, detail: "bad module format".into() });
+        }
+        let dir = self.paths.module_dir();
+        write(&dir.join("initstate"), "live\n");
+        write(&dir.join("version"), &format!("{version}\n"));
+        write(&dir.join("refcnt"), "0\n");
+        let mut mode5 = "0".to_string();
+        for kv in params.split_whitespace() {
+            if let Some(v) = kv.strip_prefix("mode5_level=") {
+                mode5 = v.to_string();
+            }
+        }
+        write(&dir.join("parameters/mode5_level"), &format!("{mode5}\n"));
+        write(
+            &self.paths.milspec_status(),
+            &format!("version: {version}\nstate: ok\nselftest: pass\nmode5_level: {mode5}\nerrors: 0\nloaded_at: 1\n"),
+        );
+        if self.fault_of(&version) == Some(Fault::Warn) {
+            let n: u64 = fs::read_to_string(self.paths.warn_count()).unwrap().trim().parse().unwrap();
+            write(&self.paths.warn_count(), &format!("{}\n", n + 1));
+        }
+        self.loads.borrow_mut().push(version);
+        Ok(())
+    }
+
+    fn unload(&self, paths: &KernelPaths, _timeout: Duration) -> Result<(), KernelError> {
+        let v = self.live_version().unwrap_or_default();
+        if self.fault_of(&v) == Some(Fault::Busy) {
+            return Err(KernelError::Busy { module: paths.module.clone(), refcnt: "1".into(), holders: vec![] });
+        }
+        fs::remove_dir_all(paths.module_dir()).unwrap();
+        fs::remove_dir_all(paths.milspec_dir()).unwrap();
+        Ok(())
+    }
+
+    fn boottime(&self) -> Duration {
+        self.start.elapsed() + Duration::from_secs(100)
+    }
+}
+
+struct Host {
+    f: Fixture,
+    kernel: FakeKernel,
+    cfg: Config,
+    key: std::path::PathBuf,
+}
+
+impl Host {
+    fn new() -> Self {
+        let f = Fixture::new();
+        let key = f.key("release", true);
+        let kernel = FakeKernel::new(&f.path("root"));
+        let mut cfg = Config::default();
+        cfg.trust.keys_dir = f.path("trust");
+        cfg.paths.state_dir = f.path("state");
+        cfg.health.probation = Duration::from_millis(300);
+        cfg.health.checks_dir = f.path("checks");
+        cfg.kernel.proc = kernel.paths.proc.clone();
+        cfg.kernel.sys = kernel.paths.sys.clone();
+        cfg.kernel.kmsg = kernel.paths.kmsg.clone();
+        Host { f, kernel, cfg, key }
+    }
+
+    fn package(&self, version: &str) -> std::path::PathBuf {
+        let ko = self.f.ko(&format!("{version}.ko"), FakeKo { version, ..FakeKo::default() });
+        let out = self.f.path(&format!("{version}.mspkg"));
+        repo()
+            .args(["pack", "--version", version, "--module"])
+            .arg(&ko)
+            .arg("--key")
+            .arg(&self.key)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        out
+    }
+
+    fn install(&self, version: &str) -> Outcome {
+        self.install_opts(version, InstallOptions::default())
+    }
+
+    fn install_opts(&self, version: &str, opts: InstallOptions) -> Outcome {
+        let pkg = self.package(version);
+        let mut e = Engine::open(self.cfg.clone(), &self.kernel).unwrap();
+        e.install(fs::File::open(pkg).unwrap(), opts).unwrap()
+    }
+
+    fn state(&self) -> milspecd::state::State {
+        StateFile::new(&self.cfg.paths.state_dir).load().unwrap()
+    }
+
+    fn history(&self) -> Vec<EventKind> {
+        History::new(&self.cfg.paths.state_dir).read(100).unwrap().into_iter().map(|e| e.event).collect()
+    }
+}
+
+#[test]
+fn install_swap_commit_and_carry_settings() {
+    let h = Host::new();
+    assert!(matches!(h.install("1.0.0"), Outcome::Committed { slot: SlotId::A, .. }));
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
+    // The operator changes a runtime setting; it survives the swap.
+    write(&h.kernel.paths.module_param("mode5_level"), "3\n");
+    assert!(matches!(h.install("1.1.0"), Outcome::Committed { slot: SlotId::B, .. }));
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    assert_eq!(h.kernel.param("mode5_level").as_deref(), Some("3"));
+    let s = h.state();
+    assert_eq!((s.committed, s.trial.is_none(), s.max_sequence), (Some(SlotId::B), true, 1_001_000_000));
+    assert_eq!(
+        h.history(),
+        [
+            EventKind::Staged,
+            EventKind::Swapped,
+            EventKind::Committed,
+            EventKind::Staged,
+            EventKind::Swapped,
+            EventKind::Committed
+        ]
+    );
+    assert!(matches!(h.install("1.1.0"), Outcome::AlreadyInstalled { .. }));
+}
+
+#[test]
+fn warn_rolls_back_and_is_never_retried() {
+    let mut h = Host::new();
+    h.kernel.faults.insert("1.2.0".into(), Fault::Warn);
+    h.install("1.1.0");
+    write(&h.kernel.paths.module_param("mode5_level"), "2\n");
+    match h.install("1.2.0") {
+        Outcome::RolledBack { to, reason, .. } => {
+            assert_eq!(to.as_deref(), Some("1.1.0"));
+            assert!(reason.contains("warn_count rose from 0 to 1"), "{reason}");
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    assert_eq!(h.kernel.param("mode5_level").as_deref(), Some("2"), "checkpointed setting restored");
+    let s = h.state();
+    assert_eq!((s.committed, s.trial.is_none()), (Some(SlotId::A), true));
+    assert_eq!(s.blocklist[0].version.to_string(), "1.2.0");
+    assert!(h.history().contains(&EventKind::RolledBack));
+    match h.install("1.2.0") {
+        Outcome::Rejected { reason } => assert!(reason.contains("blocklisted"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+    // A later good version still goes through, into the free slot.
+    assert!(matches!(h.install("1.3.0"), Outcome::Committed { slot: SlotId::B, .. }));
+}
+
+#[test]
+fn refused_before_swap_leaves_module_alone() {
+    let mut h = Host::new();
+    h.install("2.0.0");
+    let loads = h.kernel.loads.borrow().len();
+    // Downgrade.
+    assert!(matches!(h.install("1.0.0"), Outcome::Rejected { reason } if reason.contains("downgrade")));
+    // Another kernel's module.
+    let ko = h.f.ko("other.ko", FakeKo { version: "3.0.0", kernel_release: "6.1.0-28-amd64", ..FakeKo::default() });
+    repo()
+        .args(["pack", "--version", "3.0.0", "--module"])
+        .arg(&ko)
+        .arg("--key")
+        .arg(&h.key)
+        .arg("--out")
+        .arg(h.f.path("other.mspkg"))
+        .assert()
+        .success();
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    let o = e.install(fs::File::open(h.f.path("other.mspkg")).unwrap(), InstallOptions::default()).unwrap();
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("no payload for this kernel")), "{o:?}");
+    drop(e);
+    // Busy old module.
+    h.kernel.faults.insert("2.0.0".into(), Fault::Busy);
+    assert!(matches!(h.install("2.1.0"), Outcome::Rejected { reason } if reason.contains("in use")));
+    assert_eq!(h.kernel.loads.borrow().len(), loads);
+    assert_eq!(h.kernel.live_version().as_deref(), Some("2.0.0"));
+    assert!(h.state().trial.is_none());
+    // A tampered package.
+    let pkg = h.package("2.2.0");
+    let mut b = fs::read(&pkg).unwrap();
+    let at = find(&b, b"license=GPL");
+    b[at] ^= 1;
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    let o = e.install(&b[..], InstallOptions::default()).unwrap();
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("sha256")), "{o:?}");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("2.0.0"));
+    // Only one engine at a time.
+    let e2 = Engine::open(h.cfg.clone(), &h.kernel);
+    assert!(e2.unwrap_err().to_string().contains("state lock"));
+}
+
+#[test]
+fn load_failure_reloads_old_at_once() {
+    let mut h = Host::new();
+    h.kernel.faults.insert("1.1.0".into(), Fault::NoLoad);
+    h.install("1.0.0");
+    match h.install("1.1.0") {
+        Outcome::RolledBack { to, reason, .. } => {
+            assert_eq!(to.as_deref(), Some("1.0.0"));
+            assert!(reason.contains("load failed"), "{reason}");
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
+}
+
+/// Warns at load, and then its unload hangs in the kernel.
+struct Stuck<'a>(&'a FakeKernel);
+
+impl Kernel for Stuck<'_> {
+    fn load(&self, i: &SealedModule, p: &str) -> Result<(), KernelError> {
+        self.0.load(i, p)
+    }
+    fn unload(&self, paths: &KernelPaths, t: Duration) -> Result<(), KernelError> {
+        if self.0.live_version().as_deref() == Some("1.1.0") {
+            return Err(KernelError::UnloadTimeout { module: paths.module.clone(), timeout: t });
+        }
+        self.0.unload(paths, t)
+    }
+    fn boottime(&self) -> Duration {
+        self.0.boottime()
+    }
+}
+
+#[test]
+fn stuck_module_means_rollback_pending_reboot() {
+    let h = Host::new();
+    h.install("1.0.0");
+    let mut k2 = FakeKernel::new(&h.f.path("root"));
+    k2.faults.insert("1.1.0".into(), Fault::Warn);
+    let stuck = Stuck(&k2);
+    let pkg = h.package("1.1.0");
+    let mut e = Engine::open(h.cfg.clone(), &stuck).unwrap();
+    let o = e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap();
+    assert!(matches!(o, Outcome::RollbackPendingReboot { .. }), "{o:?}");
+    assert_eq!(o.exit_code(), 3);
+    let s = h.state();
+    assert!(s.pending_reboot.is_some() && s.trial.is_none());
+    assert_eq!(s.committed, Some(SlotId::A));
+    // Until a reboot, installs are refused; after one, the committed slot loads.
+    let o = e.install(fs::File::open(h.package("1.3.0")).unwrap(), InstallOptions::default()).unwrap();
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("reboot")), "{o:?}");
+    drop(e);
+    fs::remove_dir_all(k2.paths.module_dir()).unwrap();
+    fs::remove_dir_all(k2.paths.milspec_dir()).unwrap();
+    write(&k2.paths.boot_id(), "boot-2\n");
+    let mut e = Engine::open(h.cfg.clone(), &k2).unwrap();
+    assert!(matches!(e.recover().unwrap(), Recovery::Clean | Recovery::LoadedCommitted { .. }));
+    let _ = e.recover().unwrap();
+    assert_eq!(k2.live_version().as_deref(), Some("1.0.0"));
+    assert!(h.state().pending_reboot.is_none());
+}
+
+#[test]
+fn reboot_during_trial_rolls_back_at_start() {
+    let h = Host::new();
+    h.install("1.0.0");
+    let sf = StateFile::new(&h.cfg.paths.state_dir);
+    assert!(matches!(h.install("1.1.0"), Outcome::Committed { .. }));
+    // Now fake a trial of 1.2.0 in slot a (the inactive one), from another boot.
+    let mut st = sf.load().unwrap();
+    let committed = st.committed.unwrap();
+    let trial_slot = committed.other();
+    st.trial = Some(milspecd::state::Trial {
+        slot: trial_slot,
+        version: "1.2.0".parse().unwrap(),
+        sequence: 1_002_000_000,
+        phase: milspecd::state::TrialPhase::Watching,
+        boot_id: "boot-0".into(),
+        started_ms: 5,
+        window_ms: 30_000,
+        checkpoint: milspecd::state::Checkpoint {
+            slot: Some(committed),
+            version: Some("1.1.0".into()),
+            params: BTreeMap::new(),
+            baseline: Default::default(),
+        },
+        rollback_reason: None,
+    });
+    sf.save(&st).unwrap();
+    // After the reboot no module is loaded.
+    fs::remove_dir_all(h.kernel.paths.module_dir()).unwrap();
+    fs::remove_dir_all(h.kernel.paths.milspec_dir()).unwrap();
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    match e.recover().unwrap() {
+        Recovery::RolledBack(Outcome::RolledBack { to, reason, .. }) => {
+            assert_eq!(to.as_deref(), Some("1.1.0"));
+            assert!(reason.contains("rebooted during the trial"), "{reason}");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    let s = sf.load().unwrap();
+    assert!(s.trial.is_none());
+    assert!(s.is_blocked(&"1.2.0".parse().unwrap()).is_some());
+}
+
+#[test]
+fn corrupt_state_is_an_error_not_a_reset() {
+    let h = Host::new();
+    h.install("1.0.0");
+    let sf = StateFile::new(&h.cfg.paths.state_dir);
+    fs::write(sf.path(), b"{ not json").unwrap();
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    let err = e.recover().unwrap_err().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(fs::read(sf.path()).unwrap(), b"{ not json");
+}
