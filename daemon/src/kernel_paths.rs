@@ -16,22 +16,12 @@ pub struct KernelPaths {
 
 impl KernelPaths {
     pub fn from_config(k: &KernelConfig) -> Self {
-        KernelPaths {
-            proc: k.proc.clone(),
-            sys: k.sys.clone(),
-            kmsg: k.kmsg.clone(),
-            module: k.module.clone(),
-        }
+        KernelPaths { proc: k.proc.clone(), sys: k.sys.clone(), kmsg: k.kmsg.clone(), module: k.module.clone() }
     }
 
     /// A layout rooted at `root`: `root/proc`, `root/sys`, `root/kmsg`.
     pub fn under(root: &Path, module: &str) -> Self {
-        KernelPaths {
-            proc: root.join("proc"),
-            sys: root.join("sys"),
-            kmsg: root.join("kmsg"),
-            module: module.into(),
-        }
+        KernelPaths { proc: root.join("proc"), sys: root.join("sys"), kmsg: root.join("kmsg"), module: module.into() }
     }
 
     /// `/proc/milspec/status`, written by the module.

@@ -20,32 +20,13 @@ fn pack_verify_inspect_sign_round_trip() {
     let k2 = f.key("rel2", true);
     let pkg = f.pack("1.1.0", &[&k1], "p.mspkg");
 
-    f.verify(&pkg, 1).success().stdout(
-        contains("OK")
-            .and(contains("dell-milspec 1.1.0"))
-            .and(contains(RELEASE)),
-    );
-    f.verify(&pkg, 2)
-        .failure()
-        .stderr(contains("p.mspkg").and(contains("1 valid of 2 required")));
+    f.verify(&pkg, 1).success().stdout(contains("OK").and(contains("dell-milspec 1.1.0")).and(contains(RELEASE)));
+    f.verify(&pkg, 2).failure().stderr(contains("p.mspkg").and(contains("1 valid of 2 required")));
 
-    repo()
-        .args(["sign", "--key"])
-        .arg(&k2)
-        .arg(&pkg)
-        .assert()
-        .success()
-        .stdout(contains("2 signature(s)"));
+    repo().args(["sign", "--key"]).arg(&k2).arg(&pkg).assert().success().stdout(contains("2 signature(s)"));
     f.verify(&pkg, 2).success().stdout(contains("2 of 2 required"));
 
-    let out = ctl()
-        .args(["inspect", "--json"])
-        .arg(&pkg)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = ctl().args(["inspect", "--json"]).arg(&pkg).assert().success().get_output().stdout.clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["manifest"]["version"], "1.1.0");
     assert_eq!(v["manifest"]["sequence"], 1_001_000_000u64);
@@ -53,37 +34,16 @@ fn pack_verify_inspect_sign_round_trip() {
     assert_eq!(v["manifest"]["payloads"][0]["module"], "dell_milspec");
     assert!(v["manifest"]["payloads"][0]["srcversion"].is_string());
     assert_eq!(v["signatures"].as_array().unwrap().len(), 2);
-    ctl()
-        .arg("inspect")
-        .arg(&pkg)
-        .assert()
-        .success()
-        .stdout(contains("not verified"));
+    ctl().arg("inspect").arg(&pkg).assert().success().stdout(contains("not verified"));
 }
 
 #[test]
 fn pack_is_reproducible_but_for_time_and_records_params() {
     let f = Fixture::new();
     let k = f.key("k", true);
-    let ko = f.ko(
-        "m.ko",
-        FakeKo {
-            version: "2.0.0-rc.1",
-            ..FakeKo::default()
-        },
-    );
+    let ko = f.ko("m.ko", FakeKo { version: "2.0.0-rc.1", ..FakeKo::default() });
     repo()
-        .args([
-            "pack",
-            "--version",
-            "2.0.0-rc.1",
-            "--sequence",
-            "42",
-            "--param",
-            "mode5_level=2",
-            "--probation",
-            "45s",
-        ])
+        .args(["pack", "--version", "2.0.0-rc.1", "--sequence", "42", "--param", "mode5_level=2", "--probation", "45s"])
         .arg("--module")
         .arg(&ko)
         .arg("--key")
@@ -92,11 +52,12 @@ fn pack_is_reproducible_but_for_time_and_records_params() {
         .arg(f.path("p.mspkg"))
         .assert()
         .success();
-    ctl().arg("inspect").arg(f.path("p.mspkg")).assert().success().stdout(
-        contains("sequence:  42")
-            .and(contains("params:    mode5_level=2"))
-            .and(contains("probation: 45s")),
-    );
+    ctl()
+        .arg("inspect")
+        .arg(f.path("p.mspkg"))
+        .assert()
+        .success()
+        .stdout(contains("sequence:  42").and(contains("params:    mode5_level=2")).and(contains("probation: 45s")));
     // A pre-release has no default sequence.
     repo()
         .args(["pack", "--version", "2.0.0-rc.1", "--module"])
@@ -120,11 +81,7 @@ fn refuse(f: &Fixture, bytes: &[u8], threshold: usize, reason: &str) {
         .failure()
         .code(1)
         .stdout(predicate::str::is_empty())
-        .stderr(
-            contains("bad.mspkg")
-                .and(contains(reason))
-                .and(predicate::str::is_match("^[^\n]+\n$").unwrap()),
-        );
+        .stderr(contains("bad.mspkg").and(contains(reason)).and(predicate::str::is_match("^[^\n]+\n$").unwrap()));
     assert_eq!(f.listing(), before, "verification must not write anything");
 }
 
@@ -162,12 +119,7 @@ fn truncated_package() {
     refuse(&f, &b[..at], 1, "truncated");
     let entries = entries(&pkg);
     let only_head = rebuild(&entries[..2], &[]);
-    refuse(
-        &f,
-        &only_head[..only_head.len() - 1024],
-        1,
-        "missing from the package (truncated?)",
-    );
+    refuse(&f, &only_head[..only_head.len() - 1024], 1, "missing from the package (truncated?)");
     refuse(&f, &b[..700], 1, "truncated");
 }
 
@@ -178,12 +130,7 @@ fn untrusted_signer() {
     let stranger = f.key("stranger", false);
     let pkg = f.pack("1.0.0", &[&stranger], "p.mspkg");
     let b = fs::read(pkg).unwrap();
-    refuse(
-        &f,
-        &b,
-        1,
-        "0 valid of 1 required; 1 signature(s) by keys that are not trusted here were ignored",
-    );
+    refuse(&f, &b, 1, "0 valid of 1 required; 1 signature(s) by keys that are not trusted here were ignored");
 }
 
 #[test]
@@ -203,13 +150,7 @@ fn same_key_twice_counts_once() {
     let pkg = f.pack("1.0.0", &[&k1], "p.mspkg");
     // The tool refuses to sign twice with one key, and leaves the package as it was.
     let (before, listing) = (fs::read(&pkg).unwrap(), f.listing());
-    repo()
-        .args(["sign", "--key"])
-        .arg(&k1)
-        .arg(&pkg)
-        .assert()
-        .failure()
-        .stderr(contains("already signed"));
+    repo().args(["sign", "--key"]).arg(&k1).arg(&pkg).assert().failure().stderr(contains("already signed"));
     assert_eq!(fs::read(&pkg).unwrap(), before);
     assert_eq!(f.listing(), listing, "no temporary file left behind");
     // A package whose signatures.json repeats one signature does not reach 2.
@@ -242,9 +183,7 @@ fn wrong_key_file_format() {
     // A folder of trusted keys holding a broken key is refused whole.
     fs::write(f.path("trust/broken.pub"), "milspec-ed25519-public !!! broken\n").unwrap();
     let (_, pkg) = setup();
-    f.verify(&pkg, 1)
-        .failure()
-        .stderr(contains("broken.pub").and(contains("not base64")));
+    f.verify(&pkg, 1).failure().stderr(contains("broken.pub").and(contains("not base64")));
 }
 
 #[test]
@@ -253,27 +192,13 @@ fn path_traversal_entry() {
     let e = entries(&pkg);
     refuse(
         &f,
-        &rebuild(
-            &e,
-            &[Raw {
-                path: "../../etc/cron.d/x",
-                kind: EntryType::Regular,
-                data: b"x",
-            }],
-        ),
+        &rebuild(&e, &[Raw { path: "../../etc/cron.d/x", kind: EntryType::Regular, data: b"x" }]),
         1,
         "unsafe path (parent directory `..`)",
     );
     refuse(
         &f,
-        &rebuild(
-            &e,
-            &[Raw {
-                path: "/etc/passwd",
-                kind: EntryType::Regular,
-                data: b"x",
-            }],
-        ),
+        &rebuild(&e, &[Raw { path: "/etc/passwd", kind: EntryType::Regular, data: b"x" }]),
         1,
         "unsafe path (absolute path)",
     );
@@ -286,45 +211,9 @@ fn symlink_and_device_entries() {
     let p = e[2].0.clone();
     let mut swapped = e.clone();
     swapped.pop();
-    refuse(
-        &f,
-        &rebuild(
-            &swapped,
-            &[Raw {
-                path: &p,
-                kind: EntryType::Symlink,
-                data: b"",
-            }],
-        ),
-        1,
-        "symbolic link",
-    );
-    refuse(
-        &f,
-        &rebuild(
-            &e,
-            &[Raw {
-                path: "dev",
-                kind: EntryType::Char,
-                data: b"",
-            }],
-        ),
-        1,
-        "device file",
-    );
-    refuse(
-        &f,
-        &rebuild(
-            &e,
-            &[Raw {
-                path: "hl",
-                kind: EntryType::Link,
-                data: b"",
-            }],
-        ),
-        1,
-        "hard link",
-    );
+    refuse(&f, &rebuild(&swapped, &[Raw { path: &p, kind: EntryType::Symlink, data: b"" }]), 1, "symbolic link");
+    refuse(&f, &rebuild(&e, &[Raw { path: "dev", kind: EntryType::Char, data: b"" }]), 1, "device file");
+    refuse(&f, &rebuild(&e, &[Raw { path: "hl", kind: EntryType::Link, data: b"" }]), 1, "hard link");
 }
 
 #[test]
@@ -333,31 +222,12 @@ fn unlisted_and_duplicate_entries() {
     let e = entries(&pkg);
     refuse(
         &f,
-        &rebuild(
-            &e,
-            &[Raw {
-                path: "extra.sh",
-                kind: EntryType::Regular,
-                data: b"#!/bin/sh",
-            }],
-        ),
+        &rebuild(&e, &[Raw { path: "extra.sh", kind: EntryType::Regular, data: b"#!/bin/sh" }]),
         1,
         "`extra.sh` is not listed in the manifest",
     );
     let (p, d) = e[2].clone();
-    refuse(
-        &f,
-        &rebuild(
-            &e,
-            &[Raw {
-                path: &p,
-                kind: EntryType::Regular,
-                data: &d,
-            }],
-        ),
-        1,
-        "appears twice",
-    );
+    refuse(&f, &rebuild(&e, &[Raw { path: &p, kind: EntryType::Regular, data: &d }]), 1, "appears twice");
     // Entries out of order: signatures first.
     let swapped = vec![e[1].clone(), e[0].clone(), e[2].clone()];
     refuse(&f, &rebuild(&swapped, &[]), 1, "where `manifest.json` was expected");
@@ -368,12 +238,7 @@ fn oversized_manifest() {
     let (f, pkg) = setup();
     let mut e = entries(&pkg);
     e[0].1.resize(65 * 1024, b' ');
-    refuse(
-        &f,
-        &rebuild(&e, &[]),
-        1,
-        "`manifest.json` is 66560 bytes, more than the limit of 65536",
-    );
+    refuse(&f, &rebuild(&e, &[]), 1, "`manifest.json` is 66560 bytes, more than the limit of 65536");
 }
 
 #[test]
@@ -388,13 +253,7 @@ fn empty_and_not_a_tar() {
 fn module_without_vermagic() {
     let f = Fixture::new();
     let k = f.key("a", true);
-    let ko = f.ko(
-        "novm.ko",
-        FakeKo {
-            no_vermagic: true,
-            ..FakeKo::default()
-        },
-    );
+    let ko = f.ko("novm.ko", FakeKo { no_vermagic: true, ..FakeKo::default() });
     let before = f.listing();
     repo()
         .args(["pack", "--version", "1.0.0", "--module"])
@@ -425,13 +284,7 @@ fn module_without_vermagic() {
 fn module_version_must_match_package_version() {
     let f = Fixture::new();
     let k = f.key("a", true);
-    let ko = f.ko(
-        "m.ko",
-        FakeKo {
-            version: "1.0.0",
-            ..FakeKo::default()
-        },
-    );
+    let ko = f.ko("m.ko", FakeKo { version: "1.0.0", ..FakeKo::default() });
     repo()
         .args(["pack", "--version", "1.1.0", "--module"])
         .arg(&ko)
@@ -450,13 +303,7 @@ fn two_modules_for_one_release_refused() {
     let f = Fixture::new();
     let k = f.key("a", true);
     let a = f.ko("a.ko", FakeKo::default());
-    let b = f.ko(
-        "b.ko",
-        FakeKo {
-            padding: 10,
-            ..FakeKo::default()
-        },
-    );
+    let b = f.ko("b.ko", FakeKo { padding: 10, ..FakeKo::default() });
     repo()
         .args(["pack", "--version", "1.0.0"])
         .arg("--module")
@@ -471,13 +318,7 @@ fn two_modules_for_one_release_refused() {
         .failure()
         .stderr(contains("one module per kernel release"));
     // Two releases in one package is fine.
-    let c = f.ko(
-        "c.ko",
-        FakeKo {
-            kernel_release: "6.1.0-28-amd64",
-            ..FakeKo::default()
-        },
-    );
+    let c = f.ko("c.ko", FakeKo { kernel_release: "6.1.0-28-amd64", ..FakeKo::default() });
     repo()
         .args(["pack", "--version", "1.0.0"])
         .arg("--module")
@@ -490,39 +331,25 @@ fn two_modules_for_one_release_refused() {
         .arg(f.path("o.mspkg"))
         .assert()
         .success();
-    f.verify(&f.path("o.mspkg"), 1)
-        .success()
-        .stdout(contains("6.1.0-28-amd64").and(contains(RELEASE)));
+    f.verify(&f.path("o.mspkg"), 1).success().stdout(contains("6.1.0-28-amd64").and(contains(RELEASE)));
 }
 
 #[test]
 fn tools_have_help_and_version() {
     for mut c in [repo(), ctl(), daemon()] {
-        c.arg("--version")
-            .assert()
-            .success()
-            .stdout(contains(env!("CARGO_PKG_VERSION")));
+        c.arg("--version").assert().success().stdout(contains(env!("CARGO_PKG_VERSION")));
     }
     for mut c in [repo(), ctl(), daemon()] {
         c.arg("--help").assert().success().stdout(contains("Usage"));
     }
-    ctl()
-        .args(["verify", "--keys", "/nonexistent", "x"])
-        .assert()
-        .failure()
-        .stderr(contains("/nonexistent"));
+    ctl().args(["verify", "--keys", "/nonexistent", "x"]).assert().failure().stderr(contains("/nonexistent"));
 }
 
 #[test]
 fn daemon_config_errors_name_the_key() {
     let f = Fixture::new();
     fs::write(f.path("c.toml"), "[health]\nprobation = \"10s\"\nbogus = 1\n").unwrap();
-    daemon()
-        .args(["config", "--config"])
-        .arg(f.path("c.toml"))
-        .assert()
-        .failure()
-        .stderr(contains("bogus"));
+    daemon().args(["config", "--config"]).arg(f.path("c.toml")).assert().failure().stderr(contains("bogus"));
     fs::write(f.path("c.toml"), "[health]\nprobation = \"10s\"\n").unwrap();
     daemon()
         .args(["config", "--config"])

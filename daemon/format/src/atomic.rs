@@ -24,19 +24,10 @@ fn parent_of(target: &Path) -> &Path {
 
 impl AtomicFile {
     pub fn create(target: &Path, mode: u32) -> io::Result<Self> {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(parent_of(target))?;
-        Ok(AtomicFile {
-            target: target.to_path_buf(),
-            temp: BufWriter::with_capacity(256 * 1024, temp),
-            mode,
-        })
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp =
+            tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(parent_of(target))?;
+        Ok(AtomicFile { target: target.to_path_buf(), temp: BufWriter::with_capacity(256 * 1024, temp), mode })
     }
 
     /// Flushes, fsyncs, renames over the target and fsyncs the folder.

@@ -36,11 +36,7 @@ pub enum KeyError {
     #[error("{path}: cannot read key file: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path}: not a milspec {expected} key file ({why})")]
-    Format {
-        path: PathBuf,
-        expected: &'static str,
-        why: String,
-    },
+    Format { path: PathBuf, expected: &'static str, why: String },
     #[error("{path}: the key is a weak ed25519 key and cannot be trusted")]
     Weak { path: PathBuf },
     #[error("{path}: already exists; refusing to overwrite a key (move it away first)")]
@@ -91,10 +87,7 @@ impl FromStr for KeyId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.parse::<Sha256Digest>().map(|d| KeyId(d.0)).map_err(|_| {
-            format!(
-                "`{}` is not a key id (64 lowercase hex characters)",
-                s.chars().take(80).collect::<String>()
-            )
+            format!("`{}` is not a key id (64 lowercase hex characters)", s.chars().take(80).collect::<String>())
         })
     }
 }
@@ -145,28 +138,18 @@ fn parse_line(text: &str, tag: &str) -> Result<([u8; 32], String), String> {
         return Err("unexpected text after the key name".into());
     }
     check_name(&name).map_err(|e| e.to_string())?;
-    let raw = B64
-        .decode(b64)
-        .map_err(|e| format!("key material is not base64: {e}"))?;
-    let bytes: [u8; 32] = raw
-        .try_into()
-        .map_err(|v: Vec<u8>| format!("key material is {} bytes, expected 32", v.len()))?;
+    let raw = B64.decode(b64).map_err(|e| format!("key material is not base64: {e}"))?;
+    let bytes: [u8; 32] =
+        raw.try_into().map_err(|v: Vec<u8>| format!("key material is {} bytes, expected 32", v.len()))?;
     Ok((bytes, name))
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let read_err = |source| KeyError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| KeyError::Read { path: path.to_path_buf(), source };
     let file = fs::File::open(path).map_err(read_err)?;
     let mut raw = Vec::new();
     let n = file.take(MAX_KEY_FILE + 1).read_to_end(&mut raw).map_err(read_err)?;
-    let bad = |why: String| KeyError::Format {
-        path: path.to_path_buf(),
-        expected: "secret or public",
-        why,
-    };
+    let bad = |why: String| KeyError::Format { path: path.to_path_buf(), expected: "secret or public", why };
     if n as u64 > MAX_KEY_FILE {
         return Err(bad(format!("larger than {MAX_KEY_FILE} bytes")));
     }
@@ -200,15 +183,9 @@ impl PublicKey {
             why: format!("not a valid ed25519 point: {e}"),
         })?;
         if key.is_weak() {
-            return Err(KeyError::Weak {
-                path: path.to_path_buf(),
-            });
+            return Err(KeyError::Weak { path: path.to_path_buf() });
         }
-        Ok(PublicKey {
-            id: KeyId::of(&key),
-            key,
-            name,
-        })
+        Ok(PublicKey { id: KeyId::of(&key), key, name })
     }
 
     pub fn load(path: &Path) -> Result<Self, KeyError> {
@@ -252,10 +229,7 @@ impl SecretKey {
         check_name(name)?;
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-        Ok(SecretKey {
-            key: SigningKey::from_bytes(&seed),
-            name: name.to_string(),
-        })
+        Ok(SecretKey { key: SigningKey::from_bytes(&seed), name: name.to_string() })
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
@@ -264,10 +238,7 @@ impl SecretKey {
             expected: "secret",
             why,
         })?;
-        Ok(SecretKey {
-            key: SigningKey::from_bytes(&seed),
-            name,
-        })
+        Ok(SecretKey { key: SigningKey::from_bytes(&seed), name })
     }
 
     pub fn load(path: &Path) -> Result<Self, KeyError> {
@@ -276,11 +247,7 @@ impl SecretKey {
 
     pub fn public(&self) -> PublicKey {
         let key = self.key.verifying_key();
-        PublicKey {
-            id: KeyId::of(&key),
-            key,
-            name: self.name.clone(),
-        }
+        PublicKey { id: KeyId::of(&key), key, name: self.name.clone() }
     }
 
     pub fn name(&self) -> &str {
@@ -316,27 +283,17 @@ impl SecretKey {
 
 /// Creates `path` exclusively with `mode`, writes and syncs it.
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::AlreadyExists => KeyError::Exists {
-                path: path.to_path_buf(),
-            },
-            _ => KeyError::Write {
-                path: path.to_path_buf(),
-                source,
-            },
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|source| {
+            match source.kind() {
+                io::ErrorKind::AlreadyExists => KeyError::Exists { path: path.to_path_buf() },
+                _ => KeyError::Write { path: path.to_path_buf(), source },
+            }
         })?;
     let res = file.write_all(data).and_then(|()| file.sync_all());
     if let Err(source) = res {
         let _ = fs::remove_file(path);
-        return Err(KeyError::Write {
-            path: path.to_path_buf(),
-            source,
-        });
+        return Err(KeyError::Write { path: path.to_path_buf(), source });
     }
     Ok(())
 }
@@ -349,40 +306,28 @@ pub struct TrustedKeys {
 
 impl TrustedKeys {
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Self {
-        TrustedKeys {
-            keys: keys.into_iter().map(|k| (k.id, k)).collect(),
-        }
+        TrustedKeys { keys: keys.into_iter().map(|k| (k.id, k)).collect() }
     }
 
     /// Loads every `*.pub` file in `dir`. Any unreadable or malformed key
     /// file is an error: a trust folder is never half-read.
     pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
-        let rd = |source| KeyError::ReadDir {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let rd = |source| KeyError::ReadDir { path: dir.to_path_buf(), source };
         let mut paths = Vec::new();
         for entry in fs::read_dir(dir).map_err(rd)? {
             let path = entry.map_err(rd)?.path();
             if path.extension().is_some_and(|e| e == "pub") {
                 paths.push(path);
                 if paths.len() > MAX_TRUSTED_KEYS {
-                    return Err(KeyError::TooManyKeys {
-                        path: dir.to_path_buf(),
-                    });
+                    return Err(KeyError::TooManyKeys { path: dir.to_path_buf() });
                 }
             }
         }
         if paths.is_empty() {
-            return Err(KeyError::NoKeys {
-                path: dir.to_path_buf(),
-            });
+            return Err(KeyError::NoKeys { path: dir.to_path_buf() });
         }
         paths.sort();
-        let keys = paths
-            .iter()
-            .map(|p| PublicKey::load(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = paths.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>()?;
         Ok(TrustedKeys::new(keys))
     }
 
@@ -427,15 +372,11 @@ mod tests {
     fn wrong_files_are_named() {
         let p = Path::new("x.key");
         let sk = SecretKey::generate("k").unwrap();
-        let e = SecretKey::parse(&sk.public().to_file_text(), p)
-            .unwrap_err()
-            .to_string();
+        let e = SecretKey::parse(&sk.public().to_file_text(), p).unwrap_err().to_string();
         assert!(e.contains("this is a public key file"), "{e}");
         let e = PublicKey::parse("garbage", p).unwrap_err().to_string();
         assert!(e.contains("x.key") && e.contains("expected first word"), "{e}");
-        let e = PublicKey::parse(&format!("{PUBLIC_TAG} AAAA k"), p)
-            .unwrap_err()
-            .to_string();
+        let e = PublicKey::parse(&format!("{PUBLIC_TAG} AAAA k"), p).unwrap_err().to_string();
         assert!(e.contains("3 bytes, expected 32"), "{e}");
     }
 
@@ -445,10 +386,7 @@ mod tests {
         let mut id = [0u8; 32];
         id[0] = 1;
         let text = format!("{PUBLIC_TAG} {} weak", B64.encode(id));
-        assert!(matches!(
-            PublicKey::parse(&text, Path::new("w.pub")),
-            Err(KeyError::Weak { .. })
-        ));
+        assert!(matches!(PublicKey::parse(&text, Path::new("w.pub")), Err(KeyError::Weak { .. })));
     }
 
     #[test]

@@ -43,11 +43,7 @@ pub enum ManifestError {
     #[error("manifest payload `{path}` is {size} bytes, more than the limit of {limit}")]
     PayloadTooLarge { path: String, size: u64, limit: u64 },
     #[error("manifest parameter `{key}={value}` is invalid: {why}")]
-    BadParam {
-        key: String,
-        value: String,
-        why: &'static str,
-    },
+    BadParam { key: String, value: String, why: &'static str },
     #[error("manifest sets more than {MAX_PARAMS} module parameters")]
     TooManyParams,
     #[error("manifest sequence must be at least 1")]
@@ -90,9 +86,7 @@ pub struct Requires {
 
 impl Default for Requires {
     fn default() -> Self {
-        Requires {
-            sys_vendor: vec![DEFAULT_SYS_VENDOR.to_string()],
-        }
+        Requires { sys_vendor: vec![DEFAULT_SYS_VENDOR.to_string()] }
     }
 }
 
@@ -133,8 +127,7 @@ pub fn valid_release(r: &str) -> bool {
 pub fn valid_module_name(m: &str) -> bool {
     !m.is_empty()
         && m.len() <= MAX_MODULE_NAME_LEN
-        && m.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Checks a module parameter so that `key=value` pairs can be joined with
@@ -151,13 +144,8 @@ pub fn check_param(key: &str, value: &str) -> Result<(), ManifestError> {
     if value.is_empty() || value.len() > 256 {
         return Err(bad("values must be 1-256 characters"));
     }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'' && b != b'\\')
-    {
-        return Err(bad(
-            "values may not hold spaces, quotes, backslashes or control characters",
-        ));
+    if !value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'' && b != b'\\') {
+        return Err(bad("values may not hold spaces, quotes, backslashes or control characters"));
     }
     Ok(())
 }
@@ -198,10 +186,7 @@ impl Manifest {
             return Err(ManifestError::NoPayloads);
         }
         if self.payloads.len() > limits.max_payloads {
-            return Err(ManifestError::TooManyPayloads {
-                count: self.payloads.len(),
-                limit: limits.max_payloads,
-            });
+            return Err(ManifestError::TooManyPayloads { count: self.payloads.len(), limit: limits.max_payloads });
         }
         let mut seen = BTreeSet::new();
         for p in &self.payloads {
@@ -213,10 +198,7 @@ impl Manifest {
             }
             let expected = payload_path(&p.kernel_release, &p.module);
             if p.path != expected {
-                return Err(ManifestError::BadPath {
-                    path: p.path.chars().take(200).collect(),
-                    expected,
-                });
+                return Err(ManifestError::BadPath { path: p.path.chars().take(200).collect(), expected });
             }
             if p.size > limits.max_payload_size {
                 return Err(ManifestError::PayloadTooLarge {
@@ -299,10 +281,7 @@ mod tests {
         check(&|m| m.name = "other".into(), "expected `dell-milspec`");
         check(&|m| m.payloads.clear(), "no payloads");
         check(&|m| m.payloads[0].path = "../../etc/passwd".into(), "should be");
-        check(
-            &|m| m.payloads[0].kernel_release = "../x".into(),
-            "invalid kernel release",
-        );
+        check(&|m| m.payloads[0].kernel_release = "../x".into(), "invalid kernel release");
         check(&|m| m.payloads[0].module = "Dell-Milspec".into(), "invalid module name");
         check(&|m| m.payloads[0].size = u64::MAX, "more than the limit");
         check(&|m| m.payloads.push(m.payloads[0].clone()), "twice");
@@ -313,15 +292,11 @@ mod tests {
             "spaces",
         );
         check(&|m| m.sequence = 0, "sequence");
-        let e = Manifest::parse(b"{\"format\":1,\"bogus\":1}", &l)
-            .unwrap_err()
-            .to_string();
+        let e = Manifest::parse(b"{\"format\":1,\"bogus\":1}", &l).unwrap_err().to_string();
         assert!(e.contains("not valid"), "{e}");
         let mut v: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();
         v["extra"] = 1.into();
-        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap(), &l)
-            .unwrap_err()
-            .to_string();
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap(), &l).unwrap_err().to_string();
         assert!(e.contains("unknown field `extra`"), "{e}");
     }
 }

@@ -63,13 +63,7 @@ impl ModInfo {
         if !crate::manifest::valid_module_name(&name) {
             return Err(ModInfoError::BadName(name.chars().take(80).collect()));
         }
-        Ok(ModInfo {
-            name,
-            vermagic,
-            kernel_release,
-            srcversion,
-            version,
-        })
+        Ok(ModInfo { name, vermagic, kernel_release, srcversion, version })
     }
 }
 
@@ -89,18 +83,9 @@ mod tests {
 
     #[test]
     fn missing_fields() {
-        assert!(matches!(
-            ModInfo::from_section(b"name=x\0"),
-            Err(ModInfoError::NoVermagic)
-        ));
-        assert!(matches!(
-            ModInfo::from_section(b"vermagic=6.1 SMP\0"),
-            Err(ModInfoError::NoName)
-        ));
-        assert!(matches!(
-            ModInfo::from_section(b"vermagic=../x\0name=a\0"),
-            Err(ModInfoError::BadRelease(_))
-        ));
+        assert!(matches!(ModInfo::from_section(b"name=x\0"), Err(ModInfoError::NoVermagic)));
+        assert!(matches!(ModInfo::from_section(b"vermagic=6.1 SMP\0"), Err(ModInfoError::NoName)));
+        assert!(matches!(ModInfo::from_section(b"vermagic=../x\0name=a\0"), Err(ModInfoError::BadRelease(_))));
         assert!(matches!(ModInfo::parse(b"hello"), Err(ModInfoError::NotElf(_))));
     }
 }

@@ -53,11 +53,7 @@ pub enum PackageError {
     #[error("payload `{path}` is {actual} bytes but the manifest says {expected}")]
     SizeMismatch { path: String, expected: u64, actual: u64 },
     #[error("payload `{path}` does not match its sha256 in the manifest (manifest {expected}, content {actual}): the package is corrupt or was tampered with")]
-    HashMismatch {
-        path: String,
-        expected: Sha256Digest,
-        actual: Sha256Digest,
-    },
+    HashMismatch { path: String, expected: Sha256Digest, actual: Sha256Digest },
     #[error("payload `{0}` listed in the manifest is missing from the package (truncated?)")]
     MissingPayload(String),
     #[error(transparent)]
@@ -164,15 +160,9 @@ fn kind_name(t: tar::EntryType) -> Option<&'static str> {
 
 fn check_path(raw: &[u8]) -> Result<String, PackageError> {
     let Ok(path) = std::str::from_utf8(raw) else {
-        return Err(PackageError::UnsafePath {
-            path: String::from_utf8_lossy(raw).into_owned(),
-            why: "not UTF-8",
-        });
+        return Err(PackageError::UnsafePath { path: String::from_utf8_lossy(raw).into_owned(), why: "not UTF-8" });
     };
-    let unsafe_path = |why| PackageError::UnsafePath {
-        path: path.chars().take(200).collect(),
-        why,
-    };
+    let unsafe_path = |why| PackageError::UnsafePath { path: path.chars().take(200).collect(), why };
     if path.starts_with('/') {
         return Err(unsafe_path("absolute path"));
     }
@@ -187,11 +177,7 @@ fn check_path(raw: &[u8]) -> Result<String, PackageError> {
 
 fn read_small(entry: &mut impl Read, path: &str, size: u64, limit: u64) -> Result<Vec<u8>, PackageError> {
     if size > limit {
-        return Err(PackageError::EntryTooLarge {
-            what: path.to_string(),
-            size,
-            limit,
-        });
+        return Err(PackageError::EntryTooLarge { what: path.to_string(), size, limit });
     }
     let mut buf = Vec::with_capacity(size as usize);
     entry.take(size).read_to_end(&mut buf).map_err(PackageError::Io)?;
@@ -213,16 +199,11 @@ pub fn read_package<R: Read>(
     if buffered.fill_buf().map_err(PackageError::Io)?.is_empty() {
         return Err(PackageError::Empty);
     }
-    let counting = Counting {
-        inner: buffered,
-        count: Rc::clone(&count),
-    };
+    let counting = Counting { inner: buffered, count: Rc::clone(&count) };
     let over = || count.get() > limits.max_package_size;
     let result = read_entries(counting, trust, limits, sink);
     match result {
-        Err(_) if over() => Err(PackageError::TooLarge {
-            limit: limits.max_package_size,
-        }),
+        Err(_) if over() => Err(PackageError::TooLarge { limit: limits.max_package_size }),
         other => other,
     }
 }
@@ -234,10 +215,7 @@ fn read_entries<R: Read>(
     sink: &mut dyn PayloadSink,
 ) -> Result<VerifiedPackage, PackageError> {
     let mut archive = tar::Archive::new(reader);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| PackageError::NotTar(e.to_string()))?
-        .raw(true);
+    let mut entries = archive.entries().map_err(|e| PackageError::NotTar(e.to_string()))?.raw(true);
     let mut last = String::new();
     let mut index = 0usize;
 
@@ -250,22 +228,17 @@ fn read_entries<R: Read>(
                 Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(PackageError::Truncated(last.clone()))
                 }
-                Some(Err(e)) => {
-                    return Err(PackageError::Corrupt {
-                        after: last.clone(),
-                        detail: e.to_string(),
-                    })
-                }
+                Some(Err(e)) => return Err(PackageError::Corrupt { after: last.clone(), detail: e.to_string() }),
                 Some(Ok(entry)) => {
                     index += 1;
                     let path = check_path(&entry.path_bytes())?;
                     if let Some(kind) = kind_name(entry.header().entry_type()) {
                         return Err(PackageError::NotRegular { path, kind });
                     }
-                    let size = entry.header().entry_size().map_err(|e| PackageError::Corrupt {
-                        after: last.clone(),
-                        detail: e.to_string(),
-                    })?;
+                    let size = entry
+                        .header()
+                        .entry_size()
+                        .map_err(|e| PackageError::Corrupt { after: last.clone(), detail: e.to_string() })?;
                     last = path.clone();
                     Some((entry, path, size))
                 }
@@ -277,10 +250,7 @@ fn read_entries<R: Read>(
         return Err(PackageError::MissingEntry(MANIFEST_PATH));
     };
     if path != MANIFEST_PATH {
-        return Err(PackageError::OutOfOrder {
-            path,
-            expected: MANIFEST_PATH,
-        });
+        return Err(PackageError::OutOfOrder { path, expected: MANIFEST_PATH });
     }
     let manifest_bytes = read_small(&mut entry, &path, size, limits.max_manifest)?;
     drop(entry);
@@ -291,10 +261,7 @@ fn read_entries<R: Read>(
     if path != SIGNATURES_PATH {
         return Err(match path.as_str() {
             MANIFEST_PATH => PackageError::Duplicate(path),
-            _ => PackageError::OutOfOrder {
-                path,
-                expected: SIGNATURES_PATH,
-            },
+            _ => PackageError::OutOfOrder { path, expected: SIGNATURES_PATH },
         });
     }
     let sig_bytes = read_small(&mut entry, &path, size, limits.max_signatures_file)?;
@@ -307,15 +274,8 @@ fn read_entries<R: Read>(
         Trust::Unverified => Vec::new(),
     };
     let manifest = Manifest::parse(&manifest_bytes, limits)?;
-    sink.start(&Header {
-        manifest: &manifest,
-        manifest_bytes: &manifest_bytes,
-        signatures: &signatures,
-    })
-    .map_err(|source| PackageError::Sink {
-        path: MANIFEST_PATH.into(),
-        source,
-    })?;
+    sink.start(&Header { manifest: &manifest, manifest_bytes: &manifest_bytes, signatures: &signatures })
+        .map_err(|source| PackageError::Sink { path: MANIFEST_PATH.into(), source })?;
 
     let mut pending: BTreeMap<&str, &Payload> = manifest.payloads.iter().map(|p| (p.path.as_str(), p)).collect();
     let mut buf = vec![0u8; 256 * 1024];
@@ -323,23 +283,12 @@ fn read_entries<R: Read>(
         let Some(payload) = pending.remove(path.as_str()) else {
             let listed =
                 path == MANIFEST_PATH || path == SIGNATURES_PATH || manifest.payloads.iter().any(|p| p.path == path);
-            return Err(if listed {
-                PackageError::Duplicate(path)
-            } else {
-                PackageError::Unlisted(path)
-            });
+            return Err(if listed { PackageError::Duplicate(path) } else { PackageError::Unlisted(path) });
         };
         if size != payload.size {
-            return Err(PackageError::SizeMismatch {
-                path,
-                expected: payload.size,
-                actual: size,
-            });
+            return Err(PackageError::SizeMismatch { path, expected: payload.size, actual: size });
         }
-        let sink_err = |source| PackageError::Sink {
-            path: payload.path.clone(),
-            source,
-        };
+        let sink_err = |source| PackageError::Sink { path: payload.path.clone(), source };
         sink.begin(payload).map_err(sink_err)?;
         let mut hasher = Sha256::new();
         let mut left = size;
@@ -358,23 +307,14 @@ fn read_entries<R: Read>(
         }
         let actual = Sha256Digest(hasher.finalize().into());
         if actual != payload.sha256 {
-            return Err(PackageError::HashMismatch {
-                path,
-                expected: payload.sha256,
-                actual,
-            });
+            return Err(PackageError::HashMismatch { path, expected: payload.sha256, actual });
         }
         sink.end(payload).map_err(sink_err)?;
     }
     if let Some(missing) = pending.keys().next() {
         return Err(PackageError::MissingPayload((*missing).to_string()));
     }
-    Ok(VerifiedPackage {
-        manifest,
-        manifest_bytes,
-        signatures,
-        signers,
-    })
+    Ok(VerifiedPackage { manifest, manifest_bytes, signatures, signers })
 }
 
 /// Reads and verifies the package at `path`.
@@ -384,10 +324,7 @@ pub fn read_package_file(
     limits: &Limits,
     sink: &mut dyn PayloadSink,
 ) -> Result<VerifiedPackage, FileError> {
-    let wrap = |source| FileError {
-        path: path.to_path_buf(),
-        source,
-    };
+    let wrap = |source| FileError { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(|e| wrap(PackageError::Io(e)))?;
     read_package(file, trust, limits, sink).map_err(wrap)
 }

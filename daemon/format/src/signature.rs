@@ -20,12 +20,7 @@ pub enum SignatureError {
         "not enough trusted signatures: {valid} valid of {threshold} required{}",
         detail(*untrusted, bad)
     )]
-    ThresholdNotMet {
-        valid: usize,
-        threshold: usize,
-        untrusted: usize,
-        bad: Vec<KeyId>,
-    },
+    ThresholdNotMet { valid: usize, threshold: usize, untrusted: usize, bad: Vec<KeyId> },
     #[error("threshold must be at least 1")]
     ZeroThreshold,
     #[error("threshold {threshold} can never be met: only {trusted} trusted keys are configured")]
@@ -74,10 +69,7 @@ impl SignatureSet {
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Self, SignatureError> {
         let set: SignatureSet = serde_json::from_slice(bytes).map_err(|e| SignatureError::Parse(e.to_string()))?;
         if set.signatures.len() > limits.max_signatures {
-            return Err(SignatureError::TooMany {
-                count: set.signatures.len(),
-                limit: limits.max_signatures,
-            });
+            return Err(SignatureError::TooMany { count: set.signatures.len(), limit: limits.max_signatures });
         }
         Ok(set)
     }
@@ -94,10 +86,7 @@ impl SignatureSet {
         if self.signatures.iter().any(|s| s.keyid == id) {
             return Err(SignatureError::AlreadySigned(id));
         }
-        self.signatures.push(SignatureEntry {
-            keyid: id,
-            sig: B64.encode(key.sign(message)),
-        });
+        self.signatures.push(SignatureEntry { keyid: id, sig: B64.encode(key.sign(message)) });
         Ok(())
     }
 
@@ -170,10 +159,7 @@ mod tests {
         set.add(&ks[2], msg).unwrap(); // untrusted: ignored
         assert_eq!(set.check(msg, &trusted, 1).unwrap(), vec![ks[0].public().id()]);
         let err = set.check(msg, &trusted, 2).unwrap_err().to_string();
-        assert!(
-            err.contains("1 valid of 2 required") && err.contains("not trusted"),
-            "{err}"
-        );
+        assert!(err.contains("1 valid of 2 required") && err.contains("not trusted"), "{err}");
 
         // The same key twice counts once.
         let dup = set.signatures[0].clone();
@@ -200,30 +186,18 @@ mod tests {
         let ks = keys(1);
         let trusted = TrustedKeys::new([ks[0].public()]);
         let set = SignatureSet::default();
-        assert!(matches!(
-            set.check(b"", &trusted, 0),
-            Err(SignatureError::ZeroThreshold)
-        ));
-        assert!(matches!(
-            set.check(b"", &trusted, 2),
-            Err(SignatureError::ThresholdAboveKeys { .. })
-        ));
+        assert!(matches!(set.check(b"", &trusted, 0), Err(SignatureError::ZeroThreshold)));
+        assert!(matches!(set.check(b"", &trusted, 2), Err(SignatureError::ThresholdAboveKeys { .. })));
     }
 
     #[test]
     fn parse_caps_and_rejects() {
-        let limits = Limits {
-            max_signatures: 1,
-            ..Limits::DEFAULT
-        };
+        let limits = Limits { max_signatures: 1, ..Limits::DEFAULT };
         let ks = keys(2);
         let mut set = SignatureSet::default();
         set.add(&ks[0], b"m").unwrap();
         set.add(&ks[1], b"m").unwrap();
-        assert!(matches!(
-            SignatureSet::parse(&set.to_bytes(), &limits),
-            Err(SignatureError::TooMany { .. })
-        ));
+        assert!(matches!(SignatureSet::parse(&set.to_bytes(), &limits), Err(SignatureError::TooMany { .. })));
         assert!(SignatureSet::parse(b"{\"signatures\":[],\"x\":1}", &Limits::DEFAULT).is_err());
         assert!(SignatureSet::parse(b"not json", &Limits::DEFAULT).is_err());
     }

@@ -19,12 +19,7 @@ pub struct TarWriter<W: Write> {
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter {
-            out,
-            remaining: 0,
-            pad: 0,
-            open: false,
-        }
+        TarWriter { out, remaining: 0, pad: 0, open: false }
     }
 
     /// Starts a regular file entry of exactly `size` bytes.

@@ -31,11 +31,8 @@ impl Default for FakeKo<'_> {
 impl FakeKo<'_> {
     pub fn build(&self) -> Vec<u8> {
         let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-        let mut info = format!(
-            "version={}\0license=GPL\0srcversion=F{:0>22}\0",
-            self.version,
-            self.version.replace('.', "")
-        );
+        let mut info =
+            format!("version={}\0license=GPL\0srcversion=F{:0>22}\0", self.version, self.version.replace('.', ""));
         info += &format!("name={}\0", self.name);
         if !self.no_vermagic {
             info += &format!("vermagic={} SMP preempt mod_unload modversions \0", self.kernel_release);
@@ -47,9 +44,7 @@ impl FakeKo<'_> {
         if self.padding > 0 {
             let data = obj.add_section(Vec::new(), b".data.pad".to_vec(), SectionKind::Data);
             // Not all-zero, so the payload does not compress to nothing.
-            let pad: Vec<u8> = (0..self.padding)
-                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-                .collect();
+            let pad: Vec<u8> = (0..self.padding).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
             obj.append_section_data(data, &pad, 1);
         }
         obj.write().unwrap_or_default()

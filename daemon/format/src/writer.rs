@@ -28,24 +28,11 @@ pub enum WriteError {
     #[error("{}: larger than the payload limit of {limit} bytes", path.display())]
     TooLarge { path: PathBuf, limit: u64 },
     #[error("{}: module `{found}` differs from `{expected}` in {}; a package carries one module", path.display(), first.display())]
-    MixedModules {
-        path: PathBuf,
-        found: String,
-        expected: String,
-        first: PathBuf,
-    },
+    MixedModules { path: PathBuf, found: String, expected: String, first: PathBuf },
     #[error("{}: built for kernel {release}, which {} is built for too; give one module per kernel release", path.display(), other.display())]
-    SameRelease {
-        path: PathBuf,
-        release: String,
-        other: PathBuf,
-    },
+    SameRelease { path: PathBuf, release: String, other: PathBuf },
     #[error("{}: the module says version {found} but the package is {expected}; rebuild it with VERSION={expected}", path.display())]
-    VersionMismatch {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
+    VersionMismatch { path: PathBuf, found: String, expected: String },
     #[error("no module given: pass at least one --module")]
     NoModules,
     #[error("no signing key given: pass at least one --key")]
@@ -79,9 +66,7 @@ pub fn default_sequence(v: &semver::Version) -> Option<u64> {
     if !v.pre.is_empty() || v.minor >= 1000 || v.patch >= 1000 {
         return None;
     }
-    v.major
-        .checked_mul(1_000_000_000)?
-        .checked_add(v.minor * 1_000_000 + v.patch * 1000)
+    v.major.checked_mul(1_000_000_000)?.checked_add(v.minor * 1_000_000 + v.patch * 1000)
 }
 
 struct Module {
@@ -91,30 +76,15 @@ struct Module {
 }
 
 fn read_module(path: &Path, limits: &Limits) -> Result<Module, WriteError> {
-    let read_err = |source| WriteError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| WriteError::Read { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();
-    file.take(limits.max_payload_size + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
+    file.take(limits.max_payload_size + 1).read_to_end(&mut bytes).map_err(read_err)?;
     if bytes.len() as u64 > limits.max_payload_size {
-        return Err(WriteError::TooLarge {
-            path: path.to_path_buf(),
-            limit: limits.max_payload_size,
-        });
+        return Err(WriteError::TooLarge { path: path.to_path_buf(), limit: limits.max_payload_size });
     }
-    let info = ModInfo::parse(&bytes).map_err(|source| WriteError::ModInfo {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(Module {
-        path: path.to_path_buf(),
-        bytes,
-        info,
-    })
+    let info = ModInfo::parse(&bytes).map_err(|source| WriteError::ModInfo { path: path.to_path_buf(), source })?;
+    Ok(Module { path: path.to_path_buf(), bytes, info })
 }
 
 /// Builds a package from `.ko` files and writes it to `out`, signed by every
@@ -133,10 +103,7 @@ pub fn pack(
     if keys.is_empty() {
         return Err(WriteError::NoKeys);
     }
-    let mods = modules
-        .iter()
-        .map(|p| read_module(p, limits))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mods = modules.iter().map(|p| read_module(p, limits)).collect::<Result<Vec<_>, _>>()?;
     for (i, m) in mods.iter().enumerate() {
         // The daemon tells which slot is live by the module's own version.
         if let Some(v) = m.info.version.as_deref().filter(|v| *v != opts.version.to_string()) {
@@ -155,10 +122,7 @@ pub fn pack(
                 first: first.path.clone(),
             });
         }
-        if let Some(o) = mods[..i]
-            .iter()
-            .find(|o| o.info.kernel_release == m.info.kernel_release)
-        {
+        if let Some(o) = mods[..i].iter().find(|o| o.info.kernel_release == m.info.kernel_release) {
             return Err(WriteError::SameRelease {
                 path: m.path.clone(),
                 release: m.info.kernel_release.clone(),
@@ -194,10 +158,7 @@ pub fn pack(
     for k in keys {
         sigs.add(k, &manifest_bytes)?;
     }
-    let write_err = |source| WriteError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
+    let write_err = |source| WriteError::Write { path: out.to_path_buf(), source };
     let file = AtomicFile::create(out, 0o644).map_err(write_err)?;
     let mut tar = TarWriter::new(file);
     let res = (|| -> io::Result<AtomicFile> {
@@ -233,17 +194,11 @@ impl PayloadSink for Resign<'_> {
     }
 
     fn begin(&mut self, p: &Payload) -> io::Result<()> {
-        self.tar
-            .as_mut()
-            .ok_or_else(|| io::Error::other("no header"))?
-            .begin(&p.path, p.size)
+        self.tar.as_mut().ok_or_else(|| io::Error::other("no header"))?.begin(&p.path, p.size)
     }
 
     fn data(&mut self, _p: &Payload, chunk: &[u8]) -> io::Result<()> {
-        self.tar
-            .as_mut()
-            .ok_or_else(|| io::Error::other("no header"))?
-            .data(chunk)
+        self.tar.as_mut().ok_or_else(|| io::Error::other("no header"))?.data(chunk)
     }
 
     fn end(&mut self, _p: &Payload) -> io::Result<()> {
@@ -255,12 +210,7 @@ impl PayloadSink for Resign<'_> {
 /// package's structure and payload hashes are checked first; a key that
 /// already signed is refused.
 pub fn add_signature(path: &Path, key: &SecretKey, limits: &Limits) -> Result<(Manifest, SignatureSet), WriteError> {
-    let mut sink = Resign {
-        key,
-        tar: None,
-        out: path,
-        signatures: None,
-    };
+    let mut sink = Resign { key, tar: None, out: path, signatures: None };
     let res = package::read_package_file(path, Trust::Unverified, limits, &mut sink);
     let pkg = match res {
         Ok(pkg) => pkg,
@@ -276,14 +226,8 @@ pub fn add_signature(path: &Path, key: &SecretKey, limits: &Limits) -> Result<(M
             return Err(e.into());
         }
     };
-    let write_err = |source| WriteError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tar = sink
-        .tar
-        .take()
-        .ok_or_else(|| write_err(io::Error::other("package had no header")))?;
+    let write_err = |source| WriteError::Write { path: path.to_path_buf(), source };
+    let tar = sink.tar.take().ok_or_else(|| write_err(io::Error::other("package had no header")))?;
     tar.finish().and_then(AtomicFile::commit).map_err(write_err)?;
     let sigs = sink.signatures.take().unwrap_or_default();
     Ok((pkg.manifest, sigs))

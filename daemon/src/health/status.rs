@@ -26,11 +26,7 @@ pub enum StatusError {
     #[error("status has no `{key}` line")]
     Missing { key: &'static str },
     #[error("status `{key}: {value}` is not {expected}")]
-    BadValue {
-        key: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    BadValue { key: &'static str, value: String, expected: &'static str },
 }
 
 /// The module's overall state.
@@ -113,15 +109,7 @@ pub fn parse(text: &str) -> Result<ModuleStatus, StatusError> {
     let mode5_level = number("mode5_level", &take("mode5_level")?)?;
     let errors = number("errors", &take("errors")?)?;
     let loaded_at = number("loaded_at", &take("loaded_at")?)?;
-    Ok(ModuleStatus {
-        version,
-        state,
-        selftest,
-        mode5_level,
-        errors,
-        loaded_at,
-        other: fields,
-    })
+    Ok(ModuleStatus { version, state, selftest, mode5_level, errors, loaded_at, other: fields })
 }
 
 /// Splits `key: value` lines into a map, rejecting malformed and repeated lines.
@@ -133,37 +121,25 @@ fn split_lines(text: &str) -> Result<BTreeMap<String, String>, StatusError> {
         if line.is_empty() {
             continue;
         }
-        let bad = || StatusError::BadLine {
-            line_no,
-            line: quote(line),
-        };
+        let bad = || StatusError::BadLine { line_no, line: quote(line) };
         let (key, value) = line.split_once(':').ok_or_else(bad)?;
         let key = key.trim();
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err(bad());
         }
         if fields.insert(key.to_string(), value.trim().to_string()).is_some() {
-            return Err(StatusError::Duplicate {
-                line_no,
-                key: key.to_string(),
-            });
+            return Err(StatusError::Duplicate { line_no, key: key.to_string() });
         }
     }
     Ok(fields)
 }
 
 fn number<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, StatusError> {
-    value
-        .parse()
-        .map_err(|_| bad_value(key, value, "a non-negative whole number"))
+    value.parse().map_err(|_| bad_value(key, value, "a non-negative whole number"))
 }
 
 fn bad_value(key: &'static str, value: &str, expected: &'static str) -> StatusError {
-    StatusError::BadValue {
-        key,
-        value: quote(value),
-        expected,
-    }
+    StatusError::BadValue { key, value: quote(value), expected }
 }
 
 /// A bounded, single-line copy of untrusted text for an error message.

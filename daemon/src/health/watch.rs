@@ -1,0 +1,360 @@
+//! The probation loop: watch a freshly loaded module for a fixed window.
+//!
+//! The engine arms a [`Watcher`] *before* it unloads the old module and
+//! loads the new one, so kernel log records written during the load are
+//! seen. Every tick the watcher drains the kernel log through the fault
+//! matcher and compares a fresh [`Snapshot`] with the baseline; the first
+//! fault ends the watch. At the end of the window the custom checks run.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::kmsg::{FaultMatcher, KmsgReader};
+use super::snapshot::{assess, Snapshot};
+use super::{checks, Unhealthy, DEFAULT_IGNORED_TAINT};
+use crate::config::HealthConfig;
+use crate::kernel_paths::KernelPaths;
+
+/// Default time between two looks at the kernel.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
+/// How often the progress callback is called.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// How to judge a module on probation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Taint bits that never count as added (default: `O` and `E`).
+    pub ignored_taint: u64,
+    /// Holds `required.d/` and `wanted.d/`.
+    pub checks_dir: PathBuf,
+    /// How long one custom check may run.
+    pub check_timeout: Duration,
+    /// Time between two looks at the kernel.
+    pub tick: Duration,
+}
+
+impl WatchOptions {
+    pub fn from_config(health: &HealthConfig) -> Self {
+        WatchOptions {
+            checks_dir: health.checks_dir.clone(),
+            check_timeout: health.check_timeout,
+            ..WatchOptions::default()
+        }
+    }
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        let health = HealthConfig::default();
+        WatchOptions {
+            ignored_taint: DEFAULT_IGNORED_TAINT,
+            checks_dir: health.checks_dir,
+            check_timeout: health.check_timeout,
+            tick: DEFAULT_TICK,
+        }
+    }
+}
+
+impl From<&HealthConfig> for WatchOptions {
+    fn from(health: &HealthConfig) -> Self {
+        WatchOptions::from_config(health)
+    }
+}
+
+/// How a probation window ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchOutcome {
+    /// No fault for the whole window, and the custom checks passed.
+    Healthy { watched: Duration },
+    /// The first fault seen, and how long after the watch started.
+    Unhealthy { reason: Unhealthy, after: Duration },
+}
+
+/// Watches the kernel for faults of one module.
+#[derive(Debug)]
+pub struct Watcher {
+    paths: KernelPaths,
+    kmsg: KmsgReader,
+    matcher: FaultMatcher,
+    /// Taint bits [`Self::check_now`] ignores; [`Self::watch`] sets them from its options.
+    ignored_taint: u64,
+}
+
+impl Watcher {
+    /// Opens the kernel log positioned at its end. Call before the module
+    /// is (re)loaded so records from its load are seen.
+    pub fn arm(paths: &KernelPaths) -> io::Result<Watcher> {
+        let kmsg = KmsgReader::open_at_end(&paths.kmsg)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open kernel log {}: {e}", paths.kmsg.display())))?;
+        Ok(Watcher {
+            paths: paths.clone(),
+            kmsg,
+            matcher: FaultMatcher::new(&paths.module),
+            ignored_taint: DEFAULT_IGNORED_TAINT,
+        })
+    }
+
+    /// Sets the taint bits that never count as added (default: `O` and `E`).
+    pub fn with_ignored_taint(mut self, ignored_taint: u64) -> Self {
+        self.ignored_taint = ignored_taint;
+        self
+    }
+
+    /// One immediate assessment: the kernel log since the last look, then a
+    /// fresh snapshot against `baseline`.
+    pub fn check_now(&mut self, baseline: &Snapshot) -> Option<Unhealthy> {
+        for record in self.kmsg.read_available() {
+            if let Some(line) = self.matcher.feed(&record) {
+                return Some(Unhealthy::KernelLog { line });
+            }
+        }
+        assess(baseline, &Snapshot::read(&self.paths), self.ignored_taint)
+    }
+
+    /// Watches for `window`, then runs the custom checks. `progress` is
+    /// called with the time left about once a second (pass `&mut |_| {}`
+    /// to ignore it). From here on the watcher ignores `opts.ignored_taint`.
+    pub fn watch(
+        &mut self,
+        baseline: &Snapshot,
+        window: Duration,
+        opts: &WatchOptions,
+        progress: &mut dyn FnMut(Duration),
+    ) -> WatchOutcome {
+        let start = Instant::now();
+        self.ignored_taint = opts.ignored_taint;
+        tracing::info!(
+            module = %self.paths.module,
+            window = %humantime::format_duration(window),
+            "probation started"
+        );
+        let outcome = self.run(baseline, window, opts, start, progress);
+        match &outcome {
+            WatchOutcome::Healthy { watched } => tracing::info!(
+                module = %self.paths.module,
+                watched = %humantime::format_duration(*watched),
+                "probation passed"
+            ),
+            WatchOutcome::Unhealthy { reason, after } => tracing::warn!(
+                module = %self.paths.module,
+                kind = reason.kind(),
+                after_ms = after.as_millis() as u64,
+                "probation failed: {reason}"
+            ),
+        }
+        outcome
+    }
+
+    fn run(
+        &mut self,
+        baseline: &Snapshot,
+        window: Duration,
+        opts: &WatchOptions,
+        start: Instant,
+        progress: &mut dyn FnMut(Duration),
+    ) -> WatchOutcome {
+        let tick = if opts.tick.is_zero() { DEFAULT_TICK } else { opts.tick };
+        let unhealthy = |reason, start: Instant| WatchOutcome::Unhealthy { reason, after: start.elapsed() };
+        let mut next_progress = start;
+        loop {
+            if let Some(reason) = self.check_now(baseline) {
+                return unhealthy(reason, start);
+            }
+            let left = window.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            if Instant::now() >= next_progress {
+                progress(left);
+                next_progress += PROGRESS_EVERY;
+            }
+            self.kmsg.wait(left.min(tick));
+        }
+        if let Some(reason) = checks::run_checks(&opts.checks_dir, opts.check_timeout) {
+            return unhealthy(reason, start);
+        }
+        // The checks take time; a fault while they ran still counts.
+        if let Some(reason) = self.check_now(baseline) {
+            return unhealthy(reason, start);
+        }
+        WatchOutcome::Healthy { watched: start.elapsed() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+    use std::path::Path;
+
+    const STATUS_OK: &str = "version: 1.0\nstate: ok\nselftest: pass\nmode5_level: 0\nerrors: 0\nloaded_at: 1\n";
+
+    /// A fake kernel tree with a healthy module and a regular-file kmsg.
+    fn fake_tree(root: &Path) -> KernelPaths {
+        let paths = KernelPaths::under(root, "dell_milspec");
+        for file in [paths.milspec_status(), paths.warn_count(), paths.tainted()] {
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+        }
+        fs::write(paths.milspec_status(), STATUS_OK).unwrap();
+        fs::write(paths.warn_count(), "0\n").unwrap();
+        fs::write(paths.oops_count(), "0\n").unwrap();
+        fs::write(paths.tainted(), "4096\n").unwrap();
+        fs::write(&paths.kmsg, "6,1,1,-;old: WARNING: x [dell_milspec]\n").unwrap();
+        paths
+    }
+
+    fn opts(root: &Path) -> WatchOptions {
+        WatchOptions {
+            checks_dir: root.join("checks"),
+            check_timeout: Duration::from_millis(300),
+            ..WatchOptions::default()
+        }
+    }
+
+    fn later(delay: Duration, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            f();
+        })
+    }
+
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn quiet_window_is_healthy_and_reports_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let mut calls = Vec::new();
+        let outcome = w.watch(&baseline, Duration::from_millis(500), &opts(dir.path()), &mut |left| calls.push(left));
+        let WatchOutcome::Healthy { watched } = outcome else { panic!("{outcome:?}") };
+        assert!(watched >= Duration::from_millis(500), "{watched:?}");
+        assert_eq!(calls.len(), 1, "{calls:?}");
+    }
+
+    #[test]
+    fn warn_count_rising_is_seen_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let counter = paths.warn_count();
+        let bump = later(Duration::from_millis(200), move || fs::write(counter, "1\n").unwrap());
+        let outcome = w.watch(&baseline, WINDOW, &opts(dir.path()), &mut |_| {});
+        bump.join().unwrap();
+        let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(reason, Unhealthy::WarnRose { from: 0, to: 1 });
+        assert!(after >= Duration::from_millis(200) && after < WINDOW, "{after:?}");
+    }
+
+    #[test]
+    fn kmsg_warn_record_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let kmsg = paths.kmsg.clone();
+        let append = later(Duration::from_millis(200), move || {
+            let mut f = fs::OpenOptions::new().append(true).open(kmsg).unwrap();
+            f.write_all(
+                b"4,2,2,-;WARNING: CPU: 0 PID: 1 at /build/kmod/dell-milspec.c:80 milspec_init+0x1a/0x40 [dell_milspec]\n",
+            )
+            .unwrap();
+        });
+        let outcome = w.watch(&baseline, WINDOW, &opts(dir.path()), &mut |_| {});
+        append.join().unwrap();
+        let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(reason.kind(), "kmsg", "{reason}");
+        assert!(reason.to_string().starts_with("kernel log: WARNING: CPU: 0 PID: 1 at"), "{reason}");
+        assert!(after < WINDOW, "{after:?}");
+    }
+
+    #[test]
+    fn kmsg_oops_through_a_fifo_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        fs::remove_file(&paths.kmsg).unwrap();
+        nix::unistd::mkfifo(&paths.kmsg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let kmsg = paths.kmsg.clone();
+        let writer = later(Duration::from_millis(200), move || {
+            let text = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kmsg-oops.txt")).unwrap();
+            let mut f = fs::OpenOptions::new().write(true).open(kmsg).unwrap();
+            f.write_all(&text).unwrap();
+        });
+        let outcome = w.watch(&baseline, WINDOW, &opts(dir.path()), &mut |_| {});
+        writer.join().unwrap();
+        let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
+        assert!(reason.to_string().contains("BUG: kernel NULL pointer dereference"), "{reason}");
+        assert!(after < WINDOW, "{after:?}");
+    }
+
+    #[test]
+    fn status_vanishing_and_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        assert_eq!(w.check_now(&baseline), None);
+        fs::write(paths.milspec_status(), STATUS_OK.replace("pass", "fail")).unwrap();
+        assert_eq!(w.check_now(&baseline), Some(Unhealthy::SelftestFailed));
+        fs::remove_file(paths.milspec_status()).unwrap();
+        assert_eq!(w.check_now(&baseline), Some(Unhealthy::StatusMissing));
+    }
+
+    #[test]
+    fn taint_added_after_load_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        // O and E from loading the module are fine; D is not.
+        fs::write(paths.tainted(), format!("{}\n", (1 << 12) | (1 << 13))).unwrap();
+        assert_eq!(w.check_now(&baseline), None);
+        fs::write(paths.tainted(), format!("{}\n", (1 << 7) | (1 << 12))).unwrap();
+        let bad = w.check_now(&baseline).unwrap();
+        assert_eq!(bad.to_string(), "taint bits added: D (bit 7)");
+        // With nothing ignored, E counts as well (O was set before, by the old module).
+        fs::write(paths.tainted(), format!("{}\n", (1 << 7) | (1 << 12) | (1 << 13))).unwrap();
+        let mut w = w.with_ignored_taint(0);
+        assert_eq!(w.check_now(&baseline).unwrap().to_string(), "taint bits added: D (bit 7), E (bit 13)");
+    }
+
+    #[test]
+    fn required_check_failing_at_the_end() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let o = opts(dir.path());
+        let req = o.checks_dir.join("required.d");
+        fs::create_dir_all(&req).unwrap();
+        fs::write(req.join("10-node"), "#!/bin/sh\necho 'no device node' >&2\nexit 1\n").unwrap();
+        fs::set_permissions(req.join("10-node"), fs::Permissions::from_mode(0o755)).unwrap();
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let outcome = w.watch(&baseline, Duration::from_millis(200), &o, &mut |_| {});
+        let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(reason.to_string(), "health check required.d/10-node failed: exit status 1: no device node");
+    }
+
+    #[test]
+    fn options_from_config() {
+        let h =
+            HealthConfig { check_timeout: Duration::from_secs(3), checks_dir: "/x".into(), ..HealthConfig::default() };
+        let o = WatchOptions::from(&h);
+        assert_eq!((o.check_timeout, o.checks_dir.as_path()), (Duration::from_secs(3), Path::new("/x")));
+        assert_eq!((o.ignored_taint, o.tick), (DEFAULT_IGNORED_TAINT, DEFAULT_TICK));
+    }
+
+    #[test]
+    fn arm_names_a_missing_kmsg() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = KernelPaths::under(dir.path(), "dell_milspec");
+        let e = Watcher::arm(&paths).unwrap_err().to_string();
+        assert!(e.contains("kernel log") && e.contains("kmsg"), "{e}");
+    }
+}
