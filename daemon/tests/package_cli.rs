@@ -68,7 +68,7 @@ fn pack_is_reproducible_but_for_time_and_records_params() {
         .arg(f.path("q.mspkg"))
         .assert()
         .failure()
-        .stderr(contains("needs an explicit --sequence"));
+        .stderr(contains("give --sequence N"));
     assert!(!f.path("q.mspkg").exists());
 }
 

@@ -61,12 +61,13 @@ pub struct PackOptions {
 /// The default anti-rollback sequence for a release version:
 /// `major * 10^9 + minor * 10^6 + patch * 10^3`, so later versions always get
 /// a higher sequence. Returns `None` for pre-releases and for minor or patch
-/// numbers of 1000 or more, which need an explicit sequence.
+/// numbers of 1000 or more, for 0.0.0 and for a major number too large,
+/// which need an explicit sequence.
 pub fn default_sequence(v: &semver::Version) -> Option<u64> {
     if !v.pre.is_empty() || v.minor >= 1000 || v.patch >= 1000 {
         return None;
     }
-    v.major.checked_mul(1_000_000_000)?.checked_add(v.minor * 1_000_000 + v.patch * 1000)
+    v.major.checked_mul(1_000_000_000)?.checked_add(v.minor * 1_000_000 + v.patch * 1000).filter(|s| *s > 0)
 }
 
 struct Module {

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
                 let sequence = match sequence {
                     Some(s) => s,
                     None => writer::default_sequence(&version).with_context(|| {
-                        format!("version {version} needs an explicit --sequence (pre-release or minor/patch over 999)")
+                        format!("version {version} has no default sequence (pre-release, 0.0.0, or a number too large); give --sequence N")
                     })?,
                 };
                 let keys = keys.iter().map(|k| SecretKey::load(k)).collect::<Result<Vec<_>, _>>()?;
