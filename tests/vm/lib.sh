@@ -1,0 +1,539 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
+#
+# Host side of the VM test tier: prerequisites, cached builds (kernel image,
+# module variants, Rust binaries, initramfs), and booting one scenario.
+# Sourced by run.sh and run-all.sh; see docs/vm-tests.md.
+
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$VM_DIR/../.." && pwd)
+# shellcheck source=tests/vm/versions.env
+. "$VM_DIR/versions.env"
+
+CACHE_DIR=${MILSPEC_VM_CACHE:-$REPO_ROOT/.cache/vm}
+KDIR=/usr/src/linux-headers-$KERNEL_RELEASE
+KERNEL_DIR=$CACHE_DIR/kernel/$KERNEL_RELEASE
+VMLINUZ=$KERNEL_DIR/vmlinuz
+KO_DIR=$CACHE_DIR/ko
+RUNS_DIR=$CACHE_DIR/runs
+
+# vCPUs per guest and a factor for every boot timeout (slow CI machines).
+VM_SMP=${VM_SMP:-1}
+VM_TIMEOUT_SCALE=${VM_TIMEOUT_SCALE:-1}
+
+VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc sparse e2fsprogs
+	dkms shellcheck "linux-headers-$KERNEL_RELEASE")
+
+# Module variants: NAME:FAULT:VERSION (empty VERSION: kmod/VERSION).
+KO_VARIANTS=(
+	prod::
+	warn:warn:
+	oops:oops:
+	selftest:selftest:
+	busy:busy:
+	panic:panic:
+	slowinit:slowinit:
+	degraded:degraded:
+	v1.0.0::1.0.0
+	v1.1.0::1.1.0
+	v1.2.0-warn:warn:1.2.0
+	v1.3.0-oops:oops:1.3.0
+	v1.4.0-selftest:selftest:1.4.0
+	v1.5.0-panic:panic:1.5.0
+	v1.0.0-busy:busy:1.0.0
+)
+
+# Rust binaries put into the guest's /usr/bin when they build.
+RUST_BINS=(milspecd milspecctl milspec-repo)
+
+vm_log() {
+	printf 'vm: %s\n' "$*" >&2
+}
+
+vm_warn() {
+	printf 'vm: warning: %s\n' "$*" >&2
+}
+
+vm_die() {
+	printf 'vm: error: %s\n' "$*" >&2
+	exit 1
+}
+
+vm_now() {
+	date +%s.%N
+}
+
+# vm_elapsed START: seconds since START with one decimal.
+vm_elapsed() {
+	awk -v s="$1" -v e="$(vm_now)" 'BEGIN { printf "%.1f", e - s }'
+}
+
+# vm_hash FILE...: one hash over the names and contents of the files.
+vm_hash() {
+	local f
+	for f in "$@"; do
+		printf '%s\n' "${f#"$REPO_ROOT"/}"
+		cat "$f"
+	done | sha256sum | cut -c1-16
+}
+
+# ---------------------------------------------------------------- prereqs
+
+APT_UPDATED=
+
+vm_apt() {
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+
+vm_apt_update_once() {
+	if [[ -z $APT_UPDATED ]]; then
+		vm_log "apt-get update"
+		vm_apt -qq update >&2 || vm_die "apt-get update failed"
+		APT_UPDATED=1
+	fi
+}
+
+vm_pkg_installed() {
+	[[ $(dpkg-query -W -f '${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+vm_prereqs() {
+	local missing=() p
+
+	[[ $(id -u) -eq 0 ]] || vm_die "the VM tier runs as root (it installs packages)"
+	command -v dpkg-query >/dev/null || vm_die "needs a Debian system (dpkg-query not found)"
+	for p in "${VM_PACKAGES[@]}"; do
+		vm_pkg_installed "$p" || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		vm_apt_update_once
+		vm_log "installing ${missing[*]}"
+		vm_apt -y -qq install --no-install-recommends "${missing[@]}" >&2 ||
+			vm_die "apt-get install ${missing[*]} failed"
+	fi
+	[[ -d $KDIR ]] || vm_die "kernel headers not found at $KDIR"
+}
+
+# ----------------------------------------------------------------- kernel
+
+# The guest kernel: extracted from the Debian package into the cache, never
+# installed on the host.
+vm_kernel() {
+	local pkg="linux-image-$KERNEL_RELEASE-unsigned" tmp deb
+
+	[[ -s $VMLINUZ ]] && return 0
+	vm_log "fetching $pkg"
+	tmp=$(mktemp -d "$CACHE_DIR/kernel-dl.XXXXXX")
+	# apt's sandbox user cannot write into our private temporary folder
+	if ! (cd "$tmp" && vm_apt -qq -o APT::Sandbox::User=root download "$pkg" >&2); then
+		vm_apt_update_once
+		(cd "$tmp" && vm_apt -qq -o APT::Sandbox::User=root download "$pkg" >&2) ||
+			vm_die "apt-get download $pkg failed"
+	fi
+	deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n 1)
+	[[ -n $deb ]] || vm_die "apt-get download $pkg left no .deb"
+	dpkg-deb -x "$deb" "$tmp/root" || vm_die "dpkg-deb -x $deb failed"
+	[[ -s $tmp/root/boot/vmlinuz-$KERNEL_RELEASE ]] ||
+		vm_die "$deb has no boot/vmlinuz-$KERNEL_RELEASE"
+	mkdir -p "$KERNEL_DIR"
+	cp "$tmp/root/boot/config-$KERNEL_RELEASE" "$KERNEL_DIR/config"
+	cp "$tmp/root/boot/vmlinuz-$KERNEL_RELEASE" "$VMLINUZ.tmp"
+	mv "$VMLINUZ.tmp" "$VMLINUZ"
+	rm -rf "$tmp"
+}
+
+# ---------------------------------------------------------------- modules
+
+# The inputs every module build depends on, hashed with the variant.
+vm_kmod_inputs_hash() {
+	local files
+	mapfile -t files < <(find "$REPO_ROOT/kmod" -maxdepth 1 -type f \
+		\( -name '*.c' -o -name '*.h' -o -name Kbuild -o -name Makefile \
+		-o -name VERSION \) | LC_ALL=C sort)
+	{
+		vm_hash "${files[@]}"
+		printf '%s\n' "$KERNEL_RELEASE"
+		dpkg-query -W -f '${Version}\n' "linux-headers-$KERNEL_RELEASE"
+		gcc --version | head -n 1
+	} | sha256sum | cut -c1-16
+}
+
+# vm_build_ko NAME FAULT VERSION HASH: build one variant into $KO_DIR/NAME.
+vm_build_ko() {
+	local name=$1 fault=$2 version=$3 hash=$4
+	local out=$KO_DIR/$name bdir=$CACHE_DIR/kbuild/$name
+	local args=(-C "$REPO_ROOT/kmod" KDIR="$KDIR" BUILD_DIR="$bdir")
+
+	[[ -n $fault ]] && args+=(FAULT="$fault")
+	[[ -n $version ]] && args+=(VERSION="$version")
+	rm -rf "$bdir" "$out"
+	mkdir -p "$bdir" "$out"
+	if ! make "${args[@]}" modules >"$bdir.log" 2>&1; then
+		cat "$bdir.log" >&2
+		return 1
+	fi
+	cp "$bdir/dell-milspec.ko" "$out/dell-milspec.ko"
+	printf '%s\n' "$hash" >"$out/.inputs"
+}
+
+# vm_build_kos: every variant whose inputs changed, two at a time.
+vm_build_kos() {
+	local hash spec name fault version pids=() failed=0 pid built=()
+
+	hash=$(vm_kmod_inputs_hash)
+	mkdir -p "$KO_DIR" "$CACHE_DIR/kbuild"
+	for spec in "${KO_VARIANTS[@]}"; do
+		IFS=: read -r name fault version <<<"$spec"
+		if [[ -s $KO_DIR/$name/dell-milspec.ko &&
+			$(cat "$KO_DIR/$name/.inputs" 2>/dev/null) == "$hash" ]]; then
+			continue
+		fi
+		built+=("$name")
+		vm_build_ko "$name" "$fault" "$version" "$hash" &
+		pids+=($!)
+		if ((${#pids[@]} >= 2)); then
+			wait "${pids[0]}" || failed=1
+			pids=("${pids[@]:1}")
+		fi
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" || failed=1
+	done
+	((failed == 0)) || vm_die "module build failed (logs in $CACHE_DIR/kbuild/)"
+	if ((${#built[@]})); then
+		vm_log "built modules: ${built[*]}"
+	fi
+}
+
+# ----------------------------------------------------------- Rust binaries
+
+BINS_STATUS=
+
+# vm_build_bins: cargo build --release --bins when the workspace exists.
+# Tolerant: a missing or broken workspace only fails scenarios that declare
+# "# needs: bins".
+vm_build_bins() {
+	local cargo log=$CACHE_DIR/cargo.log
+
+	if [[ ! -f $REPO_ROOT/Cargo.toml ]]; then
+		vm_warn "no Cargo.toml: guests get no Rust binaries"
+		BINS_STATUS="no Cargo.toml at the repo root"
+		return 0
+	fi
+	cargo=$(command -v cargo || true)
+	[[ -z $cargo && -x $HOME/.cargo/bin/cargo ]] && cargo=$HOME/.cargo/bin/cargo
+	if [[ -z $cargo ]]; then
+		vm_warn "cargo not found: guests get no Rust binaries"
+		BINS_STATUS="cargo not found"
+		return 0
+	fi
+	vm_log "cargo build --release --bins"
+	if ! (cd "$REPO_ROOT" && "$cargo" build --release --bins) >"$log" 2>&1; then
+		tail -n 30 "$log" >&2
+		vm_warn "cargo build failed (log: $log): guests get no Rust binaries"
+		BINS_STATUS="cargo build failed, see $log"
+		return 0
+	fi
+	BINS_STATUS=ok
+}
+
+# ------------------------------------------------------------- initramfs
+
+# vm_stage_elf ROOT FILE DEST: copy an executable and the shared libraries
+# ldd lists for it (with the dynamic loader) into ROOT.
+vm_stage_elf() {
+	local root=$1 file=$2 dest=$3 lib
+
+	mkdir -p "$root$(dirname "$dest")"
+	cp -L "$file" "$root$dest"
+	while read -r lib; do
+		[[ -e $root$lib ]] && continue
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done < <(ldd "$file" 2>/dev/null | awk '
+		$2 == "=>" && $3 ~ /^\// { print $3 }
+		$1 ~ /^\// { print $1 }')
+}
+
+# vm_cpio DIR OUT: a newc archive of DIR, owned by root.
+vm_cpio() {
+	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort |
+		cpio -o -H newc -R 0:0 --quiet) >"$2.tmp"
+	mv "$2.tmp" "$2"
+}
+
+# vm_dir_hash DIR: hash over the paths, modes and contents under DIR.
+vm_dir_hash() {
+	(cd "$1" && find . -mindepth 1 -printf '%p %m %l\n' | LC_ALL=C sort &&
+		find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat) |
+		sha256sum | cut -c1-16
+}
+
+# vm_cached_cpio STAGE NAME: archive STAGE as $CACHE_DIR/initramfs/NAME-<hash>
+# (reused while the content is the same); prints its path.
+vm_cached_cpio() {
+	local stage=$1 name=$2 hash out
+
+	hash=$(vm_dir_hash "$stage")
+	out=$CACHE_DIR/initramfs/$name-$hash.cpio
+	if [[ ! -s $out ]]; then
+		mkdir -p "$CACHE_DIR/initramfs"
+		find "$CACHE_DIR/initramfs" -name "$name-*.cpio" -delete
+		vm_cpio "$stage" "$out"
+	fi
+	printf '%s\n' "$out"
+}
+
+BASE_CPIO=
+FAULTS_CPIO=
+
+# vm_initramfs: the base archive (busybox, init, guest helpers, Rust binaries,
+# production module) and the archive of the other module variants.
+vm_initramfs() {
+	local stage=$CACHE_DIR/stage bin spec name d
+
+	rm -rf "$stage"
+	mkdir -p "$stage/base/bin" "$stage/base/vm" "$stage/base/opt/ko/prod" \
+		"$stage/faults/opt/ko"
+	d=$stage/base
+	vm_stage_elf "$d" /bin/busybox /bin/busybox
+	install -m 0755 "$VM_DIR/guest/init" "$d/init"
+	install -m 0644 "$VM_DIR"/guest/*.sh "$d/vm/"
+	install -m 0644 "$KO_DIR/prod/dell-milspec.ko" "$d/opt/ko/prod/"
+	if [[ $BINS_STATUS == ok ]]; then
+		for bin in "${RUST_BINS[@]}"; do
+			if [[ -x $REPO_ROOT/target/release/$bin ]]; then
+				vm_stage_elf "$d" "$REPO_ROOT/target/release/$bin" "/usr/bin/$bin"
+			fi
+		done
+	fi
+	for spec in "${KO_VARIANTS[@]}"; do
+		name=${spec%%:*}
+		[[ $name == prod ]] && continue
+		mkdir -p "$stage/faults/opt/ko/$name"
+		install -m 0644 "$KO_DIR/$name/dell-milspec.ko" "$stage/faults/opt/ko/$name/"
+	done
+	BASE_CPIO=$(vm_cached_cpio "$stage/base" base)
+	FAULTS_CPIO=$(vm_cached_cpio "$stage/faults" kmod-faults)
+}
+
+# vm_prepare: everything a run needs before its first boot.
+vm_prepare() {
+	local t0
+
+	t0=$(vm_now)
+	mkdir -p "$CACHE_DIR"
+	vm_prereqs
+	vm_kernel
+	vm_build_kos
+	vm_build_bins
+	vm_initramfs
+	vm_log "prepared in $(vm_elapsed "$t0")s (cache: $CACHE_DIR)"
+}
+
+# -------------------------------------------------------------- scenarios
+
+# vm_header FILE KEY [DEFAULT]: value of the "# KEY: value" header line(s),
+# one per line.
+vm_header() {
+	local v
+	v=$(sed -n "s/^# $2:[[:space:]]*//p" "$1")
+	printf '%s\n' "${v:-${3:-}}"
+}
+
+# vm_scenario_file NAME-OR-PATH: the scenario's path.
+vm_scenario_file() {
+	local s=$1
+	if [[ -f $s ]]; then
+		printf '%s\n' "$(cd "$(dirname "$s")" && pwd)/$(basename "$s")"
+	elif [[ -f $VM_DIR/scenarios/$s.sh ]]; then
+		printf '%s\n' "$VM_DIR/scenarios/$s.sh"
+	elif [[ -f $VM_DIR/scenarios/$s ]]; then
+		printf '%s\n' "$VM_DIR/scenarios/$s"
+	else
+		vm_die "no scenario '$s' (see $VM_DIR/scenarios/)"
+	fi
+}
+
+# vm_qemu_escape TEXT: qemu option values double their commas.
+vm_qemu_escape() {
+	printf '%s' "${1//,/,,}"
+}
+
+# vm_tail_console LOG: the last 50 console lines, for a failed boot.
+vm_tail_console() {
+	echo "---- last 50 console lines ($1) ----"
+	tr -d '\r' <"$1" | tail -n 50
+	echo "---- end of console ----"
+}
+
+# vm_boot SCENARIO RUNDIR N: one boot; returns 0 if the boot did what the
+# scenario expects (PASS marker, or a panic announced by EXPECT-PANIC).
+vm_boot() {
+	local file=$1 rundir=$2 n=$3
+	local vendor product timeout smp log rc t0 needs
+	local append="console=ttyS0 panic=-1 quiet mitigations=off milspec_vm_boot=$n"
+
+	vendor=$(vm_header "$file" vendor "Dell Inc.")
+	product=$(vm_header "$file" product "Latitude 5430 Rugged")
+	timeout=$(vm_header "$file" timeout 60)
+	timeout=$(awk -v t="$timeout" -v s="$VM_TIMEOUT_SCALE" 'BEGIN { print int(t * s) }')
+	smp=$(vm_header "$file" smp "$VM_SMP")
+	needs=$(vm_header "$file" needs)
+	log=$rundir/console-boot$n.log
+
+	t0=$(vm_now)
+	rc=0
+	timeout --kill-after=5 "$timeout" qemu-system-x86_64 \
+		-accel tcg -cpu max -smp "$smp" -m 512 \
+		-nographic -no-reboot -nodefaults -monitor none \
+		-serial "file:$log" \
+		-smbios "type=1,manufacturer=$(vm_qemu_escape "$vendor"),product=$(vm_qemu_escape "$product")" \
+		-kernel "$VMLINUZ" -initrd "$rundir/initrd.cpio" -append "$append" \
+		-drive "file=$rundir/state.img,if=none,id=state,format=raw,cache=unsafe" \
+		-device nvme,serial=state,drive=state \
+		</dev/null >"$rundir/qemu-boot$n.log" 2>&1 || rc=$?
+	BOOT_TIME=$(vm_elapsed "$t0")
+
+	if ((rc == 124 || rc == 137)); then
+		vm_log "boot $n: timed out after ${timeout}s"
+		vm_tail_console "$log"
+		return 1
+	fi
+	if ((rc != 0)); then
+		vm_log "boot $n: qemu exited with status $rc"
+		cat "$rundir/qemu-boot$n.log"
+		vm_tail_console "$log"
+		return 1
+	fi
+	if grep -q "^@@VM:PASS boot=$n@@" <(tr -d '\r' <"$log"); then
+		return 0
+	fi
+	if grep -q "^@@VM:EXPECT-PANIC boot=$n@@" <(tr -d '\r' <"$log") &&
+		grep -q "Kernel panic - not syncing" "$log"; then
+		return 0
+	fi
+	if grep -q "^@@VM:FAIL boot=$n" <(tr -d '\r' <"$log"); then
+		vm_log "boot $n: scenario failed"
+	else
+		vm_log "boot $n: guest stopped without a result marker (needs: ${needs:-none})"
+	fi
+	vm_tail_console "$log"
+	return 1
+}
+
+# vm_run_host SCENARIO RUNDIR: a "# where: host" scenario runs here, with
+# bash, and passes when it exits 0.
+vm_run_host() {
+	local file=$1 rundir=$2 timeout rc=0
+
+	timeout=$(vm_header "$file" timeout 300)
+	REPO_ROOT=$REPO_ROOT KDIR=$KDIR KO_DIR=$KO_DIR KERNEL_RELEASE=$KERNEL_RELEASE \
+		CACHE_DIR=$CACHE_DIR RUNDIR=$rundir \
+		timeout --kill-after=5 "$timeout" bash "$file" >"$rundir/host.log" 2>&1 || rc=$?
+	if ((rc != 0)); then
+		tail -n 50 "$rundir/host.log"
+		((rc == 124)) && vm_log "timed out after ${timeout}s"
+		return 1
+	fi
+	return 0
+}
+
+# vm_run_scenario NAME-OR-PATH: run one scenario (after vm_prepare); prints
+# one PASS/FAIL line; returns 0 on pass.
+vm_run_scenario() {
+	local file name rundir boots n need where t0 times=() line src dst seed
+	local stage fn
+
+	file=$(vm_scenario_file "$1")
+	name=$(basename "$file" .sh)
+	rundir=$RUNS_DIR/$name
+	rm -rf "$rundir"
+	mkdir -p "$rundir"
+	t0=$(vm_now)
+
+	where=$(vm_header "$file" where guest)
+	if [[ $where == host ]]; then
+		if vm_run_host "$file" "$rundir"; then
+			vm_log "PASS $name (host, $(vm_elapsed "$t0")s)"
+			return 0
+		fi
+		vm_log "FAIL $name (host; log: $rundir/host.log)"
+		return 1
+	fi
+
+	# Per-scenario archive: the scenario itself and any declared files.
+	stage=$rundir/stage
+	mkdir -p "$stage/vm"
+	install -m 0644 "$file" "$stage/vm/scenario.sh"
+	cat "$BASE_CPIO" >"$rundir/initrd.cpio"
+	for need in $(vm_header "$file" needs); do
+		case $need in
+		kmod-faults)
+			cat "$FAULTS_CPIO" >>"$rundir/initrd.cpio"
+			;;
+		bins)
+			if [[ $BINS_STATUS != ok ]]; then
+				vm_log "FAIL $name: needs the Rust binaries: $BINS_STATUS"
+				return 1
+			fi
+			;;
+		*)
+			# An extension (tests/vm/*-fixtures.sh) stages what it needs.
+			fn=vm_${need//-/_}_stage
+			if ! declare -F "$fn" >/dev/null; then
+				vm_log "FAIL $name: unknown need '$need' (built in: kmod-faults bins; no $fn)"
+				return 1
+			fi
+			if ! ("$fn" "$stage") >"$rundir/stage-$need.log" 2>&1; then
+				cat "$rundir/stage-$need.log" >&2
+				vm_log "FAIL $name: staging '$need' failed"
+				return 1
+			fi
+			;;
+		esac
+	done
+	while read -r line; do
+		[[ -z $line ]] && continue
+		read -r src dst <<<"$line"
+		dst=${dst:-/opt/files}
+		[[ -d $REPO_ROOT/$src ]] || vm_die "$name: files: no folder $REPO_ROOT/$src"
+		mkdir -p "$stage$dst"
+		cp -a "$REPO_ROOT/$src/." "$stage$dst/"
+	done < <(vm_header "$file" files)
+	vm_cpio "$stage" "$rundir/scenario.cpio"
+	cat "$rundir/scenario.cpio" >>"$rundir/initrd.cpio"
+
+	# The state disk survives between the boots of one scenario.
+	seed=$(vm_header "$file" state-seed)
+	if [[ -n $seed ]]; then
+		[[ -d $REPO_ROOT/$seed ]] || vm_die "$name: state-seed: no folder $REPO_ROOT/$seed"
+		mkfs.ext4 -q -F -L state -E lazy_itable_init=0,lazy_journal_init=0 -d "$REPO_ROOT/$seed" "$rundir/state.img" 64M \
+			>"$rundir/mkfs.log" 2>&1 || { cat "$rundir/mkfs.log" >&2; return 1; }
+	else
+		mkfs.ext4 -q -F -L state -E lazy_itable_init=0,lazy_journal_init=0 "$rundir/state.img" 64M \
+			>"$rundir/mkfs.log" 2>&1 || { cat "$rundir/mkfs.log" >&2; return 1; }
+	fi
+
+	boots=$(vm_header "$file" boots 1)
+	for ((n = 1; n <= boots; n++)); do
+		if ! vm_boot "$file" "$rundir" "$n"; then
+			vm_log "FAIL $name (boot $n of $boots, ${BOOT_TIME}s; logs: $rundir/)"
+			return 1
+		fi
+		times+=("${BOOT_TIME}s")
+	done
+	vm_log "PASS $name (boots: ${times[*]}; total $(vm_elapsed "$t0")s)"
+	return 0
+}
+
+# Extensions: tests/vm/NAME-fixtures.sh may add module variants to KO_VARIANTS
+# and define vm_<need>_stage DIR, which stages files into DIR (the guest's /)
+# for scenarios that declare "# needs: <need>" ('-' in a need becomes '_').
+for _fixtures in "$VM_DIR"/*-fixtures.sh; do
+	if [[ -f $_fixtures ]]; then
+		# shellcheck source=/dev/null
+		. "$_fixtures"
+	fi
+done
+unset _fixtures
