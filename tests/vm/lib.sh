@@ -21,7 +21,7 @@ RUNS_DIR=$CACHE_DIR/runs
 VM_SMP=${VM_SMP:-1}
 VM_TIMEOUT_SCALE=${VM_TIMEOUT_SCALE:-1}
 
-VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc sparse e2fsprogs
+VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs
 	dkms shellcheck "linux-headers-$KERNEL_RELEASE")
 
 # Module variants: NAME:FAULT:VERSION (empty VERSION: kmod/VERSION).
@@ -284,6 +284,17 @@ vm_cached_cpio() {
 	printf '%s\n' "$out"
 }
 
+# vm_build_insmod: the guest's single-finit_module loader, static.
+vm_build_insmod() {
+	local src=$VM_DIR/guest/vm-insmod.c out=$CACHE_DIR/vm-insmod hash
+
+	hash=$(vm_hash "$src")
+	[[ -x $out && $(cat "$out.inputs" 2>/dev/null) == "$hash" ]] && return 0
+	gcc -static -O2 -Wall -Wextra -Werror -o "$out" "$src" ||
+		vm_die "cannot build $src (gcc, libc6-dev)"
+	printf '%s\n' "$hash" >"$out.inputs"
+}
+
 BASE_CPIO=
 FAULTS_CPIO=
 
@@ -297,6 +308,8 @@ vm_initramfs() {
 		"$stage/faults/opt/ko"
 	d=$stage/base
 	vm_stage_elf "$d" /bin/busybox /bin/busybox
+	vm_build_insmod
+	install -D -m 0755 "$CACHE_DIR/vm-insmod" "$d/usr/bin/vm-insmod"
 	install -m 0755 "$VM_DIR/guest/init" "$d/init"
 	install -m 0644 "$VM_DIR"/guest/*.sh "$d/vm/"
 	install -m 0644 "$KO_DIR/prod/dell-milspec.ko" "$d/opt/ko/prod/"

@@ -68,25 +68,28 @@ is_loaded() {
 	[ -d "/sys/module/$MOD" ]
 }
 
-# load VARIANT [PARAM=VALUE...]: insmod, must succeed.
+# Modules are loaded with vm-insmod: one finit_module() call, like milspecd.
+# (busybox insmod retries a failure with init_module(), running init twice.)
+
+# load VARIANT [PARAM=VALUE...]: must succeed.
 load() {
 	_ko=$(ko "$1")
 	shift
 	[ -f "$_ko" ] || fail "no module $_ko (does the scenario declare '# needs: kmod-faults'?)"
-	insmod "$_ko" "$@" || fail "insmod $_ko $* failed"
+	vm-insmod "$_ko" "$@" || fail "loading $_ko $* failed"
 }
 
-# load_fails VARIANT [PARAM=VALUE...]: insmod must fail; its error message is
-# left in $LOAD_ERROR (busybox prints strerror, e.g. "No such device").
+# load_fails VARIANT [PARAM=VALUE...]: must fail; the error message is left
+# in $LOAD_ERROR ("... No such device (errno 19)").
 load_fails() {
 	_ko=$(ko "$1")
 	shift
 	[ -f "$_ko" ] || fail "no module $_ko"
-	if insmod "$_ko" "$@" 2>/tmp/insmod.err; then
-		fail "insmod $_ko $* succeeded, expected a failure"
+	if vm-insmod "$_ko" "$@" 2>/tmp/insmod.err; then
+		fail "loading $_ko $* succeeded, expected a failure"
 	fi
 	LOAD_ERROR=$(cat /tmp/insmod.err)
-	say "insmod $* refused: $LOAD_ERROR"
+	say "loading $_ko $* refused: $LOAD_ERROR"
 }
 
 unload() {

@@ -8,7 +8,7 @@
 # timeout: 60
 
 t0=$(uptime_ms)
-insmod "$(ko slowinit)" &
+vm-insmod "$(ko slowinit)" &
 pid=$!
 sleep 0.5
 expect_eq "initstate during init" "$(cat "/sys/module/$MOD/initstate")" coming

@@ -46,7 +46,7 @@ settle() {
 cycle() {
 	_n=$1
 	while [ "$_n" -gt 0 ]; do
-		insmod "$(ko prod)" || fail "insmod failed ($_n cycles left)"
+		vm-insmod "$(ko prod)" || fail "load failed ($_n cycles left)"
 		rmmod "$MOD" || fail "rmmod failed ($_n cycles left)"
 		_n=$((_n - 1))
 	done

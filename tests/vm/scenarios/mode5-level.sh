@@ -38,7 +38,7 @@ expect_eq "errors (refusals are not errors)" "$(status errors)" 0
 unload
 
 load_fails prod mode5_level=4
-expect_match "insmod mode5_level=4" "$LOAD_ERROR" "Invalid argument"
+expect_match "load with mode5_level=4" "$LOAD_ERROR" "Invalid argument \(errno 22\)"
 check "not loaded after refused parameter" sh -c "! test -e /sys/module/$MOD"
 check "no /proc/milspec" test ! -e "$PROC_DIR"
 

@@ -8,7 +8,7 @@
 t0=$(uptime_ms)
 i=0
 while [ $i -lt 100 ]; do
-	insmod "$(ko prod)" mode5_level=$((i % 4)) || fail "insmod #$i failed"
+	vm-insmod "$(ko prod)" mode5_level=$((i % 4)) || fail "load #$i failed"
 	[ "$(status state)" = ok ] || fail "load #$i: state '$(status state)'"
 	[ "$(status mode5_level)" = $((i % 4)) ] || fail "load #$i: mode5_level"
 	rmmod "$MOD" || fail "rmmod #$i failed"
