@@ -16,6 +16,7 @@
 
 pub mod atomic;
 pub mod digest;
+pub mod index;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
