@@ -11,6 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub const DEFAULT_PATH: &str = "/etc/milspecd/milspecd.toml";
+/// Drop-in fragments: `conf.d/*.toml` beside the main file, in name order.
+pub const DROP_IN_DIR: &str = "conf.d";
+/// Most drop-in fragments read.
+const MAX_DROP_INS: usize = 64;
 /// Largest config file read.
 const MAX_CONFIG: u64 = 1024 * 1024;
 
@@ -24,6 +28,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
+    #[error("{}: more than {MAX_DROP_INS} drop-in fragments", path.display())]
+    TooManyDropIns { path: PathBuf },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +39,46 @@ pub struct Config {
     pub paths: PathsConfig,
     pub health: HealthConfig,
     pub kernel: KernelConfig,
+    /// The mirror to pull from; absent means no polling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceConfig>,
+}
+
+/// `[source]`: where and how often to pull updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Mirror root: `https://`, `http://` or `file://`.
+    pub url: String,
+    /// Time between polls; each wait gets up to 10 % random jitter added.
+    #[serde(with = "human_duration")]
+    pub poll_interval: Duration,
+    /// Largest package downloaded, in bytes.
+    pub max_package_size: u64,
+    /// Connect timeout for one request.
+    #[serde(with = "human_duration")]
+    pub connect_timeout: Duration,
+    /// Total time one request may take, body included.
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    /// Attempts per fetch, the first included (bounded retries with backoff).
+    pub attempts: u32,
+    /// This host's stable id, for its place in rollout waves.
+    pub machine_id_file: PathBuf,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            url: String::new(),
+            poll_interval: Duration::from_secs(15 * 60),
+            max_package_size: 256 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(300),
+            attempts: 4,
+            machine_id_file: "/etc/machine-id".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,23 +190,51 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Loads `path`. With `explicit` false a missing file means defaults
-    /// (a host with no config file runs with built-in settings).
+    /// Loads `path`, then the drop-in fragments `conf.d/*.toml` beside it
+    /// in name order; a later file's keys win over earlier ones, table by
+    /// table. With `explicit` false a missing main file means defaults (a
+    /// host with no config file runs with built-in settings, plus drop-ins).
+    /// Each file is checked on its own first, so an unknown key names the
+    /// file it is in.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                return Ok(Config::default());
-            }
-            Err(e) => return Err(read_err(e)),
-        };
-        let mut text = String::new();
-        file.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(read_err)?;
-        if text.len() as u64 > MAX_CONFIG {
-            return Err(ConfigError::TooLarge { path: path.to_path_buf() });
+        let mut files = Vec::new();
+        match read_capped(path) {
+            Ok(text) => files.push((path.to_path_buf(), text)),
+            Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+            Err(e) => return Err(e),
         }
-        Self::parse(&text, path)
+        for frag in drop_ins(path)? {
+            let text = read_capped(&frag)?;
+            files.push((frag, text));
+        }
+        let Some((first_path, _)) = files.first() else {
+            return Ok(Config::default());
+        };
+        let first_path = first_path.clone();
+        if files.len() == 1 {
+            return Self::parse(&files[0].1, &first_path);
+        }
+        let mut merged = toml::Table::new();
+        for (p, text) in &files {
+            let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: p.clone(),
+                message: e.to_string().trim_end().replace('\n', " "),
+            })?;
+            // Alone, so an unknown key or a bad value names this file.
+            Config::deserialize(table.clone()).map_err(|e| ConfigError::Parse {
+                path: p.clone(),
+                message: e.to_string().trim_end().replace('\n', " "),
+            })?;
+            merge(&mut merged, table);
+        }
+        let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+        let joined = PathBuf::from(names.join(" + "));
+        let cfg = Config::deserialize(merged).map_err(|e| ConfigError::Parse {
+            path: joined.clone(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { path: joined, message })?;
+        Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -183,11 +257,94 @@ impl Config {
         if let Some(p) = self.kernel.carry_params.iter().find(|p| !milspec_format::manifest::valid_module_name(p)) {
             return Err(format!("[kernel] carry_params: `{p}` is not a valid parameter name"));
         }
+        if let Some(src) = &self.source {
+            src.validate()?;
+        }
         Ok(())
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl SourceConfig {
+    fn validate(&self) -> Result<(), String> {
+        let scheme_ok = ["https://", "http://", "file://"].iter().any(|p| self.url.starts_with(p));
+        if self.url.is_empty() {
+            return Err("[source] url is required (or remove [source] to disable polling)".into());
+        }
+        if !scheme_ok || self.url.len() > 2048 || self.url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "[source] url `{}` must start with https://, http:// or file:// and hold no spaces",
+                self.url.chars().take(100).collect::<String>()
+            ));
+        }
+        let p = self.poll_interval;
+        if p < Duration::from_secs(1) || p > Duration::from_secs(7 * 24 * 3600) {
+            return Err("[source] poll_interval must be between 1s and 7d".into());
+        }
+        if self.max_package_size == 0 || self.max_package_size > milspec_format::Limits::DEFAULT.max_package_size {
+            return Err(format!(
+                "[source] max_package_size must be between 1 and {}",
+                milspec_format::Limits::DEFAULT.max_package_size
+            ));
+        }
+        for (name, d) in [("connect_timeout", self.connect_timeout), ("timeout", self.timeout)] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return Err(format!("[source] {name} must be between 1ms and 1h"));
+            }
+        }
+        if self.attempts == 0 || self.attempts > 10 {
+            return Err("[source] attempts must be between 1 and 10".into());
+        }
+        Ok(())
+    }
+}
+
+fn read_capped(path: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(ConfigError::TooLarge { path: path.to_path_buf() });
+    }
+    Ok(text)
+}
+
+/// The `*.toml` files in `conf.d/` beside `main`, sorted by name.
+fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = main.parent().unwrap_or(Path::new(".")).join(DROP_IN_DIR);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Read { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let p = entry.map_err(|source| ConfigError::Read { path: dir.clone(), source })?.path();
+        if p.extension().is_some_and(|e| e == "toml") && p.is_file() {
+            out.push(p);
+            if out.len() > MAX_DROP_INS {
+                return Err(ConfigError::TooManyDropIns { path: dir });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Merges `over` into `base`: tables merge key by key, anything else is
+/// replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -223,6 +380,47 @@ mod tests {
             let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(e.contains(want), "{e} !~ {want}");
         }
+    }
+
+    #[test]
+    fn source_section() {
+        let c = Config::parse("", Path::new("c.toml")).unwrap();
+        assert!(c.source.is_none(), "no [source], no polling");
+        let c = Config::parse("[source]\nurl = \"https://m.example/x/\"\npoll_interval = \"1h\"\n", Path::new("c"))
+            .unwrap();
+        let s = c.source.clone().unwrap();
+        assert_eq!((s.poll_interval, s.attempts), (Duration::from_secs(3600), 4));
+        assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
+        for (text, want) in [
+            ("[source]\npoll_interval = \"1h\"\n", "url is required"),
+            ("[source]\nurl = \"ftp://x\"\n", "must start with"),
+            ("[source]\nurl = \"file:///m\"\nmax_package_size = 0\n", "max_package_size"),
+            ("[source]\nurl = \"file:///m\"\nurll = 1\n", "urll"),
+        ] {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} !~ {want}");
+        }
+    }
+
+    #[test]
+    fn drop_ins_later_win_and_name_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("milspecd.toml");
+        std::fs::write(&main, "[trust]\nthreshold = 2\n[source]\nurl = \"file:///a\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(dir.path().join("conf.d/10-mirror.toml"), "[source]\nurl = \"https://b/\"\n").unwrap();
+        std::fs::write(dir.path().join("conf.d/20-poll.toml"), "[source]\npoll_interval = \"5m\"\n").unwrap();
+        std::fs::write(dir.path().join("conf.d/README"), "not toml").unwrap();
+        let c = Config::load(&main, true).unwrap();
+        let s = c.source.unwrap();
+        assert_eq!((s.url.as_str(), s.poll_interval, c.trust.threshold), ("https://b/", Duration::from_secs(300), 2));
+        std::fs::write(dir.path().join("conf.d/30-typo.toml"), "[source]\npoll_intervall = \"5m\"\n").unwrap();
+        let e = Config::load(&main, true).unwrap_err().to_string();
+        assert!(e.contains("30-typo.toml") && e.contains("poll_intervall"), "{e}");
+        // Drop-ins alone, no main file.
+        std::fs::remove_file(dir.path().join("conf.d/30-typo.toml")).unwrap();
+        std::fs::remove_file(&main).unwrap();
+        assert_eq!(Config::load(&main, false).unwrap().source.unwrap().url, "https://b/");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod history;
 pub mod kernel;
 pub mod kernel_paths;
 pub mod lock;
+pub mod mirror;
 pub mod plan;
 pub mod slot_id;
 pub mod slots;

@@ -1,0 +1,381 @@
+//! Pulling updates from a mirror: a folder of static files (packages and
+//! one signed `index.json`) served over HTTP(S) or mounted as `file://`.
+//!
+//! One poll ([`Poller::poll_once`]):
+//!
+//! 1. fetch the index with a conditional GET (ETag / If-Modified-Since);
+//!    a 304 reuses the last accepted index from the state folder;
+//! 2. refuse an index that is unsigned or under threshold, older than the
+//!    last accepted one (rollback), or expired (freeze); persist it;
+//! 3. pick the entry for this host ([`decide`], pure, clock as input):
+//!    kernel release, not revoked, not blocklisted, newer than committed,
+//!    and its rollout wave has reached this host;
+//! 4. download it to a temporary file in the state folder, capped at the
+//!    size the index gives and hashed as it streams;
+//! 5. check that the package's own signed manifest agrees with the index
+//!    entry (no mix and match), then hand it to [`Engine::install`].
+//!
+//! If the committed version is revoked, the newest non-revoked version the
+//! host may take (an older one counts as rolled out) is installed with
+//! `allow_downgrade: true`: revocation is the publisher's signed word that
+//! the running version must go, which outranks anti-rollback.
+
+pub mod fetch;
+pub mod store;
+pub mod transport;
+
+use std::io::{self, Seek};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use milspec_format::index::{self, HostFacts, Index, IndexEntry, IndexError, Selection, VerifiedIndex, Why};
+use milspec_format::package::{read_package, Discard, PackageError, Trust};
+use milspec_format::{KeyError, Limits, TrustedKeys};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::config::{Config, SourceConfig};
+use crate::engine::{Engine, EngineError, InstallOptions, Outcome};
+use crate::kernel_paths::KernelPaths;
+use crate::state::{StateError, StateFile};
+
+use fetch::{Fetched, RetryPolicy};
+use store::{MirrorStore, Record, StoreError};
+use transport::{FetchError, Timeouts, Transport};
+
+/// Longest machine id read.
+const MAX_MACHINE_ID: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("no [source] in the configuration: nothing to pull from; add [source] url = \"https://…/\"")]
+    NoSource,
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{url}: index refused: {source}")]
+    Index { url: String, source: IndexError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}: cannot read this host's machine id ({why}); it places the host in rollout waves: set [source] machine_id_file", path.display())]
+    MachineId { path: PathBuf, why: String },
+    #[error("{}: cannot read the kernel release: {source}", path.display())]
+    Release { path: PathBuf, source: io::Error },
+    #[error("{url}: package {version} is {size} bytes, more than [source] max_package_size {limit}; not downloaded")]
+    TooLarge { url: String, version: String, size: u64, limit: u64 },
+    #[error("{url}: the package does not match its index entry for {version} ({why}); the mirror mixes files; nothing installed")]
+    Mismatch { url: String, version: String, why: String },
+    #[error("{url}: downloaded package refused: {source}")]
+    Package { url: String, source: PackageError },
+    #[error("cannot make a download file in {}: {source}", path.display())]
+    Temp { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What one poll found and did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum PollReport {
+    UpToDate {
+        index_version: u64,
+        not_modified: bool,
+    },
+    Waiting {
+        index_version: u64,
+        version: String,
+        position: f64,
+        fraction: f64,
+        next_wave: Option<String>,
+    },
+    RevokedNoReplacement {
+        index_version: u64,
+        current: String,
+    },
+    Installed {
+        index_version: u64,
+        version: String,
+        /// `upgrade`, or `revoked <version>`.
+        reason: String,
+        outcome: Outcome,
+    },
+}
+
+impl PollReport {
+    pub fn describe(&self) -> String {
+        match self {
+            PollReport::UpToDate { index_version, not_modified } => format!(
+                "up to date (index version {index_version}{})",
+                if *not_modified { ", not modified" } else { "" }
+            ),
+            PollReport::Waiting { version, position, fraction, next_wave, .. } => format!(
+                "{version} is available but its rollout has not reached this host yet (host position {position:.4}, {:.1}% of hosts admitted{}); `milspecd check --now` forces it",
+                fraction * 100.0,
+                next_wave.as_ref().map(|t| format!(", next wave at {t}")).unwrap_or_default()
+            ),
+            PollReport::RevokedNoReplacement { current, .. } => format!(
+                "the running version {current} is revoked and the mirror offers no version to replace it; publish one"
+            ),
+            PollReport::Installed { version, reason, outcome, .. } => {
+                format!("{version} ({reason}): {}", describe_outcome(outcome))
+            }
+        }
+    }
+}
+
+fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Committed { slot, .. } => format!("committed in slot {slot}"),
+        Outcome::AlreadyInstalled { .. } => "already installed".into(),
+        Outcome::Rejected { reason } => format!("rejected, nothing changed: {reason}"),
+        Outcome::RolledBack { reason, .. } => format!("rolled back: {reason}"),
+        Outcome::RollbackPendingReboot { reason, .. } => format!("rollback pending reboot: {reason}"),
+    }
+}
+
+/// Inputs of one poll.
+#[derive(Debug, Clone, Copy)]
+pub struct PollOptions {
+    /// The wall clock, as an input.
+    pub now: OffsetDateTime,
+    /// Ignore the wave schedule (the operator's `--now`).
+    pub force: bool,
+}
+
+/// The pure poll decision: refuse an expired index, then pick.
+pub fn decide<'a>(index: &'a Index, host: &HostFacts<'_>) -> Result<Selection<'a>, IndexError> {
+    index.check_expiry(host.now)?;
+    Ok(index::select(index, host))
+}
+
+/// The wait before the next poll: `interval` plus up to 10 % jitter
+/// (`unit` in [0, 1)), so a fleet started together spreads out.
+pub fn next_poll_delay(interval: Duration, unit: f64) -> Duration {
+    interval + interval.mul_f64(0.1 * unit.clamp(0.0, 1.0))
+}
+
+/// The mirror root with exactly one trailing `/`.
+pub fn base_url(url: &str) -> String {
+    format!("{}/", url.trim_end_matches('/'))
+}
+
+/// Pulls from one mirror.
+pub struct Poller {
+    cfg: Config,
+    source: SourceConfig,
+    base: String,
+    transport: Box<dyn Transport>,
+    store: MirrorStore,
+    keys: TrustedKeys,
+    /// Retries per fetch; tests shorten the waits.
+    pub retry: RetryPolicy,
+    sleep: Box<dyn Fn(Duration) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller").field("url", &self.source.url).finish_non_exhaustive()
+    }
+}
+
+impl Poller {
+    /// A poller for `[source]`, with the transport its url asks for.
+    pub fn new(cfg: &Config) -> Result<Self, MirrorError> {
+        let source = cfg.source.clone().ok_or(MirrorError::NoSource)?;
+        let t = transport::for_url(&source.url, Timeouts { connect: source.connect_timeout, total: source.timeout })?;
+        Self::with_transport(cfg, t)
+    }
+
+    pub fn with_transport(cfg: &Config, transport: Box<dyn Transport>) -> Result<Self, MirrorError> {
+        let source = cfg.source.clone().ok_or(MirrorError::NoSource)?;
+        let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
+        Ok(Poller {
+            base: base_url(&source.url),
+            retry: RetryPolicy { attempts: source.attempts, ..RetryPolicy::default() },
+            store: MirrorStore::new(&cfg.paths.state_dir),
+            transport,
+            keys,
+            source,
+            cfg: cfg.clone(),
+            sleep: Box::new(std::thread::sleep),
+        })
+    }
+
+    /// Replaces how retries wait (tests count instead of sleeping).
+    pub fn set_sleep(&mut self, sleep: Box<dyn Fn(Duration) + Send + Sync>) {
+        self.sleep = sleep;
+    }
+
+    pub fn index_url(&self) -> String {
+        format!("{}{}", self.base, index::INDEX_FILE)
+    }
+
+    /// Fetches, verifies and persists the index. Returns it and whether the
+    /// mirror said "not modified".
+    pub fn fetch_index(&self, now: OffsetDateTime) -> Result<(VerifiedIndex, bool), MirrorError> {
+        let url = self.index_url();
+        let threshold = self.cfg.trust.threshold;
+        let refused = |source| MirrorError::Index { url: url.clone(), source };
+        let record = self.store.record()?;
+        let cached = self.store.index(&self.keys, threshold)?;
+        let validators = match (&record, &cached) {
+            (Some(r), Some(c)) if r.url == url && r.digest == c.digest => Some(&r.validators),
+            _ => None,
+        };
+        let fetched = self.retry.run("index", &*self.sleep, || {
+            fetch::fetch_small(&*self.transport, &url, validators, index::MAX_INDEX_FILE, self.source.timeout)
+        })?;
+        let (bytes, new_validators) = match fetched {
+            Fetched::NotModified => {
+                // `validators` was only sent with a cached index at hand.
+                let Some(c) = cached else {
+                    return Err(FetchError::Transfer { url, detail: "304 to an unconditional request".into() }.into());
+                };
+                c.index.check_expiry(now).map_err(refused)?;
+                return Ok((c, true));
+            }
+            Fetched::Body { bytes, validators } => (bytes, validators),
+        };
+        let v = index::verify_index(&bytes, &self.keys, threshold).map_err(refused)?;
+        index::check_not_older(&v, record.as_ref().map(|r| (r.version, r.digest))).map_err(refused)?;
+        v.index.check_expiry(now).map_err(refused)?;
+        let rec = Record {
+            url: url.clone(),
+            version: v.index.version,
+            digest: v.digest,
+            validators: new_validators,
+            accepted_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        };
+        if record.as_ref().is_some_and(|r| r.digest == v.digest) && cached.is_some() {
+            self.store.save_record(&rec)?;
+        } else {
+            self.store.save(&bytes, &rec)?;
+            info!(url = %url, version = v.index.version, "accepted index version {}", v.index.version);
+        }
+        Ok((v, false))
+    }
+
+    fn machine_id(&self) -> Result<String, MirrorError> {
+        use std::io::Read;
+        let path = &self.source.machine_id_file;
+        let bad = |why: String| MirrorError::MachineId { path: path.clone(), why };
+        let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let mut s = String::new();
+        f.take(MAX_MACHINE_ID).read_to_string(&mut s).map_err(|e| bad(e.to_string()))?;
+        let id = s.trim().to_string();
+        if id.is_empty() {
+            return Err(bad("it is empty".into()));
+        }
+        Ok(id)
+    }
+
+    /// One poll: index, decision, download, install.
+    pub fn poll_once(&self, engine: &mut Engine<'_>, opts: PollOptions) -> Result<PollReport, MirrorError> {
+        let (vi, not_modified) = self.fetch_index(opts.now)?;
+        let index_version = vi.index.version;
+        let machine_id = self.machine_id()?;
+        let paths = KernelPaths::from_config(&self.cfg.kernel);
+        let release = std::fs::read_to_string(paths.osrelease())
+            .map_err(|source| MirrorError::Release { path: paths.osrelease(), source })?
+            .trim()
+            .to_string();
+        let state = StateFile::new(&self.cfg.paths.state_dir).load()?;
+        let status = crate::status::read(&self.cfg)?;
+        let current_seq = status.committed_slot.and_then(|c| status.slots.iter().find(|s| s.slot == c)?.sequence);
+        let current: Option<(semver::Version, u64)> =
+            status.committed_version.as_deref().and_then(|v| v.parse().ok()).zip(current_seq);
+        let blocklist: Vec<semver::Version> = state.blocklist.iter().map(|b| b.version.clone()).collect();
+        let host = HostFacts {
+            kernel_release: &release,
+            machine_id: &machine_id,
+            now: opts.now,
+            blocklist: &blocklist,
+            max_sequence: state.max_sequence,
+            current: current.as_ref().map(|(v, s)| (v, *s)),
+            ignore_waves: opts.force,
+        };
+        let selection =
+            decide(&vi.index, &host).map_err(|source| MirrorError::Index { url: self.index_url(), source })?;
+        let (entry, why) = match selection {
+            Selection::UpToDate => return Ok(PollReport::UpToDate { index_version, not_modified }),
+            Selection::Waiting { entry, position, fraction, next } => {
+                return Ok(PollReport::Waiting {
+                    index_version,
+                    version: entry.version.to_string(),
+                    position,
+                    fraction,
+                    next_wave: next.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                })
+            }
+            Selection::RevokedNoReplacement { current } => {
+                warn!("running version {current} is revoked by the mirror and nothing replaces it");
+                return Ok(PollReport::RevokedNoReplacement { index_version, current: current.to_string() });
+            }
+            Selection::Install { entry, why } => (entry, why),
+        };
+        let reason = match &why {
+            Why::Upgrade => "upgrade".to_string(),
+            Why::Revoked { current } => format!("replaces revoked {current}"),
+        };
+        info!(version = %entry.version, "pulling {} from the mirror ({reason})", entry.version);
+        let file = self.download(entry)?;
+        let allow_downgrade = matches!(why, Why::Revoked { .. });
+        let outcome = engine.install(file, InstallOptions { allow_downgrade })?;
+        Ok(PollReport::Installed { index_version, version: entry.version.to_string(), reason, outcome })
+    }
+
+    /// Downloads an entry to a temporary file in the state folder (removed
+    /// when dropped) and checks it against the entry. Returns the open file,
+    /// rewound.
+    pub fn download(&self, entry: &IndexEntry) -> Result<std::fs::File, MirrorError> {
+        let url = format!("{}{}", self.base, entry.path);
+        if entry.size > self.source.max_package_size {
+            return Err(MirrorError::TooLarge {
+                url,
+                version: entry.version.to_string(),
+                size: entry.size,
+                limit: self.source.max_package_size,
+            });
+        }
+        self.store.ensure_dir()?;
+        let dir = self.store.dir().to_path_buf();
+        let temp = tempfile::Builder::new()
+            .prefix(".download-")
+            .suffix(".mspkg")
+            .tempfile_in(&dir)
+            .map_err(|source| MirrorError::Temp { path: dir.clone(), source })?;
+        let (mut file, path) = temp.into_parts();
+        let total = self.source.timeout;
+        self.retry.run("package", &*self.sleep, || {
+            fetch::download(&*self.transport, &url, entry.size, &entry.sha256, &mut file, &path, total)
+        })?;
+        // Mix and match: the signed manifest must be the one the index means.
+        let limits = Limits { max_package_size: self.source.max_package_size, ..Limits::DEFAULT };
+        let trust = Trust::Keys { keys: &self.keys, threshold: self.cfg.trust.threshold };
+        let pkg = read_package(io::BufReader::new(&file), trust, &limits, &mut Discard)
+            .map_err(|source| MirrorError::Package { url: url.clone(), source })?;
+        let m = &pkg.manifest;
+        let mismatch =
+            |why: String| MirrorError::Mismatch { url: url.clone(), version: entry.version.to_string(), why };
+        if m.version != entry.version || m.name != entry.name {
+            return Err(mismatch(format!("its manifest says {} {}", m.name, m.version)));
+        }
+        if m.sequence != entry.sequence {
+            return Err(mismatch(format!("its manifest says sequence {}, the index {}", m.sequence, entry.sequence)));
+        }
+        let mut releases: Vec<&str> = m.payloads.iter().map(|p| p.kernel_release.as_str()).collect();
+        let mut listed: Vec<&str> = entry.kernel_releases.iter().map(String::as_str).collect();
+        releases.sort_unstable();
+        listed.sort_unstable();
+        if releases != listed {
+            return Err(mismatch("its kernel releases differ from the index's".into()));
+        }
+        file.rewind().map_err(|source| MirrorError::Temp { path: path.to_path_buf(), source })?;
+        // `path` (a TempPath) is dropped here: the name goes, the open file stays.
+        Ok(file)
+    }
+}
