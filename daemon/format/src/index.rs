@@ -63,6 +63,8 @@ pub enum IndexError {
     Invalid(String),
     #[error("index version {version} expired at {expires} (this host's clock says {now}): the mirror is stale or frozen; the publisher must run `milspec-repo refresh`, or this host's clock is wrong")]
     Expired { version: u64, expires: String, now: String },
+    #[error("index version {version} was signed at {created}, more than a day after this host's clock ({now}): this host's clock is behind; fix it (NTP), nothing was installed")]
+    ClockBehind { version: u64, created: String, now: String },
     #[error("index version {version} is older than version {last} accepted before: the mirror is stale or someone replays an old index; nothing was installed")]
     Rollback { version: u64, last: u64 },
     #[error("index version {version} differs from the index accepted before under the same version number: the publisher must always raise the version; nothing was installed")]
@@ -228,8 +230,17 @@ impl Index {
         self.packages.iter().find(|e| &e.version == v)
     }
 
-    /// Refuses an index past its expiry time.
+    /// Refuses an index past its expiry time, or one signed more than a
+    /// day after `now` (the host's clock is far behind: waves and expiry
+    /// would mean nothing).
     pub fn check_expiry(&self, now: OffsetDateTime) -> Result<(), IndexError> {
+        if self.created > now + time::Duration::days(1) {
+            return Err(IndexError::ClockBehind {
+                version: self.version,
+                created: rfc3339(self.created),
+                now: rfc3339(now),
+            });
+        }
         if now >= self.expires {
             return Err(IndexError::Expired {
                 version: self.version,
@@ -618,6 +629,9 @@ mod tests {
         let trusted = TrustedKeys::new([k.public()]);
         let i = index(vec![]);
         i.check_expiry(t0() + time::Duration::days(6)).unwrap();
+        i.check_expiry(t0() - time::Duration::hours(23)).unwrap();
+        let e = i.check_expiry(t0() - time::Duration::days(400)).unwrap_err().to_string();
+        assert!(e.contains("clock is behind"), "{e}");
         let e = i.check_expiry(t0() + time::Duration::days(7)).unwrap_err().to_string();
         assert!(e.contains("expired") && e.contains("refresh"), "{e}");
         let v1 = verify_index(&i.sign(std::slice::from_ref(&k)).unwrap(), &trusted, 1).unwrap();

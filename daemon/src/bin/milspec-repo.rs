@@ -1,5 +1,6 @@
 //! `milspec-repo`: the publisher's tool. Makes keys, packs kernel modules
-//! into signed packages and adds signatures.
+//! into signed packages and adds signatures, and writes the mirror that
+//! hosts pull from: packages plus one signed `index.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,11 +9,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use milspec_format::atomic;
+use milspec_format::index::{check_waves, read_unverified, Index, IndexEntry, Wave, INDEX_FILE};
 use milspec_format::keys::SecretKey;
 use milspec_format::manifest::{check_param, Probation, Requires};
+use milspec_format::package::{read_package_file, Discard, Trust};
 use milspec_format::writer::{self, PackOptions};
-use milspec_format::Limits;
+use milspec_format::{Limits, Sha256Digest};
 use milspecd::cli::run_main;
+use std::fs;
 
 #[derive(Parser, Debug)]
 #[command(name = "milspec-repo", version, about = "Publish signed dell-milspec module packages")]
@@ -62,6 +67,171 @@ enum Cmd {
         key: PathBuf,
         package: PathBuf,
     },
+    /// Add packages to a mirror folder and re-sign its index with a higher version.
+    Publish {
+        #[command(flatten)]
+        mirror: MirrorArgs,
+        /// Rollout schedule, e.g. `1%,10%@1h,100%@24h` (PERCENT[@AFTER], comma separated).
+        /// Without it every host may take the packages at once.
+        #[arg(long, value_name = "SPEC", value_parser = parse_waves)]
+        waves: Option<WaveSpec>,
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<PathBuf>,
+    },
+    /// Revoke a version: hosts running it move off it on their own.
+    Revoke {
+        #[command(flatten)]
+        mirror: MirrorArgs,
+        version: semver::Version,
+    },
+    /// Re-sign the index unchanged with a higher version and a new expiry.
+    Refresh {
+        #[command(flatten)]
+        mirror: MirrorArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct MirrorArgs {
+    /// The mirror folder (created if missing).
+    #[arg(long, value_name = "DIR")]
+    mirror: PathBuf,
+    /// A secret key to sign the index with (repeatable).
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    keys: Vec<PathBuf>,
+    /// How long hosts accept this index; refresh before it runs out.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    expires: Duration,
+}
+
+/// A parsed `--waves` value (one argument, several waves).
+#[derive(Debug, Clone)]
+struct WaveSpec(Vec<Wave>);
+
+/// `1%,10%@1h,100%@24h`: PERCENT with an optional `@` delay after publication.
+fn parse_waves(spec: &str) -> Result<WaveSpec, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        let (pct, after) = part.split_once('@').unwrap_or((part, "0s"));
+        let percent: f64 = pct
+            .trim()
+            .strip_suffix('%')
+            .ok_or_else(|| format!("wave `{part}`: write the share as PERCENT%, e.g. 10%"))?
+            .parse()
+            .map_err(|e| format!("wave `{part}`: {e}"))?;
+        let after_secs = if after.trim() == "0" {
+            0
+        } else {
+            humantime::parse_duration(after.trim()).map_err(|e| format!("wave `{part}`: {e}"))?.as_secs()
+        };
+        out.push(Wave { after_secs, percent });
+    }
+    check_waves(&out)?;
+    Ok(WaveSpec(out))
+}
+
+struct MirrorWrite {
+    dir: PathBuf,
+    keys: Vec<SecretKey>,
+    index: Index,
+}
+
+impl MirrorWrite {
+    /// Reads the mirror's index (or starts one) and prepares the next version.
+    fn open(args: &MirrorArgs) -> anyhow::Result<Self> {
+        let keys = args.keys.iter().map(|k| SecretKey::load(k)).collect::<Result<Vec<_>, _>>()?;
+        fs::create_dir_all(&args.mirror)
+            .with_context(|| format!("{}: cannot create the mirror folder", args.mirror.display()))?;
+        let path = args.mirror.join(INDEX_FILE);
+        let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
+        let expires = now + time::Duration::try_from(args.expires).context("--expires is too long")?;
+        let mut index = match fs::read(&path) {
+            Ok(bytes) => {
+                read_unverified(&bytes).with_context(|| format!("{}: cannot read the index", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::new(0, now, expires),
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read the index", path.display())),
+        };
+        index.version = index.version.checked_add(1).context("index version overflow")?;
+        index.created = now;
+        index.expires = expires;
+        Ok(MirrorWrite { dir: args.mirror.clone(), keys, index })
+    }
+
+    /// Signs and replaces the index, last, atomically.
+    fn commit(mut self) -> anyhow::Result<Index> {
+        self.index.packages.sort_by(|a, b| a.sequence.cmp(&b.sequence).then_with(|| a.version.cmp(&b.version)));
+        self.index.validate()?;
+        let bytes = self.index.sign(&self.keys)?;
+        let path = self.dir.join(INDEX_FILE);
+        atomic::write_atomic(&path, &bytes, 0o644)
+            .with_context(|| format!("{}: cannot write the index", path.display()))?;
+        Ok(self.index)
+    }
+}
+
+fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], limits: &Limits) -> anyhow::Result<()> {
+    let mut m = MirrorWrite::open(args)?;
+    let pkg_dir = m.dir.join("packages");
+    fs::create_dir_all(&pkg_dir).with_context(|| format!("{}: cannot create", pkg_dir.display()))?;
+    let now = m.index.created;
+    for pkg in packages {
+        let verified = read_package_file(pkg, Trust::Unverified, limits, &mut Discard)?;
+        let man = verified.manifest;
+        let file = fs::File::open(pkg).with_context(|| format!("{}: cannot open", pkg.display()))?;
+        let (sha256, size) = Sha256Digest::of_reader(file, limits.max_package_size)
+            .with_context(|| format!("{}: cannot read", pkg.display()))?;
+        let size = size.with_context(|| format!("{}: larger than {} bytes", pkg.display(), limits.max_package_size))?;
+        let rel = format!("packages/{}-{}.mspkg", man.name, man.version);
+        let mut entry = IndexEntry::for_package(&man, &rel, size, sha256, now);
+        if let Some(w) = &waves {
+            entry.waves = w.clone();
+        }
+        if let Some(old) = m.index.packages.iter_mut().find(|e| e.version == man.version) {
+            if old.sha256 != sha256 {
+                bail!(
+                    "{}: version {} is already on the mirror with different content; publish a new version",
+                    pkg.display(),
+                    man.version
+                );
+            }
+            if waves.is_some() {
+                old.waves = entry.waves.clone();
+            }
+            println!(
+                "{} {} is already published; schedule {}",
+                man.name,
+                man.version,
+                if waves.is_some() { "updated" } else { "kept" }
+            );
+            continue;
+        }
+        // The package goes in before the index that names it.
+        let dest = m.dir.join(&rel);
+        let mut out =
+            atomic::AtomicFile::create(&dest, 0o644).with_context(|| format!("{}: cannot create", dest.display()))?;
+        let mut src = fs::File::open(pkg).with_context(|| format!("{}: cannot open", pkg.display()))?;
+        std::io::copy(&mut src, &mut out).with_context(|| format!("{}: cannot copy", dest.display()))?;
+        out.commit().with_context(|| format!("{}: cannot write", dest.display()))?;
+        println!(
+            "added {} {} (sequence {}) as {rel}, {size} bytes, sha256 {sha256}",
+            man.name, man.version, man.sequence
+        );
+        m.index.packages.push(entry);
+    }
+    let index = m.commit()?;
+    println!(
+        "signed {}/{INDEX_FILE}: version {}, {} package(s), expires {}",
+        args.mirror.display(),
+        index.version,
+        index.packages.len(),
+        rfc3339(index.expires)
+    );
+    Ok(())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -134,6 +304,23 @@ fn main() -> ExitCode {
                     sigs.signatures.len(),
                     key.public().id()
                 );
+            }
+            Cmd::Publish { mirror, waves, packages } => publish(&mirror, waves.map(|w| w.0), &packages, &limits)?,
+            Cmd::Revoke { mirror, version } => {
+                let mut m = MirrorWrite::open(&mirror)?;
+                if m.index.revoked.contains(&version) {
+                    bail!("version {version} is already revoked");
+                }
+                if m.index.entry(&version).is_none() {
+                    eprintln!("milspec-repo: note: version {version} is not listed on this mirror; revoking it anyway");
+                }
+                m.index.revoked.push(version.clone());
+                let index = m.commit()?;
+                println!("revoked {version}: index version {}, expires {}", index.version, rfc3339(index.expires));
+            }
+            Cmd::Refresh { mirror } => {
+                let index = MirrorWrite::open(&mirror)?.commit()?;
+                println!("refreshed index: version {}, expires {}", index.version, rfc3339(index.expires));
             }
         }
         Ok(ExitCode::SUCCESS)

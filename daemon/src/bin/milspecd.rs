@@ -10,7 +10,8 @@ use milspecd::cli::{init_logging, run_main};
 use milspecd::config::{self, Config};
 use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery};
 use milspecd::kernel::{unload_in_this_process, SysKernel};
-use tracing::info;
+use milspecd::mirror::{self, PollOptions, PollReport, Poller};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(name = "milspecd", version, about = "Keep the dell-milspec kernel module up to date")]
@@ -54,6 +55,18 @@ enum Cmd {
     },
     /// Check the configuration and print it with every default filled in.
     Config(ConfigArg),
+    /// Poll the mirror once in the foreground and say what was done.
+    /// Exit 0 up to date, waiting or committed, 2 rejected, 3 rolled back, 1 error.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Ignore the rollout schedule: take the newest version now (operator's force).
+        #[arg(long)]
+        now: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unload the module without waiting (used internally, in a child process).
     #[command(hide = true)]
     UnloadModule { name: String },
@@ -143,13 +156,54 @@ fn main() -> ExitCode {
         Cmd::Run(arg) => {
             init_logging();
             let kernel = SysKernel::new()?;
-            let mut engine = Engine::open(load_config(&arg)?, &kernel)?;
+            let cfg = load_config(&arg)?;
+            let mut engine = Engine::open(cfg.clone(), &kernel)?;
             let r = engine.recover()?;
             info!("recovery: {}", describe_recovery(&r));
-            info!("milspecd running");
+            let Some(source) = cfg.source.clone() else {
+                info!("milspecd running; no [source] configured, so no polling");
+                loop {
+                    std::thread::park();
+                }
+            };
+            let poller = Poller::new(&cfg)?;
+            info!(url = %source.url, "milspecd running; polling every {}", humantime::format_duration(source.poll_interval));
             loop {
-                std::thread::park();
+                match poller.poll_once(&mut engine, PollOptions { now: time::OffsetDateTime::now_utc(), force: false })
+                {
+                    Ok(report) => info!("poll: {}", report.describe()),
+                    Err(e) => error!(
+                        "poll failed, nothing installed; next poll as usual: {}",
+                        milspecd::cli::one_line(&e.into())
+                    ),
+                }
+                let wait = mirror::next_poll_delay(source.poll_interval, mirror::fetch::random_unit());
+                std::thread::sleep(wait);
             }
+        }
+        Cmd::Check { config, now, json } => {
+            init_logging();
+            let cfg = load_config(&config)?;
+            let poller = Poller::new(&cfg)?;
+            let kernel = SysKernel::new()?;
+            let mut engine = Engine::open(cfg, &kernel)?;
+            let r = engine.recover()?;
+            info!("recovery: {}", describe_recovery(&r));
+            if now {
+                warn!("--now: ignoring the rollout schedule");
+            }
+            let report =
+                poller.poll_once(&mut engine, PollOptions { now: time::OffsetDateTime::now_utc(), force: now })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.describe());
+            }
+            let code = match &report {
+                PollReport::Installed { outcome, .. } => outcome.exit_code(),
+                _ => 0,
+            };
+            Ok(ExitCode::from(code))
         }
     })
 }
