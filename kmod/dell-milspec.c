@@ -49,8 +49,9 @@
 #endif
 
 #if defined(MILSPEC_FAULT_OOPS) || defined(MILSPEC_FAULT_PANIC)
-#define MILSPEC_FAULT_DELAYED_WORK
-#include <linux/workqueue.h>
+#define MILSPEC_FAULT_THREAD
+#include <linux/kthread.h>
+#include <linux/sched.h>
 #define MILSPEC_FAULT_DELAY_MS	200
 #endif
 
@@ -80,8 +81,8 @@ struct milspec {
 	atomic_t errors;
 	bool selftest_ok;
 	bool forced;
-#ifdef MILSPEC_FAULT_DELAYED_WORK
-	struct delayed_work fault_work;
+#ifdef MILSPEC_FAULT_THREAD
+	struct task_struct *fault_thread;
 	u32 *fault_null;		/* stays NULL: the oops build writes to it */
 #endif
 };
@@ -291,17 +292,29 @@ __MODULE_PARM_TYPE(fault_release, "bool");
 MODULE_PARM_DESC(fault_release, "Fault busy: write 1 to drop the extra module reference");
 #endif /* MILSPEC_FAULT_BUSY */
 
-#ifdef MILSPEC_FAULT_DELAYED_WORK
-static void milspec_fault_workfn(struct work_struct *work)
+#ifdef MILSPEC_FAULT_THREAD
+/*
+ * A kernel thread of our own rather than a work item: a kworker that dies in
+ * an oops is never taken off its pool's count of running workers, so every
+ * later per-CPU work item on that CPU would stall (umount and power-off wait
+ * for some), which is not the failure under test.
+ */
+static int milspec_fault_threadfn(void *data)
 {
+	long timeout = msecs_to_jiffies(MILSPEC_FAULT_DELAY_MS);
 #ifdef MILSPEC_FAULT_OOPS
-	struct milspec *ms = container_of(to_delayed_work(work), struct milspec,
-					  fault_work);
+	struct milspec *ms = data;
+#endif
 
+	while (timeout && !kthread_should_stop())
+		timeout = schedule_timeout_interruptible(timeout);
+	if (kthread_should_stop())
+		return 0;	/* unloaded before the fault fired */
+
+#ifdef MILSPEC_FAULT_OOPS
 	/*
-	 * The worker dies in the oops and never finishes this item, so exit
-	 * could never cancel it: keep the module pinned (unload fails with
-	 * EAGAIN) instead of letting rmmod hang.
+	 * The thread dies in the oops and exit could never stop it: keep the
+	 * module pinned (unload fails with EAGAIN) instead.
 	 */
 	__module_get(THIS_MODULE);
 	pr_err("fault oops: writing through a NULL pointer\n");
@@ -310,8 +323,9 @@ static void milspec_fault_workfn(struct work_struct *work)
 	panic("%s: fault panic: injected panic %d ms after load\n",
 	      KBUILD_MODNAME, MILSPEC_FAULT_DELAY_MS);
 #endif
+	return 0;
 }
-#endif /* MILSPEC_FAULT_DELAYED_WORK */
+#endif /* MILSPEC_FAULT_THREAD */
 
 static int milspec_fault_arm(struct milspec *ms)
 {
@@ -325,10 +339,11 @@ static int milspec_fault_arm(struct milspec *ms)
 #elif defined(MILSPEC_FAULT_DEGRADED)
 	atomic_inc(&ms->errors);
 	pr_warn("fault degraded: counted one runtime error\n");
-#elif defined(MILSPEC_FAULT_DELAYED_WORK)
-	INIT_DELAYED_WORK(&ms->fault_work, milspec_fault_workfn);
-	schedule_delayed_work(&ms->fault_work,
-			      msecs_to_jiffies(MILSPEC_FAULT_DELAY_MS));
+#elif defined(MILSPEC_FAULT_THREAD)
+	ms->fault_thread = kthread_run(milspec_fault_threadfn, ms,
+				       "milspec_fault");
+	if (IS_ERR(ms->fault_thread))
+		return PTR_ERR(ms->fault_thread);
 	pr_info("fault %s: armed, fires in %d ms\n", MILSPEC_FAULT,
 		MILSPEC_FAULT_DELAY_MS);
 #endif
@@ -426,8 +441,8 @@ static void __exit milspec_exit(void)
 {
 	struct milspec *ms = milspec;
 
-#ifdef MILSPEC_FAULT_DELAYED_WORK
-	cancel_delayed_work_sync(&ms->fault_work);
+#ifdef MILSPEC_FAULT_THREAD
+	kthread_stop(ms->fault_thread);
 #endif
 	/* remove_proc_entry() waits for readers still inside a show(). */
 	remove_proc_entry("summary", ms->dir);

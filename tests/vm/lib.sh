@@ -20,6 +20,14 @@ RUNS_DIR=$CACHE_DIR/runs
 # vCPUs per guest and a factor for every boot timeout (slow CI machines).
 VM_SMP=${VM_SMP:-1}
 VM_TIMEOUT_SCALE=${VM_TIMEOUT_SCALE:-1}
+# Extra kernel command line for debugging (e.g. "initcall_debug loglevel=8").
+VM_KERNEL_ARGS=${VM_KERNEL_ARGS:-}
+# Seconds a guest gets to power off after printing its result.
+VM_POWEROFF_GRACE=${VM_POWEROFF_GRACE:-10}
+
+# The qemu of the boot in progress, stopped if the harness is interrupted.
+VM_QEMU_PID=
+trap 'if [[ -n $VM_QEMU_PID ]]; then kill -TERM "$VM_QEMU_PID" 2>/dev/null; fi' EXIT
 
 VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs
 	dkms shellcheck "linux-headers-$KERNEL_RELEASE")
@@ -384,8 +392,9 @@ vm_tail_console() {
 # scenario expects (PASS marker, or a panic announced by EXPECT-PANIC).
 vm_boot() {
 	local file=$1 rundir=$2 n=$3
-	local vendor product timeout smp log rc t0 needs
+	local vendor product timeout smp log rc t0 needs state done_at start
 	local append="console=ttyS0 panic=-1 quiet mitigations=off milspec_vm_boot=$n"
+	append+=${VM_KERNEL_ARGS:+ $VM_KERNEL_ARGS}
 
 	vendor=$(vm_header "$file" vendor "Dell Inc.")
 	product=$(vm_header "$file" product "Latitude 5430 Rugged")
@@ -397,7 +406,11 @@ vm_boot() {
 
 	t0=$(vm_now)
 	rc=0
-	timeout --kill-after=5 "$timeout" qemu-system-x86_64 \
+	state=running
+	done_at=
+	: >"$log"
+	# timeout(1) is only a safety net; the loop below enforces the limit.
+	timeout --kill-after=5 $((timeout + 30)) qemu-system-x86_64 \
 		-accel tcg -cpu max -smp "$smp" -m 512 \
 		-nographic -no-reboot -nodefaults -monitor none \
 		-serial "file:$log" \
@@ -405,28 +418,53 @@ vm_boot() {
 		-kernel "$VMLINUZ" -initrd "$rundir/initrd.cpio" -append "$append" \
 		-drive "file=$rundir/state.img,if=none,id=state,format=raw,cache=unsafe" \
 		-device nvme,serial=state,drive=state \
-		</dev/null >"$rundir/qemu-boot$n.log" 2>&1 || rc=$?
+		</dev/null >"$rundir/qemu-boot$n.log" 2>&1 &
+	VM_QEMU_PID=$!
+	start=$SECONDS
+	while kill -0 "$VM_QEMU_PID" 2>/dev/null; do
+		if ((SECONDS - start >= timeout)); then
+			state=timeout
+			break
+		fi
+		# The guest powers off right after its result; give it a grace.
+		if [[ -z $done_at ]] &&
+			grep -qa -e "@@VM:PASS boot=$n@@" -e "@@VM:FAIL boot=$n " "$log"; then
+			done_at=$SECONDS
+		fi
+		if [[ -n $done_at ]] && ((SECONDS - done_at >= VM_POWEROFF_GRACE)); then
+			state=stuck
+			break
+		fi
+		sleep 0.2
+	done
+	if [[ $state != running ]]; then
+		kill -TERM "$VM_QEMU_PID" 2>/dev/null || true
+	fi
+	wait "$VM_QEMU_PID" || rc=$?
+	VM_QEMU_PID=
 	BOOT_TIME=$(vm_elapsed "$t0")
 
-	if ((rc == 124 || rc == 137)); then
+	if [[ $state == timeout ]] || ((rc == 124 || rc == 137)); then
 		vm_log "boot $n: timed out after ${timeout}s"
 		vm_tail_console "$log"
 		return 1
 	fi
-	if ((rc != 0)); then
+	if [[ $state == stuck ]]; then
+		vm_warn "boot $n: guest did not power off ${VM_POWEROFF_GRACE}s after its result; stopped it"
+	elif ((rc != 0)); then
 		vm_log "boot $n: qemu exited with status $rc"
 		cat "$rundir/qemu-boot$n.log"
 		vm_tail_console "$log"
 		return 1
 	fi
-	if grep -q "^@@VM:PASS boot=$n@@" <(tr -d '\r' <"$log"); then
+	if grep -qa "@@VM:PASS boot=$n@@" "$log"; then
 		return 0
 	fi
-	if grep -q "^@@VM:EXPECT-PANIC boot=$n@@" <(tr -d '\r' <"$log") &&
-		grep -q "Kernel panic - not syncing" "$log"; then
+	if [[ $state == running ]] && grep -qa "@@VM:EXPECT-PANIC boot=$n@@" "$log" &&
+		grep -qa "Kernel panic - not syncing" "$log"; then
 		return 0
 	fi
-	if grep -q "^@@VM:FAIL boot=$n" <(tr -d '\r' <"$log"); then
+	if grep -qa "@@VM:FAIL boot=$n " "$log"; then
 		vm_log "boot $n: scenario failed"
 	else
 		vm_log "boot $n: guest stopped without a result marker (needs: ${needs:-none})"

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
-# vm-scenario: the FAULT=oops build loads, then ~200 ms later a work item
+# vm-scenario: the FAULT=oops build loads, then ~200 ms later its thread
 #   writes through a NULL pointer: oops_count rises, taint D is set, and the
-#   module stays pinned (rmmod refused) as a real oopsed module may.
+#   module stays pinned (rmmod refused) as a real oopsed module may; the
+#   guest still unmounts and powers off cleanly.
 # vendor: Dell Inc.
 # boots: 1
 # needs: kmod-faults
@@ -21,7 +22,7 @@ say "oops seen after about $((i * 100)) ms"
 expect_eq "oops_count" "$(counter oops_count)" $((oopses + 1))
 expect_eq "taint D after" "$(taint_bit 7)" 1
 check "NULL dereference in the log" dmesg_has "BUG: kernel NULL pointer dereference"
-check "oops in our work item" dmesg_has "RIP: .*milspec_fault_workfn"
+check "oops in our fault thread" dmesg_has "RIP: .*milspec_fault_threadfn"
 
 # After the oops the module is pinned; unloading is refused, not hung.
 unload_fails
