@@ -204,8 +204,9 @@ static int milspec_summary_show(struct seq_file *m, void *v)
 }
 
 /*
- * Load-time self-test.  Each failed check is counted in ->errors and logged;
- * the module still loads so that a supervisor can read the verdict.
+ * Load-time self-test, run before /proc/milspec appears so that no reader
+ * sees a half-made verdict.  Each failed check is counted in ->errors and
+ * logged; the module still loads so that a supervisor can read the verdict.
  */
 static void milspec_selftest(struct milspec *ms)
 {
@@ -240,9 +241,9 @@ static void milspec_selftest(struct milspec *ms)
 		failed++;
 	}
 
-	/* 4: the /proc interface is in place. */
-	if (!ms->dir || !ms->status || !ms->summary) {
-		pr_err("self-test: /proc/%s incomplete\n", MILSPEC_PROC_DIR);
+	/* 4: the DMI gate still agrees with how we were loaded. */
+	if (!ms->forced && !dmi_check_system(milspec_dmi_table)) {
+		pr_err("self-test: DMI identity changed since the load check\n");
 		failed++;
 	}
 
@@ -353,10 +354,11 @@ static int milspec_fault_arm(struct milspec *ms)
 
 static int __init milspec_init(void)
 {
+	bool is_dell = dmi_check_system(milspec_dmi_table);
 	struct milspec *ms;
 	int ret;
 
-	if (!dmi_check_system(milspec_dmi_table)) {
+	if (!is_dell) {
 		const char *vendor = dmi_get_system_info(DMI_SYS_VENDOR);
 
 		if (!force) {
@@ -384,8 +386,10 @@ static int __init milspec_init(void)
 	}
 
 	atomic_set(&ms->errors, 0);
-	ms->forced = force && !dmi_check_system(milspec_dmi_table);
+	ms->forced = !is_dell;
 	ms->loaded_at = ktime_get_boottime_ns();
+
+	milspec_selftest(ms);
 
 	ms->dir = proc_mkdir(MILSPEC_PROC_DIR, NULL);
 	if (!ms->dir) {
@@ -407,8 +411,6 @@ static int __init milspec_init(void)
 		ret = -ENOMEM;
 		goto err_remove_status;
 	}
-
-	milspec_selftest(ms);
 
 #ifdef MILSPEC_FAULT
 	ret = milspec_fault_arm(ms);
