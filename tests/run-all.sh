@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(repo_root)"
 start=$(date +%s)
 
-ensure_debs gcc make pkg-config binutils
+ensure_debs gcc make pkg-config binutils nginx-light
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

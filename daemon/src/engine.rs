@@ -350,7 +350,7 @@ impl<'k> Engine<'k> {
                 // The old module stays; undo the trial.
                 state.trial = None;
                 self.save(&state)?;
-                let reason = format!("old module could not be unloaded: {e}");
+                let reason = format!("old module could not be unloaded: {e}; it was left loaded and nothing changed: stop its users and retry");
                 return self.reject(Some(&version), reason);
             }
             info!(ms = ms(swap_start.elapsed()), "old module unloaded");
@@ -469,7 +469,11 @@ impl<'k> Engine<'k> {
         let trial_is_live = live.as_ref().is_some_and(|m| m.version.as_deref() == Some(version.as_str()));
         if trial_is_live {
             if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
-                return self.pending_reboot(state, &trial, format!("{reason}; {e}"));
+                return self.pending_reboot(
+                    state,
+                    &trial,
+                    format!("{reason}; the faulty module cannot be unloaded: {e}"),
+                );
             }
         }
         step!("rollback.after-unload");

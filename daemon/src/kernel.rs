@@ -23,7 +23,7 @@ use crate::kernel_paths::KernelPaths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("module {module} is in use (refcount {refcnt}{}); it was left loaded and nothing changed: stop its users and retry", holders_text(holders))]
+    #[error("module {module} is in use (refcount {refcnt}{})", holders_text(holders))]
     Busy { module: String, refcnt: String, holders: Vec<String> },
     #[error("unloading {module} did not finish within {} (the module is stuck, probably after an oops)", humantime::format_duration(*timeout))]
     UnloadTimeout { module: String, timeout: Duration },

@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
+#
+# Host side of the engine scenarios: a signing key, a host configuration and
+# signed packages built from the module variants, staged for the guest.
+# Sourced by tests/vm/lib.sh; scenarios that use it declare "# needs: engine".
+
+# Packages: VERSION:KO_VARIANT:FILE (FILE defaults to VERSION).
+ENGINE_PACKAGES=(
+	1.0.0:v1.0.0:
+	1.1.0:v1.1.0:
+	1.2.0:v1.2.0-warn:
+	1.3.0:v1.3.0-oops:
+	1.4.0:v1.4.0-selftest:
+	1.5.0:v1.5.0-panic:
+	1.0.0:v1.0.0-busy:1.0.0-busy
+)
+
+# vm_fake_ko RELEASE OUT: an ELF object that looks like a module built for
+# another kernel release (only its .modinfo matters to the tools).
+vm_fake_ko() {
+	local release=$1 out=$2 src
+	src=$(mktemp --suffix=.c)
+	printf 'static const char mi[] __attribute__((section(".modinfo"), used)) =\n"name=dell_milspec\\0vermagic=%s SMP preempt mod_unload modversions \\0version=2.0.0\\0srcversion=F00\\0license=GPL";\nint milspec_dummy;\n' "$release" >"$src"
+	gcc -c -o "$out" "$src"
+	rm -f "$src"
+}
+
+# vm_engine_stage DIR: keys, config and packages into DIR (the guest's /).
+vm_engine_stage() {
+	local d=$1 repo=$REPO_ROOT/target/release/milspec-repo keys=$CACHE_DIR/engine-keys
+	local spec version variant file
+
+	[[ -x $repo ]] || vm_die "milspec-repo is not built ($BINS_STATUS)"
+	mkdir -p "$d/etc/milspecd/keys" "$d/opt/pkg" "$d/vm"
+	install -m 0644 "$VM_DIR/guest/engine.sh" "$d/vm/engine.sh"
+	if [[ ! -s $keys/release.key ]]; then
+		rm -rf "$keys"
+		mkdir -p "$keys"
+		"$repo" keygen --out "$keys" --name release >/dev/null
+		"$repo" keygen --out "$keys" --name stranger >/dev/null
+	fi
+	install -m 0644 "$keys/release.pub" "$d/etc/milspecd/keys/"
+	cat >"$d/etc/milspecd/milspecd.toml" <<-'TOML'
+		[trust]
+		keys_dir = "/etc/milspecd/keys"
+		threshold = 1
+
+		[paths]
+		state_dir = "/state/milspecd"
+
+		[health]
+		probation = "3s"
+		checks_dir = "/etc/milspecd/health.d"
+		unload_timeout = "3s"
+	TOML
+	for spec in "${ENGINE_PACKAGES[@]}"; do
+		IFS=: read -r version variant file <<<"$spec"
+		"$repo" pack --version "$version" --module "$KO_DIR/$variant/dell-milspec.ko" \
+			--key "$keys/release.key" --out "$d/opt/pkg/${file:-$version}.mspkg" >/dev/null ||
+			vm_die "packing $variant as $version failed"
+	done
+	# A package for another kernel, and one signed by an untrusted key.
+	vm_fake_ko 6.1.0-28-amd64 "$CACHE_DIR/other-kernel.ko"
+	"$repo" pack --version 2.0.0 --module "$CACHE_DIR/other-kernel.ko" \
+		--key "$keys/release.key" --out "$d/opt/pkg/other-kernel.mspkg" >/dev/null
+	"$repo" pack --version 1.1.0 --module "$KO_DIR/v1.1.0/dell-milspec.ko" \
+		--key "$keys/stranger.key" --out "$d/opt/pkg/untrusted.mspkg" >/dev/null
+}
