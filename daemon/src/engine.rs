@@ -547,6 +547,10 @@ impl<'k> Engine<'k> {
             )?;
         }
 
+        if state.trial.is_none() {
+            self.reconcile_history(&state, &release)?;
+        }
+
         if let Some(trial) = state.trial.clone() {
             let version = trial.version.to_string();
             let live_version = self.live().and_then(|m| m.version);
@@ -643,6 +647,43 @@ impl<'k> Engine<'k> {
                 Ok(Recovery::Drift { live: live_v })
             }
         }
+    }
+}
+
+impl Engine<'_> {
+    /// The state record is saved before the history line of the same step,
+    /// so a crash between the two leaves a swap with no outcome in the
+    /// history. With no trial in the record the outcome is known: write it.
+    fn reconcile_history(&self, state: &State, release: &str) -> Result<(), EngineError> {
+        let events = self
+            .history
+            .read(64)
+            .map_err(|source| EngineError::History { path: self.history.path().into(), source })?;
+        let Some(pos) = events.iter().rposition(|e| e.event == EventKind::Swapped) else {
+            return Ok(());
+        };
+        let swapped = &events[pos];
+        let decided = events[pos + 1..].iter().any(|e| {
+            matches!(e.event, EventKind::Committed | EventKind::RolledBack | EventKind::RollbackPendingReboot)
+        });
+        if decided {
+            return Ok(());
+        }
+        let version = swapped.version.clone().unwrap_or_default();
+        let note = "recorded at recovery: the daemon stopped before writing this event";
+        let committed = state.committed.and_then(|id| self.read_slot(id, release).ok().flatten());
+        let ev = match (&committed, &state.last_rollback) {
+            (Some(slot), _) if slot.manifest.version.to_string() == version => {
+                Event::new(EventKind::Committed).version(&version).slot(slot.id).reason(note)
+            }
+            (_, Some(rb)) if rb.from == version => Event::new(EventKind::RolledBack)
+                .version(&version)
+                .from_to(&version, rb.to.clone())
+                .reason(format!("{}; {note}", rb.reason)),
+            _ => return Ok(()),
+        };
+        warn!(%version, "history was missing the outcome of the last swap; {note}");
+        self.record(ev)
     }
 }
 

@@ -67,3 +67,13 @@ vm_engine_stage() {
 	"$repo" pack --version 1.1.0 --module "$KO_DIR/v1.1.0/dell-milspec.ko" \
 		--key "$keys/stranger.key" --out "$d/opt/pkg/untrusted.mspkg" >/dev/null
 }
+
+# vm_failpoints_stage DIR: milspecd built with crash points, as milspecd-fp.
+vm_failpoints_stage() {
+	local d=$1 tdir=$REPO_ROOT/target/failpoints log=$CACHE_DIR/cargo-failpoints.log
+
+	vm_log "cargo build --release --features failpoints (milspecd-fp)"
+	(cd "$REPO_ROOT" && cargo build --release --features failpoints --bin milspecd --target-dir "$tdir") \
+		>"$log" 2>&1 || { tail -n 30 "$log" >&2; vm_die "failpoints build failed (log: $log)"; }
+	vm_stage_elf "$d" "$tdir/release/milspecd" /usr/bin/milspecd-fp
+}
