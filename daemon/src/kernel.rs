@@ -8,12 +8,11 @@
 //! hashed are the bytes loaded.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use milspec_format::Sha256Digest;
@@ -183,28 +182,41 @@ pub trait Kernel {
     fn boottime(&self) -> Duration;
 }
 
-/// The real kernel. Unloads run in a child process (`milspecd
-/// unload-module NAME`), because an unload can block forever in the
-/// module's exit path after an oops; the daemon waits a bounded time.
-#[derive(Debug, Clone)]
-pub struct SysKernel {
-    pub helper_exe: PathBuf,
-}
+/// The real kernel. Unloads run in a forked child that makes the one
+/// `delete_module` syscall, because an unload can block forever in the
+/// module's exit path after an oops; the daemon waits a bounded time and
+/// leaves a stuck child behind rather than hang itself.
+#[derive(Debug, Clone, Default)]
+pub struct SysKernel;
 
 impl SysKernel {
     pub fn new() -> io::Result<Self> {
-        Ok(SysKernel { helper_exe: std::env::current_exe()? })
+        Ok(SysKernel)
     }
 }
 
-/// Exit status the unload helper uses for an errno; 0 is success.
-pub fn unload_in_this_process(module: &str) -> i32 {
-    let Ok(name) = CString::new(module) else {
-        return libc::EINVAL;
-    };
-    match nix::kmod::delete_module(&name, nix::kmod::DeleteModuleFlags::O_NONBLOCK) {
+/// `delete_module(name, O_NONBLOCK)`; the errno on failure.
+fn delete_module_nonblock(name: &CStr) -> i32 {
+    match nix::kmod::delete_module(name, nix::kmod::DeleteModuleFlags::O_NONBLOCK) {
         Ok(()) => 0,
         Err(e) => e as i32,
+    }
+}
+
+/// Forks a child that unloads `name` and exits with the errno (0: done).
+#[allow(unsafe_code)]
+fn fork_unload(name: &CStr) -> io::Result<nix::unistd::Pid> {
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: after fork the child only makes the delete_module syscall and
+    // calls _exit; both are async-signal-safe and touch no lock, allocator
+    // or other state another thread of the parent may have held.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Child => {
+            let code = delete_module_nonblock(name);
+            // SAFETY: _exit ends the child at once, running no destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => Ok(child),
     }
 }
 
@@ -219,27 +231,29 @@ impl Kernel for SysKernel {
     }
 
     fn unload(&self, paths: &KernelPaths, timeout: Duration) -> Result<(), KernelError> {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         let module = paths.module.clone();
-        let mut child = Command::new(&self.helper_exe)
-            .arg("unload-module")
-            .arg(&module)
-            .spawn()
-            .map_err(|source| KernelError::Io { path: self.helper_exe.clone(), source })?;
+        let name = CString::new(module.as_str())
+            .map_err(|_| KernelError::Unload { module: module.clone(), detail: "name holds a NUL byte".into() })?;
+        let io_err = |source: io::Error| KernelError::Io { path: PathBuf::from("fork"), source };
+        let child = fork_unload(&name).map_err(io_err)?;
         let start = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if start.elapsed() >= timeout => {
+        let code = loop {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => break Some(code),
+                Ok(WaitStatus::Signaled(..)) => break None,
+                Ok(_) if start.elapsed() >= timeout => {
                     // The child stays blocked in the kernel; nothing can
                     // kill it. Leave it and report.
-                    tracing::error!(module, pid = child.id(), "unload is stuck in the kernel");
+                    tracing::error!(module, pid = child.as_raw(), "unload is stuck in the kernel");
                     return Err(KernelError::UnloadTimeout { module, timeout });
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(source) => return Err(KernelError::Io { path: self.helper_exe.clone(), source }),
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(io_err(io::Error::from(e))),
             }
         };
-        match status.code() {
+        match code {
             Some(0) => Ok(()),
             Some(c) if c == libc::EBUSY || c == libc::EAGAIN => {
                 let lm = loaded_module(paths, &[]);
@@ -253,7 +267,7 @@ impl Kernel for SysKernel {
                 let e = nix::errno::Errno::from_raw(c);
                 Err(KernelError::Unload { module, detail: format!("{} ({e})", e.desc()) })
             }
-            None => Err(KernelError::Unload { module, detail: format!("unload helper died: {status}") }),
+            None => Err(KernelError::Unload { module, detail: "the unload child was killed by a signal".into() }),
         }
     }
 

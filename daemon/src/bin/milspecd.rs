@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use milspecd::cli::{init_logging, run_main};
 use milspecd::config::{self, Config};
 use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery};
-use milspecd::kernel::{unload_in_this_process, SysKernel};
+use milspecd::kernel::SysKernel;
 use milspecd::mirror::{self, PollOptions, PollReport, Poller};
 use tracing::{error, info, warn};
 
@@ -67,9 +67,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Unload the module without waiting (used internally, in a child process).
-    #[command(hide = true)]
-    UnloadModule { name: String },
 }
 
 fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
@@ -111,10 +108,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let _failpoints = fail::FailScenario::setup();
     run_main("milspecd", || match cli.cmd {
-        Cmd::UnloadModule { name } => {
-            let code = unload_in_this_process(&name);
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
-        }
         Cmd::Config(arg) => {
             print!("{}", load_config(&arg)?.to_toml());
             Ok(ExitCode::SUCCESS)
