@@ -41,6 +41,8 @@ vm_engine_stage() {
 		"$repo" keygen --out "$keys" --name stranger >/dev/null
 	fi
 	install -m 0644 "$keys/release.pub" "$d/etc/milspecd/keys/"
+	# The demo plays the publisher too, inside the guest.
+	install -D -m 0600 "$keys/release.key" "$d/opt/demo/release.key"
 	cat >"$d/etc/milspecd/milspecd.toml" <<-'TOML'
 		[trust]
 		keys_dir = "/etc/milspecd/keys"
