@@ -101,8 +101,23 @@ pub enum Recovery {
     StillPendingReboot { reason: String },
 }
 
+/// Told what the engine does as it goes, for the daemon's D-Bus layer
+/// (properties and signals). Every method has a default that does nothing.
+pub trait Observer {
+    /// The state record was just saved.
+    fn saved(&self, _state: &State) {}
+    /// An event was just written to the history.
+    fn recorded(&self, _event: &Event) {}
+    /// Asked every probation tick: `Some(reason)` ends the trial now and
+    /// rolls it back with that reason (an operator's rollback).
+    fn stop_trial(&self) -> Option<String> {
+        None
+    }
+}
+
 pub struct Engine<'k> {
     cfg: Config,
+    observer: Option<&'k dyn Observer>,
     paths: KernelPaths,
     kernel: &'k dyn Kernel,
     trust: TrustedKeys,
@@ -182,6 +197,7 @@ impl<'k> Engine<'k> {
             .map_err(|e| EngineError::Invalid(format!("[trust] {e}")))?;
         let slots = SlotStore::open(&cfg.paths.state_dir)?;
         Ok(Engine {
+            observer: None,
             paths: KernelPaths::from_config(&cfg.kernel),
             state_file: StateFile::new(&cfg.paths.state_dir),
             history: History::new(&cfg.paths.state_dir),
@@ -198,16 +214,33 @@ impl<'k> Engine<'k> {
         &self.paths
     }
 
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Reports saves and history events to `observer` from now on.
+    pub fn set_observer(&mut self, observer: &'k dyn Observer) {
+        self.observer = Some(observer);
+    }
+
     fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
         SlotTrust { keys: &self.trust, threshold: self.cfg.trust.threshold, release, limits: &self.limits }
     }
 
     fn record(&self, ev: Event) -> Result<(), EngineError> {
-        self.history.append(&ev).map_err(|source| EngineError::History { path: self.history.path().into(), source })
+        self.history.append(&ev).map_err(|source| EngineError::History { path: self.history.path().into(), source })?;
+        if let Some(o) = self.observer {
+            o.recorded(&ev);
+        }
+        Ok(())
     }
 
     fn save(&self, state: &State) -> Result<(), EngineError> {
-        Ok(self.state_file.save(state)?)
+        self.state_file.save(state)?;
+        if let Some(o) = self.observer {
+            o.saved(state);
+        }
+        Ok(())
     }
 
     fn live(&self) -> Option<LoadedModule> {
@@ -413,7 +446,11 @@ impl<'k> Engine<'k> {
         };
         let outcome = match watcher.check_now(baseline) {
             Some(reason) => WatchOutcome::Unhealthy { reason, after: Duration::ZERO },
-            None => watcher.watch(baseline, window, &opts, &mut progress),
+            None => {
+                let observer = self.observer;
+                let stop = move || observer.and_then(|o| o.stop_trial());
+                watcher.watch_until(baseline, window, &opts, &mut progress, &stop)
+            }
         };
         match outcome {
             WatchOutcome::Healthy { watched } => self.commit(state, ms(watched)),
@@ -421,6 +458,11 @@ impl<'k> Engine<'k> {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "unhealthy: {reason}");
                 self.roll_back(state, reason_text(&reason), detected, ms(after))
+            }
+            WatchOutcome::Stopped { reason, after } => {
+                let detected = Instant::now();
+                warn!(after_ms = ms(after), "trial stopped: {reason}");
+                self.roll_back(state, reason, detected, ms(after))
             }
         }
     }

@@ -69,6 +69,8 @@ pub enum WatchOutcome {
     Healthy { watched: Duration },
     /// The first fault seen, and how long after the watch started.
     Unhealthy { reason: Unhealthy, after: Duration },
+    /// Ended early on request (an operator's rollback), with its reason.
+    Stopped { reason: String, after: Duration },
 }
 
 /// Watches the kernel for faults of one module.
@@ -122,6 +124,19 @@ impl Watcher {
         opts: &WatchOptions,
         progress: &mut dyn FnMut(Duration),
     ) -> WatchOutcome {
+        self.watch_until(baseline, window, opts, progress, &|| None)
+    }
+
+    /// [`Self::watch`], also asking `stop` every tick: `Some(reason)` ends
+    /// the watch at once with [`WatchOutcome::Stopped`].
+    pub fn watch_until(
+        &mut self,
+        baseline: &Snapshot,
+        window: Duration,
+        opts: &WatchOptions,
+        progress: &mut dyn FnMut(Duration),
+        stop: &dyn Fn() -> Option<String>,
+    ) -> WatchOutcome {
         let start = Instant::now();
         self.ignored_taint = opts.ignored_taint;
         tracing::info!(
@@ -129,7 +144,7 @@ impl Watcher {
             window = %humantime::format_duration(window),
             "probation started"
         );
-        let outcome = self.run(baseline, window, opts, start, progress);
+        let outcome = self.run(baseline, window, opts, start, progress, stop);
         match &outcome {
             WatchOutcome::Healthy { watched } => tracing::info!(
                 module = %self.paths.module,
@@ -142,6 +157,9 @@ impl Watcher {
                 after_ms = after.as_millis() as u64,
                 "probation failed: {reason}"
             ),
+            WatchOutcome::Stopped { reason, .. } => {
+                tracing::warn!(module = %self.paths.module, "probation stopped: {reason}")
+            }
         }
         outcome
     }
@@ -153,6 +171,7 @@ impl Watcher {
         opts: &WatchOptions,
         start: Instant,
         progress: &mut dyn FnMut(Duration),
+        stop: &dyn Fn() -> Option<String>,
     ) -> WatchOutcome {
         let tick = if opts.tick.is_zero() { DEFAULT_TICK } else { opts.tick };
         let unhealthy = |reason, start: Instant| WatchOutcome::Unhealthy { reason, after: start.elapsed() };
@@ -160,6 +179,9 @@ impl Watcher {
         loop {
             if let Some(reason) = self.check_now(baseline) {
                 return unhealthy(reason, start);
+            }
+            if let Some(reason) = stop() {
+                return WatchOutcome::Stopped { reason, after: start.elapsed() };
             }
             let left = window.saturating_sub(start.elapsed());
             if left.is_zero() {
