@@ -5,10 +5,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod dbus;
 pub mod engine;
 pub mod health;
 pub mod history;
 pub mod kernel;
+#[cfg(feature = "fake-kernel")]
+pub mod kernel_fake;
 pub mod kernel_paths;
 pub mod lock;
 pub mod mirror;
@@ -17,5 +20,6 @@ pub mod slot_id;
 pub mod slots;
 pub mod state;
 pub mod status;
+pub mod worker;
 
 pub use milspec_format as format;

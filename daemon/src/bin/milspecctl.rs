@@ -1,12 +1,16 @@
-//! `milspecctl`: the operator's tool on a host.
+//! `milspecctl`: the operator's tool on a host. `verify` and `inspect`
+//! work offline; the other commands talk to `milspecd` over the system bus
+//! (`com.dell.MilSpec1`, docs/dbus.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use milspec_format::package::{read_package_file, Discard, Trust, VerifiedPackage};
 use milspec_format::{Limits, TrustedKeys};
 use milspecd::cli::run_main;
+use milspecd::dbus::client as ctl_bus;
 
 #[derive(Parser, Debug)]
 #[command(name = "milspecctl", version, about = "Inspect, verify and control dell-milspec module updates")]
@@ -31,6 +35,67 @@ enum Cmd {
     /// who signed it.
     Inspect {
         package: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's state, versions, health and flags.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a package through the daemon and follow it to its outcome.
+    /// Exit 0 committed (or already installed), 2 rejected or invalid,
+    /// 3 rolled back, 4 access denied, 1 other error.
+    Install {
+        package: PathBuf,
+        /// Give up following the outcome after this long.
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the daemon to poll its mirror now; follows an install to its outcome.
+    Check {
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the running trial now and go back to the committed version.
+    Rollback {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause automatic polling (kept across restarts).
+    Pause {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume automatic polling.
+    Resume {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the newest events of the daemon's history.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the two A/B slots.
+    Slots {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print each signal and property change as it happens, until interrupted.
+    Watch {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
         #[arg(long)]
         json: bool,
     },
@@ -59,6 +124,15 @@ fn main() -> ExitCode {
     run_main("milspecctl", || {
         let limits = Limits::default();
         match cli.cmd {
+            Cmd::Status { json } => return ctl_bus::status(json),
+            Cmd::Install { package, timeout, json } => return ctl_bus::install(&package, timeout, json),
+            Cmd::Check { timeout, json } => return ctl_bus::check(timeout, json),
+            Cmd::Rollback { json } => return ctl_bus::rollback(json),
+            Cmd::Pause { json } => return ctl_bus::set_paused(true, json),
+            Cmd::Resume { json } => return ctl_bus::set_paused(false, json),
+            Cmd::History { limit, json } => return ctl_bus::history(limit, json),
+            Cmd::Slots { json } => return ctl_bus::slots(json),
+            Cmd::Watch { count, timeout, json } => return ctl_bus::watch(count, timeout, json),
             Cmd::Verify { keys, threshold, package } => {
                 let trusted = TrustedKeys::load_dir(&keys)?;
                 let pkg =

@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 use milspecd::cli::{init_logging, run_main};
 use milspecd::config::{self, Config};
 use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery};
+use milspecd::kernel::Kernel;
 use milspecd::kernel::SysKernel;
 use milspecd::mirror::{self, PollOptions, PollReport, Poller};
+use milspecd::worker;
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
@@ -104,6 +106,22 @@ fn describe_recovery(r: &Recovery) -> String {
     }
 }
 
+/// The real kernel; in a `fake-kernel` test build with
+/// `MILSPECD_FAKE_KERNEL=1`, a fake one over the `[kernel]` paths.
+fn kernel_factory() -> worker::KernelFactory {
+    Box::new(|_cfg: &Config| -> anyhow::Result<Box<dyn Kernel>> {
+        #[cfg(feature = "fake-kernel")]
+        if std::env::var(milspecd::kernel_fake::ENABLE_VAR).as_deref() == Ok("1") {
+            warn!("using the FAKE kernel (test build): no module is really loaded");
+            let paths = milspecd::kernel_paths::KernelPaths::from_config(&_cfg.kernel);
+            let release =
+                std::env::var("MILSPECD_FAKE_RELEASE").unwrap_or_else(|_| "6.12.113+deb12-cloud-amd64".into());
+            return Ok(Box::new(milspecd::kernel_fake::FakeKernel::from_env(paths, &release)?));
+        }
+        Ok(Box::new(SysKernel::new()?))
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _failpoints = fail::FailScenario::setup();
@@ -148,31 +166,27 @@ fn main() -> ExitCode {
         }
         Cmd::Run(arg) => {
             init_logging();
-            let kernel = SysKernel::new()?;
             let cfg = load_config(&arg)?;
-            let mut engine = Engine::open(cfg.clone(), &kernel)?;
-            let r = engine.recover()?;
-            info!("recovery: {}", describe_recovery(&r));
-            let Some(source) = cfg.source.clone() else {
-                info!("milspecd running; no [source] configured, so no polling");
-                loop {
-                    std::thread::park();
+            let started = worker::start(cfg.clone(), kernel_factory())?;
+            info!("recovery: {}", describe_recovery(&started.recovery));
+            let handle = started.handle.clone();
+            let conn = milspecd::dbus::service::serve(handle.clone(), cfg.clone())
+                .context("cannot serve com.dell.MilSpec1 on the system bus (is dbus running, and is com.dell.MilSpec1.conf installed in /usr/share/dbus-1/system.d/?)")?;
+            match cfg.source.clone() {
+                None => info!("milspecd running; no [source] configured, so no polling"),
+                Some(source) => {
+                    info!(url = %source.url, "milspecd running; polling every {}", humantime::format_duration(source.poll_interval));
+                    std::thread::Builder::new().name("poll-timer".into()).spawn(move || {
+                        worker::run_poll_timer(&handle, source.poll_interval, || {
+                            mirror::next_poll_delay(source.poll_interval, mirror::fetch::random_unit())
+                                .saturating_sub(source.poll_interval)
+                        })
+                    })?;
                 }
-            };
-            let poller = Poller::new(&cfg)?;
-            info!(url = %source.url, "milspecd running; polling every {}", humantime::format_duration(source.poll_interval));
-            loop {
-                match poller.poll_once(&mut engine, PollOptions { now: time::OffsetDateTime::now_utc(), force: false })
-                {
-                    Ok(report) => info!("poll: {}", report.describe()),
-                    Err(e) => error!(
-                        "poll failed, nothing installed; next poll as usual: {}",
-                        milspecd::cli::one_line(&e.into())
-                    ),
-                }
-                let wait = mirror::next_poll_delay(source.poll_interval, mirror::fetch::random_unit());
-                std::thread::sleep(wait);
             }
+            milspecd::dbus::service::emit_notices(&conn, started.notices)?;
+            error!("the engine thread stopped; exiting");
+            Ok(ExitCode::from(1))
         }
         Cmd::Check { config, now, json } => {
             init_logging();

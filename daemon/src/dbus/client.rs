@@ -1,0 +1,488 @@
+//! `milspecctl`'s commands that talk to the daemon over the system bus.
+//!
+//! Exit codes: 0 done (committed, already installed, up to date), 1 error
+//! (daemon not running, busy, timeout...), 2 rejected or invalid package
+//! (nothing changed), 3 rolled back, 4 access denied.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use zbus::blocking::{Connection, MessageIterator};
+use zbus::message::Type;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus::MatchRule;
+
+use super::proxy::ManagerProxyBlocking;
+use super::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use crate::cli::Exit;
+
+/// Reads and quick calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls that wait for the engine (a package read and staged, a poll).
+const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(35 * 60);
+/// How often a follower checks that the daemon is still there.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait, after an outcome, for the daemon to become idle.
+const SETTLE: Duration = Duration::from_secs(10);
+
+pub const EXIT_REJECTED: u8 = 2;
+pub const EXIT_ROLLED_BACK: u8 = 3;
+pub const EXIT_DENIED: u8 = 4;
+
+fn connect(timeout: Duration) -> anyhow::Result<Connection> {
+    zbus::blocking::connection::Builder::system()
+        .and_then(|b| b.method_timeout(timeout).build())
+        .map_err(|e| anyhow::anyhow!("cannot connect to the system bus: {e}; is dbus running?"))
+}
+
+fn proxy(conn: &Connection) -> anyhow::Result<ManagerProxyBlocking<'static>> {
+    ManagerProxyBlocking::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .map_err(|e| call_error(e, "connect"))
+}
+
+/// Turns a D-Bus error into an error with the right exit code and a
+/// message that says what to do.
+fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
+    if let zbus::Error::MethodError(name, msg, _) = &e {
+        let msg = msg.clone().unwrap_or_default();
+        let short = name.as_str().rsplit('.').next().unwrap_or_default();
+        let (code, text) = match name.as_str() {
+            "com.dell.MilSpec1.Error.AccessDenied" => (EXIT_DENIED, format!("access denied: {msg}")),
+            "org.freedesktop.DBus.Error.AccessDenied" => {
+                (EXIT_DENIED, format!("access denied by the bus policy: {msg}; run as root"))
+            }
+            "com.dell.MilSpec1.Error.Rejected" | "com.dell.MilSpec1.Error.InvalidPackage" => (EXIT_REJECTED, msg),
+            "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => (
+                1,
+                format!(
+                    "milspecd is not running (nothing owns {BUS_NAME} on the system bus): systemctl start milspecd"
+                ),
+            ),
+            "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.Timeout" => {
+                (1, format!("{what}: no answer in time ({msg}); see `milspecctl status`"))
+            }
+            _ if name.as_str().starts_with("com.dell.MilSpec1.Error.") => (1, format!("{short}: {msg}")),
+            _ => (1, format!("{what}: {name}: {msg}")),
+        };
+        return Exit { code, message: text }.into();
+    }
+    anyhow::anyhow!("{what}: {e}")
+}
+
+fn done(code: u8) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(code))
+}
+
+/// One thing seen on the bus, as `watch` prints it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusEvent {
+    Property { name: String, value: serde_json::Value },
+    Swapped { from: String, to: String },
+    Committed { version: String },
+    RolledBack { from: String, to: String, reason: String },
+}
+
+impl BusEvent {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            BusEvent::Property { name, value } => json!({"type": "property", "name": name, "value": value}),
+            BusEvent::Swapped { from, to } => json!({"type": "signal", "name": "Swapped", "from": from, "to": to}),
+            BusEvent::Committed { version } => json!({"type": "signal", "name": "Committed", "version": version}),
+            BusEvent::RolledBack { from, to, reason } => {
+                json!({"type": "signal", "name": "RolledBack", "from": from, "to": to, "reason": reason})
+            }
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        match self {
+            BusEvent::Property { name, value } => format!("{name}: {}", value_text(value)),
+            BusEvent::Swapped { from, to } => format!("swapped: {from} -> {to}"),
+            BusEvent::Committed { version } => format!("committed: {version}"),
+            BusEvent::RolledBack { from, to, reason } => {
+                format!("rolled back: {from} -> {}: {reason}", if to.is_empty() { "none" } else { to })
+            }
+        }
+    }
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) if s.is_empty() => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(m) => {
+            let mut parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", value_text(v))).collect();
+            parts.sort();
+            parts.join(" ")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn owned_to_json(v: &OwnedValue) -> serde_json::Value {
+    if let Ok(s) = <&str>::try_from(v) {
+        return json!(s);
+    }
+    if let Ok(b) = bool::try_from(v) {
+        return json!(b);
+    }
+    if let Ok(v) = v.try_clone() {
+        if let Ok(m) = HashMap::<String, String>::try_from(v) {
+            return json!(m);
+        }
+    }
+    json!(format!("{:?}", Value::from(v.clone())))
+}
+
+fn parse(msg: &zbus::Message) -> Vec<BusEvent> {
+    let h = msg.header();
+    let (Some(iface), Some(member)) = (h.interface(), h.member()) else {
+        return vec![];
+    };
+    let body = msg.body();
+    match (iface.as_str(), member.as_str()) {
+        ("org.freedesktop.DBus.Properties", "PropertiesChanged") => {
+            let Ok((name, changed, _inv)) = body.deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+            else {
+                return vec![];
+            };
+            if name != INTERFACE {
+                return vec![];
+            }
+            let mut v: Vec<BusEvent> = changed
+                .iter()
+                .map(|(k, val)| BusEvent::Property { name: k.clone(), value: owned_to_json(val) })
+                .collect();
+            v.sort_by_key(prop_order);
+            v
+        }
+        (i, "Swapped") if i == INTERFACE => body
+            .deserialize::<(String, String)>()
+            .map(|(from, to)| vec![BusEvent::Swapped { from, to }])
+            .unwrap_or_default(),
+        (i, "Committed") if i == INTERFACE => {
+            body.deserialize::<(String,)>().map(|(version,)| vec![BusEvent::Committed { version }]).unwrap_or_default()
+        }
+        (i, "RolledBack") if i == INTERFACE => body
+            .deserialize::<(String, String, String)>()
+            .map(|(from, to, reason)| vec![BusEvent::RolledBack { from, to, reason }])
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// `State` first, so a line about a new state precedes its details.
+fn prop_order(e: &BusEvent) -> (u8, String) {
+    match e {
+        BusEvent::Property { name, .. } if name == "State" => (0, String::new()),
+        BusEvent::Property { name, .. } => (1, name.clone()),
+        _ => (2, String::new()),
+    }
+}
+
+/// Subscribes to the daemon's signals and property changes; events arrive
+/// on the returned channel. Subscribed before this returns.
+fn follow(conn: &Connection) -> anyhow::Result<mpsc::Receiver<BusEvent>> {
+    let rule = MatchRule::builder().msg_type(Type::Signal).sender(BUS_NAME)?.path(OBJECT_PATH)?.build();
+    let iter = MessageIterator::for_match_rule(rule, conn, Some(256))
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to the daemon's signals: {e}"))?;
+    let (tx, rx) = mpsc::sync_channel(256);
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for msg in iter {
+            let Ok(msg) = msg else { continue };
+            for ev in parse(&msg) {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let p = proxy(&conn)?;
+    let e = |e| call_error(e, "status");
+    let state = p.state().map_err(e)?;
+    let committed = p.committed_version().map_err(e)?;
+    let slot = p.active_slot().map_err(e)?;
+    let trial = p.trial_version().map_err(e)?;
+    let paused = p.paused().map_err(e)?;
+    let last_error = p.last_error().map_err(e)?;
+    let last_check = p.last_check().map_err(e)?;
+    let reboot = p.reboot_required().map_err(e)?;
+    let health = p.health().map_err(e)?;
+    if json_out {
+        let v = json!({
+            "state": state, "committed_version": committed, "active_slot": slot, "trial_version": trial,
+            "paused": paused, "last_error": last_error, "last_check": last_check,
+            "reboot_required": reboot, "health": health,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return done(0);
+    }
+    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let h = |k: &str| dash(health.get(k).map(String::as_str).unwrap_or_default());
+    println!("{:<15} {state}", "state:");
+    println!(
+        "{:<15} {}",
+        "committed:",
+        if committed.is_empty() { "-".into() } else { format!("{committed} (slot {slot})") }
+    );
+    println!("{:<15} {}", "trial:", dash(&trial));
+    println!(
+        "{:<15} {} state {} selftest {} mode5_level {}",
+        "module:",
+        h("version"),
+        h("state"),
+        h("selftest"),
+        h("mode5_level")
+    );
+    println!("{:<15} oops {} warn {} taint {}", "counters:", h("oops_count"), h("warn_count"), h("taint"));
+    println!("{:<15} {}", "paused:", yes(paused));
+    println!("{:<15} {}", "last check:", dash(&last_check));
+    println!("{:<15} {}", "last error:", dash(&last_error));
+    if reboot {
+        println!("{:<15} the faulty module is stuck; the committed version loads at the next boot", "REBOOT NEEDED:");
+    }
+    done(0)
+}
+
+/// After an outcome, waits (briefly) for the daemon to finish the action,
+/// so that the next command is not refused as `Busy`.
+fn settle(p: &ManagerProxyBlocking<'_>) {
+    let start = Instant::now();
+    while start.elapsed() < SETTLE {
+        match p.state().as_deref() {
+            Ok("idle" | "error") | Err(_) => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits for the outcome of `version`'s trial; prints progress.
+fn await_outcome(
+    conn: &Connection,
+    events: &mpsc::Receiver<BusEvent>,
+    version: &str,
+    timeout: Duration,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    let p = proxy(conn)?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Exit {
+                code: 1,
+                message: format!(
+                    "no outcome for {version} within {}; the daemon goes on: see `milspecctl status` and `milspecctl history`",
+                    humantime::format_duration(timeout)
+                ),
+            }
+            .into());
+        }
+        match events.recv_timeout(left.min(PING_EVERY)) {
+            Ok(BusEvent::Committed { version: v }) if v == version => {
+                settle(&p);
+                if json_out {
+                    println!("{}", json!({"outcome": "committed", "version": v}));
+                } else {
+                    println!("committed {v}");
+                }
+                return done(0);
+            }
+            Ok(BusEvent::RolledBack { from, to, reason }) if from == version => {
+                settle(&p);
+                if json_out {
+                    println!("{}", json!({"outcome": "rolled-back", "version": from, "to": to, "reason": reason}));
+                } else {
+                    println!("rolled back {from} -> {}: {reason}", if to.is_empty() { "none" } else { &to });
+                }
+                return done(EXIT_ROLLED_BACK);
+            }
+            Ok(ev) => {
+                if !json_out {
+                    match &ev {
+                        BusEvent::Property { name, .. } if name == "State" || name == "TrialVersion" => {
+                            println!("  {}", ev.to_text())
+                        }
+                        BusEvent::Swapped { .. } => println!("  {}", ev.to_text()),
+                        _ => {}
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Still there? A daemon that stopped finishes the trial at its next start.
+                p.state().map_err(|e| {
+                    call_error(e, "following the install").context(format!(
+                        "milspecd went away during the trial of {version}; at its next start it finishes or rolls back the trial"
+                    ))
+                })?;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("lost the connection to the system bus while following {version}")
+            }
+        }
+    }
+}
+
+/// Prints an action's immediate answer; follows a started install.
+fn finish(
+    conn: &Connection,
+    events: &mpsc::Receiver<BusEvent>,
+    reply: (String, String, String),
+    timeout: Duration,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let (result, version, message) = reply;
+    if result == "started" {
+        if !json_out {
+            println!("{message}");
+        }
+        return await_outcome(conn, events, &version, timeout, json_out);
+    }
+    if json_out {
+        println!("{}", json!({"outcome": result, "version": version, "message": message}));
+    } else {
+        println!("{message}");
+    }
+    done(match result.as_str() {
+        "rolled-back" => EXIT_ROLLED_BACK,
+        "rejected" => EXIT_REJECTED,
+        _ => 0,
+    })
+}
+
+pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
+    // Opened as the caller: the daemon reads only what the caller can read.
+    let file = File::open(package).with_context(|| format!("{}: cannot open the package", package.display()))?;
+    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let p = proxy(&conn)?;
+    let events = follow(&conn)?;
+    if !json_out {
+        println!("installing {} through milspecd", package.display());
+    }
+    let reply = p.install(zbus::zvariant::Fd::from(&file)).map_err(|e| call_error(e, "install"))?;
+    finish(&conn, &events, reply, timeout, json_out)
+}
+
+pub fn check(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let p = proxy(&conn)?;
+    let events = follow(&conn)?;
+    let reply = p.check_for_updates().map_err(|e| call_error(e, "check"))?;
+    finish(&conn, &events, reply, timeout, json_out)
+}
+
+pub fn rollback(json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let (from, to) = proxy(&conn)?.rollback().map_err(|e| call_error(e, "rollback"))?;
+    if json_out {
+        println!("{}", json!({"outcome": "rolled-back", "version": from, "to": to}));
+    } else {
+        println!("rolled back {from} -> {}", if to.is_empty() { "none" } else { &to });
+    }
+    done(0)
+}
+
+pub fn set_paused(paused: bool, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    proxy(&conn)?.set_paused(paused).map_err(|e| call_error(e, if paused { "pause" } else { "resume" }))?;
+    if json_out {
+        println!("{}", json!({"paused": paused}));
+    } else {
+        println!("automatic polling {}", if paused { "paused" } else { "resumed" });
+    }
+    done(0)
+}
+
+pub fn history(limit: u32, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let events = proxy(&conn)?.history(limit).map_err(|e| call_error(e, "history"))?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return done(0);
+    }
+    for e in &events {
+        let g = |k: &str| e.get(k).cloned().unwrap_or_default();
+        let mut line = format!("{} {:<24} {}", g("at"), g("event"), g("version"));
+        if e.contains_key("slot") {
+            line.push_str(&format!(" slot {}", g("slot")));
+        }
+        if e.contains_key("from") {
+            line.push_str(&format!(" {} -> {}", g("from"), e.get("to").map_or("none", String::as_str)));
+        }
+        if e.contains_key("millis") {
+            line.push_str(&format!(" ({} ms)", g("millis")));
+        }
+        if e.contains_key("reason") {
+            line.push_str(&format!(": {}", g("reason")));
+        }
+        println!("{}", line.trim_end());
+    }
+    done(0)
+}
+
+pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let slots = proxy(&conn)?.slots().map_err(|e| call_error(e, "slots"))?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&slots)?);
+        return done(0);
+    }
+    for s in &slots {
+        let g = |k: &str| s.get(k).cloned().unwrap_or_default();
+        let what = match (s.get("version"), s.get("error")) {
+            (_, Some(e)) => format!("error: {e}"),
+            (Some(v), _) => format!("{v} (sequence {})", g("sequence")),
+            _ => "empty".into(),
+        };
+        let mark = if g("committed") == "true" { ", committed" } else { "" };
+        let valid = if g("valid") == "true" { "valid" } else { "not valid" };
+        println!("slot {}: {what} [{valid}{mark}]", g("slot"));
+    }
+    done(0)
+}
+
+pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let p = proxy(&conn)?;
+    let events = follow(&conn)?;
+    // Fail early, and clearly, if the daemon is not there.
+    p.state().map_err(|e| call_error(e, "watch"))?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) {
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => PING_EVERY,
+        };
+        if wait.is_zero() {
+            break;
+        }
+        match events.recv_timeout(wait.min(PING_EVERY)) {
+            Ok(ev) => {
+                seen += 1;
+                if json_out {
+                    println!("{}", ev.to_json());
+                } else {
+                    println!("{} {}", crate::history::now_rfc3339(), ev.to_text());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the connection to the system bus"),
+        }
+    }
+    done(0)
+}

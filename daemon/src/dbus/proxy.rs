@@ -1,0 +1,36 @@
+//! The client side of `com.dell.MilSpec1.Manager`, for `milspecctl`.
+
+use std::collections::HashMap;
+
+#[zbus::proxy(
+    interface = "com.dell.MilSpec1.Manager",
+    default_service = "com.dell.MilSpec1",
+    default_path = "/com/dell/MilSpec1"
+)]
+pub trait Manager {
+    fn install(&self, package: zbus::zvariant::Fd<'_>) -> zbus::Result<(String, String, String)>;
+    fn check_for_updates(&self) -> zbus::Result<(String, String, String)>;
+    fn rollback(&self) -> zbus::Result<(String, String)>;
+    fn set_paused(&self, paused: bool) -> zbus::Result<()>;
+    fn history(&self, limit: u32) -> zbus::Result<Vec<HashMap<String, String>>>;
+    fn slots(&self) -> zbus::Result<Vec<HashMap<String, String>>>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn committed_version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn trial_version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn active_slot(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn paused(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_check(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn reboot_required(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn health(&self) -> zbus::Result<HashMap<String, String>>;
+}

@@ -1,0 +1,366 @@
+//! The `com.dell.MilSpec1.Manager` interface as the daemon serves it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use tracing::{info, warn};
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use super::auth::authorize;
+use super::{ManagerError, BUS_NAME, MAX_HISTORY, OBJECT_PATH};
+use crate::config::Config;
+use crate::engine::InstallOptions;
+use crate::health::status::Selftest;
+use crate::health::Snapshot;
+use crate::history::History;
+use crate::kernel_paths::KernelPaths;
+use crate::worker::{reply_channel, Action, ActionReply, Notice, Published, ReplyRx, WorkerHandle};
+
+/// Longest an `Install` call waits for its package to be read and staged.
+pub const INSTALL_REPLY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Longest a `CheckForUpdates` call waits (download retries included).
+pub const CHECK_REPLY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Largest package accepted through a descriptor (as the format's limit).
+pub const MAX_PACKAGE_FD_SIZE: u64 = 1 << 30;
+
+/// The D-Bus object. Reads (properties, `History`, `Slots`) are answered
+/// here from the state folder; changes go to the engine thread.
+#[derive(Debug)]
+pub struct Manager {
+    handle: WorkerHandle,
+    cfg: Config,
+    paths: KernelPaths,
+}
+
+impl Manager {
+    pub fn new(handle: WorkerHandle, cfg: Config) -> Self {
+        let paths = KernelPaths::from_config(&cfg.kernel);
+        Manager { handle, cfg, paths }
+    }
+
+    fn published(&self) -> Published {
+        self.handle.published()
+    }
+}
+
+async fn wait_reply(rx: ReplyRx, timeout: Duration, what: &str) -> Result<ActionReply, ManagerError> {
+    let recv =
+        async { rx.recv().await.map_err(|_| ManagerError::Failed(format!("{what}: the engine thread stopped"))) };
+    let limit = async {
+        async_io::Timer::after(timeout).await;
+        Err(ManagerError::Timeout(format!(
+            "{what} did not answer within {}; see `milspecctl status` and the daemon's log",
+            humantime::format_duration(timeout)
+        )))
+    };
+    Ok(recv.or(limit).await??)
+}
+
+/// Reads the health the `Health` property shows, as strings.
+pub fn health_map(paths: &KernelPaths) -> HashMap<String, String> {
+    let s = Snapshot::read(paths);
+    let mut m = HashMap::new();
+    let n = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+    m.insert("oops_count".into(), n(s.oops_count));
+    m.insert("warn_count".into(), n(s.warn_count));
+    m.insert("taint".into(), s.taint.to_string());
+    match &s.status {
+        Some(st) => {
+            m.insert("version".into(), st.version.clone());
+            m.insert("state".into(), st.state.as_str().into());
+            m.insert("selftest".into(), if st.selftest == Selftest::Pass { "pass" } else { "fail" }.into());
+            m.insert("mode5_level".into(), st.mode5_level.to_string());
+            m.insert("errors".into(), st.errors.to_string());
+        }
+        None => {
+            m.insert("state".into(), "missing".into());
+        }
+    }
+    if let Some(e) = s.status_error {
+        m.insert("status_error".into(), e);
+    }
+    m
+}
+
+#[zbus::interface(name = "com.dell.MilSpec1.Manager")]
+impl Manager {
+    /// Installs the package read from `package`, a descriptor the caller
+    /// opened (a regular file). Returns once the package is staged
+    /// (`started`) or needs no swap; the outcome follows as `Committed` or
+    /// `RolledBack`.
+    #[zbus(out_args("result", "version", "message"))]
+    async fn install(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        package: zbus::zvariant::OwnedFd,
+    ) -> Result<(String, String, String), ManagerError> {
+        let uid = authorize(conn, &hdr, "Install").await?;
+        let file = File::from(OwnedFd::from(package));
+        let meta =
+            file.metadata().map_err(|e| ManagerError::InvalidPackage(format!("cannot stat the descriptor: {e}")))?;
+        if !meta.is_file() {
+            return Err(ManagerError::InvalidPackage(
+                "the descriptor is not a regular file; pass an open package file (milspecctl install PKG)".into(),
+            ));
+        }
+        if meta.len() > MAX_PACKAGE_FD_SIZE {
+            return Err(ManagerError::InvalidPackage(format!(
+                "the package is {} bytes, more than {MAX_PACKAGE_FD_SIZE}",
+                meta.len()
+            )));
+        }
+        info!(uid, size = meta.len(), "Install");
+        let (tx, rx) = reply_channel();
+        self.handle.send(Action::Install { package: file, opts: InstallOptions::default(), reply: tx })?;
+        let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Install").await?;
+        Ok((r.result, r.version, r.message))
+    }
+
+    /// Polls the mirror once (honouring the rollout schedule).
+    #[zbus(out_args("result", "version", "message"))]
+    async fn check_for_updates(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(String, String, String), ManagerError> {
+        let uid = authorize(conn, &hdr, "CheckForUpdates").await?;
+        info!(uid, "CheckForUpdates");
+        let (tx, rx) = reply_channel();
+        self.handle.send(Action::Check { force: false, reply: Some(tx) })?;
+        let r = wait_reply(rx, CHECK_REPLY_TIMEOUT, "CheckForUpdates").await?;
+        Ok((r.result, r.version, r.message))
+    }
+
+    /// Ends the running trial now and rolls back to the committed slot
+    /// (the version is blocklisted, as after a fault). Returns the
+    /// version rolled back and the one live again.
+    #[zbus(out_args("from", "to"))]
+    async fn rollback(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(String, String), ManagerError> {
+        let uid = authorize(conn, &hdr, "Rollback").await?;
+        let from = self.handle.request_rollback(format!("rollback requested by the operator (uid {uid})"))?;
+        info!(uid, version = %from, "Rollback");
+        let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
+        let start = std::time::Instant::now();
+        loop {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            let p = self.published();
+            // Done when the engine thread has finished the install it ran.
+            if !self.handle.is_busy() {
+                return Ok((from, p.committed_version));
+            }
+            if start.elapsed() > limit {
+                return Err(ManagerError::Timeout(format!(
+                    "the rollback of {from} did not finish within {}; see `milspecctl status`",
+                    humantime::format_duration(limit)
+                )));
+            }
+        }
+    }
+
+    /// Pauses (`true`) or resumes automatic polling; kept across restarts.
+    async fn set_paused(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        paused: bool,
+    ) -> Result<(), ManagerError> {
+        let uid = authorize(conn, &hdr, "SetPaused").await?;
+        info!(uid, paused, "SetPaused");
+        if self.handle.set_paused(paused)? {
+            self.paused_changed(&emitter).await?;
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` history events (at most 1000), oldest first;
+    /// each a dict of the event's fields (`at`, `event`, `version`, `slot`,
+    /// `from`, `to`, `reason`, `millis`).
+    #[zbus(out_args("events"))]
+    async fn history(&self, limit: u32) -> Result<Vec<HashMap<String, String>>, ManagerError> {
+        let limit = usize::try_from(limit.min(MAX_HISTORY)).unwrap_or(0);
+        let events = History::new(&self.cfg.paths.state_dir)
+            .read(limit)
+            .map_err(|e| ManagerError::Failed(format!("cannot read the history: {e}")))?;
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                let mut m = HashMap::new();
+                let v = serde_json::to_value(&e).unwrap_or_default();
+                if let Some(obj) = v.as_object() {
+                    for (k, v) in obj {
+                        let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                        m.insert(k.clone(), s);
+                    }
+                }
+                m
+            })
+            .collect())
+    }
+
+    /// The two slots: `slot`, `valid` (`true`/`false`), `committed`,
+    /// `version`, `sequence`, `error` (keys present when known).
+    #[zbus(out_args("slots"))]
+    async fn slots(&self) -> Result<Vec<HashMap<String, String>>, ManagerError> {
+        let report = crate::status::read(&self.cfg).map_err(|e| ManagerError::Failed(e.to_string()))?;
+        Ok(report
+            .slots
+            .iter()
+            .map(|s| {
+                let mut m = HashMap::new();
+                m.insert("slot".into(), s.slot.to_string());
+                m.insert("valid".into(), s.valid.to_string());
+                m.insert("committed".into(), (report.committed_slot == Some(s.slot)).to_string());
+                if let Some(v) = &s.version {
+                    m.insert("version".into(), v.clone());
+                }
+                if let Some(q) = s.sequence {
+                    m.insert("sequence".into(), q.to_string());
+                }
+                if let Some(e) = &s.error {
+                    m.insert("error".into(), e.clone());
+                }
+                m
+            })
+            .collect())
+    }
+
+    /// `idle`, `checking`, `downloading`, `staged`, `swapping`, `trial`,
+    /// `rolling-back` or `error`.
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        self.published().state.as_str().into()
+    }
+
+    #[zbus(property)]
+    async fn committed_version(&self) -> String {
+        self.published().committed_version
+    }
+
+    #[zbus(property)]
+    async fn trial_version(&self) -> String {
+        self.published().trial_version
+    }
+
+    /// The committed slot, `a` or `b` (empty: none).
+    #[zbus(property)]
+    async fn active_slot(&self) -> String {
+        self.published().active_slot
+    }
+
+    #[zbus(property)]
+    async fn paused(&self) -> bool {
+        self.published().paused
+    }
+
+    #[zbus(property)]
+    async fn last_error(&self) -> String {
+        self.published().last_error
+    }
+
+    /// RFC 3339 time of the last mirror poll (empty: none since start).
+    #[zbus(property)]
+    async fn last_check(&self) -> String {
+        self.published().last_check
+    }
+
+    #[zbus(property)]
+    async fn reboot_required(&self) -> bool {
+        self.published().reboot_required
+    }
+
+    /// The module's `/proc/milspec/status` and the kernel's counters.
+    #[zbus(property)]
+    async fn health(&self) -> HashMap<String, String> {
+        health_map(&self.paths)
+    }
+
+    #[zbus(signal)]
+    async fn swapped(emitter: &SignalEmitter<'_>, from: &str, to: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn committed(emitter: &SignalEmitter<'_>, version: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn rolled_back(emitter: &SignalEmitter<'_>, from: &str, to: &str, reason: &str) -> zbus::Result<()>;
+}
+
+/// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` if set), serves
+/// the object, then takes the name (after the object is there).
+pub fn serve(handle: WorkerHandle, cfg: Config) -> zbus::Result<zbus::blocking::Connection> {
+    let conn =
+        zbus::blocking::connection::Builder::system()?.serve_at(OBJECT_PATH, Manager::new(handle, cfg))?.build()?;
+    conn.request_name(BUS_NAME)?;
+    info!(name = BUS_NAME, "serving on the system bus");
+    Ok(conn)
+}
+
+/// Turns the worker's notices into `PropertiesChanged` and signals, until
+/// the worker stops.
+pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>) -> zbus::Result<()> {
+    let iface_ref = conn.object_server().interface::<_, Manager>(OBJECT_PATH)?;
+    let mut last = Published::default();
+    let mut last_health = HashMap::new();
+    while let Ok(n) = notices.recv() {
+        let emitter = iface_ref.signal_emitter();
+        let iface = iface_ref.get();
+        let res = match n {
+            Notice::Changed => {
+                let now = iface.published();
+                let health = health_map(&iface.paths);
+                let r = zbus::block_on(async {
+                    if now.state != last.state {
+                        iface.state_changed(emitter).await?;
+                    }
+                    if now.committed_version != last.committed_version {
+                        iface.committed_version_changed(emitter).await?;
+                    }
+                    if now.trial_version != last.trial_version {
+                        iface.trial_version_changed(emitter).await?;
+                    }
+                    if now.active_slot != last.active_slot {
+                        iface.active_slot_changed(emitter).await?;
+                    }
+                    if now.paused != last.paused {
+                        iface.paused_changed(emitter).await?;
+                    }
+                    if now.last_error != last.last_error {
+                        iface.last_error_changed(emitter).await?;
+                    }
+                    if now.last_check != last.last_check {
+                        iface.last_check_changed(emitter).await?;
+                    }
+                    if now.reboot_required != last.reboot_required {
+                        iface.reboot_required_changed(emitter).await?;
+                    }
+                    if health != last_health {
+                        iface.health_changed(emitter).await?;
+                    }
+                    Ok::<_, zbus::Error>(())
+                });
+                last = now;
+                last_health = health;
+                r
+            }
+            Notice::Swapped { from, to } => zbus::block_on(Manager::swapped(emitter, &from, &to)),
+            Notice::Committed { version } => zbus::block_on(Manager::committed(emitter, &version)),
+            Notice::RolledBack { from, to, reason } => {
+                zbus::block_on(Manager::rolled_back(emitter, &from, &to, &reason))
+            }
+        };
+        if let Err(e) = res {
+            warn!("cannot emit a D-Bus signal: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! The daemon's one engine thread. It owns the [`Engine`] (and so the state
+//! lock) and handles [`Action`]s one at a time from a bounded queue: the
+//! D-Bus methods and the poll timer send the same actions, so the D-Bus
+//! layer stays a thin translation. What the engine does is published as a
+//! [`Published`] snapshot plus [`Notice`]s, from which the D-Bus side emits
+//! `PropertiesChanged` and its signals.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::{Engine, InstallOptions, Observer, Outcome, Recovery};
+use crate::history::{now_rfc3339, Event, EventKind};
+use crate::kernel::Kernel;
+use crate::mirror::{PollOptions, PollReport, Poller};
+use crate::state::{State, TrialPhase};
+
+/// Actions waiting for the worker, at most.
+pub const QUEUE_DEPTH: usize = 4;
+/// Notices waiting for the D-Bus side, at most (the worker blocks beyond).
+pub const NOTICE_DEPTH: usize = 256;
+/// Marker file in the state folder: automatic polling is paused.
+const PAUSED_FILE: &str = "paused";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("{0}")]
+    Busy(String),
+    #[error("rejected, nothing changed: {0}")]
+    Rejected(String),
+    #[error("invalid package, nothing changed: {0}")]
+    InvalidPackage(String),
+    #[error("{0}")]
+    NothingToRollBack(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("the daemon's engine thread has stopped; restart milspecd (systemctl restart milspecd)")]
+    Gone,
+}
+
+/// What the daemon is doing, as the `State` property says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonState {
+    #[default]
+    Idle,
+    Checking,
+    Downloading,
+    Staged,
+    Swapping,
+    Trial,
+    RollingBack,
+    Error,
+}
+
+impl DaemonState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonState::Idle => "idle",
+            DaemonState::Checking => "checking",
+            DaemonState::Downloading => "downloading",
+            DaemonState::Staged => "staged",
+            DaemonState::Swapping => "swapping",
+            DaemonState::Trial => "trial",
+            DaemonState::RollingBack => "rolling-back",
+            DaemonState::Error => "error",
+        }
+    }
+}
+
+/// The values behind the D-Bus properties (empty string: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub state: DaemonState,
+    pub committed_version: String,
+    pub trial_version: String,
+    pub active_slot: String,
+    pub paused: bool,
+    pub last_error: String,
+    pub last_check: String,
+    pub reboot_required: bool,
+}
+
+/// What the D-Bus side turns into `PropertiesChanged` and signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// [`Published`] (or the health it reads) may have changed.
+    Changed,
+    Swapped {
+        from: String,
+        to: String,
+    },
+    Committed {
+        version: String,
+    },
+    /// `to` is empty when nothing could be loaded or a reboot is pending.
+    RolledBack {
+        from: String,
+        to: String,
+        reason: String,
+    },
+}
+
+/// The answer to an action that was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionReply {
+    /// `started` (swap and probation under way: the outcome comes as a
+    /// `Committed` or `RolledBack` signal), `already-installed`,
+    /// `committed`, `rolled-back`, `up-to-date`, `waiting`,
+    /// `revoked-no-replacement`, `paused`, `resumed`.
+    pub result: String,
+    pub version: String,
+    pub message: String,
+}
+
+impl ActionReply {
+    fn new(result: &str, version: impl Into<String>, message: impl Into<String>) -> Self {
+        ActionReply { result: result.into(), version: version.into(), message: message.into() }
+    }
+}
+
+pub type ReplyTx = async_channel::Sender<Result<ActionReply, ActionError>>;
+pub type ReplyRx = async_channel::Receiver<Result<ActionReply, ActionError>>;
+
+/// A one-shot reply channel.
+pub fn reply_channel() -> (ReplyTx, ReplyRx) {
+    async_channel::bounded(1)
+}
+
+#[derive(Debug)]
+pub enum Action {
+    /// Install the package read from this file (the caller's descriptor).
+    Install { package: File, opts: InstallOptions, reply: ReplyTx },
+    /// Poll the mirror once; `force` ignores the rollout schedule.
+    Check { force: bool, reply: Option<ReplyTx> },
+}
+
+struct Shared {
+    published: Mutex<Published>,
+    /// Set by an operator's rollback; the engine's probation asks for it.
+    stop: Mutex<Option<String>>,
+    busy: AtomicBool,
+    paused_file: PathBuf,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The handle the D-Bus side and the poll timer hold.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: SyncSender<Action>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").field("published", &self.published()).finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    pub fn published(&self) -> Published {
+        lock(&self.shared.published).clone()
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.shared.busy.load(Ordering::SeqCst)
+    }
+
+    /// Queues an action without waiting; `Busy` if an install is running
+    /// or the queue is full.
+    pub fn send(&self, action: Action) -> Result<(), ActionError> {
+        if self.is_busy() {
+            let p = self.published();
+            return Err(ActionError::Busy(busy_text(&p)));
+        }
+        self.tx.try_send(action).map_err(|e| match e {
+            TrySendError::Full(_) => ActionError::Busy(busy_text(&self.published())),
+            TrySendError::Disconnected(_) => ActionError::Gone,
+        })
+    }
+
+    /// An operator's rollback of the running trial. Returns the version
+    /// being rolled back; the `RolledBack` signal follows.
+    pub fn request_rollback(&self, reason: String) -> Result<String, ActionError> {
+        let p = self.published();
+        let in_trial = matches!(p.state, DaemonState::Swapping | DaemonState::Trial) && !p.trial_version.is_empty();
+        if !in_trial {
+            return Err(ActionError::NothingToRollBack(format!(
+                "no trial is running (state {}, committed {}); only a module on probation can be rolled back",
+                p.state.as_str(),
+                if p.committed_version.is_empty() { "none" } else { &p.committed_version }
+            )));
+        }
+        *lock(&self.shared.stop) = Some(reason);
+        Ok(p.trial_version)
+    }
+
+    /// Pauses or resumes automatic polling; kept across restarts.
+    pub fn set_paused(&self, paused: bool) -> Result<bool, ActionError> {
+        let path = &self.shared.paused_file;
+        let res = if paused {
+            milspec_format::atomic::write_atomic(path, b"paused by the operator\n", 0o600)
+        } else {
+            match milspec_format::atomic::remove_durable(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        res.map_err(|e| ActionError::Failed(format!("{}: {e}", path.display())))?;
+        let mut p = lock(&self.shared.published);
+        let changed = p.paused != paused;
+        p.paused = paused;
+        Ok(changed)
+    }
+}
+
+fn busy_text(p: &Published) -> String {
+    if p.trial_version.is_empty() {
+        format!("the daemon is busy ({}); try again when it is idle", p.state.as_str())
+    } else {
+        format!(
+            "an install of {} is in progress (state {}); wait for its outcome, or call Rollback to end it",
+            p.trial_version,
+            p.state.as_str()
+        )
+    }
+}
+
+/// Makes the kernel the worker uses (the real one, or a test fake).
+pub type KernelFactory = Box<dyn FnOnce(&Config) -> anyhow::Result<Box<dyn Kernel>> + Send>;
+
+/// The running worker: its handle, the notices for the D-Bus side and the
+/// result of the recovery it ran first.
+pub struct Started {
+    pub handle: WorkerHandle,
+    pub notices: Receiver<Notice>,
+    pub recovery: Recovery,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("recovery", &self.recovery).finish_non_exhaustive()
+    }
+}
+
+/// Starts the engine thread: opens the engine (taking the state lock),
+/// recovers, then serves actions. Returns once recovery is done.
+pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started> {
+    let (tx, rx) = mpsc::sync_channel::<Action>(QUEUE_DEPTH);
+    let (ntx, nrx) = mpsc::sync_channel::<Notice>(NOTICE_DEPTH);
+    let paused_file = cfg.paths.state_dir.join(PAUSED_FILE);
+    let shared = Arc::new(Shared {
+        published: Mutex::new(Published { paused: paused_file.exists(), ..Published::default() }),
+        stop: Mutex::new(None),
+        busy: AtomicBool::new(true),
+        paused_file,
+    });
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<anyhow::Result<Recovery>>(1);
+    let worker_shared = shared.clone();
+    std::thread::Builder::new().name("engine".into()).spawn(move || {
+        let kernel = match make_kernel(&cfg) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let observer = WorkerObserver { shared: worker_shared, notices: ntx, reply: RefCell::new(None) };
+        let mut engine = match Engine::open(cfg.clone(), kernel.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.into()));
+                return;
+            }
+        };
+        engine.set_observer(&observer);
+        let recovery = engine.recover();
+        observer.refresh(&cfg);
+        observer.set_state(DaemonState::Idle);
+        observer.shared.busy.store(false, Ordering::SeqCst);
+        match recovery {
+            Ok(r) => {
+                let _ = ready_tx.send(Ok(r));
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.into()));
+                return;
+            }
+        }
+        serve(&cfg, &mut engine, &observer, rx);
+    })?;
+    let recovery = ready_rx.recv().map_err(|_| anyhow::anyhow!("the engine thread stopped during startup"))??;
+    Ok(Started { handle: WorkerHandle { tx, shared }, notices: nrx, recovery })
+}
+
+fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiver<Action>) {
+    let poller = match cfg.source.as_ref().map(|_| Poller::new(cfg)).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            error!("cannot set up polling: {e}");
+            None
+        }
+    };
+    while let Ok(action) = rx.recv() {
+        obs.shared.busy.store(true, Ordering::SeqCst);
+        *lock(&obs.shared.stop) = None;
+        let result = match action {
+            Action::Install { package, opts, reply } => {
+                *obs.reply.borrow_mut() = Some(reply);
+                info!("install requested over D-Bus");
+                engine.install(package, opts).map_err(|e| ActionError::Failed(one_line(e.into()))).and_then(|o| {
+                    let r = outcome_reply(&o);
+                    match o {
+                        Outcome::Rejected { reason } if reason.starts_with("package rejected:") => {
+                            Err(ActionError::InvalidPackage(reason))
+                        }
+                        Outcome::Rejected { reason } => Err(ActionError::Rejected(reason)),
+                        _ => Ok(r),
+                    }
+                })
+            }
+            Action::Check { force, reply } => {
+                *obs.reply.borrow_mut() = reply;
+                obs.set_state(DaemonState::Checking);
+                let res = match &poller {
+                    None => Err(ActionError::Failed(
+                        "no [source] in the configuration: nothing to check; add [source] url = \"https://…/\"".into(),
+                    )),
+                    Some(p) => p
+                        .poll_once(engine, PollOptions { now: time::OffsetDateTime::now_utc(), force })
+                        .map_err(|e| ActionError::Failed(one_line(e.into()))),
+                };
+                lock(&obs.shared.published).last_check = now_rfc3339();
+                match &res {
+                    Ok(r) => info!("poll: {}", r.describe()),
+                    Err(e) => error!("poll failed, nothing installed; next poll as usual: {e}"),
+                }
+                res.map(|r| poll_reply(&r))
+            }
+        };
+        obs.refresh(cfg);
+        let final_state = match &result {
+            Err(ActionError::Failed(e)) => {
+                lock(&obs.shared.published).last_error = e.clone();
+                DaemonState::Error
+            }
+            Err(e) => {
+                lock(&obs.shared.published).last_error = e.to_string();
+                DaemonState::Idle
+            }
+            Ok(_) => DaemonState::Idle,
+        };
+        // Not busy before `idle` is announced: a client that saw `idle` may
+        // send the next action at once.
+        obs.shared.busy.store(false, Ordering::SeqCst);
+        obs.set_state(final_state);
+        if let Some(reply) = obs.reply.borrow_mut().take() {
+            let _ = reply.try_send(result);
+        }
+    }
+}
+
+fn one_line(e: anyhow::Error) -> String {
+    crate::cli::one_line(&e)
+}
+
+fn outcome_reply(o: &Outcome) -> ActionReply {
+    match o {
+        Outcome::Committed { version, .. } => ActionReply::new("committed", version, format!("committed {version}")),
+        Outcome::AlreadyInstalled { version } => {
+            ActionReply::new("already-installed", version, format!("{version} is already installed and committed"))
+        }
+        Outcome::Rejected { reason } => ActionReply::new("rejected", "", reason.clone()),
+        Outcome::RolledBack { version, reason, .. } => ActionReply::new("rolled-back", version, reason.clone()),
+        Outcome::RollbackPendingReboot { version, reason } => {
+            ActionReply::new("rolled-back", version, format!("rollback pending reboot: {reason}"))
+        }
+    }
+}
+
+fn poll_reply(r: &PollReport) -> ActionReply {
+    match r {
+        PollReport::UpToDate { .. } => ActionReply::new("up-to-date", "", r.describe()),
+        PollReport::Waiting { version, .. } => ActionReply::new("waiting", version.clone(), r.describe()),
+        PollReport::RevokedNoReplacement { current, .. } => {
+            ActionReply::new("revoked-no-replacement", current.clone(), r.describe())
+        }
+        PollReport::Installed { version, outcome, .. } => {
+            let mut a = outcome_reply(outcome);
+            a.version = version.clone();
+            a.message = r.describe();
+            a
+        }
+    }
+}
+
+/// Sees the engine's saves and events from inside the engine thread.
+struct WorkerObserver {
+    shared: Arc<Shared>,
+    notices: SyncSender<Notice>,
+    /// The caller waiting on the running action; answered early, as soon
+    /// as the package is staged, so a long probation does not hold a call.
+    reply: RefCell<Option<ReplyTx>>,
+}
+
+impl WorkerObserver {
+    fn notify(&self, n: Notice) {
+        // Blocks only if the D-Bus side is NOTICE_DEPTH behind.
+        let _ = self.notices.send(n);
+    }
+
+    fn set_state(&self, s: DaemonState) {
+        let changed = {
+            let mut p = lock(&self.shared.published);
+            let changed = p.state != s;
+            p.state = s;
+            changed
+        };
+        if changed {
+            self.notify(Notice::Changed);
+        }
+    }
+
+    /// Rereads committed version, slot and reboot flag from the state folder.
+    fn refresh(&self, cfg: &Config) {
+        match crate::status::read(cfg) {
+            Ok(r) => {
+                let mut p = lock(&self.shared.published);
+                p.committed_version = r.committed_version.unwrap_or_default();
+                p.active_slot = r.committed_slot.map(|s| s.to_string()).unwrap_or_default();
+                p.trial_version = r.trial.map(|t| t.version).unwrap_or_default();
+                p.reboot_required = r.pending_reboot.is_some();
+            }
+            Err(e) => warn!("cannot read the state for the D-Bus properties: {e}"),
+        }
+        self.notify(Notice::Changed);
+    }
+}
+
+impl Observer for WorkerObserver {
+    fn saved(&self, state: &State) {
+        {
+            let mut p = lock(&self.shared.published);
+            p.trial_version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
+            p.reboot_required = state.pending_reboot.is_some();
+            if let Some(t) = &state.trial {
+                p.state = match t.phase {
+                    TrialPhase::Swapping => DaemonState::Swapping,
+                    TrialPhase::Watching => DaemonState::Trial,
+                    TrialPhase::RollingBack => DaemonState::RollingBack,
+                };
+            }
+        }
+        self.notify(Notice::Changed);
+    }
+
+    fn recorded(&self, ev: &Event) {
+        let version = ev.version.clone().unwrap_or_default();
+        match ev.event {
+            EventKind::Staged => {
+                lock(&self.shared.published).state = DaemonState::Staged;
+                if let Some(reply) = self.reply.borrow_mut().take() {
+                    let msg = format!(
+                        "{version} staged in slot {}; swapping and watching it now",
+                        ev.slot.as_deref().unwrap_or("?")
+                    );
+                    let _ = reply.try_send(Ok(ActionReply::new("started", version.clone(), msg)));
+                }
+                self.notify(Notice::Changed);
+            }
+            EventKind::Swapped => self.notify(Notice::Swapped {
+                from: ev.from.clone().unwrap_or_default(),
+                to: ev.to.clone().unwrap_or_default(),
+            }),
+            EventKind::Committed => {
+                {
+                    let mut p = lock(&self.shared.published);
+                    p.committed_version = version.clone();
+                    p.trial_version.clear();
+                    if let Some(s) = &ev.slot {
+                        p.active_slot = s.clone();
+                    }
+                }
+                self.notify(Notice::Changed);
+                self.notify(Notice::Committed { version });
+            }
+            EventKind::RolledBack => self.notify(Notice::RolledBack {
+                from: ev.from.clone().unwrap_or(version),
+                to: ev.to.clone().unwrap_or_default(),
+                reason: ev.reason.clone().unwrap_or_default(),
+            }),
+            EventKind::RollbackPendingReboot => self.notify(Notice::RolledBack {
+                from: version,
+                to: String::new(),
+                reason: format!("rollback pending reboot: {}", ev.reason.clone().unwrap_or_default()),
+            }),
+            EventKind::Recovered | EventKind::Rejected | EventKind::Drift => {}
+        }
+    }
+
+    fn stop_trial(&self) -> Option<String> {
+        lock(&self.shared.stop).take()
+    }
+}
+
+/// Runs the poll timer: a `Check` every `interval` (plus `jitter`) unless
+/// paused or busy. Returns only if the worker is gone.
+pub fn run_poll_timer(handle: &WorkerHandle, interval: Duration, jitter: impl Fn() -> Duration) {
+    loop {
+        if handle.published().paused {
+            info!("polling is paused (SetPaused); skipping this poll");
+        } else {
+            match handle.send(Action::Check { force: false, reply: None }) {
+                Ok(()) => {}
+                Err(ActionError::Gone) => return,
+                Err(e) => info!("skipping this poll: {e}"),
+            }
+        }
+        std::thread::sleep(interval + jitter());
+    }
+}
+
+/// Where the paused marker lives, for documentation and tests.
+pub fn paused_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(PAUSED_FILE)
+}
