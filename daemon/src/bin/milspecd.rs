@@ -170,8 +170,15 @@ fn main() -> ExitCode {
             let started = worker::start(cfg.clone(), kernel_factory())?;
             info!("recovery: {}", describe_recovery(&started.recovery));
             let handle = started.handle.clone();
-            let conn = milspecd::dbus::service::serve(handle.clone(), cfg.clone())
-                .context("cannot serve com.dell.MilSpec1 on the system bus (is dbus running, and is com.dell.MilSpec1.conf installed in /usr/share/dbus-1/system.d/?)")?;
+            // Without a bus the daemon still keeps the module healthy and
+            // polls; only local control is missing, and it says so.
+            let conn = match milspecd::dbus::service::serve(handle.clone(), cfg.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    error!("cannot serve com.dell.MilSpec1 on the system bus: {e}; running without local control (is dbus running, and is com.dell.MilSpec1.conf installed in /usr/share/dbus-1/system.d/?)");
+                    None
+                }
+            };
             match cfg.source.clone() {
                 None => info!("milspecd running; no [source] configured, so no polling"),
                 Some(source) => {
@@ -184,7 +191,10 @@ fn main() -> ExitCode {
                     })?;
                 }
             }
-            milspecd::dbus::service::emit_notices(&conn, started.notices)?;
+            match &conn {
+                Some(conn) => milspecd::dbus::service::emit_notices(conn, started.notices)?,
+                None => while started.notices.recv().is_ok() {},
+            }
             error!("the engine thread stopped; exiting");
             Ok(ExitCode::from(1))
         }
