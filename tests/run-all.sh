@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(repo_root)"
 start=$(date +%s)
 
-ensure_debs gcc make pkg-config binutils nginx-light
+ensure_debs gcc make pkg-config binutils nginx-light dbus util-linux
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
