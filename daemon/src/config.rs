@@ -39,6 +39,7 @@ pub struct Config {
     pub paths: PathsConfig,
     pub health: HealthConfig,
     pub kernel: KernelConfig,
+    pub metrics: MetricsConfig,
     /// The mirror to pull from; absent means no polling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceConfig>,
@@ -78,6 +79,41 @@ impl Default for SourceConfig {
             attempts: 4,
             machine_id_file: "/etc/machine-id".into(),
         }
+    }
+}
+
+/// `[metrics]`: a Prometheus textfile (node_exporter's textfile collector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `milspecd run` writes its metrics, atomically, on start and on
+    /// every change; an empty string writes none. Must end in `.prom`.
+    pub textfile: PathBuf,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { textfile: "/run/milspecd/milspecd.prom".into() }
+    }
+}
+
+impl MetricsConfig {
+    /// The file to write, or `None` when metrics are off.
+    pub fn path(&self) -> Option<&Path> {
+        (!self.textfile.as_os_str().is_empty()).then_some(self.textfile.as_path())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let Some(p) = self.path() else {
+            return Ok(());
+        };
+        if !p.is_absolute() || p.extension().is_none_or(|e| e != "prom") || p.file_name().is_none() {
+            return Err(format!(
+                "[metrics] textfile `{}` must be an absolute path ending in .prom (or \"\" for no metrics)",
+                p.display()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -260,6 +296,7 @@ impl Config {
         if let Some(src) = &self.source {
             src.validate()?;
         }
+        self.metrics.validate()?;
         Ok(())
     }
 
@@ -428,5 +465,18 @@ mod tests {
         let p = Path::new("/nonexistent/milspecd.toml");
         assert_eq!(Config::load(p, false).unwrap(), Config::default());
         assert!(Config::load(p, true).is_err());
+    }
+
+    #[test]
+    fn metrics_section() {
+        let c = Config::parse("", Path::new("c.toml")).unwrap();
+        assert_eq!(c.metrics.path(), Some(Path::new("/run/milspecd/milspecd.prom")));
+        let c = Config::parse("[metrics]\ntextfile = \"\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.metrics.path(), None, "empty: no metrics");
+        assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
+        for text in ["[metrics]\ntextfile = \"m.prom\"\n", "[metrics]\ntextfile = \"/run/m.txt\"\n"] {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains("absolute path ending in .prom"), "{e}");
+        }
     }
 }

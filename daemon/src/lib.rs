@@ -9,12 +9,15 @@ pub mod dbus;
 pub mod engine;
 pub mod health;
 pub mod history;
+pub mod journal;
 pub mod kernel;
 #[cfg(feature = "fake-kernel")]
 pub mod kernel_fake;
 pub mod kernel_paths;
 pub mod lock;
+pub mod metrics;
 pub mod mirror;
+pub mod notify;
 pub mod plan;
 pub mod slot_id;
 pub mod slots;

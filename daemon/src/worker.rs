@@ -8,10 +8,10 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::{error, info, warn};
@@ -87,6 +87,8 @@ pub struct Published {
     pub last_error: String,
     pub last_check: String,
     pub reboot_required: bool,
+    /// Refused installs and failed actions since the daemon started.
+    pub failures: u64,
 }
 
 /// What the D-Bus side turns into `PropertiesChanged` and signals.
@@ -149,6 +151,21 @@ struct Shared {
     stop: Mutex<Option<String>>,
     busy: AtomicBool,
     paused_file: PathBuf,
+    /// When the engine thread last showed progress, in ms of [`mono_ms`].
+    beat: AtomicU64,
+}
+
+impl Shared {
+    /// The engine thread is making progress (the service watchdog reads it).
+    fn beat(&self) {
+        self.beat.store(mono_ms(), Ordering::SeqCst);
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts with the process.
+fn mono_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,6 +192,13 @@ impl WorkerHandle {
 
     pub fn is_busy(&self) -> bool {
         self.shared.busy.load(Ordering::SeqCst)
+    }
+
+    /// How long since the engine thread last showed progress: took or
+    /// finished an action, saved the state, recorded an event, or ran a
+    /// probation tick. Only meaningful while [`Self::is_busy`].
+    pub fn since_beat(&self) -> Duration {
+        Duration::from_millis(mono_ms().saturating_sub(self.shared.beat.load(Ordering::SeqCst)))
     }
 
     /// Queues an action without waiting; `Busy` if an install is running
@@ -265,6 +289,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
         stop: Mutex::new(None),
         busy: AtomicBool::new(true),
         paused_file,
+        beat: AtomicU64::new(mono_ms()),
     });
     let (ready_tx, ready_rx) = mpsc::sync_channel::<anyhow::Result<Recovery>>(1);
     let worker_shared = shared.clone();
@@ -313,6 +338,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         }
     };
     while let Ok(action) = rx.recv() {
+        obs.shared.beat();
         obs.shared.busy.store(true, Ordering::SeqCst);
         *lock(&obs.shared.stop) = None;
         let result = match action {
@@ -350,9 +376,14 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
         };
         obs.refresh(cfg);
+        obs.shared.beat();
         let final_state = match &result {
             Err(ActionError::Failed(e)) => {
-                lock(&obs.shared.published).last_error = e.clone();
+                error!(message_id = crate::journal::INSTALL_FAILED, "action failed: {e}");
+                let mut p = lock(&obs.shared.published);
+                p.last_error = e.clone();
+                p.failures += 1;
+                drop(p);
                 DaemonState::Error
             }
             Err(e) => {
@@ -450,6 +481,7 @@ impl WorkerObserver {
 
 impl Observer for WorkerObserver {
     fn saved(&self, state: &State) {
+        self.shared.beat();
         {
             let mut p = lock(&self.shared.published);
             p.trial_version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
@@ -466,9 +498,11 @@ impl Observer for WorkerObserver {
     }
 
     fn recorded(&self, ev: &Event) {
+        self.shared.beat();
         let version = ev.version.clone().unwrap_or_default();
         match ev.event {
             EventKind::Staged => {
+                info!(message_id = crate::journal::INSTALL_STARTED, %version, "install of {version} started: staged, swapping now");
                 lock(&self.shared.published).state = DaemonState::Staged;
                 if let Some(reply) = self.reply.borrow_mut().take() {
                     let msg = format!(
@@ -505,11 +539,20 @@ impl Observer for WorkerObserver {
                 to: String::new(),
                 reason: format!("rollback pending reboot: {}", ev.reason.clone().unwrap_or_default()),
             }),
-            EventKind::Recovered | EventKind::Rejected | EventKind::Drift => {}
+            EventKind::Rejected => {
+                let reason = ev.reason.as_deref().unwrap_or_default();
+                warn!(message_id = crate::journal::INSTALL_FAILED, %version, "install refused: {reason}");
+                lock(&self.shared.published).failures += 1;
+            }
+            EventKind::Drift => {
+                warn!(message_id = crate::journal::DRIFT, "drift: the loaded module matches no committed slot");
+            }
+            EventKind::Recovered => {}
         }
     }
 
     fn stop_trial(&self) -> Option<String> {
+        self.shared.beat();
         lock(&self.shared.stop).take()
     }
 }
