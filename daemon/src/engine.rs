@@ -58,6 +58,8 @@ pub enum EngineError {
     Watch(io::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("nothing to roll back to: {0}")]
+    NothingToRollBack(String),
 }
 
 /// How an install ended.
@@ -113,6 +115,8 @@ pub trait Observer {
     fn stop_trial(&self) -> Option<String> {
         None
     }
+    /// A package for `version` is being downloaded (mirror poll).
+    fn downloading(&self, _version: &str) {}
 }
 
 pub struct Engine<'k> {
@@ -216,6 +220,14 @@ impl<'k> Engine<'k> {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Tells the observer a download of `version` starts (the mirror
+    /// client calls this before it fetches a package).
+    pub fn downloading(&self, version: &str) {
+        if let Some(o) = self.observer {
+            o.downloading(version);
+        }
     }
 
     /// Reports saves and history events to `observer` from now on.
@@ -342,6 +354,13 @@ impl<'k> Engine<'k> {
         info!(%version, slot = %plan.target, "staged");
         step!("install.after-stage");
 
+        self.trial_of_slot(&mut state, &slot, plan.fallback)
+    }
+
+    /// Swaps the live module for the one in `slot` (staged and verified),
+    /// watches it on probation, then commits it or rolls back to `fallback`.
+    fn trial_of_slot(&self, state: &mut State, slot: &Slot, fallback: Option<SlotId>) -> Result<Outcome, EngineError> {
+        let version = slot.manifest.version.to_string();
         // Check the image before touching the live module.
         let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
 
@@ -355,15 +374,15 @@ impl<'k> Engine<'k> {
             .map_or(self.cfg.health.probation, Duration::from_secs)
             .clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600));
         let checkpoint = Checkpoint {
-            slot: plan.fallback,
+            slot: fallback,
             version: live.as_ref().and_then(|m| m.version.clone()),
             params: live.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
             baseline: Snapshot::read(&self.paths),
         };
         state.trial = Some(Trial {
-            slot: plan.target,
-            version: pkg.manifest.version.clone(),
-            sequence: pkg.manifest.sequence,
+            slot: slot.id,
+            version: slot.manifest.version.clone(),
+            sequence: slot.manifest.sequence,
             phase: TrialPhase::Swapping,
             boot_id: read_fact("the boot id", &self.paths.boot_id())?,
             started_ms: self.boottime_ms(),
@@ -371,7 +390,7 @@ impl<'k> Engine<'k> {
             checkpoint: checkpoint.clone(),
             rollback_reason: None,
         });
-        self.save(&state)?;
+        self.save(state)?;
         info!(old = ?checkpoint.version, params = ?checkpoint.params, "checkpoint saved");
         step!("install.after-checkpoint");
 
@@ -382,7 +401,7 @@ impl<'k> Engine<'k> {
             if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
                 // The old module stays; undo the trial.
                 state.trial = None;
-                self.save(&state)?;
+                self.save(state)?;
                 let reason = format!("old module could not be unloaded: {e}; it was left loaded and nothing changed: stop its users and retry");
                 return self.reject(Some(&version), reason);
             }
@@ -394,7 +413,7 @@ impl<'k> Engine<'k> {
         if let Err(e) = self.kernel.load(&image, &params) {
             warn!("new module failed to load: {e}");
             let detected = Instant::now();
-            return self.roll_back(&mut state, format!("load failed: {e}"), detected, 0);
+            return self.roll_back(state, format!("load failed: {e}"), detected, 0);
         }
         let swap_ms = ms(swap_start.elapsed());
         info!(%version, swap_ms, params = %params, "new module loaded");
@@ -404,22 +423,80 @@ impl<'k> Engine<'k> {
             t.phase = TrialPhase::Watching;
             t.started_ms = self.boottime_ms();
         }
-        self.save(&state)?;
+        self.save(state)?;
         self.record(
             Event::new(EventKind::Swapped)
                 .version(&version)
-                .slot(plan.target)
+                .slot(slot.id)
                 .from_to(checkpoint.version.clone().unwrap_or_else(|| "none".into()), Some(version.clone()))
                 .millis(swap_ms),
         )?;
         step!("install.after-swapped");
-        let outcome = self.watch(&mut state, &mut watcher, window, &checkpoint.baseline)?;
+        let outcome = self.watch(state, &mut watcher, window, &checkpoint.baseline)?;
         Ok(match outcome {
             Outcome::Committed { version, slot, watched_ms, .. } => {
                 Outcome::Committed { version, slot, swap_ms, watched_ms }
             }
             other => other,
         })
+    }
+
+    /// An operator's rollback while no trial runs: back to the version kept
+    /// in the other slot (the one committed before). It goes through a
+    /// trial like any swap; once committed, the version left behind is
+    /// blocklisted so the mirror does not bring it back. If the earlier
+    /// version fails its probation, the current one is restored.
+    pub fn revert(&mut self, reason: &str) -> Result<Outcome, EngineError> {
+        let mut state = self.state_file.load()?;
+        if let Some(t) = &state.trial {
+            return Err(EngineError::Invalid(format!(
+                "a trial of {} is running; a rollback ends that trial instead",
+                t.version
+            )));
+        }
+        let facts = self.facts(&state)?;
+        if facts.pending_reboot_this_boot {
+            return Err(EngineError::Invalid(
+                "a rollback is pending a reboot (a faulty module is stuck); reboot first".into(),
+            ));
+        }
+        let Some(current) = state.committed else {
+            return Err(EngineError::NothingToRollBack("no version is committed yet".into()));
+        };
+        let release = &facts.kernel_release;
+        let left = self.read_slot(current, release)?;
+        let earlier = self.read_slot(current.other(), release)?.ok_or_else(|| {
+            EngineError::NothingToRollBack(format!(
+                "slot {} holds no valid earlier version for kernel {release}",
+                current.other()
+            ))
+        })?;
+        let from = left.as_ref().map(|s| s.manifest.version.clone());
+        if from.as_ref() == Some(&earlier.manifest.version) {
+            return Err(EngineError::NothingToRollBack(format!(
+                "slot {} holds the committed version {} too",
+                earlier.id, earlier.manifest.version
+            )));
+        }
+        if let Some(b) = state.is_blocked(&earlier.manifest.version) {
+            return Err(EngineError::NothingToRollBack(format!(
+                "slot {} holds {}, which is blocklisted ({})",
+                earlier.id, earlier.manifest.version, b.reason
+            )));
+        }
+        warn!(from = ?from.as_ref().map(ToString::to_string), to = %earlier.manifest.version, "operator rollback to slot {}: {reason}", earlier.id);
+        let outcome = self.trial_of_slot(&mut state, &earlier, Some(current))?;
+        if let (Outcome::Committed { .. }, Some(left)) = (&outcome, left) {
+            let mut state = self.state_file.load()?;
+            state.block(Blocked {
+                version: left.manifest.version.clone(),
+                sequence: left.manifest.sequence,
+                reason: reason.to_string(),
+                at: now_rfc3339(),
+            });
+            self.save(&state)?;
+        }
+        Ok(outcome)
     }
 
     fn reject(&self, version: Option<&str>, reason: String) -> Result<Outcome, EngineError> {

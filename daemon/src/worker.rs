@@ -17,7 +17,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, InstallOptions, Observer, Outcome, Recovery};
+use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery};
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, PollReport, Poller};
@@ -143,10 +143,20 @@ pub enum Action {
     Install { package: File, opts: InstallOptions, reply: ReplyTx },
     /// Poll the mirror once; `force` ignores the rollout schedule.
     Check { force: bool, reply: Option<ReplyTx> },
+    /// No trial running: go back to the version in the other slot
+    /// ([`Engine::revert`]). Answered once the swap is done.
+    Revert { reason: String, reply: ReplyTx },
+    /// The module may have been loaded or unloaded behind the daemon's
+    /// back (udev): compare the kernel with the committed slot and repair
+    /// as at startup ([`Engine::recover`]).
+    Reconcile { reply: ReplyTx },
 }
 
 struct Shared {
     published: Mutex<Published>,
+    /// Every `State` the engine thread passed through, for the D-Bus side
+    /// to announce even the brief ones (`staged`) in order; bounded.
+    states: Mutex<std::collections::VecDeque<DaemonState>>,
     /// Set by an operator's rollback; the engine's probation asks for it.
     stop: Mutex<Option<String>>,
     busy: AtomicBool,
@@ -166,6 +176,24 @@ impl Shared {
 fn mono_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Most states kept for the D-Bus side between two notices.
+const STATES_KEPT: usize = 64;
+
+impl Shared {
+    /// Sets the published state (the caller holds the lock) and queues it
+    /// for announcement if it changed.
+    fn set_state(&self, p: &mut Published, s: DaemonState) {
+        if p.state != s {
+            p.state = s;
+            let mut q = lock(&self.states);
+            if q.len() >= STATES_KEPT {
+                q.pop_front();
+            }
+            q.push_back(s);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +216,11 @@ impl std::fmt::Debug for WorkerHandle {
 impl WorkerHandle {
     pub fn published(&self) -> Published {
         lock(&self.shared.published).clone()
+    }
+
+    /// The states passed through since the last call, oldest first.
+    pub fn take_states(&self) -> Vec<DaemonState> {
+        lock(&self.shared.states).drain(..).collect()
     }
 
     pub fn is_busy(&self) -> bool {
@@ -286,6 +319,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
     let paused_file = cfg.paths.state_dir.join(PAUSED_FILE);
     let shared = Arc::new(Shared {
         published: Mutex::new(Published { paused: paused_file.exists(), ..Published::default() }),
+        states: Mutex::new(std::collections::VecDeque::new()),
         stop: Mutex::new(None),
         busy: AtomicBool::new(true),
         paused_file,
@@ -374,6 +408,20 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 }
                 res.map(|r| poll_reply(&r))
             }
+            Action::Revert { reason, reply } => {
+                *obs.reply.borrow_mut() = Some(reply);
+                info!("rollback to the other slot requested over D-Bus");
+                engine.revert(&reason).map(|o| outcome_reply(&o)).map_err(|e| match e {
+                    EngineError::NothingToRollBack(m) => ActionError::NothingToRollBack(format!(
+                        "no trial is running and {m}; nothing changed: install or publish the version wanted"
+                    )),
+                    e => ActionError::Failed(one_line(e.into())),
+                })
+            }
+            Action::Reconcile { reply } => {
+                *obs.reply.borrow_mut() = Some(reply);
+                engine.recover().map(|r| recovery_reply(&r)).map_err(|e| ActionError::Failed(one_line(e.into())))
+            }
         };
         obs.refresh(cfg);
         obs.shared.beat();
@@ -420,6 +468,32 @@ fn outcome_reply(o: &Outcome) -> ActionReply {
     }
 }
 
+fn recovery_reply(r: &Recovery) -> ActionReply {
+    match r {
+        Recovery::Clean => ActionReply::new("clean", "", "the loaded module matches the committed slot"),
+        Recovery::LoadedCommitted { version } => ActionReply::new(
+            "loaded-committed",
+            version,
+            format!("no module was loaded (or an unmanaged one was replaced); loaded the committed {version}"),
+        ),
+        Recovery::Drift { live } => ActionReply::new(
+            "drift",
+            live.clone().unwrap_or_default(),
+            format!(
+                "the loaded module ({}) matches no committed slot; left as it is ([kernel] adopt_unmanaged = false)",
+                live.as_deref().unwrap_or("unknown version")
+            ),
+        ),
+        Recovery::StillPendingReboot { reason } => {
+            ActionReply::new("pending-reboot", "", format!("a rollback is pending a reboot: {reason}"))
+        }
+        Recovery::Resumed(o) | Recovery::RolledBack(o) => outcome_reply(o),
+        Recovery::SwapAbandoned { version } => {
+            ActionReply::new("clean", version, format!("an interrupted swap to {version} was abandoned"))
+        }
+    }
+}
+
 fn poll_reply(r: &PollReport) -> ActionReply {
     match r {
         PollReport::UpToDate { .. } => ActionReply::new("up-to-date", "", r.describe()),
@@ -455,7 +529,7 @@ impl WorkerObserver {
         let changed = {
             let mut p = lock(&self.shared.published);
             let changed = p.state != s;
-            p.state = s;
+            self.shared.set_state(&mut p, s);
             changed
         };
         if changed {
@@ -487,11 +561,12 @@ impl Observer for WorkerObserver {
             p.trial_version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
             p.reboot_required = state.pending_reboot.is_some();
             if let Some(t) = &state.trial {
-                p.state = match t.phase {
+                let s = match t.phase {
                     TrialPhase::Swapping => DaemonState::Swapping,
                     TrialPhase::Watching => DaemonState::Trial,
                     TrialPhase::RollingBack => DaemonState::RollingBack,
                 };
+                self.shared.set_state(&mut p, s);
             }
         }
         self.notify(Notice::Changed);
@@ -503,7 +578,7 @@ impl Observer for WorkerObserver {
         match ev.event {
             EventKind::Staged => {
                 info!(message_id = crate::journal::INSTALL_STARTED, %version, "install of {version} started: staged, swapping now");
-                lock(&self.shared.published).state = DaemonState::Staged;
+                self.shared.set_state(&mut lock(&self.shared.published), DaemonState::Staged);
                 if let Some(reply) = self.reply.borrow_mut().take() {
                     let msg = format!(
                         "{version} staged in slot {}; swapping and watching it now",
@@ -513,10 +588,15 @@ impl Observer for WorkerObserver {
                 }
                 self.notify(Notice::Changed);
             }
-            EventKind::Swapped => self.notify(Notice::Swapped {
-                from: ev.from.clone().unwrap_or_default(),
-                to: ev.to.clone().unwrap_or_default(),
-            }),
+            EventKind::Swapped => {
+                let (from, to) = (ev.from.clone().unwrap_or_default(), ev.to.clone().unwrap_or_default());
+                // A rollback to the other slot is answered once swapped.
+                if let Some(reply) = self.reply.borrow_mut().take() {
+                    let msg = format!("swapped {from} -> {to}; watching {to} on probation now");
+                    let _ = reply.try_send(Ok(ActionReply::new("started", to.clone(), msg)));
+                }
+                self.notify(Notice::Swapped { from, to })
+            }
             EventKind::Committed => {
                 {
                     let mut p = lock(&self.shared.published);
@@ -554,6 +634,11 @@ impl Observer for WorkerObserver {
     fn stop_trial(&self) -> Option<String> {
         self.shared.beat();
         lock(&self.shared.stop).take()
+    }
+
+    fn downloading(&self, version: &str) {
+        info!(%version, "downloading");
+        self.set_state(DaemonState::Downloading);
     }
 }
 

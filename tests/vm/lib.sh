@@ -29,7 +29,7 @@ VM_POWEROFF_GRACE=${VM_POWEROFF_GRACE:-10}
 VM_QEMU_PID=
 trap 'if [[ -n $VM_QEMU_PID ]]; then kill -TERM "$VM_QEMU_PID" 2>/dev/null; fi' EXIT
 
-VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs
+VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs dbus
 	dkms shellcheck "linux-headers-$KERNEL_RELEASE")
 
 # Module variants: NAME:FAULT:VERSION (empty VERSION: kmod/VERSION).

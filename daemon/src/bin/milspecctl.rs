@@ -61,8 +61,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// End the running trial now and go back to the committed version.
+    /// End the running trial now and go back to the committed version; with
+    /// no trial, go back to the earlier version kept in the other slot (a
+    /// trial of its own, followed to its outcome). Exit 0 done or committed,
+    /// 3 the earlier version failed its probation, 4 access denied, 1 other.
     Rollback {
+        /// Give up following a rollback to the other slot after this long.
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell the daemon the module was loaded or unloaded behind its back
+    /// (the udev rule runs this); it repairs as at startup.
+    Reconcile {
         #[arg(long)]
         json: bool,
     },
@@ -127,7 +139,8 @@ fn main() -> ExitCode {
             Cmd::Status { json } => return ctl_bus::status(json),
             Cmd::Install { package, timeout, json } => return ctl_bus::install(&package, timeout, json),
             Cmd::Check { timeout, json } => return ctl_bus::check(timeout, json),
-            Cmd::Rollback { json } => return ctl_bus::rollback(json),
+            Cmd::Rollback { timeout, json } => return ctl_bus::rollback(timeout, json),
+            Cmd::Reconcile { json } => return ctl_bus::reconcile(json),
             Cmd::Pause { json } => return ctl_bus::set_paused(true, json),
             Cmd::Resume { json } => return ctl_bus::set_paused(false, json),
             Cmd::History { limit, json } => return ctl_bus::history(limit, json),

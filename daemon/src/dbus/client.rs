@@ -385,13 +385,32 @@ pub fn check(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
     finish(&conn, &events, reply, timeout, json_out)
 }
 
-pub fn rollback(json_out: bool) -> anyhow::Result<ExitCode> {
+pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(LONG_CALL_TIMEOUT)?;
-    let (from, to) = proxy(&conn)?.rollback().map_err(|e| call_error(e, "rollback"))?;
+    let events = follow(&conn)?;
+    let (from, to, result) = proxy(&conn)?.rollback().map_err(|e| call_error(e, "rollback"))?;
+    if result == "started" {
+        // No trial was running: the earlier version is on trial now.
+        if !json_out {
+            println!("going back from {from} to {to} (the other slot); watching {to} on probation");
+        }
+        return await_outcome(&conn, &events, &to, timeout, json_out);
+    }
     if json_out {
         println!("{}", json!({"outcome": "rolled-back", "version": from, "to": to}));
     } else {
         println!("rolled back {from} -> {}", if to.is_empty() { "none" } else { &to });
+    }
+    done(0)
+}
+
+pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let (result, version, message) = proxy(&conn)?.reconcile().map_err(|e| call_error(e, "reconcile"))?;
+    if json_out {
+        println!("{}", json!({"result": result, "version": version, "message": message}));
+    } else {
+        println!("{result}: {message}");
     }
     done(0)
 }

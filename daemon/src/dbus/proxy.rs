@@ -10,7 +10,8 @@ use std::collections::HashMap;
 pub trait Manager {
     fn install(&self, package: zbus::zvariant::Fd<'_>) -> zbus::Result<(String, String, String)>;
     fn check_for_updates(&self) -> zbus::Result<(String, String, String)>;
-    fn rollback(&self) -> zbus::Result<(String, String)>;
+    fn rollback(&self) -> zbus::Result<(String, String, String)>;
+    fn reconcile(&self) -> zbus::Result<(String, String, String)>;
     fn set_paused(&self, paused: bool) -> zbus::Result<()>;
     fn history(&self, limit: u32) -> zbus::Result<Vec<HashMap<String, String>>>;
     fn slots(&self) -> zbus::Result<Vec<HashMap<String, String>>>;

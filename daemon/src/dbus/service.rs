@@ -19,7 +19,7 @@ use crate::health::status::Selftest;
 use crate::health::Snapshot;
 use crate::history::History;
 use crate::kernel_paths::KernelPaths;
-use crate::worker::{reply_channel, Action, ActionReply, Notice, Published, ReplyRx, WorkerHandle};
+use crate::worker::{reply_channel, Action, ActionError, ActionReply, Notice, Published, ReplyRx, WorkerHandle};
 
 /// Longest an `Install` call waits for its package to be read and staged.
 pub const INSTALL_REPLY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -137,17 +137,32 @@ impl Manager {
         Ok((r.result, r.version, r.message))
     }
 
-    /// Ends the running trial now and rolls back to the committed slot
-    /// (the version is blocklisted, as after a fault). Returns the
-    /// version rolled back and the one live again.
-    #[zbus(out_args("from", "to"))]
+    /// During a trial: ends it now and rolls back to the committed slot
+    /// (the version is blocklisted, as after a fault); returns when done,
+    /// with `result` `rolled-back`. With no trial: goes back to the
+    /// version kept in the other slot, through a trial of its own;
+    /// returns once swapped, with `result` `started`, and the outcome
+    /// follows as `Committed` or `RolledBack`.
+    #[zbus(out_args("from", "to", "result"))]
     async fn rollback(
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
-    ) -> Result<(String, String), ManagerError> {
+    ) -> Result<(String, String, String), ManagerError> {
         let uid = authorize(conn, &hdr, "Rollback").await?;
-        let from = self.handle.request_rollback(format!("rollback requested by the operator (uid {uid})"))?;
+        let reason = format!("rollback requested by the operator (uid {uid})");
+        let from = match self.handle.request_rollback(reason.clone()) {
+            Ok(from) => from,
+            Err(ActionError::NothingToRollBack(_)) => {
+                let from = self.published().committed_version;
+                info!(uid, version = %from, "Rollback to the other slot");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::Revert { reason, reply: tx })?;
+                let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Rollback").await?;
+                return Ok((from, r.version, r.result));
+            }
+            Err(e) => return Err(e.into()),
+        };
         info!(uid, version = %from, "Rollback");
         let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
         let start = std::time::Instant::now();
@@ -156,7 +171,7 @@ impl Manager {
             let p = self.published();
             // Done when the engine thread has finished the install it ran.
             if !self.handle.is_busy() {
-                return Ok((from, p.committed_version));
+                return Ok((from, p.committed_version, "rolled-back".into()));
             }
             if start.elapsed() > limit {
                 return Err(ManagerError::Timeout(format!(
@@ -165,6 +180,26 @@ impl Manager {
                 )));
             }
         }
+    }
+
+    /// Tells the daemon the module was loaded or unloaded behind its back
+    /// (the udev rule calls it): compares the kernel with the committed
+    /// slot and repairs as at startup. Returns `result` (`clean`,
+    /// `loaded-committed`, `drift`, `pending-reboot`), a version and a
+    /// message. Busy while the daemon itself is changing the module.
+    #[zbus(out_args("result", "version", "message"))]
+    async fn reconcile(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(String, String, String), ManagerError> {
+        let uid = authorize(conn, &hdr, "Reconcile").await?;
+        info!(uid, "Reconcile");
+        let (tx, rx) = reply_channel();
+        self.handle.send(Action::Reconcile { reply: tx })?;
+        let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
+        let r = wait_reply(rx, limit, "Reconcile").await?;
+        Ok((r.result, r.version, r.message))
     }
 
     /// Pauses (`true`) or resumes automatic polling; kept across restarts.
@@ -318,8 +353,20 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
             Notice::Changed => {
                 let now = iface.published();
                 let health = health_map(&iface.paths);
+                let states = iface.handle.take_states();
                 let r = zbus::block_on(async {
-                    if now.state != last.state {
+                    // Each state passed through, in order, even a brief one.
+                    let mut shown = last.state;
+                    for s in states.into_iter().filter(|s| *s != now.state) {
+                        if s != shown {
+                            let changed = HashMap::from([("State", zbus::zvariant::Value::from(s.as_str()))]);
+                            let iface_name = zbus::names::InterfaceName::from_static_str_unchecked(super::INTERFACE);
+                            zbus::fdo::Properties::properties_changed(emitter, iface_name, changed, (&[][..]).into())
+                                .await?;
+                            shown = s;
+                        }
+                    }
+                    if now.state != shown {
                         iface.state_changed(emitter).await?;
                     }
                     if now.committed_version != last.committed_version {

@@ -322,6 +322,7 @@ impl Poller {
             Why::Revoked { current } => format!("replaces revoked {current}"),
         };
         info!(version = %entry.version, "pulling {} from the mirror ({reason})", entry.version);
+        engine.downloading(&entry.version.to_string());
         let file = self.download(entry)?;
         let allow_downgrade = matches!(why, Why::Revoked { .. });
         let outcome = engine.install(file, InstallOptions { allow_downgrade })?;

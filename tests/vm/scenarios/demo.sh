@@ -1,15 +1,18 @@
 # SPDX-License-Identifier: GPL-2.0
 # vm-scenario: the demo. On a Dell-looking guest a publisher writes a mirror
-#   served on the guest's own loopback; milspecd pulls 1.0.0, live-swaps to
-#   1.1.0 and commits it, pulls a faulty 1.2.0, sees its WARN, rolls back to
-#   1.1.0 on its own and refuses 1.2.0 when it is offered again.
+#   served on the guest's own loopback; milspecd runs as the daemon on a real
+#   system bus, pulls 1.0.0 at start, live-swaps to 1.1.0 and commits it,
+#   pulls a faulty 1.2.0, sees its WARN, rolls back to 1.1.0 on its own and
+#   refuses 1.2.0 when it is offered again. The operator drives and follows
+#   it with milspecctl (check, status, watch) over D-Bus.
 # vendor: Dell Inc.
 # product: Latitude 5430 Rugged
 # boots: 1
 # timeout: 240
-# needs: engine kmod-faults
+# needs: engine kmod-faults dbus
 
 . /vm/engine.sh
+. /vm/dbus.sh
 
 T0=$(uptime_ms)
 MIRROR=/srv/mirror
@@ -37,15 +40,33 @@ publish() {
 	show milspec-repo publish --mirror "$MIRROR" --key "$KEY" "$PKG/$1.mspkg"
 }
 
-# pull WANT_EXIT: milspecd polls the mirror once (--now: skip the rollout waves).
+# daemon_log_since LINE: the daemon's log lines worth showing, after LINE.
+daemon_log_since() {
+	tail -n +$(($1 + 1)) /tmp/milspecd.log |
+		grep -E 'verified|staged|checkpoint|unloaded|loaded|probation (started|passed|failed)|unhealthy|rolled back|committed|rejected|up to date|index|pulling|downloading' |
+		sed 's/^[^ ]* *//; s/^/demo|            daemon: /' || true
+}
+
+# watch_news: what `milspecctl watch` printed since the last call.
+WATCH_SHOWN=0
+watch_news() {
+	_n=$(wc -l </tmp/watch.out)
+	if [ "$_n" -gt "$WATCH_SHOWN" ]; then
+		t "milspecctl watch (running since the start) printed:"
+		tail -n +$((WATCH_SHOWN + 1)) /tmp/watch.out | head -n $((_n - WATCH_SHOWN)) | sed 's/^/demo|            watch> /'
+	fi
+	WATCH_SHOWN=$_n
+}
+
+# pull WANT_EXIT: the operator asks the daemon to poll the mirror now.
 pull() {
-	t "host: milspecd check --now (pull from http://127.0.0.1:8080/)"
+	t "operator: milspecctl check (the daemon pulls from http://127.0.0.1:8080/)"
+	_mark=$(wc -l </tmp/milspecd.log)
 	_rc=0
-	milspecd check --now --config /tmp/demo.toml >/tmp/check.out 2>/tmp/check.log || _rc=$?
-	grep -E 'verified|staged|checkpoint|unloaded|loaded|probation (started|passed|failed)|unhealthy|rolled back|committed|rejected|up to date|index' \
-		/tmp/check.log | sed 's/^[^ ]* *//; s/^/demo|            log: /' || true
+	milspecctl check >/tmp/check.out 2>&1 || _rc=$?
+	daemon_log_since "$_mark"
 	show cat /tmp/check.out
-	[ "$_rc" = "$1" ] || fail "milspecd check: exit $_rc, want $1"
+	[ "$_rc" = "$1" ] || fail "milspecctl check: exit $_rc, want $1"
 }
 
 t "machine: $(cat /sys/class/dmi/id/sys_vendor) $(cat /sys/class/dmi/id/product_name), kernel $(uname -r)"
@@ -57,10 +78,25 @@ sed 's/^probation = .*/probation = "5s"/' /etc/milspecd/milspecd.toml >/tmp/demo
 printf '\n[source]\nurl = "http://127.0.0.1:8080/"\npoll_interval = "15m"\n' >>/tmp/demo.toml
 t "mirror: busybox httpd serving $MIRROR on 127.0.0.1:8080 (the guest's own loopback)"
 
-t "---- step 1: first install, 1.0.0"
+t "---- step 1: the daemon starts and pulls 1.0.0 on its own"
 publish 1.0.0
-pull 0
+start_bus
+start_watch
+t "host: milspecd run (systemd would start it); it serves com.dell.MilSpec1 and polls at once"
+milspecd run --config /tmp/demo.toml >/tmp/milspecd.log 2>&1 &
+DAEMON_PID=$!
+i=0
+until [ "$(cat /sys/module/dell_milspec/version 2>/dev/null)" = 1.0.0 ] &&
+	milspecctl status 2>/dev/null | grep -q "committed:.*1.0.0"; do
+	i=$((i + 1))
+	[ $i -lt 600 ] || { cat /tmp/milspecd.log; fail "1.0.0 was not committed within 60 s"; }
+	sleep 0.1
+done
+daemon_log_since 0
+watch_news
 evidence
+show milspecctl pause
+t "operator: automatic polling paused, so each next pull happens on cue"
 check "operator sets mode5_level=2" set_param mode5_level 2
 t "operator: mode5_level set to 2 at run time"
 
@@ -70,7 +106,9 @@ pull 0
 expect_eq "live version" "$(live_version)" 1.1.0 >/dev/null
 expect_eq "mode5_level carried" "$(param mode5_level)" 2 >/dev/null
 evidence
-show milspecd status --config /tmp/demo.toml
+watch_news
+t "operator: milspecctl status"
+show milspecctl status
 
 t "---- step 3: 1.2.0 is faulty (WARN at init)"
 publish 1.2.0
@@ -78,20 +116,24 @@ pull 3
 expect_eq "live version after rollback" "$(live_version)" 1.1.0 >/dev/null
 expect_eq "mode5_level restored" "$(param mode5_level)" 2 >/dev/null
 evidence
+watch_news
 t "rollback: old module live again $(history_last rolled-back millis) ms after the fault was seen"
 
 t "---- step 4: 1.2.0 offered again"
 pull 0
-expect_match "mirror poll skips the failed version" "$(cat /tmp/check.out)" "." >/dev/null
 _rc=0
-milspecd install --config /tmp/demo.toml "$PKG/1.2.0.mspkg" >/tmp/install.out 2>/dev/null || _rc=$?
-t "host: milspecd install 1.2.0.mspkg by hand -> exit $_rc"
+milspecctl install "$PKG/1.2.0.mspkg" >/tmp/install.out 2>&1 || _rc=$?
+t "operator: milspecctl install 1.2.0.mspkg by hand -> exit $_rc"
 show cat /tmp/install.out
 [ "$_rc" = 2 ] || fail "1.2.0 was not refused (exit $_rc)"
 expect_eq "live version" "$(live_version)" 1.1.0 >/dev/null
 
 t "---- end state"
-show milspecd status --config /tmp/demo.toml
-t "history:"
-show cat "$STATE/history.jsonl"
-t "demo done: 1.0.0 installed, swapped live to 1.1.0, faulty 1.2.0 rolled back on its own and refused again"
+watch_news
+stop_watch
+t "operator: milspecctl status"
+show milspecctl status
+t "operator: milspecctl history"
+show milspecctl history --limit 20
+stop_daemon
+t "demo done: 1.0.0 pulled at start, swapped live to 1.1.0, faulty 1.2.0 rolled back on its own and refused again"
