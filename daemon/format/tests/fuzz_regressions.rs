@@ -1,0 +1,84 @@
+//! Replays the fuzz seeds (`fuzz/seeds/<target>/`) and every input a fuzzer
+//! once failed on (`fuzz/regressions/<target>/`) through the very entry
+//! points the `fuzz/` targets call, under plain `cargo test`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../../fuzz/src/format_harness.rs"]
+mod format_harness;
+#[path = "../../../fuzz/src/replay.rs"]
+mod replay;
+
+use std::path::{Path, PathBuf};
+
+use format_harness::{join_parts, split_parts, trusted};
+use milspec_format::{read_package, Discard, Limits, Trust};
+
+/// The `fuzz/` folder of the repository.
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+fn replay(target: &str, entry: fn(&[u8])) -> usize {
+    replay::replay(&fuzz_dir(), target, entry)
+}
+
+fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    replay::inputs(&fuzz_dir(), kind, target)
+}
+
+#[test]
+fn manifest() {
+    assert!(replay("manifest", format_harness::manifest) >= 3);
+}
+
+#[test]
+fn package() {
+    assert!(replay("package", format_harness::package) >= 3);
+}
+
+#[test]
+fn package_signed() {
+    assert!(replay("package_signed", format_harness::package_signed) >= 3);
+}
+
+#[test]
+fn index() {
+    assert!(replay("index", format_harness::index) >= 2);
+}
+
+/// The fuzzers start from valid inputs: every seed package and index
+/// verifies against the fuzz key, so mutations begin past the signature check.
+#[test]
+fn seeds_verify_with_the_fuzz_key() {
+    for (path, bytes) in inputs("seeds", "package") {
+        let trust = Trust::Keys { keys: trusted(), threshold: 1 };
+        let pkg = read_package(&bytes[..], trust, &Limits::DEFAULT, &mut Discard)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(pkg.signers.len(), 1, "{}", path.display());
+    }
+    for (path, bytes) in inputs("seeds", "index") {
+        milspec_format::index::verify_index(&bytes, trusted(), 1).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// The structured seeds split back into the manifest and payloads they
+/// were made of, and rebuild into a package that verifies.
+#[test]
+fn structured_seeds_round_trip() {
+    for (path, bytes) in inputs("seeds", "package_signed") {
+        let parts = split_parts(&bytes);
+        assert!(parts.len() >= 2, "{}: no payload part", path.display());
+        let entries: Vec<(&str, &[u8])> = parts[1..]
+            .iter()
+            .map(|p| {
+                let nl = p.iter().position(|&b| b == b'\n').unwrap();
+                (std::str::from_utf8(&p[..nl]).unwrap(), &p[nl + 1..])
+            })
+            .collect();
+        assert_eq!(join_parts(parts[0], &entries), bytes);
+        let built = format_harness::build_signed(parts[0], &entries).unwrap();
+        let trust = Trust::Keys { keys: trusted(), threshold: 1 };
+        read_package(&built[..], trust, &Limits::DEFAULT, &mut Discard)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}

@@ -1,0 +1,49 @@
+//! Replays the fuzz seeds (`fuzz/seeds/<target>/`) and every input a fuzzer
+//! once failed on (`fuzz/regressions/<target>/`) for the daemon's own
+//! parsers, through the very entry points the `fuzz/` targets call.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../fuzz/src/daemon_harness.rs"]
+mod daemon_harness;
+#[path = "../../fuzz/src/replay.rs"]
+mod replay;
+
+use std::path::{Path, PathBuf};
+
+/// The `fuzz/` folder of the repository.
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+fn replay(target: &str, entry: fn(&[u8])) -> usize {
+    replay::replay(&fuzz_dir(), target, entry)
+}
+
+fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    replay::inputs(&fuzz_dir(), kind, target)
+}
+
+#[test]
+fn status() {
+    assert!(replay("status", daemon_harness::status) >= 3);
+}
+
+#[test]
+fn kmsg() {
+    assert!(replay("kmsg", daemon_harness::kmsg) >= 3);
+}
+
+#[test]
+fn config() {
+    assert!(replay("config", daemon_harness::config) >= 2);
+}
+
+/// The config seeds are configs the daemon accepts, so the fuzzer starts
+/// past validation.
+#[test]
+fn config_seeds_are_valid() {
+    for (path, bytes) in inputs("seeds", "config") {
+        milspecd::config::Config::parse(std::str::from_utf8(&bytes).unwrap(), &path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
