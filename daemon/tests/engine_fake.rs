@@ -140,17 +140,7 @@ impl Host {
     }
 
     fn package(&self, version: &str) -> std::path::PathBuf {
-        let ko = self.f.ko(&format!("{version}.ko"), FakeKo { version, ..FakeKo::default() });
-        let out = self.f.path(&format!("{version}.mspkg"));
-        repo()
-            .args(["pack", "--version", version, "--module"])
-            .arg(&ko)
-            .arg("--key")
-            .arg(&self.key)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
+        let out = self.f.pack(version, &[&self.key], &format!("{version}.mspkg"));
         out
     }
 

@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use milspec_format::testkit::FakeKo;
 use milspecd::config::Config;
 use milspecd::engine::{Engine, InstallOptions, Outcome};
 use milspecd::kernel::Kernel;
@@ -55,17 +54,7 @@ impl Host {
     }
 
     fn package(&self, version: &str) -> PathBuf {
-        let ko = self.f.ko(&format!("{version}.ko"), FakeKo { version, ..FakeKo::default() });
-        let out = self.f.path(&format!("{version}.mspkg"));
-        repo()
-            .args(["pack", "--version", version, "--module"])
-            .arg(&ko)
-            .arg("--key")
-            .arg(&self.key)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
+        let out = self.f.pack(version, &[&self.key], &format!("{version}.mspkg"));
         out
     }
 
