@@ -103,6 +103,41 @@ pub enum Recovery {
     StillPendingReboot { reason: String },
 }
 
+impl Outcome {
+    /// One line for an operator.
+    pub fn describe(&self) -> String {
+        match self {
+        Outcome::Committed { version, slot, swap_ms, watched_ms } => {
+            format!("committed {version} in slot {slot} (swap {swap_ms} ms, healthy for {watched_ms} ms)")
+        }
+        Outcome::AlreadyInstalled { version } => format!("{version} is already installed and committed"),
+        Outcome::Rejected { reason } => format!("rejected, nothing changed: {reason}"),
+        Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms } => format!(
+            "rolled back {version} -> {}: {reason}; fault seen {detect_ms} ms into probation, old module live again {rollback_ms} ms later",
+            to.as_deref().unwrap_or("no module")
+        ),
+        Outcome::RollbackPendingReboot { version, reason } => {
+            format!("rollback of {version} pending reboot: {reason}; the committed slot loads at next boot")
+        }
+    }
+    }
+}
+
+impl Recovery {
+    /// One line for an operator.
+    pub fn describe(&self) -> String {
+        match self {
+            Recovery::Clean => "state and kernel agree".into(),
+            Recovery::LoadedCommitted { version } => format!("loaded committed {version}"),
+            Recovery::Drift { live } => format!("drift: loaded module {live:?} matches no committed slot (left alone)"),
+            Recovery::Resumed(o) => format!("resumed trial: {}", o.describe()),
+            Recovery::RolledBack(o) => o.describe(),
+            Recovery::SwapAbandoned { version } => format!("interrupted swap to {version} abandoned; old module kept"),
+            Recovery::StillPendingReboot { reason } => format!("a reboot is still needed: {reason}"),
+        }
+    }
+}
+
 /// Told what the engine does as it goes, for the daemon's D-Bus layer
 /// (properties and signals). Every method has a default that does nothing.
 pub trait Observer {

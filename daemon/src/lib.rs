@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dbus;
 pub mod engine;
 pub mod health;
@@ -14,6 +15,7 @@ pub mod kernel;
 #[cfg(feature = "fake-kernel")]
 pub mod kernel_fake;
 pub mod kernel_paths;
+pub mod load_committed;
 pub mod lock;
 pub mod metrics;
 pub mod mirror;

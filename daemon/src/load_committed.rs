@@ -1,0 +1,71 @@
+//! `milspecd load-committed`, modprobe's `install` hook: loads the
+//! committed slot's module so that a plain `modprobe dell_milspec` or a
+//! boot-time autoload never loads a stale copy.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::Exit;
+use crate::config::Config;
+use crate::kernel::{param_string, Kernel, KernelError, SealedModule};
+use crate::kernel_paths::KernelPaths;
+use crate::slots::{SlotStore, SlotTrust};
+use crate::state::StateFile;
+
+/// Parses modprobe's options: `name=value`, each checked like a
+/// package's parameters.
+fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>, Exit> {
+    let mut out = BTreeMap::new();
+    for p in params {
+        let bad = |why: String| Exit { code: 1, message: format!("module parameter `{p}`: {why}; nothing loaded") };
+        let (k, v) = p.split_once('=').ok_or_else(|| bad("expected NAME=VALUE".into()))?;
+        crate::format::manifest::check_param(k, v).map_err(|e| bad(e.to_string()))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `milspecd load-committed`: the committed slot's module, through the
+/// same checks as the engine's own loads (signatures of the slot's
+/// manifest, then the hash of the sealed copy handed to the kernel).
+/// Reads the state folder only; takes no lock.
+pub fn load_committed(cfg: &Config, params: &[String], kernel: &dyn Kernel) -> anyhow::Result<ExitCode> {
+    let given = parse_params(params)?;
+    let state = StateFile::new(&cfg.paths.state_dir).load()?;
+    let Some(id) = state.committed else {
+        eprintln!(
+            "milspecd: no committed slot in {}; nothing loaded (modprobe falls back to the module installed by the system)",
+            cfg.paths.state_dir.display()
+        );
+        return Ok(ExitCode::from(3));
+    };
+    let paths = KernelPaths::from_config(&cfg.kernel);
+    let release = std::fs::read_to_string(paths.osrelease())
+        .with_context(|| format!("{}: cannot read the kernel release", paths.osrelease().display()))?;
+    let keys = crate::format::TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
+    let limits = crate::format::Limits::default();
+    let trust = SlotTrust { keys: &keys, threshold: cfg.trust.threshold, release: release.trim(), limits: &limits };
+    let slot = SlotStore::open(&cfg.paths.state_dir)?.read(id, trust)?.ok_or_else(|| Exit {
+        code: 1,
+        message: format!("the committed slot {id} is not marked valid; nothing loaded: run `milspecd recover` or reinstall a package"),
+    })?;
+    let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, limits.max_payload_size)
+        .with_context(|| format!("committed slot {id} ({})", slot.manifest.version))?;
+    let params = param_string(&slot.manifest.params, &given);
+    match kernel.load(&image, &params) {
+        Ok(()) => {
+            println!("loaded {} {} from slot {id} ({params})", cfg.kernel.module, slot.manifest.version);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(KernelError::Load { errno, .. }) if errno == libc::EEXIST => {
+            println!("{} is already loaded; nothing done", cfg.kernel.module);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("cannot load {} from committed slot {id}", slot.manifest.version)))
+        }
+    }
+}
