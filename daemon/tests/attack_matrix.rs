@@ -25,7 +25,7 @@ use milspec_format::keys::SecretKey;
 use milspec_format::Sha256Digest;
 use milspecd::engine::{Engine, InstallOptions, Outcome};
 use milspecd::mirror::PollReport;
-use mirror_support::{bin, Host, Nginx, Publisher};
+use mirror_support::{bin, Fault, FaultServer, Host, Nginx, Publisher};
 use time::OffsetDateTime;
 
 /// A host on 1.0.0 pulled from a real nginx; the publisher then has
@@ -200,6 +200,19 @@ fn indefinite_freeze() {
 /// be, and a 4 GiB index: both cut at their cap, fast.
 fn endless_data() {
     let (p, nginx, h) = host_on_1_0_0(Some("1.1.0"));
+    // A server that announces no length and streams zeros forever, in
+    // front of the same mirror and state folder.
+    let server = FaultServer::start(&p.mirror());
+    server.set(Fault::Endless);
+    let mut via = Host::new(&p, &server.url(), "attack-host");
+    via.cfg.paths.state_dir = h.cfg.paths.state_dir.clone();
+    let b = before(&h);
+    let t = Instant::now();
+    refused("endless stream", &via, OffsetDateTime::now_utc(), &["larger than the limit"]);
+    assert!(t.elapsed() < Duration::from_secs(10), "endless stream took {:?}", t.elapsed());
+    unchanged("endless stream", &h, &b, &["mirror/"]);
+    drop((via, server));
+
     let pkg = pkg_path(&p, "1.1.0");
     let listed = fs::metadata(&pkg).unwrap().len();
     let b = before(&h);
@@ -210,6 +223,7 @@ fn endless_data() {
     unchanged("endless package", &h, &b, &["mirror/"]);
     let sent: u64 = nginx.log().iter().filter(|l| l.2.ends_with("1.1.0.mspkg")).map(|l| l.1).sum();
     assert!(sent < listed + (64 << 20), "the client read far past the cap: nginx sent {sent} bytes");
+    println!("endless package: nginx sent {sent} bytes for a package listed at {listed} bytes");
 
     let b = before(&h);
     fs::File::create(p.mirror().join("index.json")).unwrap().set_len(4 << 30).unwrap();
@@ -217,6 +231,7 @@ fn endless_data() {
     unchanged("endless index", &h, &b, &[]);
     let sent: u64 = nginx.log().iter().filter(|l| l.2 == "/index.json").map(|l| l.1).sum();
     assert!(sent < 1 << 30, "the client read far past the index cap: nginx sent {sent} bytes");
+    println!("endless index: nginx sent {sent} bytes");
 }
 
 /// Mix and match: a validly signed index whose 1.1.0 entry is the 1.0.0
@@ -505,7 +520,11 @@ fn rows() -> Vec<Row> {
             Some(rollback),
         ),
         row("indefinite freeze", "index served past its expiry; index signed already expired", Some(indefinite_freeze)),
-        row("endless data", "4 GiB package and 4 GiB index from nginx", Some(endless_data)),
+        row(
+            "endless data",
+            "4 GiB package and 4 GiB index from nginx; a package streamed without end",
+            Some(endless_data),
+        ),
         row(
             "mix and match",
             "index entry naming another release's package; package with another manifest's signatures",
