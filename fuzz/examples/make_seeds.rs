@@ -117,8 +117,10 @@ fn main() -> Res<()> {
     }
 
     put(&root, "config", "default.toml", Config::default().to_toml().as_bytes())?;
-    let mut cfg = Config::default();
-    cfg.source = Some(SourceConfig { url: "https://mirror.example/milspec/".into(), ..SourceConfig::default() });
+    let mut cfg = Config {
+        source: Some(SourceConfig { url: "https://mirror.example/milspec/".into(), ..SourceConfig::default() }),
+        ..Config::default()
+    };
     cfg.kernel.carry_params.push("debug_level".into());
     put(&root, "config", "source.toml", cfg.to_toml().as_bytes())?;
     put(
