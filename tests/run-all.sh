@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(repo_root)"
 start=$(date +%s)
 
-ensure_debs gcc make pkg-config binutils nginx-light dbus util-linux
+ensure_debs gcc make pkg-config binutils nginx-light dbus util-linux faketime
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -24,7 +24,13 @@ step "unit and binary tests"
 cargo test --workspace --all-features 2>&1 | tee target/cargo-test.log
 grep -q '^test result: ' target/cargo-test.log || die "cargo test ran no test"
 
+step "fuzz (short): every target for FUZZ_SECONDS (default 10) under memory and time caps"
+bash tests/fuzz/run.sh "${FUZZ_SECONDS:-10}"
+
 step "real-kernel VM tier"
 bash tests/vm/run-all.sh
+
+step "full-system test: the .deb on Debian 12 with systemd, udev and the system bus"
+bash tests/system/run.sh
 
 printf '\nall tests done in %ss\n' "$(($(date +%s) - start))"
