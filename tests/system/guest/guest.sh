@@ -1,0 +1,230 @@
+# SPDX-License-Identifier: GPL-2.0
+# The full-system test inside a Debian 12 guest with systemd, udev and the
+# system bus (docs/service.md). Run by systest-run from /systest; each check
+# writes one marker line on /dev/ttyS1 that tests/system/run.sh asserts:
+#   @@SYS:OK name detail | @@SYS:FAIL name detail | @@SYS:INFO text
+# Boot 1 (Dell): install the .deb, pull, swap, commit, roll back, restart
+# and upgrade mid-trial, drift, modprobe. Boot 2 (Dell): after a reboot udev
+# starts the daemon and it loads the committed module. Boot 3 (not Dell): the
+# daemon stays off; purge leaves nothing behind.
+
+OUT=/dev/ttyS1
+IN=/systest
+BOOT=$(sed -n 's/.*systest\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
+DEST=com.dell.MilSpec1
+OBJ=/com/dell/MilSpec1
+IFACE=com.dell.MilSpec1.Manager
+
+ID_INSTALL_STARTED=39c9427969954e4e8db68bf4a00b7310
+ID_SWAPPED=b425e5aac17c489da2f2c95136c91323
+ID_COMMITTED=97ab94505dc440ccb3b41f4f8f7a17c2
+ID_ROLLED_BACK=282cfe861371462485207fdb47e3ab92
+ID_RECOVERY=1165e1fe67544f9388bd35c41727417b
+ID_DRIFT=1eb05a39379a4706bb1c5ecafa6daa10
+
+T0=$(cut -d' ' -f1 /proc/uptime)
+
+mark() { printf '@@SYS:%s\n' "$*" | tr -d '\r' >"$OUT"; }
+elapsed() { awk -v a="$T0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }'; }
+info() { mark "INFO boot$BOOT +$(elapsed)s $*"; }
+ok() { mark "OK $1 ${2:-}"; }
+bad() { mark "FAIL $1 ${2:-}"; }
+# one_line FILE: the end of FILE on one line, for a failure's detail.
+one_line() { tail -c 400 "$1" 2>/dev/null | tr '\n\r' '  '; }
+
+# check NAME CMD...: OK when CMD exits 0, else FAIL with its output.
+check() {
+	_n=$1
+	shift
+	if "$@" >/tmp/check.out 2>&1; then
+		ok "$_n" "$(head -c 200 /tmp/check.out | tr '\n' ' ')"
+	else
+		bad "$_n" "exit $?: $(one_line /tmp/check.out)"
+	fi
+}
+
+# wait_for SECONDS CMD...: until CMD exits 0; 1 on timeout.
+wait_for() {
+	_end=$(($(cut -d. -f1 /proc/uptime) + $1))
+	shift
+	while ! "$@" >/dev/null 2>&1; do
+		[ "$(cut -d. -f1 /proc/uptime)" -ge "$_end" ] && return 1
+		sleep 0.5
+	done
+}
+
+# prop NAME: a property of the daemon, read with systemd's own busctl.
+prop() { busctl get-property "$DEST" "$OBJ" "$IFACE" "$1" 2>/dev/null | sed 's/^s "\(.*\)"$/\1/'; }
+prop_is() { [ "$(prop "$1")" = "$2" ]; }
+live_version() { cat /sys/module/dell_milspec/version 2>/dev/null || echo none; }
+live_is() { [ "$(live_version)" = "$1" ]; }
+main_pid() { systemctl show -p MainPID --value milspecd.service; }
+active() { systemctl is-active --quiet milspecd.service; }
+# journal_has ID [GREP]: a record with MESSAGE_ID=ID (this boot), text matching GREP.
+journal_has() { journalctl -b -q -o cat MESSAGE_ID="$1" | grep -q -- "${2:-.}"; }
+journal_count() { journalctl -b -q -o cat MESSAGE_ID="$1" | grep -c -- "${2:-.}"; }
+
+# publish N: the mirror's snapshot N (the host published them in order).
+publish() {
+	cp -a "$IN/mirror/snap$1/." /srv/mirror/
+	info "mirror: snapshot $1 ($(cat "$IN/mirror/snap$1.what"))"
+}
+
+serve_mirror() {
+	mkdir -p /srv/mirror
+	/usr/local/bin/busybox httpd -p 127.0.0.1:8080 -h /srv/mirror
+}
+
+# udev_started: not enabled, active, and wanted by the DMI device unit.
+udev_started() {
+	[ "$(systemctl is-enabled milspecd.service 2>&1)" = disabled ] &&
+		active &&
+		systemctl show -p WantedBy --value milspecd.service | grep -q 'sys-devices-virtual-dmi-id.device'
+}
+
+# trial_then_commit NAME VERSION ACTION...: start a poll for VERSION in the
+# background, run ACTION while VERSION is on trial, then expect the daemon
+# (a new process) to commit VERSION with no rollback.
+trial_then_commit() {
+	_name=$1 _v=$2
+	shift 2
+	_rb=$(journal_count "$ID_ROLLED_BACK")
+	milspecctl check --timeout 5m >"/tmp/$_name.check" 2>&1 &
+	if ! wait_for 120 prop_is TrialVersion "$_v"; then
+		bad "$_name" "$_v never went on trial: $(prop State) $(one_line "/tmp/$_name.check")"
+		return
+	fi
+	_pid=$(main_pid)
+	info "$_name: $_v on trial (live $(live_version)), pid $_pid; now: $*"
+	"$@" >"/tmp/$_name.action" 2>&1 || info "$_name: action exit $?: $(one_line "/tmp/$_name.action")"
+	if ! wait_for 60 active; then
+		bad "$_name" "the unit is not active after: $*"
+		return
+	fi
+	_new=$(main_pid)
+	if [ "$_new" = "$_pid" ]; then
+		bad "$_name" "the daemon was not restarted (pid $_pid)"
+		return
+	fi
+	if ! wait_for 180 prop_is CommittedVersion "$_v"; then
+		bad "$_name" "$_v not committed after the restart: state $(prop State), trial $(prop TrialVersion), committed $(prop CommittedVersion)"
+		return
+	fi
+	if [ "$(journal_count "$ID_ROLLED_BACK")" != "$_rb" ] || ! live_is "$_v"; then
+		bad "$_name" "a rollback happened or live is $(live_version)"
+		return
+	fi
+	ok "$_name" "pid $_pid -> $_new, trial of $_v resumed and committed, live $(live_version)"
+	wait "$!" 2>/dev/null || true
+}
+
+boot1() {
+	info "machine: $(cat /sys/class/dmi/id/sys_vendor) / $(cat /sys/class/dmi/id/product_name), kernel $(uname -r)"
+	serve_mirror
+	publish 1
+	# What a fleet's configuration management puts in place: the trusted
+	# key and a drop-in naming the mirror (by name: exercises the resolver).
+	mkdir -p /etc/milspecd/keys /etc/milspecd/conf.d
+	cp "$IN/release.pub" /etc/milspecd/keys/
+	cp "$IN/50-systest.toml" /etc/milspecd/conf.d/
+
+	check deb-install dpkg -i "$IN"/deb/milspecd_*-1_amd64.deb
+	check unit-active wait_for 120 active
+	check udev-started udev_started
+	check ctl-status milspecctl status
+	check status-text sh -c 'systemctl show -p StatusText --value milspecd.service | grep .'
+	check unit-verify sh -c '! systemd-analyze verify milspecd.service 2>&1 | grep .'
+	info "security: $(systemd-analyze security milspecd.service 2>&1 | tail -n 1)"
+	check udev-rule-test sh -c 'udevadm test /sys/devices/virtual/dmi/id 2>&1 | grep "SYSTEMD_WANTS=milspecd.service"'
+
+	# The daemon polls at start: 1.0.0 is its first install.
+	if wait_for 180 prop_is CommittedVersion 1.0.0 && live_is 1.0.0; then
+		ok poll-first-install "1.0.0 committed, live $(live_version)"
+	else
+		bad poll-first-install "state $(prop State), committed $(prop CommittedVersion), live $(live_version): $(journalctl -b -u milspecd -q -o cat | tail -n 5 | tr '\n' ' ')"
+	fi
+
+	publish 2
+	check swap-commit sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.1.0 ]'
+
+	publish 3
+	milspecctl check >/tmp/rb.out 2>&1
+	rc=$?
+	if [ "$rc" = 3 ] && live_is 1.1.0 && prop_is CommittedVersion 1.1.0; then
+		ok rollback "exit 3, live $(live_version): $(tail -n 1 /tmp/rb.out)"
+	else
+		bad rollback "exit $rc, live $(live_version): $(one_line /tmp/rb.out)"
+	fi
+
+	publish 4
+	trial_then_commit restart-mid-trial 1.6.0 systemctl restart milspecd.service
+	check restart-resumed journal_has "$ID_RECOVERY" 'resumed'
+
+	publish 5
+	trial_then_commit upgrade-mid-trial 1.7.0 dpkg -i "$IN"/deb/milspecd_*-2_amd64.deb
+	check upgraded sh -c 'dpkg-query -W -f "\${Version}" milspecd | grep -- "-2$"'
+
+	for e in INSTALL_STARTED:$ID_INSTALL_STARTED SWAPPED:$ID_SWAPPED COMMITTED:$ID_COMMITTED \
+		ROLLED_BACK:$ID_ROLLED_BACK RECOVERY:$ID_RECOVERY; do
+		check "journal-${e%%:*}" sh -c "journalctl -b -q MESSAGE_ID=${e#*:} -o cat | tail -n 1 | grep ."
+	done
+	check catalog sh -c "journalctl --list-catalog 2>/dev/null | grep -q $ID_COMMITTED && journalctl -b -q -x MESSAGE_ID=$ID_COMMITTED | grep -q 'Subject: dell-milspec .* committed'"
+	check metrics sh -c 'grep -q "^milspecd_info{.*committed_version=\"1.7.0\"" /run/milspecd/milspecd.prom && grep "^milspecd_rollbacks_total" /run/milspecd/milspecd.prom'
+	check watchdog sh -c '[ "$(systemctl show -p WatchdogUSec --value milspecd.service)" = 1min ] && [ "$(systemctl show -p NRestarts --value milspecd.service)" = 0 ]'
+
+	# Drift: a module loaded behind the daemon's back is reported and left
+	# alone; removing it makes udev tell the daemon, which loads the
+	# committed slot again.
+	systemctl stop milspecd.service
+	rmmod dell_milspec
+	insmod "$IN/foreign.ko"
+	systemctl start milspecd.service
+	check drift-reported sh -c "journalctl -b -q MESSAGE_ID=$ID_DRIFT -o cat | grep . && [ \"\$(cat /sys/module/dell_milspec/version)\" = 1.0.0 ]"
+	rmmod dell_milspec
+	if wait_for 60 live_is 1.7.0; then
+		ok udev-drift-remove "udev ran milspecctl reconcile on remove: committed 1.7.0 loaded again"
+	else
+		bad udev-drift-remove "live $(live_version) 60 s after rmmod: $(journalctl -b -u milspecd -q -o cat | tail -n 3 | tr '\n' ' ')"
+	fi
+
+	# modprobe (boot-time autoload, an operator's modprobe) loads the
+	# committed slot, never a stale copy.
+	systemctl stop milspecd.service
+	rmmod dell_milspec
+	check modprobe-committed sh -c 'modprobe dell_milspec && [ "$(cat /sys/module/dell_milspec/version)" = 1.7.0 ]'
+	systemctl start milspecd.service
+	check final-active wait_for 60 active
+	info "status: $(milspecctl status 2>&1 | tr '\n' ';')"
+}
+
+boot2() {
+	info "machine: $(cat /sys/class/dmi/id/sys_vendor), after a reboot"
+	check reboot-udev-started wait_for 120 udev_started
+	check reboot-committed-loaded wait_for 60 live_is 1.7.0
+	check reboot-ctl-status sh -c 'milspecctl status | grep 1.7.0'
+	check reboot-recovery journal_has "$ID_RECOVERY"
+}
+
+boot3() {
+	info "machine: $(cat /sys/class/dmi/id/sys_vendor) / $(cat /sys/class/dmi/id/product_name)"
+	# Give udev's coldplug and any wants time to act before judging.
+	udevadm settle --timeout=60
+	sleep 3
+	check non-dell-inactive sh -c '! systemctl is-active --quiet milspecd.service && ! systemctl show -p WantedBy --value milspecd.service | grep -q dmi'
+	check non-dell-no-module test ! -e /sys/module/dell_milspec
+	check purge dpkg --purge milspecd
+	left=$(find / -xdev \( -path /systest -o -path /srv -o -path /proc -o -path /sys \) -prune -o \
+		-iname '*milspec*' -print 2>/dev/null | sort | tr '\n' ' ')
+	info "left after purge: ${left:-nothing}"
+	check purge-clean test -z "$left"
+	check purge-dpkg sh -c '! dpkg-query -W -f "\${Status}" milspecd 2>/dev/null | grep -q installed'
+}
+
+case $BOOT in
+1) boot1 ;;
+2) boot2 ;;
+3) boot3 ;;
+*) bad boot "unknown boot number '$BOOT'" ;;
+esac
+journalctl -b -u milspecd.service -q -o short-monotonic >/tmp/milspecd.journal 2>&1
+info "journal of milspecd (last lines): $(tail -n 8 /tmp/milspecd.journal | tr '\n' ' ' | tail -c 1500)"

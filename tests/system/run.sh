@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The full-system test (docs/service.md): the .deb installed on a real
+# Debian 12 userland (debootstrap) with systemd, udev and the system bus,
+# booted under QEMU on the pinned kernel. Three boots on one disk: a Dell
+# identity (install, pull, swap, commit, rollback, restart and upgrade
+# mid-trial, drift, modprobe), a reboot on it (udev starts the daemon, the
+# committed module loads), then a non-Dell identity (the daemon stays off;
+# purge leaves nothing). Each check in the guest is one marker line; this
+# harness asserts the expected list and prints a summary with wall time.
+# Run as root: bash tests/system/run.sh
+set -euo pipefail
+
+SYS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib/common.sh
+. "$SYS_DIR/../lib/common.sh"
+# The pinned kernel, module builds and qemu prerequisites of the VM tier.
+# shellcheck source=tests/vm/lib.sh
+. "$SYS_DIR/../vm/lib.sh"
+
+T_START=$(vm_now)
+SYS_CACHE=${MILSPEC_SYSTEM_CACHE:-$REPO_ROOT/.cache/system}
+RUN=$SYS_CACHE/run
+SUITE=bookworm
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# What the guest needs beyond minbase; nothing can be installed there later.
+INCLUDE=systemd,systemd-sysv,dbus,udev,kmod
+# Seconds each boot may take at most (TCG is slow; CI may be slower).
+BOOT_TIMEOUT=(0 600 240 240)
+SYS_QEMU_PID=
+trap 'if [[ -n $SYS_QEMU_PID ]]; then kill -TERM "$SYS_QEMU_PID" 2>/dev/null || true; fi' EXIT
+
+# Module releases served by the mirror, in publication order:
+# VERSION:KO_VARIANT. 1.2.0 WARNs at init (rolled back); 1.6.0 and 1.7.0
+# are good releases put on trial while the daemon is restarted/upgraded.
+RELEASES=(1.0.0:v1.0.0 1.1.0:v1.1.0 1.2.0:v1.2.0-warn 1.6.0:v1.6.0 1.7.0:v1.7.0)
+# shellcheck disable=SC2034 # read by vm_build_kos (tests/vm/lib.sh)
+KO_VARIANTS=(v1.0.0::1.0.0 v1.1.0::1.1.0 v1.2.0-warn:warn:1.2.0 v1.6.0::1.6.0 v1.7.0::1.7.0)
+
+# Checks each boot must report OK (names from guest/guest.sh).
+EXPECT=(""
+"deb-install unit-active udev-started ctl-status status-text unit-verify udev-rule-test
+ poll-first-install swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
+ journal-INSTALL_STARTED journal-SWAPPED journal-COMMITTED journal-ROLLED_BACK journal-RECOVERY
+ catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active"
+"reboot-udev-started reboot-committed-loaded reboot-ctl-status reboot-recovery"
+"non-dell-inactive non-dell-no-module purge purge-clean purge-dpkg")
+VENDOR=("" "Dell Inc." "Dell Inc." "LENOVO")
+PRODUCT=("" "Latitude 5430 Rugged" "Latitude 5430 Rugged" "ThinkPad T14")
+
+log() { printf 'system: %s\n' "$*" >&2; }
+
+# ------------------------------------------------------------ base image
+
+# sys_base_image: a trimmed Debian 12 userland as an ext4 image, cached by
+# a hash of everything that goes into it; prints its path.
+sys_base_image() {
+	local hash base root t0
+	hash=$({
+		printf '%s\n' "$SUITE" "$INCLUDE" "$KERNEL_RELEASE"
+		sed -n '/^# BASE-IMAGE-BEGIN/,/^# BASE-IMAGE-END/p' "$SYS_DIR/run.sh"
+		cat "$SYS_DIR/guest/systest-run" "$SYS_DIR/guest/systest.service"
+		sha256sum /bin/busybox
+	} | sha256sum | cut -c1-16)
+	base=$SYS_CACHE/base-$hash.raw
+	if [[ -s $base ]]; then
+		printf '%s\n' "$base"
+		return 0
+	fi
+	t0=$(vm_now)
+	root=$SYS_CACHE/rootfs.tmp
+	rm -rf "$root"
+	mkdir -p "$SYS_CACHE/debs"
+	log "debootstrap $SUITE ($INCLUDE), a minute or two"
+	debootstrap --variant=minbase --include="$INCLUDE" --cache-dir="$SYS_CACHE/debs" \
+		"$SUITE" "$root" "$DEBIAN_MIRROR" >"$SYS_CACHE/debootstrap.log" 2>&1 ||
+		{ tail -n 20 "$SYS_CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $SYS_CACHE/debootstrap.log)"; }
+	sys_trim "$root"
+	find "$SYS_CACHE" -maxdepth 1 -name 'base-*.raw' -delete
+	mkfs.ext4 -q -F -L vmroot -E lazy_itable_init=0,lazy_journal_init=0 -d "$root" "$base.tmp" 2G >&2 ||
+		die "mkfs.ext4 -d $root failed"
+	mv "$base.tmp" "$base"
+	rm -rf "$root"
+	log "base image built in $(vm_elapsed "$t0")s: $base"
+	printf '%s\n' "$base"
+}
+
+# BASE-IMAGE-BEGIN (hashed: a change here rebuilds the base image)
+# sys_trim ROOT: boot from NVMe without an initramfs, fast under TCG, and
+# the test runner unit.
+sys_trim() {
+	local r=$1 u
+	printf 'systest\n' >"$r/etc/hostname"
+	printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 systest\n' >"$r/etc/hosts"
+	printf '/dev/nvme0n1 / ext4 rw,errors=remount-ro 0 1\n' >"$r/etc/fstab"
+	# Empty: each run gives systemd.machine_id= on the command line.
+	: >"$r/etc/machine-id"
+	rm -f "$r/var/lib/dbus/machine-id"
+	# Nothing the test does not need: timers, gettys, first-boot prompts.
+	for u in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
+		e2scrub_reap.service fstrim.timer systemd-tmpfiles-clean.timer getty@tty1.service \
+		serial-getty@ttyS0.service systemd-firstboot.service systemd-timesyncd.service \
+		console-getty.service; do
+		ln -sf /dev/null "$r/etc/systemd/system/$u"
+	done
+	# No kernel modules in the guest (the root is on NVMe, built in): an
+	# empty module tree so modprobe and udev find their indexes.
+	mkdir -p "$r/lib/modules/$KERNEL_RELEASE"
+	touch "$r/lib/modules/$KERNEL_RELEASE"/modules.{order,builtin,builtin.modinfo}
+	depmod -b "$r" "$KERNEL_RELEASE"
+	install -D -m 0755 /bin/busybox "$r/usr/local/bin/busybox"
+	install -D -m 0755 "$SYS_DIR/guest/systest-run" "$r/usr/local/sbin/systest-run"
+	install -D -m 0644 "$SYS_DIR/guest/systest.service" "$r/etc/systemd/system/systest.service"
+	mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+	ln -sf /etc/systemd/system/systest.service "$r/etc/systemd/system/multi-user.target.wants/systest.service"
+	rm -rf "$r/var/cache/apt/archives"/*.deb "$r/var/lib/apt/lists"/*
+}
+# BASE-IMAGE-END
+
+# ------------------------------------------------------------ test inputs
+
+# sys_debs: the package, and a rebuild of it with the next revision (the
+# upgrade taken mid-trial), both from the same release build.
+sys_debs() {
+	local out=$RUN/in/deb
+	mkdir -p "$out"
+	log "cargo deb -p milspecd"
+	(cd "$REPO_ROOT" && cargo deb -p milspecd --deb-revision 1 -o "$out/" >"$RUN/cargo-deb.log" 2>&1) ||
+		{ tail -n 30 "$RUN/cargo-deb.log" >&2; die "cargo deb failed (log: $RUN/cargo-deb.log)"; }
+	(cd "$REPO_ROOT" && cargo deb -p milspecd --no-build --deb-revision 2 -o "$out/" >>"$RUN/cargo-deb.log" 2>&1) ||
+		die "cargo deb (revision 2) failed (log: $RUN/cargo-deb.log)"
+	mkdir -p "$REPO_ROOT/target/debian"
+	cp "$out"/milspecd_*-1_amd64.deb "$REPO_ROOT/target/debian/"
+}
+
+# sys_mirror: signed packages and five mirror snapshots, each one release
+# more, published in order by milspec-repo (the index version grows).
+sys_mirror() {
+	local repo=$REPO_ROOT/target/release/milspec-repo keys=$SYS_CACHE/keys
+	local work=$RUN/mirror-work in=$RUN/in n=0 spec version variant
+	if [[ ! -s $keys/release.key ]]; then
+		rm -rf "$keys"
+		mkdir -p "$keys"
+		"$repo" keygen --out "$keys" --name release >/dev/null
+	fi
+	install -m 0644 "$keys/release.pub" "$in/release.pub"
+	mkdir -p "$RUN/pkg" "$in/mirror"
+	for spec in "${RELEASES[@]}"; do
+		IFS=: read -r version variant <<<"$spec"
+		n=$((n + 1))
+		"$repo" pack --version "$version" --module "$KO_DIR/$variant/dell-milspec.ko" \
+			--key "$keys/release.key" --out "$RUN/pkg/$version.mspkg" >/dev/null ||
+			die "milspec-repo pack $version failed"
+		"$repo" publish --mirror "$work" --key "$keys/release.key" "$RUN/pkg/$version.mspkg" >/dev/null ||
+			die "milspec-repo publish $version failed"
+		cp -a "$work" "$in/mirror/snap$n"
+		printf '%s published\n' "$version" >"$in/mirror/snap$n.what"
+	done
+	# A module loaded by hand behind the daemon's back (drift).
+	install -m 0644 "$KO_DIR/v1.0.0/dell-milspec.ko" "$in/foreign.ko"
+	cat >"$in/50-systest.toml" <<-'TOML'
+		# The full-system test's site settings (tests/system/run.sh).
+		[source]
+		url = "http://localhost:8080/"
+		poll_interval = "1h"
+
+		[health]
+		probation = "15s"
+	TOML
+	install -m 0644 "$SYS_DIR/guest/guest.sh" "$in/guest.sh"
+	(cd "$in" && tar -cf "$RUN/input.tar" .)
+}
+
+# ------------------------------------------------------------------ boots
+
+# sys_boot N: one boot on the run's disk; 0 when the guest reported DONE.
+sys_boot() {
+	local n=$1 console markers t0 rc=0 start
+	console=$RUN/console-boot$n.log
+	markers=$RUN/markers-boot$n.log
+	t0=$(vm_now)
+	: >"$console"
+	: >"$markers"
+	qemu-system-x86_64 -accel tcg -cpu max -machine q35 -smp 2 -m 2048 \
+		-nodefaults -display none -no-reboot -monitor none \
+		-smbios "type=1,manufacturer=$(vm_qemu_escape "${VENDOR[n]}"),product=$(vm_qemu_escape "${PRODUCT[n]}")" \
+		-kernel "$VMLINUZ" \
+		-append "console=ttyS0 root=/dev/nvme0n1 rw panic=-1 mitigations=off systemd.getty_auto=0 systemd.machine_id=$MACHINE_ID systest.boot=$n" \
+		-drive "file=$RUN/root.qcow2,if=none,id=root,format=qcow2,cache=unsafe" \
+		-device nvme,serial=vmroot,drive=root \
+		-drive "file=$RUN/input.tar,if=none,id=in,format=raw,readonly=on" \
+		-device nvme,serial=systest,drive=in \
+		-serial "file:$console" -serial "file:$markers" \
+		</dev/null >"$RUN/qemu-boot$n.log" 2>&1 &
+	SYS_QEMU_PID=$!
+	start=$SECONDS
+	while kill -0 "$SYS_QEMU_PID" 2>/dev/null; do
+		if ((SECONDS - start >= BOOT_TIMEOUT[n])); then
+			log "boot $n: timed out after ${BOOT_TIMEOUT[n]}s"
+			kill -TERM "$SYS_QEMU_PID" 2>/dev/null || true
+			rc=1
+			break
+		fi
+		sleep 0.5
+	done
+	wait "$SYS_QEMU_PID" || true
+	SYS_QEMU_PID=
+	BOOT_TIMES[n]=$(vm_elapsed "$t0")
+	grep -a '@@SYS:INFO' "$markers" | sed 's/^@@SYS:INFO /  /' >&2 || true
+	if ! grep -qa "@@SYS:DONE boot=$n" "$markers"; then
+		log "boot $n: no DONE marker; last console lines:"
+		tr -d '\r' <"$console" | tail -n 40 >&2
+		rc=1
+	fi
+	return "$rc"
+}
+
+# sys_assert N: every expected check of boot N reported OK and none failed.
+sys_assert() {
+	local n=$1 expect name line markers bad=0
+	markers=$RUN/markers-boot$n.log
+	expect=${EXPECT[n]}
+	for name in $expect; do
+		line=$(grep -a "^@@SYS:\(OK\|FAIL\) $name\( \|$\)" "$markers" | tail -n 1 || true)
+		case $line in
+		"@@SYS:OK "*) printf '  ok    boot%s %s\n' "$n" "$name" ;;
+		"@@SYS:FAIL "*)
+			printf '  FAIL  boot%s %s: %s\n' "$n" "$name" "${line#"@@SYS:FAIL $name "}"
+			bad=1
+			;;
+		*)
+			printf '  MISS  boot%s %s: not reported\n' "$n" "$name"
+			bad=1
+			;;
+		esac
+	done
+	while read -r line; do
+		name=${line#@@SYS:FAIL }
+		name=${name%% *}
+		[[ " ${expect//$'\n'/ } " == *" $name "* ]] && continue
+		printf '  FAIL  boot%s %s\n' "$n" "${line#@@SYS:FAIL }"
+		bad=1
+	done < <(grep -a '^@@SYS:FAIL' "$markers" || true)
+	return "$bad"
+}
+
+# ------------------------------------------------------------------- main
+
+[[ $(id -u) -eq 0 ]] || die "run as root (debootstrap, qemu)"
+ensure_debs debootstrap qemu-system-x86 qemu-utils e2fsprogs systemd busybox-static shellcheck dpkg-dev
+ensure_cargo_tool cargo-deb cargo-deb
+mkdir -p "$SYS_CACHE"
+rm -rf "$RUN"
+mkdir -p "$RUN/in"
+
+step "prerequisites: pinned kernel $KERNEL_RELEASE, module releases"
+vm_prereqs
+vm_kernel
+vm_build_kos
+
+step "package: cargo deb -p milspecd"
+sys_debs
+DEB=$(ls "$RUN"/in/deb/milspecd_*-1_amd64.deb)
+log "$(basename "$DEB"): $(du -h "$DEB" | cut -f1)"
+
+step "static checks: units, exposure, default config, versions, package contents"
+bash "$SYS_DIR/static-checks.sh" "$DEB"
+
+step "mirror and inputs"
+sys_mirror
+
+step "base image: Debian $SUITE with systemd, udev, dbus"
+T_BASE=$(vm_now)
+BASE=$(sys_base_image)
+BASE_TIME=$(vm_elapsed "$T_BASE")
+qemu-img create -q -f qcow2 -F raw -b "$BASE" "$RUN/root.qcow2"
+MACHINE_ID=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+
+step "boots"
+BOOT_TIMES=()
+failed=0
+for n in 1 2 3; do
+	log "boot $n: ${VENDOR[n]} ${PRODUCT[n]}"
+	sys_boot "$n" || failed=1
+	log "boot $n: ${BOOT_TIMES[n]}s"
+	((failed == 0)) || break
+done
+
+step "summary"
+for n in 1 2 3; do
+	[[ -s $RUN/markers-boot$n.log ]] || { printf '  MISS  boot%s: did not run\n' "$n"; failed=1; continue; }
+	sys_assert "$n" || failed=1
+done
+printf 'system: base image %ss (cached when 0.0), boots %s s / %s s / %s s, wall time %ss\n' \
+	"$BASE_TIME" "${BOOT_TIMES[1]:--}" "${BOOT_TIMES[2]:--}" "${BOOT_TIMES[3]:--}" "$(vm_elapsed "$T_START")"
+if ((failed)); then
+	echo "system: FAILED (logs: $RUN/)" >&2
+	exit 1
+fi
+echo "system: all checks passed"
