@@ -326,10 +326,16 @@ impl IndexEntry {
 
     /// When the next wave after `now` starts, if any.
     pub fn next_wave(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        self.waves
-            .iter()
-            .map(|w| self.published + time::Duration::seconds(i64::try_from(w.after_secs).unwrap_or(i64::MAX / 2)))
-            .find(|t| *t > now)
+        self.waves.iter().filter_map(|w| self.wave_start(w)).find(|t| *t > now)
+    }
+
+    /// When wave `w` starts; `None` if that is past the end of the calendar
+    /// (year 9999): such a wave never starts. Adding with `+` would panic
+    /// there, and a signed index may say so (found by the `index` fuzz
+    /// target; fuzz/regressions/index/).
+    fn wave_start(&self, w: &Wave) -> Option<OffsetDateTime> {
+        let secs = i64::try_from(w.after_secs).ok()?;
+        self.published.checked_add(time::Duration::seconds(secs))
     }
 
     /// The time from which a host at `position` may take this package.
@@ -337,10 +343,7 @@ impl IndexEntry {
         if self.waves.is_empty() {
             return Some(self.published);
         }
-        self.waves
-            .iter()
-            .find(|w| position < w.percent / 100.0)
-            .map(|w| self.published + time::Duration::seconds(i64::try_from(w.after_secs).unwrap_or(i64::MAX / 2)))
+        self.waves.iter().find(|w| position < w.percent / 100.0).and_then(|w| self.wave_start(w))
     }
 
     /// Has the schedule reached a host at `position` by `now`?
