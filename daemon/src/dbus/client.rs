@@ -406,7 +406,15 @@ pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
 
 pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(LONG_CALL_TIMEOUT)?;
-    let (result, version, message) = proxy(&conn)?.reconcile().map_err(|e| call_error(e, "reconcile"))?;
+    let (result, version, message) = match proxy(&conn)?.reconcile() {
+        Ok(r) => r,
+        // The daemon is changing the module itself (its own unload and load
+        // raise the same udev events); it reconciles when it is done.
+        Err(zbus::Error::MethodError(name, msg, _)) if name.as_str() == "com.dell.MilSpec1.Error.Busy" => {
+            ("busy".into(), String::new(), msg.unwrap_or_default())
+        }
+        Err(e) => return Err(call_error(e, "reconcile")),
+    };
     if json_out {
         println!("{}", json!({"result": result, "version": version, "message": message}));
     } else {
