@@ -42,3 +42,19 @@ history_last() {
 show_status() {
 	milspecd status --config "$CONF" | sed 's/^/    status| /'
 }
+
+# recover_and_check WHAT: milspecd recover, then: no trial left, exactly one
+# module loaded and it is the committed one, its status ok. Leaves the
+# status JSON in $json, the live version in $live, the committed one in
+# $committed.
+recover_and_check() {
+	out=$(milspecd recover --config "$CONF" 2>/tmp/recover.log) || { cat /tmp/recover.log; fail "$1: recover failed"; }
+	say "recover: $out"
+	json=$(milspecd status --config "$CONF" --json)
+	live=$(live_version)
+	committed=$(printf '%s\n' "$json" | sed -n 's/^  "committed_version": "\(.*\)",$/\1/p')
+	expect_match "$1: no trial left" "$json" '"trial": null'
+	expect_eq "$1: exactly one module, the committed one" "$live" "$committed"
+	expect_eq "$1: module healthy" "$(status state)" ok
+	[ "$(grep -c "^$MOD " /proc/modules)" = 1 ] || fail "$1: not exactly one $MOD"
+}

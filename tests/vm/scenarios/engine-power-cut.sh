@@ -9,6 +9,8 @@
 # boots: 20
 # timeout: 120
 # needs: engine kmod-faults failpoints
+# json, live and committed are set by recover_and_check (guest/engine.sh).
+# shellcheck disable=SC2154
 
 . /vm/engine.sh
 
@@ -80,15 +82,7 @@ fi
 
 say "---- case $n/$total: after a power cut at $point while installing $pkg"
 expect_eq "$point: nothing loaded after the cut" "$(live_version)" none
-out=$(milspecd recover --config "$CONF" 2>/tmp/recover.log) || { cat /tmp/recover.log; fail "$point: recover failed"; }
-say "recover: $out"
-json=$(milspecd status --config "$CONF" --json)
-live=$(live_version)
-committed=$(printf '%s\n' "$json" | sed -n 's/^  "committed_version": "\(.*\)",$/\1/p')
-expect_match "$point: no trial left" "$json" '"trial": null'
-expect_eq "$point: exactly one module, the committed one" "$live" "$committed"
-expect_eq "$point: module healthy" "$(status state)" ok
-[ "$(grep -c "^$MOD " /proc/modules)" = 1 ] || fail "$point: not exactly one $MOD"
+recover_and_check "$point"
 hist=$STATE/history.jsonl
 last_commit=$(history_last committed version)
 expect_eq "$point: the last commit in the history is the committed version" "$last_commit" "$committed"
