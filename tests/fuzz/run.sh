@@ -10,6 +10,11 @@
 #   FUZZ_RUNS=1000000              stop each target after this many
 #                                  executions (SECONDS still caps the time)
 #   FUZZ_JOBS=1                    cargo build jobs (the machine is shared)
+#   FUZZ_SANITIZER=none            build without AddressSanitizer: the
+#                                  targets are safe Rust, and the build takes
+#                                  less than half the time (CI's short run);
+#                                  -malloc_limit_mb then is not enforced,
+#                                  -rss_limit_mb still is. Default: address.
 #
 # Corpora grow in fuzz/corpus/<target>/ (not in git), seeded from
 # fuzz/seeds/<target>/; a failing input is saved as
@@ -31,7 +36,7 @@ ensure_cargo_tool cargo-fuzz cargo-fuzz
 cd "$root/fuzz"
 built=$(date +%s)
 # One build of every target shares the dependency builds.
-cargo +nightly fuzz build ${FUZZ_JOBS:+--jobs "$FUZZ_JOBS"} 2>&1 | grep -vE '^\s+(Compiling|Fresh) ' || true
+cargo +nightly fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" ${FUZZ_JOBS:+--jobs "$FUZZ_JOBS"} 2>&1 | grep -vE '^\s+(Compiling|Fresh) ' || true
 bindir=$root/fuzz/target/x86_64-unknown-linux-gnu/release
 for t in $targets; do
 	[ -x "$bindir/$t" ] || die "fuzz target $t was not built (see the cargo output above)"
