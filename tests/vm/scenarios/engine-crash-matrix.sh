@@ -43,15 +43,7 @@ for case in $MATRIX; do
 		>/tmp/crash.out 2>/tmp/crash.log || rc=$?
 	grep -q "$point" /tmp/crash.log || { cat /tmp/crash.log; fail "$point: the crash point was not reached (exit $rc)"; }
 	say "crashed at $point (exit $rc)"
-	out=$(milspecd recover --config "$CONF" 2>/tmp/recover.log) || { cat /tmp/recover.log; fail "$point: recover failed"; }
-	say "recover: $out"
-	json=$(milspecd status --config "$CONF" --json)
-	live=$(live_version)
-	committed=$(printf '%s\n' "$json" | sed -n 's/^  "committed_version": "\(.*\)",$/\1/p')
-	expect_match "$point: no trial left" "$json" '"trial": null'
-	expect_eq "$point: exactly one module, the committed one" "$live" "$committed"
-	expect_eq "$point: module healthy" "$(status state)" ok
-	[ "$(grep -c "^$MOD " /proc/modules)" = 1 ] || fail "$point: not exactly one $MOD"
+	recover_and_check "$point"
 	last=$(tail -n 1 "$STATE/history.jsonl")
 	case $pkg in
 	1.1.0)
