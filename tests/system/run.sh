@@ -28,6 +28,8 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 INCLUDE=systemd,systemd-sysv,dbus,udev,kmod
 # Seconds each boot may take at most (TCG is slow; CI may be slower).
 BOOT_TIMEOUT=(0 600 240 240)
+# The root disk's MBR id: root=PARTUUID=<id>-01.
+ROOT_DISK_ID=5eed5eed
 SYS_QEMU_PID=
 trap 'if [[ -n $SYS_QEMU_PID ]]; then kill -TERM "$SYS_QEMU_PID" 2>/dev/null || true; fi' EXIT
 
@@ -58,8 +60,8 @@ log() { printf 'system: %s\n' "$*" >&2; }
 sys_base_image() {
 	local hash base root t0
 	hash=$({
-		printf '%s\n' "$SUITE" "$INCLUDE" "$KERNEL_RELEASE"
-		sed -n '/^# BASE-IMAGE-BEGIN/,/^# BASE-IMAGE-END/p' "$SYS_DIR/run.sh"
+		printf '%s\n' "$SUITE" "$INCLUDE" "$KERNEL_RELEASE" "$ROOT_DISK_ID"
+		sed -n -e '/^sys_base_image()/,/^}/p' -e '/^# BASE-IMAGE-BEGIN/,/^# BASE-IMAGE-END/p' "$SYS_DIR/run.sh"
 		cat "$SYS_DIR/guest/systest-run" "$SYS_DIR/guest/systest.service"
 		sha256sum /bin/busybox
 	} | sha256sum | cut -c1-16)
@@ -78,8 +80,16 @@ sys_base_image() {
 		{ tail -n 20 "$SYS_CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $SYS_CACHE/debootstrap.log)"; }
 	sys_trim "$root"
 	find "$SYS_CACHE" -maxdepth 1 -name 'base-*.raw' -delete
-	mkfs.ext4 -q -F -L vmroot -E lazy_itable_init=0,lazy_journal_init=0 -d "$root" "$base.tmp" 2G >&2 ||
+	mkfs.ext4 -q -F -L vmroot -E lazy_itable_init=0,lazy_journal_init=0 -d "$root" "$SYS_CACHE/fs.tmp" 2G >&2 ||
 		die "mkfs.ext4 -d $root failed"
+	# One partition with a fixed PARTUUID: the kernel finds its root by
+	# that, whatever order the NVMe namespaces are probed in.
+	rm -f "$base.tmp"
+	truncate -s $((2048 + 1))M "$base.tmp"
+	printf 'label: dos\nlabel-id: 0x%s\nstart=2048, type=83\n' "$ROOT_DISK_ID" | sfdisk -q "$base.tmp" >&2 ||
+		die "sfdisk $base.tmp failed"
+	dd if="$SYS_CACHE/fs.tmp" of="$base.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
+	rm -f "$SYS_CACHE/fs.tmp"
 	mv "$base.tmp" "$base"
 	rm -rf "$root"
 	log "base image built in $(vm_elapsed "$t0")s: $base"
@@ -93,7 +103,7 @@ sys_trim() {
 	local r=$1 u
 	printf 'systest\n' >"$r/etc/hostname"
 	printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 systest\n' >"$r/etc/hosts"
-	printf '/dev/nvme0n1 / ext4 rw,errors=remount-ro 0 1\n' >"$r/etc/fstab"
+	printf 'PARTUUID=%s-01 / ext4 rw,errors=remount-ro 0 1\n' "$ROOT_DISK_ID" >"$r/etc/fstab"
 	# Empty: each run gives systemd.machine_id= on the command line.
 	: >"$r/etc/machine-id"
 	rm -f "$r/var/lib/dbus/machine-id"
@@ -186,11 +196,12 @@ sys_boot() {
 		-nodefaults -display none -no-reboot -monitor none \
 		-smbios "type=1,manufacturer=$(vm_qemu_escape "${VENDOR[n]}"),product=$(vm_qemu_escape "${PRODUCT[n]}")" \
 		-kernel "$VMLINUZ" \
-		-append "console=ttyS0 root=/dev/nvme0n1 rw panic=-1 mitigations=off systemd.getty_auto=0 systemd.machine_id=$MACHINE_ID systest.boot=$n" \
+		-append "console=ttyS0 root=PARTUUID=$ROOT_DISK_ID-01 rw panic=-1 mitigations=off systemd.getty_auto=0 systemd.machine_id=$MACHINE_ID systest.boot=$n" \
 		-drive "file=$RUN/root.qcow2,if=none,id=root,format=qcow2,cache=unsafe" \
-		-device nvme,serial=vmroot,drive=root \
 		-drive "file=$RUN/input.tar,if=none,id=in,format=raw,readonly=on" \
-		-device nvme,serial=systest,drive=in \
+		-device nvme,id=nvme0,serial=vmroot \
+		-device nvme-ns,bus=nvme0,drive=root,nsid=1 \
+		-device nvme-ns,bus=nvme0,drive=in,nsid=2 \
 		-serial "file:$console" -serial "file:$markers" \
 		</dev/null >"$RUN/qemu-boot$n.log" 2>&1 &
 	SYS_QEMU_PID=$!
@@ -248,7 +259,7 @@ sys_assert() {
 # ------------------------------------------------------------------- main
 
 [[ $(id -u) -eq 0 ]] || die "run as root (debootstrap, qemu)"
-ensure_debs debootstrap qemu-system-x86 qemu-utils e2fsprogs systemd busybox-static shellcheck dpkg-dev
+ensure_debs debootstrap qemu-system-x86 qemu-utils e2fsprogs fdisk systemd busybox-static shellcheck dpkg-dev
 ensure_cargo_tool cargo-deb cargo-deb
 mkdir -p "$SYS_CACHE"
 rm -rf "$RUN"
