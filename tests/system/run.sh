@@ -25,7 +25,9 @@ RUN=$SYS_CACHE/run
 SUITE=bookworm
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What the guest needs beyond minbase; nothing can be installed there later.
-INCLUDE=systemd,systemd-sysv,dbus,udev,kmod
+# polkitd (+ libpam-systemd, its logind): a non-root operator authorized by
+# a site's polkit rule.
+INCLUDE=systemd,systemd-sysv,dbus,udev,kmod,polkitd,libpam-systemd
 # Seconds each boot may take at most (TCG is slow; CI may be slower).
 BOOT_TIMEOUT=(0 600 240 240)
 # The root disk's MBR id: root=PARTUUID=<id>-01.
@@ -43,6 +45,7 @@ KO_VARIANTS=(v1.0.0::1.0.0 v1.1.0::1.1.0 v1.2.0-warn:warn:1.2.0 v1.6.0::1.6.0 v1
 # Checks each boot must report OK (names from guest/guest.sh).
 EXPECT=(""
 "deb-install unit-active udev-started ctl-status status-text unit-verify udev-rule-test
+ polkit-authorized polkit-resume polkit-denied
  poll-first-install swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
  journal-INSTALL_STARTED journal-SWAPPED journal-COMMITTED journal-ROLLED_BACK journal-RECOVERY
  catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active"

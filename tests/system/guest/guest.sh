@@ -118,6 +118,33 @@ trial_then_commit() {
 	wait "$!" 2>/dev/null || true
 }
 
+# polkit_checks: a user a site's polkit rule authorizes for
+# com.dell.milspec1.manage may change things over D-Bus (the daemon asks
+# polkitd); nobody may not, and is told why.
+polkit_checks() {
+	id fleetop >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin fleetop
+	mkdir -p /etc/polkit-1/rules.d
+	cat >/etc/polkit-1/rules.d/50-fleet-operator.rules <<-'RULES'
+		polkit.addRule(function(action, subject) {
+			if (action.id == "com.dell.milspec1.manage" && subject.user == "fleetop")
+				return polkit.Result.YES;
+		});
+	RULES
+	# polkitd is bus-activated and reads the rules at start.
+	systemctl restart polkit.service 2>/dev/null || true
+	as_user() { _u=$1; shift; setpriv --reuid="$_u" --regid="$_u" --clear-groups "$@"; }
+	check polkit-authorized sh -c 'setpriv --reuid=fleetop --regid=fleetop --clear-groups milspecctl pause && [ "$(busctl get-property com.dell.MilSpec1 /com/dell/MilSpec1 com.dell.MilSpec1.Manager Paused)" = "b true" ]'
+	check polkit-resume as_user fleetop milspecctl resume
+	setpriv --reuid=nobody --regid=nogroup --clear-groups milspecctl pause >/tmp/denied.out 2>&1
+	_rc=$?
+	_paused=$(busctl get-property "$DEST" "$OBJ" "$IFACE" Paused 2>&1)
+	if [ "$_rc" = 4 ] && grep -q "access denied" /tmp/denied.out && [ "$_paused" = "b false" ]; then
+		ok polkit-denied "nobody: exit $_rc: $(one_line /tmp/denied.out)"
+	else
+		bad polkit-denied "nobody: exit $_rc, Paused $_paused: $(one_line /tmp/denied.out)"
+	fi
+}
+
 boot1() {
 	info "machine: $(cat /sys/class/dmi/id/sys_vendor) / $(cat /sys/class/dmi/id/product_name), kernel $(uname -r)"
 	serve_mirror
@@ -132,6 +159,7 @@ boot1() {
 	check unit-active wait_for 120 active
 	check udev-started udev_started
 	check ctl-status milspecctl status
+	polkit_checks
 	check status-text sh -c 'systemctl show -p StatusText --value milspecd.service | grep .'
 	check unit-verify sh -c '! systemd-analyze verify milspecd.service 2>&1 | grep .'
 	info "security: $(systemd-analyze security milspecd.service 2>&1 | tail -n 1)"
