@@ -71,11 +71,15 @@ vm_engine_stage() {
 }
 
 # vm_failpoints_stage DIR: milspecd built with crash points, as milspecd-fp.
+# It is the debug build with every feature, the one `cargo test
+# --all-features` has already built in a full run, so it costs no build of
+# its own there (its fake kernel stays off without MILSPECD_FAKE_KERNEL=1).
 vm_failpoints_stage() {
-	local d=$1 tdir=$REPO_ROOT/target/failpoints log=$CACHE_DIR/cargo-failpoints.log
+	local d=$1 log=$CACHE_DIR/cargo-failpoints.log
 
-	vm_log "cargo build --release --features failpoints (milspecd-fp)"
-	(cd "$REPO_ROOT" && cargo build --release --features failpoints --bin milspecd --target-dir "$tdir") \
+	vm_log "cargo build --all-features --bin milspecd (debug, as milspecd-fp)"
+	(cd "$REPO_ROOT" && cargo build --all-features --bin milspecd) \
 		>"$log" 2>&1 || { tail -n 30 "$log" >&2; vm_die "failpoints build failed (log: $log)"; }
-	vm_stage_elf "$d" "$tdir/release/milspecd" /usr/bin/milspecd-fp
+	strip -o "$CACHE_DIR/milspecd-fp" "$REPO_ROOT/target/debug/milspecd"
+	vm_stage_elf "$d" "$CACHE_DIR/milspecd-fp" /usr/bin/milspecd-fp
 }

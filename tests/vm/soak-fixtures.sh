@@ -9,9 +9,9 @@
 # changes; the kernel does not check it), debug info stripped to keep the
 # initramfs small. Sourced by tests/vm/lib.sh.
 
-# Cycles of the soak: SOAK_CYCLES from the environment, 100 by default (CI);
+# Cycles of the soak: SOAK_CYCLES from the environment, 60 by default (CI);
 # the reported figure is SOAK_CYCLES=500.
-SOAK_CYCLES_DEFAULT=100
+SOAK_CYCLES_DEFAULT=60
 # Sequence of the package installed in cycle i: SOAK_SEQ_BASE + i.
 SOAK_SEQ_BASE=2000000000
 

@@ -84,6 +84,7 @@ start_bus
 start_watch
 t "host: milspecd run (systemd would start it); it serves com.dell.MilSpec1 and polls at once"
 milspecd run --config /tmp/demo.toml >/tmp/milspecd.log 2>&1 &
+# shellcheck disable=SC2034 # read by stop_daemon (dbus.sh)
 DAEMON_PID=$!
 i=0
 until [ "$(cat /sys/module/dell_milspec/version 2>/dev/null)" = 1.0.0 ] &&

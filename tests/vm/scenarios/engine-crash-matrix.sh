@@ -6,6 +6,8 @@
 # boots: 1
 # timeout: 400
 # needs: engine kmod-faults failpoints
+# live, json: set by recover_and_check (engine.sh).
+# shellcheck disable=SC2154
 
 . /vm/engine.sh
 with_probation 1s

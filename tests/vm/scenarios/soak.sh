@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
 # vm-scenario: soak: the long-running milspecd (on the system bus) swaps the
-#   real module SOAK_CYCLES times (100 here by default, 500 for the report),
+#   real module SOAK_CYCLES times (60 here by default, 500 for the report),
 #   alternating good 1.0.0 and 1.1.0 builds, every tenth cycle a release that
 #   WARNs at init and must be rolled back. After each cycle: daemon RSS and
 #   open fds, module refcount, /proc/milspec entries, one module loaded, the
