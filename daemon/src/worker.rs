@@ -411,12 +411,17 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             Action::Revert { reason, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
                 info!("rollback to the other slot requested over D-Bus");
-                engine.revert(&reason).map(|o| outcome_reply(&o)).map_err(|e| match e {
+                let res = engine.revert(&reason).map_err(|e| match e {
                     EngineError::NothingToRollBack(m) => ActionError::NothingToRollBack(format!(
                         "no trial is running and {m}; nothing changed: install or publish the version wanted"
                     )),
                     e => ActionError::Failed(one_line(e.into())),
-                })
+                });
+                match res {
+                    // Refused before any swap (the old module is busy): nothing changed.
+                    Ok(Outcome::Rejected { reason }) => Err(ActionError::Rejected(reason)),
+                    other => other.map(|o| outcome_reply(&o)),
+                }
             }
             Action::Reconcile { reply } => {
                 *obs.reply.borrow_mut() = Some(reply);

@@ -84,6 +84,11 @@ impl Drop for Host {
 
 impl Host {
     fn new(probation: &str) -> Host {
+        Host::with_faults(probation, "1.2.0=warn")
+    }
+
+    /// `faults`: the fake kernel's `MILSPECD_FAKE_FAULTS` (VERSION=warn|busy|noload).
+    fn with_faults(probation: &str, faults: &str) -> Host {
         let f = Fixture::new();
         // nobody must reach the socket and the packages.
         fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -111,7 +116,7 @@ impl Host {
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
             .env("MILSPECD_FAKE_KERNEL", "1")
             .env("MILSPECD_FAKE_RELEASE", RELEASE)
-            .env("MILSPECD_FAKE_FAULTS", "1.2.0=warn")
+            .env("MILSPECD_FAKE_FAULTS", faults)
             .stdout(Stdio::null())
             .stderr(fs::File::create(f.path("daemon.log")).unwrap())
             .spawn()
@@ -358,6 +363,26 @@ fn rollback_with_no_trial_goes_back_to_the_other_slot() {
     let hist = h.json(&["history", "--json", "--limit", "3"]);
     let kinds: Vec<&str> = hist.as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(kinds, ["swapped", "committed", "rejected"], "{hist}");
+}
+
+#[test]
+fn rollback_with_no_trial_is_refused_when_the_module_cannot_be_unloaded() {
+    let h = Host::with_faults("1s", "1.1.0=busy");
+    for v in ["1.0.0", "1.1.0"] {
+        let o = h.ctl(&["install", h.package(v).to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+    }
+    let before = h.json(&["slots", "--json"]);
+    let o = h.ctl(&["rollback"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("could not be unloaded"), "{}", text(&o));
+    let s = h.status();
+    assert_eq!(
+        (s["committed_version"].as_str(), s["health"]["version"].as_str()),
+        (Some("1.1.0"), Some("1.1.0")),
+        "{s}"
+    );
+    assert_eq!(h.json(&["slots", "--json"]), before);
 }
 
 #[test]
