@@ -24,8 +24,8 @@ hosts=("$@")
 # Enough file descriptors for 64 client threads and nginx's connections.
 ulimit -n 65536 2>/dev/null || true
 
-cargo build --release -p milspecd --bins --quiet
+cargo build --locked --release -p milspecd --bins --quiet
 for n in "${hosts[@]}"; do
-    FLEET_HOSTS="$n" cargo test --release -p milspecd --test mirror_fleet --quiet \
+    FLEET_HOSTS="$n" cargo test --locked --release -p milspecd --test mirror_fleet --quiet \
         -- --ignored --nocapture fleet_simulation 2>&1 | sed -n '/^### /,/^test /p' | grep -v -e '^test ' -e '^\.$'
 done

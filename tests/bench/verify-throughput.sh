@@ -71,7 +71,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
 echo "building release binaries..." >&2
-cargo build --release --bins --quiet
+cargo build --locked --release --bins --quiet
 target_dir="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 repo="$target_dir/release/milspec-repo"

@@ -34,6 +34,10 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 ensure_cargo_tool cargo-fuzz cargo-fuzz
 
 cd "$root/fuzz"
+# cargo fuzz has no --locked of its own: check the lock file first, so a
+# stale fuzz/Cargo.lock fails here instead of being rewritten by the build.
+cargo metadata --locked --format-version 1 >/dev/null ||
+	die "fuzz/Cargo.lock is out of date: run \`cargo update --workspace\` in fuzz/ and commit it"
 built=$(date +%s)
 # One build of every target shares the dependency builds.
 cargo +nightly fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" ${FUZZ_JOBS:+--jobs "$FUZZ_JOBS"} 2>&1 | grep -vE '^\s+(Compiling|Fresh) ' || true

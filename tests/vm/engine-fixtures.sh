@@ -77,8 +77,8 @@ vm_engine_stage() {
 vm_failpoints_stage() {
 	local d=$1 log=$CACHE_DIR/cargo-failpoints.log
 
-	vm_log "cargo build --all-features --bin milspecd (debug, as milspecd-fp)"
-	(cd "$REPO_ROOT" && cargo build --all-features --bin milspecd) \
+	vm_log "cargo build --locked --all-features --bin milspecd (debug, as milspecd-fp)"
+	(cd "$REPO_ROOT" && cargo build --locked --all-features --bin milspecd) \
 		>"$log" 2>&1 || { tail -n 30 "$log" >&2; vm_die "failpoints build failed (log: $log)"; }
 	strip -o "$CACHE_DIR/milspecd-fp" "$REPO_ROOT/target/debug/milspecd"
 	vm_stage_elf "$d" "$CACHE_DIR/milspecd-fp" /usr/bin/milspecd-fp

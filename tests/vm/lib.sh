@@ -24,6 +24,15 @@ VM_TIMEOUT_SCALE=${VM_TIMEOUT_SCALE:-1}
 VM_KERNEL_ARGS=${VM_KERNEL_ARGS:-}
 # Seconds a guest gets to power off after printing its result.
 VM_POWEROFF_GRACE=${VM_POWEROFF_GRACE:-10}
+# Seconds (scaled) a guest gets to reach its /init and print BEGIN; a guest
+# that does not is a boot death (below), not a failed scenario.
+VM_START_TIMEOUT=${VM_START_TIMEOUT:-60}
+# Boots that died before their scenario started and were tried again.
+VM_RETRIED=()
+# For the harness's own test (scenario harness-retry): the first N boots of
+# this run are made to die at boot, with a kernel panic before /init.
+VM_INJECT_BOOT_DEATHS=${VM_INJECT_BOOT_DEATHS:-0}
+VM_INJECTED=0
 
 # The qemu of the boot in progress, stopped if the harness is interrupted.
 VM_QEMU_PID=
@@ -235,8 +244,8 @@ vm_build_bins() {
 		BINS_STATUS="cargo not found"
 		return 0
 	fi
-	vm_log "cargo build --release --bins"
-	if ! (cd "$REPO_ROOT" && "$cargo" build --release --bins) >"$log" 2>&1; then
+	vm_log "cargo build --locked --release --bins"
+	if ! (cd "$REPO_ROOT" && "$cargo" build --locked --release --bins) >"$log" 2>&1; then
 		tail -n 30 "$log" >&2
 		vm_warn "cargo build failed (log: $log): guests get no Rust binaries"
 		BINS_STATUS="cargo build failed, see $log"
@@ -388,11 +397,20 @@ vm_tail_console() {
 	echo "---- end of console ----"
 }
 
+# vm_death_lines LOG: the console lines that show why a guest died at boot
+# (Oops, panic, BUG, faults and the first frames after them), at most 25.
+vm_death_lines() {
+	tr -d '\r' <"$1" | grep -a -A 6 -E 'Oops|Kernel panic|BUG:|general protection|int3|WARNING: CPU|Unable to handle|watchdog: BUG|rcu_sched detected|segfault' |
+		head -n 25
+}
+
 # vm_boot SCENARIO RUNDIR N: one boot; returns 0 if the boot did what the
-# scenario expects (PASS marker, or a panic announced by EXPECT-PANIC).
+# scenario expects (PASS marker, or a panic announced by EXPECT-PANIC), 2 if
+# the guest died before its scenario started (no BEGIN marker: an Oops or a
+# panic at boot, a hang before /init), 1 for any other failure.
 vm_boot() {
 	local file=$1 rundir=$2 n=$3
-	local vendor product timeout smp log rc t0 needs state done_at start
+	local vendor product timeout smp log rc t0 needs state done_at start begun start_timeout
 	local append="console=ttyS0 panic=-1 quiet mitigations=off milspec_vm_boot=$n"
 	append+=${VM_KERNEL_ARGS:+ $VM_KERNEL_ARGS}
 
@@ -402,12 +420,19 @@ vm_boot() {
 	timeout=$(awk -v t="$timeout" -v s="$VM_TIMEOUT_SCALE" 'BEGIN { print int(t * s) }')
 	smp=$(vm_header "$file" smp "$VM_SMP")
 	needs=$(vm_header "$file" needs)
+	if ((VM_INJECTED < VM_INJECT_BOOT_DEATHS)); then
+		VM_INJECTED=$((VM_INJECTED + 1))
+		vm_warn "boot $n: injected boot death $VM_INJECTED of $VM_INJECT_BOOT_DEATHS (rdinit=/no-such-init)"
+		append+=" rdinit=/no-such-init"
+	fi
+	start_timeout=$(awk -v t="$VM_START_TIMEOUT" -v s="$VM_TIMEOUT_SCALE" 'BEGIN { print int(t * s) }')
 	log=$rundir/console-boot$n.log
 
 	t0=$(vm_now)
 	rc=0
 	state=running
 	done_at=
+	begun=
 	: >"$log"
 	# timeout(1) is only a safety net; the loop below enforces the limit.
 	timeout --kill-after=5 $((timeout + 30)) qemu-system-x86_64 \
@@ -425,6 +450,14 @@ vm_boot() {
 		if ((SECONDS - start >= timeout)); then
 			state=timeout
 			break
+		fi
+		if [[ -z $begun ]]; then
+			if grep -qa "@@VM:BEGIN boot=$n@@" "$log"; then
+				begun=1
+			elif ((SECONDS - start >= start_timeout)); then
+				state=nostart
+				break
+			fi
 		fi
 		# The guest powers off right after its result; give it a grace.
 		if [[ -z $done_at ]] &&
@@ -444,6 +477,21 @@ vm_boot() {
 	VM_QEMU_PID=
 	BOOT_TIME=$(vm_elapsed "$t0")
 
+	if ! grep -qa "@@VM:BEGIN boot=$n@@" "$log"; then
+		if [[ $state == nostart ]]; then
+			vm_log "boot $n: DIED AT BOOT: no BEGIN marker within ${start_timeout}s; the scenario never started"
+		else
+			vm_log "boot $n: DIED AT BOOT: the guest stopped (qemu status $rc) before its scenario started"
+		fi
+		if [[ -n $(vm_death_lines "$log") ]]; then
+			echo "---- console lines that show it ($log) ----"
+			vm_death_lines "$log"
+			echo "---- end ----"
+		else
+			vm_tail_console "$log"
+		fi
+		return 2
+	fi
 	if [[ $state == timeout ]] || ((rc == 124 || rc == 137)); then
 		vm_log "boot $n: timed out after ${timeout}s"
 		vm_tail_console "$log"
@@ -494,7 +542,7 @@ vm_run_host() {
 # one PASS/FAIL line; returns 0 on pass.
 vm_run_scenario() {
 	local file name rundir boots n need where t0 times=() line src dst seed
-	local stage fn
+	local stage fn rc retried=0
 
 	file=$(vm_scenario_file "$1")
 	name=$(basename "$file" .sh)
@@ -566,10 +614,28 @@ vm_run_scenario() {
 			>"$rundir/mkfs.log" 2>&1 || { cat "$rundir/mkfs.log" >&2; return 1; }
 	fi
 
+	# A boot that dies before its scenario starts (rc 2) is tried once more:
+	# the state disk is mounted only after BEGIN, so nothing of the scenario
+	# ran. A failed assertion (rc 1) is never tried again.
 	boots=$(vm_header "$file" boots 1)
 	for ((n = 1; n <= boots; n++)); do
-		if ! vm_boot "$file" "$rundir" "$n"; then
-			vm_log "FAIL $name (boot $n of $boots, ${BOOT_TIME}s; logs: $rundir/)"
+		rc=0
+		vm_boot "$file" "$rundir" "$n" || rc=$?
+		if ((rc == 2)) && ((retried == 0)); then
+			retried=1
+			mv "$rundir/console-boot$n.log" "$rundir/console-boot$n.died.log"
+			VM_RETRIED+=("$name:boot$n")
+			vm_log "RETRY $name boot $n: the guest died before its scenario started" \
+				"(console: $rundir/console-boot$n.died.log); trying this boot once more"
+			rc=0
+			vm_boot "$file" "$rundir" "$n" || rc=$?
+		fi
+		if ((rc != 0)); then
+			if ((rc == 2)); then
+				vm_log "FAIL $name (boot $n of $boots died at boot$( ((retried)) && echo ' again, after one retry'); logs: $rundir/)"
+			else
+				vm_log "FAIL $name (boot $n of $boots, ${BOOT_TIME}s; logs: $rundir/)"
+			fi
 			return 1
 		fi
 		times+=("${BOOT_TIME}s")
@@ -588,3 +654,11 @@ for _fixtures in "$VM_DIR"/*-fixtures.sh; do
 	fi
 done
 unset _fixtures
+
+# vm_retry_summary: one loud line naming the boots that died at boot and were
+# tried again (nothing when none did).
+vm_retry_summary() {
+	if ((${#VM_RETRIED[@]})); then
+		vm_warn "${#VM_RETRIED[@]} boot(s) died before their scenario started and were retried once: ${VM_RETRIED[*]}"
+	fi
+}

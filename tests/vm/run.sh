@@ -2,30 +2,42 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Run one VM-tier scenario: tests/vm/run.sh load-dell
-# (a name from tests/vm/scenarios/ or a path to a scenario file).
+# (a name from tests/vm/scenarios/ or a path to a scenario file);
+# tests/vm/run.sh --repeat N load-dell runs it N times and counts failures.
 set -euo pipefail
 
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+repeat=1
+if [[ ${1:-} == --repeat ]]; then
+	[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || vm_die "--repeat needs a positive count"
+	repeat=$2
+	shift 2
+fi
 if [[ $# -ne 1 ]]; then
 	names=()
 	for f in "$VM_DIR"/scenarios/*.sh; do
 		names+=("$(basename "$f" .sh)")
 	done
-	echo "usage: $0 SCENARIO   (one of: ${names[*]})" >&2
+	echo "usage: $0 [--repeat N] SCENARIO   (one of: ${names[*]})" >&2
 	exit 2
 fi
 
 file=$(vm_scenario_file "$1")
 t0=$(vm_now)
 vm_prepare
-rc=0
-vm_run_scenario "$file" || rc=$?
-if ((rc == 0)); then
-	echo "vm: 1 passed, 0 failed"
-else
-	echo "vm: 0 passed, 1 failed"
-fi
+passed=0
+failed=0
+for ((pass = 1; pass <= repeat; pass++)); do
+	((repeat == 1)) || vm_log "run $pass of $repeat"
+	if vm_run_scenario "$file"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+	fi
+done
+vm_retry_summary
+echo "vm: $passed passed, $failed failed"
 vm_log "wall time $(vm_elapsed "$t0")s"
-exit "$rc"
+((failed == 0))

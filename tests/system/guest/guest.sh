@@ -248,6 +248,9 @@ boot3() {
 	check purge-dpkg sh -c '! dpkg-query -W -f "\${Status}" milspecd 2>/dev/null | grep -q installed'
 }
 
+# The scenario starts: from here on a failure is a failed check, never a
+# boot that died before its scenario (tests/system/run.sh retries those).
+mark "START boot=$BOOT +$(elapsed)s uptime=$(cut -d' ' -f1 /proc/uptime)s"
 case $BOOT in
 1) boot1 ;;
 2) boot2 ;;
