@@ -22,6 +22,7 @@ pub mod limits;
 pub mod manifest;
 pub mod modinfo;
 pub mod package;
+pub mod regular;
 pub mod signature;
 pub mod tarwrite;
 pub mod writer;
@@ -34,6 +35,7 @@ pub use keys::{KeyError, KeyId, PublicKey, SecretKey, TrustedKeys};
 pub use limits::Limits;
 pub use manifest::{Manifest, ManifestError, Payload};
 pub use modinfo::{ModInfo, ModInfoError};
+pub use regular::{open_regular, read_regular, FileKind, OpenError, OpenPolicy, RegularFile, Symlinks};
 pub use package::{
     read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust, VerifiedPackage,
 };
