@@ -37,6 +37,7 @@ pub use manifest::{Manifest, ManifestError, Payload};
 pub use modinfo::{ModInfo, ModInfoError};
 pub use regular::{open_regular, read_regular, FileKind, OpenError, OpenPolicy, RegularFile, Symlinks};
 pub use package::{
+    open_package,
     read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust, VerifiedPackage,
 };
 pub use signature::{SignatureError, SignatureSet};
