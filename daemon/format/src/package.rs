@@ -78,6 +78,13 @@ pub struct FileError {
     pub source: PackageError,
 }
 
+impl FileError {
+    /// A path as messages show it: control characters escaped.
+    pub fn shown_path(path: &Path) -> String {
+        shown(path)
+    }
+}
+
 /// How much to trust a package being read.
 #[derive(Debug, Clone, Copy)]
 pub enum Trust<'a> {
@@ -325,13 +332,14 @@ fn read_entries<R: Read>(
 /// `limits.max_package_size` bytes. A FIFO or a device is refused at once
 /// with [`PackageError::NotRegularFile`], never opened for reading, so
 /// `verify`, `inspect` and `install` cannot be made to wait on one.
-pub fn open_package(path: &Path, limits: &Limits) -> Result<File, PackageError> {
-    match open_regular(path, OpenPolicy::follow(limits.max_package_size)) {
-        Ok(f) => Ok(f.file),
-        Err(OpenError::NotRegular { kind, .. }) => Err(PackageError::NotRegularFile(kind)),
-        Err(OpenError::TooLarge { limit, .. }) => Err(PackageError::TooLarge { limit }),
-        Err(OpenError::Io { source, .. }) => Err(PackageError::Io(source)),
-    }
+pub fn open_package(path: &Path, limits: &Limits) -> Result<File, FileError> {
+    let source = match open_regular(path, OpenPolicy::follow(limits.max_package_size)) {
+        Ok(f) => return Ok(f.file),
+        Err(OpenError::NotRegular { kind, .. }) => PackageError::NotRegularFile(kind),
+        Err(OpenError::TooLarge { limit, .. }) => PackageError::TooLarge { limit },
+        Err(OpenError::Io { source, .. }) => PackageError::Io(source),
+    };
+    Err(FileError { path: path.to_path_buf(), source })
 }
 
 /// Reads and verifies the package at `path`.
@@ -342,6 +350,6 @@ pub fn read_package_file(
     sink: &mut dyn PayloadSink,
 ) -> Result<VerifiedPackage, FileError> {
     let wrap = |source| FileError { path: path.to_path_buf(), source };
-    let file = open_package(path, limits).map_err(wrap)?;
+    let file = open_package(path, limits)?;
     read_package(file, trust, limits, sink).map_err(wrap)
 }
