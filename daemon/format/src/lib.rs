@@ -25,6 +25,7 @@ pub mod package;
 pub mod regular;
 pub mod signature;
 pub mod tarwrite;
+pub mod version;
 pub mod writer;
 
 #[cfg(feature = "test-support")]
