@@ -350,8 +350,9 @@ fn read_capped(path: &Path) -> Result<String, ConfigError> {
         OpenError::Io { source, .. } => read_err(source),
         e @ OpenError::NotRegular { .. } => ConfigError::NotRegular(e),
     })?;
-    String::from_utf8(bytes)
-        .map_err(|_| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8")))
+    String::from_utf8(bytes).map_err(|_| {
+        read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    })
 }
 
 /// The `*.toml` files in `conf.d/` beside `main`, sorted by name.

@@ -214,7 +214,10 @@ fn fifo_pub_in_the_keys_dir_fails_key_loading_naming_it() {
     let (_, err) = text(&a);
     assert_eq!(a.get_output().status.code(), Some(1), "{err}");
     assert!(took < PROMPT, "took {took:?}");
-    assert!(err.contains("x.pub: is a FIFO (named pipe), not a regular file; a key file must be a regular file"), "{err}");
+    assert!(
+        err.contains("x.pub: is a FIFO (named pipe), not a regular file; a key file must be a regular file"),
+        "{err}"
+    );
     let e = Poller::new(&h.cfg).unwrap_err().to_string();
     assert!(e.contains("x.pub: is a FIFO"), "{e}");
 }

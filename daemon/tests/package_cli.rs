@@ -373,7 +373,9 @@ fn fifo_or_device_as_package_is_refused_promptly() {
     let conf = f.path("milspecd.toml");
     fs::write(&conf, format!("[paths]\nstate_dir = \"{}\"\n", f.path("state").display())).unwrap();
     let no_bus = format!("unix:path={}", f.path("no-bus").display());
-    for (pkg, kind) in [(fifo.as_path(), "is a FIFO (named pipe)"), (std::path::Path::new("/dev/zero"), "is a character device")] {
+    for (pkg, kind) in
+        [(fifo.as_path(), "is a FIFO (named pipe)"), (std::path::Path::new("/dev/zero"), "is a character device")]
+    {
         let runs: Vec<(&str, assert_cmd::Command)> = vec![
             ("verify", {
                 let mut c = ctl();

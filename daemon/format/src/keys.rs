@@ -36,7 +36,10 @@ pub const MAX_TRUSTED_KEYS: usize = 256;
 pub enum KeyError {
     #[error("{path}: cannot read key file: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{}: is {kind}, not a regular file; a key file must be a regular file (remove it from the folder)", shown(path))]
+    #[error(
+        "{}: is {kind}, not a regular file; a key file must be a regular file (remove it from the folder)",
+        shown(path)
+    )]
     NotRegular { path: PathBuf, kind: FileKind },
     #[error("{path}: not a milspec {expected} key file ({why})")]
     Format { path: PathBuf, expected: &'static str, why: String },
@@ -404,7 +407,7 @@ mod tests {
         let start = std::time::Instant::now();
         let e = TrustedKeys::load_dir(dir.path()).unwrap_err();
         assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
-        assert!(matches!(e, KeyError::NotRegular { kind: crate::FileKind::Fifo, .. }), "{e}");
+        assert!(matches!(e, KeyError::NotRegular { kind: FileKind::Fifo, .. }), "{e}");
         let text = e.to_string();
         assert!(text.contains("x.pub: is a FIFO (named pipe), not a regular file"), "{text}");
         // A folder named like a key, and a device linked in, are refused too.

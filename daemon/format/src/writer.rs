@@ -14,8 +14,8 @@ use crate::keys::SecretKey;
 use crate::limits::Limits;
 use crate::manifest::{self, Manifest, ManifestError, Payload, Probation, Requires};
 use crate::modinfo::{ModInfo, ModInfoError};
-use crate::regular::{read_regular, OpenError, OpenPolicy};
 use crate::package::{self, Header, PackageError, PayloadSink, Trust, MANIFEST_PATH, SIGNATURES_PATH};
+use crate::regular::{read_regular, OpenError, OpenPolicy};
 use crate::signature::{SignatureError, SignatureSet};
 use crate::tarwrite::TarWriter;
 

@@ -366,12 +366,11 @@ pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Res
     // Opened as the caller: the daemon reads only what the caller can read.
     // A FIFO or a device is refused here, before any call (the daemon also
     // refuses a descriptor that is not a regular file).
-    let file = milspec_format::open_package(package, &milspec_format::Limits::DEFAULT)
-        .map_err(|e| match e.source {
-            milspec_format::PackageError::Io(source) => anyhow::Error::new(source)
-                .context(format!("{}: cannot open the package", milspec_format::FileError::shown_path(package))),
-            _ => e.into(),
-        })?;
+    let file = milspec_format::open_package(package, &milspec_format::Limits::DEFAULT).map_err(|e| match e.source {
+        milspec_format::PackageError::Io(source) => anyhow::Error::new(source)
+            .context(format!("{}: cannot open the package", milspec_format::FileError::shown_path(package))),
+        _ => e.into(),
+    })?;
     let conn = connect(LONG_CALL_TIMEOUT)?;
     let p = proxy(&conn)?;
     let events = follow(&conn)?;

@@ -120,7 +120,7 @@ pub struct Timeouts {
 /// The transport for a mirror url.
 pub fn for_url(url: &str, t: Timeouts) -> Result<Box<dyn Transport>, FetchError> {
     if url.starts_with("file://") {
-        Ok(Box::new(FileTransport::default()))
+        Ok(Box::new(FileTransport))
     } else if url.starts_with("http://") || url.starts_with("https://") {
         Ok(Box::new(HttpTransport::new(t)))
     } else {
@@ -192,7 +192,9 @@ fn open_on_worker(
 ) -> Result<(std::fs::Metadata, WorkerBody), FetchError> {
     let slot = WorkerSlot::take().ok_or_else(|| FetchError::Timeout {
         url: url.into(),
-        what: format!("{MAX_FILE_WORKERS} earlier reads of the mirror's filesystem are still stuck; it does not answer"),
+        what: format!(
+            "{MAX_FILE_WORKERS} earlier reads of the mirror's filesystem are still stuck; it does not answer"
+        ),
     })?;
     let (to_caller, from_worker) = mpsc::sync_channel(1);
     let (want, wanted) = mpsc::channel::<()>();
