@@ -3,8 +3,7 @@
 //! Every key has a default; an unknown key is an error that names it, so a
 //! typo never silently falls back to a default.
 
-use std::fs::File;
-use std::io::Read;
+use milspec_format::{read_regular, OpenError, OpenPolicy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +21,8 @@ const MAX_CONFIG: u64 = 1024 * 1024;
 pub enum ConfigError {
     #[error("{}: cannot read config: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config: {0}")]
+    NotRegular(OpenError),
     #[error("{}: config is larger than {MAX_CONFIG} bytes", path.display())]
     TooLarge { path: PathBuf },
     #[error("{}: {message}", path.display())]
@@ -339,15 +340,19 @@ impl SourceConfig {
     }
 }
 
+/// Reads a config file or drop-in: a regular file (a symbolic link to one
+/// is followed: packaging tools link drop-ins into place) of at most
+/// [`MAX_CONFIG`] bytes. A FIFO or a device is refused at once.
 fn read_capped(path: &Path) -> Result<String, ConfigError> {
     let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(read_err)?;
-    let mut text = String::new();
-    file.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(read_err)?;
-    if text.len() as u64 > MAX_CONFIG {
-        return Err(ConfigError::TooLarge { path: path.to_path_buf() });
-    }
-    Ok(text)
+    let bytes = read_regular(path, OpenPolicy::follow(MAX_CONFIG)).map_err(|e| match e {
+        OpenError::TooLarge { .. } => ConfigError::TooLarge { path: path.to_path_buf() },
+        OpenError::Io { source, .. } => read_err(source),
+        e @ OpenError::NotRegular { .. } => ConfigError::NotRegular(e),
+    })?;
+    String::from_utf8(bytes).map_err(|_| {
+        read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    })
 }
 
 /// The `*.toml` files in `conf.d/` beside `main`, sorted by name.

@@ -155,6 +155,20 @@ mod tests {
     }
 
     #[test]
+    fn live_module_identity_is_the_exact_version_string() {
+        // 1.0.0+b1 is live and committed; 1.0.0+b2 is another build: it is
+        // installed, not "already installed", and so is plain 1.0.0.
+        let s = State { committed: Some(SlotId::A), max_sequence: 1, ..State::default() };
+        let f = Facts { live_version: Some("1.0.0+b1".into()), committed_version: Some("1.0.0+b1".into()), ..facts() };
+        assert!(run(&s, &manifest("1.0.0+b1", 1), &f).unwrap().already_installed);
+        for other in ["1.0.0+b2", "1.0.0"] {
+            let p = run(&s, &manifest(other, 2), &f).unwrap();
+            assert!(!p.already_installed, "{other}");
+            assert_eq!(p.target, SlotId::B, "{other}");
+        }
+    }
+
+    #[test]
     fn refusals() {
         let s = State { committed: Some(SlotId::A), max_sequence: 5, ..State::default() };
         let f = Facts { live_version: Some("1.0.0".into()), committed_version: Some("1.0.0".into()), ..facts() };
@@ -174,6 +188,9 @@ mod tests {
         let mut b = s.clone();
         b.block(Blocked { version: "2.0.0".parse().unwrap(), sequence: 9, reason: "warn".into(), at: String::new() });
         assert!(matches!(run(&b, &manifest("2.0.0", 9), &f), Err(Rejection::Blocklisted { .. })));
+
+        // Blocklisted as 2.0.0: the build 2.0.0+b1 is the same release.
+        assert!(matches!(run(&b, &manifest("2.0.0+b1", 10), &f), Err(Rejection::Blocklisted { .. })));
 
         let drift = Facts { live_version: Some("0.1.0".into()), ..f.clone() };
         assert!(matches!(run(&s, &manifest("2.0.0", 9), &drift), Err(Rejection::Drift { .. })));

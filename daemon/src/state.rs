@@ -133,11 +133,11 @@ impl Default for State {
 
 impl State {
     pub fn is_blocked(&self, v: &semver::Version) -> Option<&Blocked> {
-        self.blocklist.iter().find(|b| &b.version == v)
+        self.blocklist.iter().find(|b| milspec_format::version::same_release(&b.version, v))
     }
 
     pub fn block(&mut self, entry: Blocked) {
-        self.blocklist.retain(|b| b.version != entry.version);
+        self.blocklist.retain(|b| !milspec_format::version::same_release(&b.version, &entry.version));
         self.blocklist.push(entry);
         let excess = self.blocklist.len().saturating_sub(MAX_BLOCKLIST);
         self.blocklist.drain(..excess);
@@ -210,6 +210,19 @@ mod tests {
         assert_eq!(f.load().unwrap(), s);
         assert_eq!(s.target_slot(), SlotId::A);
         assert!(s.is_blocked(&"1.2.0".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn blocklist_ignores_build_metadata() {
+        let mut s = State::default();
+        let at = String::new();
+        s.block(Blocked { version: "1.2.0".parse().unwrap(), sequence: 9, reason: "warn".into(), at: at.clone() });
+        assert!(s.is_blocked(&"1.2.0+b1".parse().unwrap()).is_some());
+        assert!(s.is_blocked(&"1.2.0-rc.1".parse().unwrap()).is_none());
+        // Another build of the same release replaces the entry, not adds one.
+        s.block(Blocked { version: "1.2.0+b2".parse().unwrap(), sequence: 10, reason: "oops".into(), at });
+        assert_eq!(s.blocklist.len(), 1);
+        assert_eq!(s.is_blocked(&"1.2.0".parse().unwrap()).map(|b| b.reason.as_str()), Some("oops"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod mirror_support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use milspecd::mirror::PollReport;
+use milspecd::mirror::{PollReport, Poller};
 use mirror_support::*;
 
 /// A host behind the fault server, with short timeouts, holding 1.0.0, and
@@ -110,4 +110,114 @@ fn nothing_listening() {
     let e = h.poll().unwrap_err().to_string();
     assert!(e.contains("cannot connect") || e.contains("transfer failed"), "{e}");
     assert_eq!(h.kernel.live_version(), None);
+}
+
+// Non-regular files in a `file://` mirror or in the trust folder: refused at
+// once with a message naming the file and what it is, never waited on.
+
+/// Replaces `path` with a FIFO that no one ever writes to.
+fn make_fifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+}
+
+/// The longest a refusal may take; the command is killed (and the test
+/// fails) at `GUARD`, so a regression that blocks does not hang the suite.
+const PROMPT: Duration = Duration::from_secs(10);
+const GUARD: Duration = Duration::from_secs(30);
+
+/// `milspecd check` with `h`'s configuration, on the fake kernel tree.
+fn check_cmd(h: &Host) -> (assert_cmd::assert::Assert, Duration) {
+    let conf = h.dir.path().join("milspecd.toml");
+    let mut cfg = h.cfg.clone();
+    cfg.health.probation = Duration::from_secs(1);
+    std::fs::write(&conf, cfg.to_toml()).unwrap();
+    let start = Instant::now();
+    let a = bin("milspecd")
+        .args(["check", "--config"])
+        .arg(&conf)
+        .env("MILSPECD_FAKE_KERNEL", "1")
+        .env("MILSPECD_FAKE_RELEASE", RELEASE)
+        .timeout(GUARD)
+        .assert();
+    (a, start.elapsed())
+}
+
+fn text(a: &assert_cmd::assert::Assert) -> (String, String) {
+    let o = a.get_output();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn fifo_as_index_json_in_a_file_mirror_fails_check_promptly() {
+    let p = Publisher::new();
+    p.publish(&["1.0.0"], None);
+    make_fifo(&p.mirror().join("index.json"));
+    let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-fifo-index");
+    let (a, took) = check_cmd(&h);
+    let (out, err) = text(&a);
+    assert_eq!(a.get_output().status.code(), Some(1), "took {took:?}\nstdout: {out}\nstderr: {err}");
+    assert!(took < PROMPT, "took {took:?}");
+    assert!(err.contains("index.json: is a FIFO (named pipe), not a regular file"), "{err}");
+    assert!(err.contains("a mirror must hold regular files only"), "{err}");
+    // Not retried: refused once, on the first attempt.
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(!h.cfg.paths.state_dir.join("mirror/index.json").exists(), "no index accepted");
+    assert_eq!(h.kernel.live_version(), None);
+    // The same through the library: the poll fails the same way, at once.
+    let start = Instant::now();
+    let e = h.poll().unwrap_err().to_string();
+    assert!(e.contains("is a FIFO") && start.elapsed() < PROMPT, "{e} ({:?})", start.elapsed());
+}
+
+#[test]
+fn fifo_as_package_file_in_a_file_mirror_is_refused_then_the_real_file_installs() {
+    let p = Publisher::new();
+    p.publish(&["1.0.0"], None);
+    let pkg = p.mirror().join("packages/dell-milspec-1.0.0.mspkg");
+    let saved = std::fs::read(&pkg).unwrap();
+    make_fifo(&pkg);
+    let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-fifo-pkg");
+    // The binary first: a regression that blocks is killed at GUARD.
+    let (a, took) = check_cmd(&h);
+    let (_, err) = text(&a);
+    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
+    assert!(took < PROMPT, "took {took:?}");
+    assert!(err.contains("dell-milspec-1.0.0.mspkg: is a FIFO (named pipe), not a regular file"), "{err}");
+    assert_eq!(h.kernel.live_version(), None, "nothing installed");
+    assert_eq!(h.leftover_downloads(), 0);
+    let start = Instant::now();
+    let e = h.poll().unwrap_err().to_string();
+    assert!(start.elapsed() < PROMPT && e.contains("1.0.0.mspkg: is a FIFO"), "{e}");
+    // A symbolic link in its place is refused as well: a mirror holds files.
+    std::fs::remove_file(&pkg).unwrap();
+    let elsewhere = p.path("build/elsewhere.mspkg");
+    std::fs::write(&elsewhere, &saved).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &pkg).unwrap();
+    let e = h.poll().unwrap_err().to_string();
+    assert!(e.contains("is a symbolic link, not a regular file"), "{e}");
+    // The publisher puts the file back: the next poll is normal.
+    std::fs::remove_file(&pkg).unwrap();
+    std::fs::write(&pkg, &saved).unwrap();
+    assert!(matches!(h.poll().unwrap(), PollReport::Installed { .. }));
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn fifo_pub_in_the_keys_dir_fails_key_loading_naming_it() {
+    let p = Publisher::new();
+    p.publish(&["1.0.0"], None);
+    make_fifo(&p.path("trust/x.pub"));
+    let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-fifo-key");
+    let (a, took) = check_cmd(&h);
+    let (_, err) = text(&a);
+    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
+    assert!(took < PROMPT, "took {took:?}");
+    assert!(
+        err.contains("x.pub: is a FIFO (named pipe), not a regular file; a key file must be a regular file"),
+        "{err}"
+    );
+    let e = Poller::new(&h.cfg).unwrap_err().to_string();
+    assert!(e.contains("x.pub: is a FIFO"), "{e}");
 }

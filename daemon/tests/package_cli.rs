@@ -358,3 +358,66 @@ fn daemon_config_errors_name_the_key() {
         .success()
         .stdout(contains("probation = \"10s\""));
 }
+
+/// A FIFO or a device given where a package, a config file or a key folder
+/// entry is expected: refused at once, naming the path and what it is. Each
+/// command is killed after 30 s, so a regression that blocks fails here.
+#[test]
+fn fifo_or_device_as_package_is_refused_promptly() {
+    use std::time::{Duration, Instant};
+    let guard = Duration::from_secs(30);
+    let f = Fixture::new();
+    f.key("rel1", true);
+    let fifo = f.path("pipe.mspkg");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let conf = f.path("milspecd.toml");
+    fs::write(&conf, format!("[paths]\nstate_dir = \"{}\"\n", f.path("state").display())).unwrap();
+    let no_bus = format!("unix:path={}", f.path("no-bus").display());
+    for (pkg, kind) in
+        [(fifo.as_path(), "is a FIFO (named pipe)"), (std::path::Path::new("/dev/zero"), "is a character device")]
+    {
+        let runs: Vec<(&str, assert_cmd::Command)> = vec![
+            ("verify", {
+                let mut c = ctl();
+                c.args(["verify", "--keys"]).arg(f.path("trust")).arg(pkg);
+                c
+            }),
+            ("inspect", {
+                let mut c = ctl();
+                c.arg("inspect").arg(pkg);
+                c
+            }),
+            ("milspecctl install", {
+                let mut c = ctl();
+                c.arg("install").arg(pkg).env("DBUS_SYSTEM_BUS_ADDRESS", &no_bus);
+                c
+            }),
+            ("milspecd install", {
+                let mut c = daemon();
+                c.args(["install", "--config"]).arg(&conf).arg(pkg);
+                c
+            }),
+        ];
+        for (what, mut c) in runs {
+            let start = Instant::now();
+            let o = c.timeout(guard).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{what} {}: {err}", pkg.display());
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}: took {:?}", start.elapsed());
+            let want = format!("{}: {kind}, not a regular file; a package must be a regular file", pkg.display());
+            assert!(err.contains(&want), "{what}: {err}");
+            assert!(o.stdout.is_empty(), "{what}: {}", String::from_utf8_lossy(&o.stdout));
+        }
+    }
+    assert!(!f.path("state").exists(), "milspecd install refused before opening its state folder");
+    // The config file itself.
+    let conf_fifo = f.path("fifo.toml");
+    nix::unistd::mkfifo(&conf_fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    daemon()
+        .args(["config", "--config"])
+        .arg(&conf_fifo)
+        .timeout(guard)
+        .assert()
+        .failure()
+        .stderr(contains("fifo.toml: is a FIFO (named pipe), not a regular file"));
+}

@@ -222,8 +222,10 @@ impl Index {
         Ok(())
     }
 
+    /// `v` is revoked, build metadata ignored: revoking `1.2.0` revokes
+    /// `1.2.0+b1` ([`crate::version::same_release`]).
     pub fn is_revoked(&self, v: &semver::Version) -> bool {
-        self.revoked.contains(v)
+        crate::version::listed(&self.revoked, v)
     }
 
     pub fn entry(&self, v: &semver::Version) -> Option<&IndexEntry> {
@@ -486,14 +488,15 @@ pub fn select<'a>(index: &'a Index, host: &HostFacts<'_>) -> Selection<'a> {
     let fits = |e: &&IndexEntry| {
         e.kernel_releases.iter().any(|r| r == host.kernel_release)
             && !index.is_revoked(&e.version)
-            && !host.blocklist.contains(&e.version)
+            && !crate::version::listed(host.blocklist, &e.version)
     };
     let reached = |e: &IndexEntry| host.ignore_waves || e.reached(wave_position(host.machine_id, &e.version), host.now);
     let mut candidates: Vec<&IndexEntry> = index.packages.iter().filter(fits).collect();
     candidates.sort_by(|a, b| b.sequence.cmp(&a.sequence).then_with(|| b.version.cmp(&a.version)));
 
     if let Some((cur, cur_seq)) = host.current.filter(|(v, _)| index.is_revoked(v)) {
-        return candidates.into_iter().find(|e| &e.version != cur && (e.sequence < cur_seq || reached(e))).map_or(
+        let other = |e: &&IndexEntry| !crate::version::same_release(&e.version, cur);
+        return candidates.into_iter().filter(other).find(|e| e.sequence < cur_seq || reached(e)).map_or(
             Selection::RevokedNoReplacement { current: cur.clone() },
             |entry| Selection::Install { entry, why: Why::Revoked { current: cur.clone() } },
         );
@@ -737,5 +740,31 @@ mod tests {
         // Nothing left.
         i.revoked = vec![v("1.0.0"), v("1.1.0"), v("1.2.0")];
         assert!(matches!(select(&i, &host(&mid, late, 2, Some((&cur, 2)))), Selection::RevokedNoReplacement { .. }));
+    }
+
+    #[test]
+    fn revocation_and_blocklist_ignore_build_metadata() {
+        let mut i = index(vec![entry("1.0.0", 1, vec![]), entry("1.1.0+b1", 2, vec![]), entry("1.2.0+b7", 3, vec![])]);
+        // Revoking 1.1.0 revokes the build 1.1.0+b1 a host runs.
+        i.revoked = vec![v("1.1.0"), v("1.2.0")];
+        assert!(i.is_revoked(&v("1.1.0+b1")) && i.is_revoked(&v("1.2.0+b7")));
+        assert!(!i.is_revoked(&v("1.1.0-rc.1")));
+        let cur = v("1.1.0+b1");
+        match select(&i, &host("h", t0(), 2, Some((&cur, 2)))) {
+            Selection::Install { entry, why: Why::Revoked { current } } => {
+                assert_eq!((entry.version.clone(), current), (v("1.0.0"), cur.clone()));
+            }
+            s => panic!("{s:?}"),
+        }
+        // A revocation naming the build exactly still matches.
+        i.revoked = vec![v("1.2.0+b7")];
+        assert!(i.is_revoked(&v("1.2.0")));
+        // Blocklisting 1.2.0 here skips 1.2.0+b7 on the mirror.
+        i.revoked = vec![];
+        let blocked = [v("1.2.0")];
+        let one = v("1.0.0");
+        let mut b = host("h", t0(), 1, Some((&one, 1)));
+        b.blocklist = &blocked;
+        assert!(matches!(select(&i, &b), Selection::Install { entry, .. } if entry.version == v("1.1.0+b1")));
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,6 +23,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::digest::Sha256Digest;
+use crate::regular::{read_regular, shown, FileKind, OpenError, OpenPolicy};
 
 pub const PUBLIC_TAG: &str = "milspec-ed25519-public";
 pub const SECRET_TAG: &str = "milspec-ed25519-secret";
@@ -35,6 +36,11 @@ pub const MAX_TRUSTED_KEYS: usize = 256;
 pub enum KeyError {
     #[error("{path}: cannot read key file: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{}: is {kind}, not a regular file; a key file must be a regular file (remove it from the folder)",
+        shown(path)
+    )]
+    NotRegular { path: PathBuf, kind: FileKind },
     #[error("{path}: not a milspec {expected} key file ({why})")]
     Format { path: PathBuf, expected: &'static str, why: String },
     #[error("{path}: the key is a weak ed25519 key and cannot be trusted")]
@@ -144,15 +150,17 @@ fn parse_line(text: &str, tag: &str) -> Result<([u8; 32], String), String> {
     Ok((bytes, name))
 }
 
+/// Reads a key file: a regular file (a symbolic link to one is followed, so
+/// an operator may link keys into a trust folder) of at most
+/// [`MAX_KEY_FILE`] bytes. A FIFO, a device or a folder named like a key is
+/// refused at once, never opened for reading.
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let read_err = |source| KeyError::Read { path: path.to_path_buf(), source };
-    let file = fs::File::open(path).map_err(read_err)?;
-    let mut raw = Vec::new();
-    let n = file.take(MAX_KEY_FILE + 1).read_to_end(&mut raw).map_err(read_err)?;
     let bad = |why: String| KeyError::Format { path: path.to_path_buf(), expected: "secret or public", why };
-    if n as u64 > MAX_KEY_FILE {
-        return Err(bad(format!("larger than {MAX_KEY_FILE} bytes")));
-    }
+    let raw = read_regular(path, OpenPolicy::follow(MAX_KEY_FILE)).map_err(|e| match e {
+        OpenError::TooLarge { .. } => bad(format!("larger than {MAX_KEY_FILE} bytes")),
+        OpenError::Io { source, .. } => KeyError::Read { path: path.to_path_buf(), source },
+        OpenError::NotRegular { kind, .. } => KeyError::NotRegular { path: path.to_path_buf(), kind },
+    })?;
     String::from_utf8(raw).map_err(|_| bad("not a text file".into()))
 }
 
@@ -387,6 +395,33 @@ mod tests {
         id[0] = 1;
         let text = format!("{PUBLIC_TAG} {} weak", B64.encode(id));
         assert!(matches!(PublicKey::parse(&text, Path::new("w.pub")), Err(KeyError::Weak { .. })));
+    }
+
+    #[test]
+    fn fifo_in_trust_folder_fails_the_load_at_once_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate("good").unwrap();
+        fs::write(dir.path().join("good.pub"), sk.public().to_file_text()).unwrap();
+        let fifo = dir.path().join("x.pub");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let start = std::time::Instant::now();
+        let e = TrustedKeys::load_dir(dir.path()).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(matches!(e, KeyError::NotRegular { kind: FileKind::Fifo, .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("x.pub: is a FIFO (named pipe), not a regular file"), "{text}");
+        // A folder named like a key, and a device linked in, are refused too.
+        fs::remove_file(&fifo).unwrap();
+        fs::create_dir(dir.path().join("d.pub")).unwrap();
+        assert!(matches!(TrustedKeys::load_dir(dir.path()), Err(KeyError::NotRegular { .. })));
+        fs::remove_dir(dir.path().join("d.pub")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.pub")).unwrap();
+        let e = TrustedKeys::load_dir(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("is a character device"), "{e}");
+        // A link to a real key file is followed.
+        fs::remove_file(dir.path().join("z.pub")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("good.pub"), dir.path().join("link.pub")).unwrap();
+        assert_eq!(TrustedKeys::load_dir(dir.path()).unwrap().len(), 1);
     }
 
     #[test]

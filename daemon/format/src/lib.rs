@@ -22,8 +22,10 @@ pub mod limits;
 pub mod manifest;
 pub mod modinfo;
 pub mod package;
+pub mod regular;
 pub mod signature;
 pub mod tarwrite;
+pub mod version;
 pub mod writer;
 
 #[cfg(feature = "test-support")]
@@ -35,6 +37,8 @@ pub use limits::Limits;
 pub use manifest::{Manifest, ManifestError, Payload};
 pub use modinfo::{ModInfo, ModInfoError};
 pub use package::{
-    read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust, VerifiedPackage,
+    open_package, read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust,
+    VerifiedPackage,
 };
+pub use regular::{open_regular, read_regular, FileKind, OpenError, OpenPolicy, RegularFile, Symlinks};
 pub use signature::{SignatureError, SignatureSet};

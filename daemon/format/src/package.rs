@@ -19,6 +19,7 @@ use crate::digest::Sha256Digest;
 use crate::keys::{KeyId, TrustedKeys};
 use crate::limits::Limits;
 use crate::manifest::{Manifest, ManifestError, Payload};
+use crate::regular::{open_regular, shown, FileKind, OpenError, OpenPolicy};
 use crate::signature::{SignatureError, SignatureSet};
 
 pub const MANIFEST_PATH: &str = "manifest.json";
@@ -28,6 +29,8 @@ pub const SIGNATURES_PATH: &str = "signatures.json";
 pub enum PackageError {
     #[error("the file is empty")]
     Empty,
+    #[error("is {0}, not a regular file; a package must be a regular file")]
+    NotRegularFile(FileKind),
     #[error("not a milspec package: not a tar archive ({0})")]
     NotTar(String),
     #[error("the package is corrupt after `{after}`: {detail}")]
@@ -68,11 +71,18 @@ pub enum PackageError {
 
 /// A package error with the file it came from.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {source}", shown(path))]
 pub struct FileError {
     pub path: PathBuf,
     #[source]
     pub source: PackageError,
+}
+
+impl FileError {
+    /// A path as messages show it: control characters escaped.
+    pub fn shown_path(path: &Path) -> String {
+        shown(path)
+    }
 }
 
 /// How much to trust a package being read.
@@ -317,6 +327,21 @@ fn read_entries<R: Read>(
     Ok(VerifiedPackage { manifest, manifest_bytes, signatures, signers })
 }
 
+/// Opens the package file at `path` for reading: a regular file (a symbolic
+/// link to one is followed: the path is the caller's own argument) of at most
+/// `limits.max_package_size` bytes. A FIFO or a device is refused at once
+/// with [`PackageError::NotRegularFile`], never opened for reading, so
+/// `verify`, `inspect` and `install` cannot be made to wait on one.
+pub fn open_package(path: &Path, limits: &Limits) -> Result<File, FileError> {
+    let source = match open_regular(path, OpenPolicy::follow(limits.max_package_size)) {
+        Ok(f) => return Ok(f.file),
+        Err(OpenError::NotRegular { kind, .. }) => PackageError::NotRegularFile(kind),
+        Err(OpenError::TooLarge { limit, .. }) => PackageError::TooLarge { limit },
+        Err(OpenError::Io { source, .. }) => PackageError::Io(source),
+    };
+    Err(FileError { path: path.to_path_buf(), source })
+}
+
 /// Reads and verifies the package at `path`.
 pub fn read_package_file(
     path: &Path,
@@ -325,6 +350,6 @@ pub fn read_package_file(
     sink: &mut dyn PayloadSink,
 ) -> Result<VerifiedPackage, FileError> {
     let wrap = |source| FileError { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(|e| wrap(PackageError::Io(e)))?;
+    let file = open_package(path, limits)?;
     read_package(file, trust, limits, sink).map_err(wrap)
 }

@@ -3,8 +3,7 @@
 //! atomically, so a failed write leaves no file behind.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -16,6 +15,7 @@ use crate::limits::Limits;
 use crate::manifest::{self, Manifest, ManifestError, Payload, Probation, Requires};
 use crate::modinfo::{ModInfo, ModInfoError};
 use crate::package::{self, Header, PackageError, PayloadSink, Trust, MANIFEST_PATH, SIGNATURES_PATH};
+use crate::regular::{read_regular, OpenError, OpenPolicy};
 use crate::signature::{SignatureError, SignatureSet};
 use crate::tarwrite::TarWriter;
 
@@ -45,6 +45,8 @@ pub enum WriteError {
     Package(#[from] package::FileError),
     #[error("{}: cannot write: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Open(OpenError),
 }
 
 /// What the publisher says about a package beyond its modules.
@@ -77,13 +79,12 @@ struct Module {
 }
 
 fn read_module(path: &Path, limits: &Limits) -> Result<Module, WriteError> {
-    let read_err = |source| WriteError::Read { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(read_err)?;
-    let mut bytes = Vec::new();
-    file.take(limits.max_payload_size + 1).read_to_end(&mut bytes).map_err(read_err)?;
-    if bytes.len() as u64 > limits.max_payload_size {
-        return Err(WriteError::TooLarge { path: path.to_path_buf(), limit: limits.max_payload_size });
-    }
+    // A module named on the command line may be a link to the build tree.
+    let bytes = read_regular(path, OpenPolicy::follow(limits.max_payload_size)).map_err(|e| match e {
+        OpenError::TooLarge { .. } => WriteError::TooLarge { path: path.to_path_buf(), limit: limits.max_payload_size },
+        OpenError::Io { source, .. } => WriteError::Read { path: path.to_path_buf(), source },
+        e @ OpenError::NotRegular { .. } => WriteError::Open(e),
+    })?;
     let info = ModInfo::parse(&bytes).map_err(|source| WriteError::ModInfo { path: path.to_path_buf(), source })?;
     Ok(Module { path: path.to_path_buf(), bytes, info })
 }

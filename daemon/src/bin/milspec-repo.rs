@@ -145,12 +145,13 @@ impl MirrorWrite {
         let path = args.mirror.join(INDEX_FILE);
         let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
         let expires = now + time::Duration::try_from(args.expires).context("--expires is too long")?;
-        let mut index = match fs::read(&path) {
+        let policy = milspec_format::OpenPolicy::no_follow(milspec_format::index::MAX_INDEX_FILE);
+        let mut index = match milspec_format::read_regular(&path, policy) {
             Ok(bytes) => {
                 read_unverified(&bytes).with_context(|| format!("{}: cannot read the index", path.display()))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::new(0, now, expires),
-            Err(e) => return Err(e).with_context(|| format!("{}: cannot read the index", path.display())),
+            Err(e) if e.is_not_found() => Index::new(0, now, expires),
+            Err(e) => return Err(e).context("cannot read the index"),
         };
         index.version = index.version.checked_add(1).context("index version overflow")?;
         index.created = now;
@@ -178,7 +179,7 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
     for pkg in packages {
         let verified = read_package_file(pkg, Trust::Unverified, limits, &mut Discard)?;
         let man = verified.manifest;
-        let file = fs::File::open(pkg).with_context(|| format!("{}: cannot open", pkg.display()))?;
+        let file = milspec_format::open_package(pkg, limits)?;
         let (sha256, size) = Sha256Digest::of_reader(file, limits.max_package_size)
             .with_context(|| format!("{}: cannot read", pkg.display()))?;
         let size = size.with_context(|| format!("{}: larger than {} bytes", pkg.display(), limits.max_package_size))?;
@@ -210,7 +211,7 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
         let dest = m.dir.join(&rel);
         let mut out =
             atomic::AtomicFile::create(&dest, 0o644).with_context(|| format!("{}: cannot create", dest.display()))?;
-        let mut src = fs::File::open(pkg).with_context(|| format!("{}: cannot open", pkg.display()))?;
+        let mut src = milspec_format::open_package(pkg, limits)?;
         std::io::copy(&mut src, &mut out).with_context(|| format!("{}: cannot copy", dest.display()))?;
         out.commit().with_context(|| format!("{}: cannot write", dest.display()))?;
         println!(

@@ -1,10 +1,8 @@
 //! `milspecd`: the daemon, plus one-shot `install`, `recover` and `status`.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use milspecd::cli::{init_logging, run_main};
 use milspecd::config::{self, Config};
@@ -132,7 +130,8 @@ fn main() -> ExitCode {
         Cmd::Install { config, allow_downgrade, json, package } => {
             init_logging();
             let cfg = load_config(&config)?;
-            let file = File::open(&package).with_context(|| format!("{}: cannot open package", package.display()))?;
+            // A FIFO or a device is refused here, at once, before the engine opens.
+            let file = milspec_format::open_package(&package, &milspec_format::Limits::DEFAULT)?;
             let kernel = SysKernel::new()?;
             let mut engine = Engine::open(cfg, &kernel)?;
             let r = engine.recover()?;

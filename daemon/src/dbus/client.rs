@@ -5,13 +5,11 @@
 //! (nothing changed), 3 rolled back, 4 access denied.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
 use zbus::blocking::{Connection, MessageIterator};
 use zbus::message::Type;
@@ -366,7 +364,13 @@ fn finish(
 
 pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
     // Opened as the caller: the daemon reads only what the caller can read.
-    let file = File::open(package).with_context(|| format!("{}: cannot open the package", package.display()))?;
+    // A FIFO or a device is refused here, before any call (the daemon also
+    // refuses a descriptor that is not a regular file).
+    let file = milspec_format::open_package(package, &milspec_format::Limits::DEFAULT).map_err(|e| match e.source {
+        milspec_format::PackageError::Io(source) => anyhow::Error::new(source)
+            .context(format!("{}: cannot open the package", milspec_format::FileError::shown_path(package))),
+        _ => e.into(),
+    })?;
     let conn = connect(LONG_CALL_TIMEOUT)?;
     let p = proxy(&conn)?;
     let events = follow(&conn)?;

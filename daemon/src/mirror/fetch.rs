@@ -143,7 +143,7 @@ pub fn fetch_small(
     total: Duration,
 ) -> Result<Fetched, FetchError> {
     let deadline = Instant::now() + total;
-    match t.get(&Request { url, validators })? {
+    match t.get(&Request { url, validators, deadline })? {
         Response::NotModified => Ok(Fetched::NotModified),
         Response::Body { body, length, validators } => {
             if length.is_some_and(|l| l > cap) {
@@ -175,7 +175,7 @@ pub fn download(
     out.set_len(0).map_err(store)?;
     io::Seek::rewind(out).map_err(store)?;
     let deadline = Instant::now() + total;
-    let Response::Body { body, length, .. } = t.get(&Request { url, validators: None })? else {
+    let Response::Body { body, length, .. } = t.get(&Request { url, validators: None, deadline })? else {
         return Err(FetchError::Transfer {
             url: url.into(),
             detail: "not modified on an unconditional request".into(),

@@ -260,12 +260,11 @@ impl Poller {
     }
 
     fn machine_id(&self) -> Result<String, MirrorError> {
-        use std::io::Read;
         let path = &self.source.machine_id_file;
         let bad = |why: String| MirrorError::MachineId { path: path.clone(), why };
-        let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-        let mut s = String::new();
-        f.take(MAX_MACHINE_ID).read_to_string(&mut s).map_err(|e| bad(e.to_string()))?;
+        let raw = milspec_format::read_regular(path, milspec_format::OpenPolicy::follow(MAX_MACHINE_ID))
+            .map_err(|e| bad(e.to_string()))?;
+        let s = String::from_utf8(raw).map_err(|_| bad("it is not text".into()))?;
         let id = s.trim().to_string();
         if id.is_empty() {
             return Err(bad("it is empty".into()));

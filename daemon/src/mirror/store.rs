@@ -9,8 +9,8 @@
 //! Both are written atomically (`milspec_format::atomic`), `index.json`
 //! first, so `fetch.json` never names an index that is not there.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use milspec_format::index::{verify_index, VerifiedIndex, MAX_INDEX_FILE};
@@ -55,17 +55,16 @@ pub struct MirrorStore {
 
 fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, StoreError> {
     let read_err = |source| StoreError::Read { path: path.to_path_buf(), source };
-    let f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_err(e)),
-    };
-    let mut v = Vec::new();
-    f.take(cap + 1).read_to_end(&mut v).map_err(read_err)?;
-    if v.len() as u64 > cap {
-        return Err(StoreError::Corrupt { path: path.to_path_buf(), why: format!("larger than {cap} bytes") });
+    // The state folder's own files: never a link, never anything but a file.
+    match milspec_format::read_regular(path, milspec_format::OpenPolicy::no_follow(cap)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(milspec_format::OpenError::TooLarge { .. }) => {
+            Err(StoreError::Corrupt { path: path.to_path_buf(), why: format!("larger than {cap} bytes") })
+        }
+        Err(milspec_format::OpenError::Io { source, .. }) => Err(read_err(source)),
+        Err(e) => Err(StoreError::Corrupt { path: path.to_path_buf(), why: e.to_string() }),
     }
-    Ok(Some(v))
 }
 
 impl MirrorStore {

@@ -4,12 +4,14 @@
 //! Transports do not cap or hash; [`super::fetch`] wraps every body in a
 //! reader that does, whatever the transport.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
+use milspec_format::{open_regular, FileKind, OpenError, OpenPolicy, RegularFile};
 use serde::{Deserialize, Serialize};
 
 /// Most redirects followed before a request fails.
@@ -37,6 +39,8 @@ pub enum FetchError {
     Transfer { url: String, detail: String },
     #[error("{url}: cannot read: {source}")]
     File { url: String, source: io::Error },
+    #[error("{url}: is {kind}, not a regular file; a mirror must hold regular files only; refused")]
+    NotRegular { url: String, kind: FileKind },
     #[error("{url}: unsupported url; use https://, http:// or file:///absolute/path without %, ? or #")]
     Unsupported { url: String },
     #[error("cannot write the download to {}: {source}", path.display())]
@@ -59,6 +63,7 @@ impl FetchError {
             | FetchError::Redirects { .. }
             | FetchError::TooLarge { .. }
             | FetchError::File { .. }
+            | FetchError::NotRegular { .. }
             | FetchError::Unsupported { .. }
             | FetchError::Store { .. } => false,
         }
@@ -78,6 +83,10 @@ pub struct Validators {
 pub struct Request<'a> {
     pub url: &'a str,
     pub validators: Option<&'a Validators>,
+    /// When the whole request, body included, must be done. The HTTP
+    /// transport has its own global timeout of the same length; the
+    /// `file://` transport applies this one to the open and to every read.
+    pub deadline: Instant,
 }
 
 pub enum Response {
@@ -121,6 +130,15 @@ pub fn for_url(url: &str, t: Timeouts) -> Result<Box<dyn Transport>, FetchError>
 
 /// `file://` mirrors (a mounted folder). The ETag is the file's inode,
 /// size and modification time, so an unchanged index is "not modified".
+///
+/// Each file is opened with [`open_regular`] without following a symbolic
+/// link in its last component (`milspec-repo` writes regular files only;
+/// a link could make the mirror serve a file from outside it): a FIFO, a
+/// device, a socket or a link is refused at once with
+/// [`FetchError::NotRegular`], never opened for reading. The open and every
+/// read run on a worker thread and are waited for only until the request's
+/// deadline, so a mirror on a network filesystem that stops answering
+/// fails the poll with [`FetchError::Timeout`] instead of hanging it.
 #[derive(Debug, Default)]
 pub struct FileTransport;
 
@@ -133,24 +151,158 @@ fn file_path(url: &str) -> Result<PathBuf, FetchError> {
     Ok(PathBuf::from(p))
 }
 
+/// Most `file://` worker threads alive at once. A worker stuck in the
+/// kernel (a hung network filesystem) outlives its request; once this many
+/// are alive no new one is started and the request fails at once.
+pub const MAX_FILE_WORKERS: usize = 16;
+static FILE_WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a live worker; released however the worker ends.
+struct WorkerSlot;
+
+impl WorkerSlot {
+    fn take() -> Option<WorkerSlot> {
+        FILE_WORKERS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_FILE_WORKERS).then_some(n + 1))
+            .ok()
+            .map(|_| WorkerSlot)
+    }
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        FILE_WORKERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Bytes read per request to the worker.
+const FILE_CHUNK: usize = 64 * 1024;
+
+enum FromWorker {
+    Opened(Result<std::fs::Metadata, OpenError>),
+    Chunk(io::Result<Vec<u8>>),
+}
+
+/// Runs `open` on a worker thread and waits for it until `deadline`. The
+/// worker then reads one chunk each time the returned body asks for one.
+fn open_on_worker(
+    url: &str,
+    deadline: Instant,
+    open: impl FnOnce() -> Result<RegularFile, OpenError> + Send + 'static,
+) -> Result<(std::fs::Metadata, WorkerBody), FetchError> {
+    let slot = WorkerSlot::take().ok_or_else(|| FetchError::Timeout {
+        url: url.into(),
+        what: format!(
+            "{MAX_FILE_WORKERS} earlier reads of the mirror's filesystem are still stuck; it does not answer"
+        ),
+    })?;
+    let (to_caller, from_worker) = mpsc::sync_channel(1);
+    let (want, wanted) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("mirror-file".into())
+        .spawn(move || {
+            let _slot = slot;
+            let file = match open() {
+                Ok(f) => {
+                    if to_caller.send(FromWorker::Opened(Ok(f.metadata))).is_err() {
+                        return;
+                    }
+                    f.file
+                }
+                Err(e) => {
+                    let _ = to_caller.send(FromWorker::Opened(Err(e)));
+                    return;
+                }
+            };
+            let mut file = file;
+            // Ends when the body is dropped (the caller is done or gave up).
+            while wanted.recv().is_ok() {
+                let mut chunk = vec![0u8; FILE_CHUNK];
+                let r = loop {
+                    match file.read(&mut chunk) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        r => break r,
+                    }
+                };
+                let msg = r.map(|n| {
+                    chunk.truncate(n);
+                    chunk
+                });
+                if to_caller.send(FromWorker::Chunk(msg)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| FetchError::File { url: url.into(), source })?;
+    let timeout = || FetchError::Timeout { url: url.into(), what: "opening the file took past the deadline".into() };
+    let md = match from_worker.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(FromWorker::Opened(Ok(md))) => md,
+        Ok(FromWorker::Opened(Err(e))) => return Err(open_error(url, e)),
+        Ok(FromWorker::Chunk(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(FetchError::Transfer { url: url.into(), detail: "the file reader stopped".into() })
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => return Err(timeout()),
+    };
+    Ok((md, WorkerBody { want, from_worker, deadline, buf: Vec::new(), pos: 0, eof: false }))
+}
+
+fn open_error(url: &str, e: OpenError) -> FetchError {
+    match e {
+        e if e.is_not_found() => FetchError::NotFound { url: url.into(), code: 404 },
+        OpenError::NotRegular { kind, .. } => FetchError::NotRegular { url: url.into(), kind },
+        OpenError::Io { source, .. } => FetchError::File { url: url.into(), source },
+        e @ OpenError::TooLarge { .. } => FetchError::File { url: url.into(), source: io::Error::other(e.to_string()) },
+    }
+}
+
+/// A `file://` body: each read asks the worker for a chunk and waits for it
+/// until the deadline at most.
+struct WorkerBody {
+    want: mpsc::Sender<()>,
+    from_worker: mpsc::Receiver<FromWorker>,
+    deadline: Instant,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Read for WorkerBody {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() && !self.eof {
+            let gone = || io::Error::other("the file reader stopped");
+            self.want.send(()).map_err(|_| gone())?;
+            match self.from_worker.recv_timeout(self.deadline.saturating_duration_since(Instant::now())) {
+                Ok(FromWorker::Chunk(Ok(chunk))) => {
+                    self.eof = chunk.is_empty();
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(FromWorker::Chunk(Err(e))) => return Err(e),
+                Ok(FromWorker::Opened(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => return Err(gone()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "reading the file took past the deadline"))
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 impl Transport for FileTransport {
     fn get(&self, req: &Request<'_>) -> Result<Response, FetchError> {
         let path = file_path(req.url)?;
-        let file = File::open(&path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => FetchError::NotFound { url: req.url.into(), code: 404 },
-            _ => FetchError::File { url: req.url.into(), source },
-        })?;
-        let md = file.metadata().map_err(|source| FetchError::File { url: req.url.into(), source })?;
-        if !md.is_file() {
-            return Err(FetchError::NotFound { url: req.url.into(), code: 404 });
-        }
+        let (md, body) =
+            open_on_worker(req.url, req.deadline, move || open_regular(&path, OpenPolicy::no_follow(u64::MAX)))?;
         let etag = format!("\"{:x}-{:x}-{:x}.{:x}\"", md.ino(), md.len(), md.mtime(), md.mtime_nsec());
         if req.validators.and_then(|v| v.etag.as_deref()) == Some(etag.as_str()) {
             return Ok(Response::NotModified);
         }
         Ok(Response::Body {
             length: Some(md.len()),
-            body: Box::new(file),
+            body: Box::new(body),
             validators: Validators { etag: Some(etag), last_modified: None },
         })
     }
@@ -256,6 +408,61 @@ mod tests {
         assert!(
             for_url("ftp://x", Timeouts { connect: Duration::from_secs(1), total: Duration::from_secs(1) }).is_err()
         );
+    }
+
+    #[test]
+    fn file_open_and_reads_are_bounded_by_the_deadline() {
+        // An open that never returns in time (a hung network filesystem).
+        let start = Instant::now();
+        let e = open_on_worker("file:///hung", start + Duration::from_millis(200), || {
+            std::thread::sleep(Duration::from_secs(3));
+            Err(OpenError::Io { path: "/hung".into(), source: io::Error::other("late") })
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(e, FetchError::Timeout { .. }), "{e}");
+        assert!(e.is_transient());
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+
+        // A read that never returns: a FIFO opened as its own writer.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let start = Instant::now();
+        let (_, mut body) = open_on_worker("file:///p", start + Duration::from_millis(300), move || {
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+            let metadata = file.metadata().unwrap();
+            Ok(RegularFile { file, metadata })
+        })
+        .unwrap();
+        let e = body.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn file_transport_refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(d.join("real"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        let get = |name: &str| {
+            let url = format!("file://{}/{name}", d.display());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            FileTransport.get(&Request { url: &url, validators: None, deadline })
+        };
+        for (name, kind) in [("fifo", FileKind::Fifo), ("link", FileKind::Symlink)] {
+            match get(name) {
+                Err(FetchError::NotRegular { kind: k, .. }) => assert_eq!(k, kind, "{name}"),
+                r => panic!("{name}: {r:?}"),
+            }
+        }
+        assert!(matches!(get("missing"), Err(FetchError::NotFound { .. })));
+        let Ok(Response::Body { mut body, length, .. }) = get("real") else { panic!("real") };
+        let mut v = Vec::new();
+        body.read_to_end(&mut v).unwrap();
+        assert_eq!((v.as_slice(), length), (&b"x"[..], Some(1)));
     }
 
     #[test]
