@@ -24,6 +24,7 @@ pub mod modinfo;
 pub mod package;
 pub mod signature;
 pub mod tarwrite;
+pub mod text;
 pub mod writer;
 
 #[cfg(feature = "test-support")]
@@ -38,3 +39,4 @@ pub use package::{
     read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust, VerifiedPackage,
 };
 pub use signature::{SignatureError, SignatureSet};
+pub use text::{sanitize, sanitize_bytes, sanitize_to, Escaped};
