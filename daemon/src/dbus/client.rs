@@ -180,6 +180,18 @@ fn proxy(conn: &Connection) -> anyhow::Result<ManagerProxyBlocking<'static>> {
 /// Turns a D-Bus error into an error with the right exit code and a
 /// message that says what to do.
 fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
+    // Property reads fail as org.freedesktop.DBus errors of their own type.
+    if let zbus::Error::FDO(f) = &e {
+        if matches!(**f, zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)) {
+            return Exit {
+                code: 1,
+                message: format!(
+                    "milspecd is not running (nothing owns {BUS_NAME} on the system bus): systemctl start milspecd"
+                ),
+            }
+            .into();
+        }
+    }
     if let zbus::Error::MethodError(name, msg, _) = &e {
         let msg = clean(&msg.clone().unwrap_or_default());
         let short = name.as_str().rsplit('.').next().unwrap_or_default();
