@@ -90,6 +90,14 @@ impl Event {
         self
     }
 
+    /// One line of `history.jsonl`, escaped; `None` if it is not an event.
+    pub fn parse_line(line: &[u8]) -> Option<Event> {
+        if line.len() > MAX_LINE {
+            return None;
+        }
+        serde_json::from_slice::<Event>(line).ok().map(Event::cleaned)
+    }
+
     pub fn millis(mut self, ms: u64) -> Self {
         self.millis = Some(ms);
         self
@@ -145,8 +153,8 @@ impl History {
                 if line.len() > MAX_LINE {
                     continue;
                 }
-                if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
-                    out.push(Event::cleaned(ev));
+                if let Some(ev) = Event::parse_line(&line) {
+                    out.push(ev);
                 }
             }
         }

@@ -89,6 +89,26 @@ pub fn health_map(paths: &KernelPaths) -> HashMap<String, String> {
     m.clean()
 }
 
+/// History events as `History` returns them: one dict of strings each,
+/// escaped.
+pub fn history_maps(events: Vec<crate::history::Event>) -> Vec<HashMap<String, String>> {
+    events
+        .into_iter()
+        .map(|e| {
+            let mut m = HashMap::new();
+            let v = serde_json::to_value(&e).unwrap_or_default();
+            if let Some(obj) = v.as_object() {
+                for (k, v) in obj {
+                    let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    m.insert(k.clone(), s);
+                }
+            }
+            m
+        })
+        .collect::<Vec<_>>()
+        .clean()
+}
+
 /// What every string the service returns, emits or puts in an error
 /// passes through: untrusted text (a package's, an index's, the kernel
 /// log's) never reaches a D-Bus string unescaped. A NUL there would make
@@ -146,7 +166,7 @@ impl Clean for ManagerError {
 }
 
 /// A method's result, escaped on both arms.
-fn clean<T: Clean>(r: Result<T, ManagerError>) -> Result<T, ManagerError> {
+pub fn clean<T: Clean>(r: Result<T, ManagerError>) -> Result<T, ManagerError> {
     match r {
         Ok(v) => Ok(v.clean()),
         Err(e) => Err(e.clean()),
@@ -322,20 +342,7 @@ impl Manager {
                 let events = History::new(&self.cfg.paths.state_dir)
                     .read(limit)
                     .map_err(|e| ManagerError::Failed(format!("cannot read the history: {e}")))?;
-                Ok(events
-                    .into_iter()
-                    .map(|e| {
-                        let mut m = HashMap::new();
-                        let v = serde_json::to_value(&e).unwrap_or_default();
-                        if let Some(obj) = v.as_object() {
-                            for (k, v) in obj {
-                                let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                                m.insert(k.clone(), s);
-                            }
-                        }
-                        m
-                    })
-                    .collect())
+                Ok(history_maps(events))
             }
             .await,
         )
