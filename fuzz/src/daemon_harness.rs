@@ -111,7 +111,8 @@ pub fn dbus_error(data: &[u8]) {
     // (kernel log, check output).
     texts.push(String::from_utf8_lossy(data).into_owned());
     for t in texts {
-        for e in [ActionError::InvalidPackage(t.clone()), ActionError::Rejected(t.clone()), ActionError::Failed(t.clone())]
+        for e in
+            [ActionError::InvalidPackage(t.clone()), ActionError::Rejected(t.clone()), ActionError::Failed(t.clone())]
         {
             let m = ManagerError::from(e).clean();
             let msg = match &m {

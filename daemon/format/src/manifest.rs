@@ -60,7 +60,7 @@ pub enum ManifestError {
     BadSysVendor(String),
     #[error("manifest lists {0} sys_vendor values, more than the limit of {MAX_SYS_VENDORS}")]
     TooManySysVendors(usize),
-    #[error("manifest payload has an invalid srcversion `{0}`: use 1-{MAX_SRCVERSION_LEN} ASCII letters and digits")]
+    #[error("manifest payload has an invalid srcversion `{0}`: use 1-{MAX_SRCVERSION_LEN} ASCII letters, digits and . _ + -")]
     BadSrcversion(String),
     #[error("manifest version `{0}` is longer than {MAX_VERSION_LEN} characters")]
     BadVersion(String),
@@ -151,9 +151,11 @@ pub fn valid_sys_vendor(v: &str) -> bool {
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || b" .,-_&()/+'".contains(&b))
 }
 
-/// A module `srcversion`: ASCII letters and digits, 1-64 of them.
+/// A module `srcversion`: 1-64 ASCII letters, digits and `. _ + -`.
 pub fn valid_srcversion(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_SRCVERSION_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+    !s.is_empty()
+        && s.len() <= MAX_SRCVERSION_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }
 
 pub fn valid_module_name(m: &str) -> bool {
