@@ -8,7 +8,8 @@ pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<ExitCode>) -> 
     match body() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{tool}: error: {}", one_line(&e));
+            // Errors quote files, packages and the daemon's replies: escaped.
+            eprintln!("{tool}: error: {}", milspec_format::text::sanitize(&one_line(&e)));
             ExitCode::from(exit_code_of(&e))
         }
     }
@@ -44,13 +45,14 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
 }
 
 /// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+/// Each line is escaped ([`crate::journal::SafeStderr`]), so no colour.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| crate::journal::SafeStderr)
+        .with_ansi(false)
         .with_target(false)
         .try_init();
 }

@@ -60,7 +60,10 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
     // Without a bus the daemon still keeps the module healthy and
     // polls; only local control is missing, and it says so.
     let conn = match crate::dbus::service::serve(handle.clone(), cfg.clone()) {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            crate::dbus::service::watch_bus(&c).context("cannot start the bus watch thread")?;
+            Some(c)
+        }
         Err(e) => {
             error!("cannot serve com.dell.MilSpec1 on the system bus: {e}; running without local control (is dbus running, and is com.dell.MilSpec1.conf installed in /usr/share/dbus-1/system.d/?)");
             None

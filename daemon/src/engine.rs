@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use milspec_format::atomic::AtomicFile;
 use milspec_format::package::{read_package, Header, PackageError, PayloadSink, Trust};
+use milspec_format::text::{Escaped, EscapedDisplay};
 use milspec_format::{KeyError, Limits, Payload, TrustedKeys};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -308,7 +309,7 @@ impl<'k> Engine<'k> {
             Ok(Some(s)) => Some(s.manifest.version.to_string()),
             Ok(None) => None,
             Err(e) => {
-                warn!("committed slot {id} cannot be used: {e}");
+                warn!("committed slot {id} cannot be used: {}", EscapedDisplay(&e));
                 None
             }
         }
@@ -446,7 +447,7 @@ impl<'k> Engine<'k> {
 
         let params = param_string(&slot.manifest.params, &checkpoint.params);
         if let Err(e) = self.kernel.load(&image, &params) {
-            warn!("new module failed to load: {e}");
+            warn!("new module failed to load: {}", EscapedDisplay(&e));
             let detected = Instant::now();
             return self.roll_back(state, format!("load failed: {e}"), detected, 0);
         }
@@ -535,7 +536,7 @@ impl<'k> Engine<'k> {
     }
 
     fn reject(&self, version: Option<&str>, reason: String) -> Result<Outcome, EngineError> {
-        warn!("rejected: {reason}");
+        warn!("rejected: {}", Escaped(&reason));
         let mut ev = Event::new(EventKind::Rejected).reason(&reason);
         if let Some(v) = version {
             ev = ev.version(v);
@@ -568,12 +569,12 @@ impl<'k> Engine<'k> {
             WatchOutcome::Healthy { watched } => self.commit(state, ms(watched)),
             WatchOutcome::Unhealthy { reason, after } => {
                 let detected = Instant::now();
-                warn!(after_ms = ms(after), "unhealthy: {reason}");
+                warn!(after_ms = ms(after), "unhealthy: {}", EscapedDisplay(&reason));
                 self.roll_back(state, reason_text(&reason), detected, ms(after))
             }
             WatchOutcome::Stopped { reason, after } => {
                 let detected = Instant::now();
-                warn!(after_ms = ms(after), "trial stopped: {reason}");
+                warn!(after_ms = ms(after), "trial stopped: {}", Escaped(&reason));
                 self.roll_back(state, reason, detected, ms(after))
             }
         }
@@ -616,7 +617,7 @@ impl<'k> Engine<'k> {
         trial.rollback_reason = Some(reason.clone());
         state.trial = Some(trial.clone());
         self.save(state)?;
-        warn!(%version, "rolling back: {reason}");
+        warn!(%version, "rolling back: {}", Escaped(&reason));
         step!("rollback.after-intent");
 
         let live = self.live();

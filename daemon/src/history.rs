@@ -7,6 +7,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use milspec_format::text::sanitize;
 use serde::{Deserialize, Serialize};
 
 /// Rotate past this many bytes; at most twice this is kept.
@@ -52,24 +53,49 @@ impl Event {
     }
 
     pub fn version(mut self, v: impl ToString) -> Self {
-        self.version = Some(v.to_string());
+        self.version = Some(sanitize(&v.to_string()));
         self
     }
 
     pub fn slot(mut self, s: impl ToString) -> Self {
-        self.slot = Some(s.to_string());
+        self.slot = Some(sanitize(&s.to_string()));
         self
     }
 
     pub fn from_to(mut self, from: impl ToString, to: Option<String>) -> Self {
-        self.from = Some(from.to_string());
-        self.to = to;
+        self.from = Some(sanitize(&from.to_string()));
+        self.to = to.map(|t| sanitize(&t));
         self
     }
 
     pub fn reason(mut self, r: impl ToString) -> Self {
-        self.reason = Some(r.to_string());
+        // Reasons quote package, index, kernel-log and check output.
+        self.reason = Some(sanitize(&r.to_string()));
         self
+    }
+
+    /// Every text field escaped (for records written before the sanitiser).
+    pub fn cleaned(mut self) -> Self {
+        let c = |v: &mut Option<String>| {
+            if let Some(s) = v {
+                *s = sanitize(s);
+            }
+        };
+        self.at = sanitize(&self.at);
+        c(&mut self.version);
+        c(&mut self.slot);
+        c(&mut self.from);
+        c(&mut self.to);
+        c(&mut self.reason);
+        self
+    }
+
+    /// One line of `history.jsonl`, escaped; `None` if it is not an event.
+    pub fn parse_line(line: &[u8]) -> Option<Event> {
+        if line.len() > MAX_LINE {
+            return None;
+        }
+        serde_json::from_slice::<Event>(line).ok().map(Event::cleaned)
     }
 
     pub fn millis(mut self, ms: u64) -> Self {
@@ -127,7 +153,7 @@ impl History {
                 if line.len() > MAX_LINE {
                     continue;
                 }
-                if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
+                if let Some(ev) = Event::parse_line(&line) {
                     out.push(ev);
                 }
             }
@@ -158,5 +184,21 @@ mod tests {
         let total: u64 = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
         assert!(total <= 2 * MAX_HISTORY_BYTES + 20_000, "{total}");
         assert_eq!(h.read(1000).unwrap().last().unwrap().event, EventKind::Rejected);
+    }
+
+    #[test]
+    fn reasons_are_escaped_on_write_and_on_read() {
+        let d = tempfile::tempdir().unwrap();
+        let h = History::new(d.path());
+        h.append(&Event::new(EventKind::Rejected).reason("bad\0sig\x1b[2J\u{202e}")).unwrap();
+        // A record written raw (by an older build) is escaped when read.
+        let raw = r#"{"at":"2026-01-01T00:00:00Z","event":"rejected","reason":"x\u0000\u001b\u009b"}"#;
+        let mut f = OpenOptions::new().append(true).open(h.path()).unwrap();
+        writeln!(f, "{raw}").unwrap();
+        let ev = h.read(10).unwrap();
+        assert_eq!(ev[0].reason.as_deref(), Some("bad\\x00sig\\x1b[2J\\u{202e}"));
+        assert_eq!(ev[1].reason.as_deref(), Some("x\\x00\\x1b\\x9b"));
+        let text = fs::read_to_string(h.path()).unwrap();
+        assert!(!text.lines().next().unwrap().contains("\\u0000"), "{text}");
     }
 }

@@ -7,7 +7,12 @@
 //! field `MESSAGE_ID` and `journalctl MESSAGE_ID=...` finds it. The ids and
 //! what to do about each event are described in `systemd/milspecd.catalog`.
 
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use milspec_format::text::{sanitize, sanitize_to};
 
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -108,18 +113,122 @@ pub fn notice_event(n: &Notice) -> Option<(&'static str, String)> {
 }
 
 /// Logs a notice's event with its `MESSAGE_ID` (nothing for `Changed`).
+/// Versions and reasons come from packages and the kernel: escaped.
 pub fn log_notice(n: &Notice) {
     let Some((id, text)) = notice_event(n) else {
         return;
     };
+    let text = sanitize(&text);
     match n {
         Notice::RolledBack { from, to, reason } => {
+            let (from, to, reason) = (sanitize(from), sanitize(to), sanitize(reason));
             warn!(message_id = id, version = %from, to = %to, reason = %reason, "{text}")
         }
-        Notice::Swapped { from, to } => info!(message_id = id, version = %to, from = %from, "{text}"),
-        Notice::Committed { version } => info!(message_id = id, version = %version, "{text}"),
+        Notice::Swapped { from, to } => {
+            info!(message_id = id, version = %sanitize(to), from = %sanitize(from), "{text}")
+        }
+        Notice::Committed { version } => info!(message_id = id, version = %sanitize(version), "{text}"),
         Notice::Changed => {}
     }
+}
+
+/// Longest log line written to stderr, in characters.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// The text log's writer: every formatted event arrives in one write, is
+/// escaped with the format crate's sanitiser (so a reason that holds a CR,
+/// LF, NUL or ESC cannot forge or hide a line) and ends with one newline.
+/// Colour is off for this log, so no escape sequence is legitimate in it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SafeStderr;
+
+impl Write for SafeStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stderr().lock().write_all(safe_line(buf).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// One log record as it is written: escaped, bounded, one trailing newline.
+pub fn safe_line(buf: &[u8]) -> String {
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    let mut line = milspec_format::text::sanitize_bytes(body, MAX_LOG_LINE);
+    line.push('\n');
+    line
+}
+
+/// Keeps an outsider from flooding the log: per class of message, the
+/// first `burst` in each `every` are logged, the rest counted; the first
+/// one logged in a later period says how many were left out.
+#[derive(Debug)]
+pub struct RateLimit {
+    burst: u32,
+    every: Duration,
+    state: Mutex<RateState>,
+}
+
+#[derive(Debug)]
+struct RateState {
+    window: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// What to do with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log it; `suppressed` similar ones were left out before it.
+    Log { suppressed: u64 },
+    /// Leave it out (counted).
+    Drop,
+}
+
+impl RateLimit {
+    pub const fn new(burst: u32, every: Duration) -> Self {
+        RateLimit { burst, every, state: Mutex::new(RateState { window: None, logged: 0, suppressed: 0 }) }
+    }
+
+    pub fn check(&self, now: Instant) -> Verdict {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = s.window.is_none_or(|w| now.saturating_duration_since(w) >= self.every);
+        if fresh {
+            s.window = Some(now);
+            s.logged = 0;
+        }
+        if s.logged < self.burst {
+            s.logged += 1;
+            let suppressed = std::mem::take(&mut s.suppressed);
+            Verdict::Log { suppressed }
+        } else {
+            s.suppressed += 1;
+            Verdict::Drop
+        }
+    }
+
+    /// Runs `log` unless this class is over its rate; says first how many
+    /// similar messages were left out.
+    pub fn log(&self, class: &str, log: impl FnOnce()) {
+        if let Verdict::Log { suppressed } = self.check(Instant::now()) {
+            if suppressed > 0 {
+                warn!("suppressed {suppressed} similar messages ({class}) in the last {}s", self.every.as_secs());
+            }
+            log();
+        }
+    }
+}
+
+/// Refused D-Bus calls (anyone on the bus can cause them).
+pub static REFUSED_CALLS: RateLimit = RateLimit::new(5, Duration::from_secs(60));
+/// Failed polls and download retries (a mirror, or the path to it, causes them).
+pub static FAILED_POLLS: RateLimit = RateLimit::new(5, Duration::from_secs(60));
+
+/// Untrusted text for a log message: escaped and bounded.
+pub fn untrusted(s: &str) -> String {
+    sanitize_to(s, MAX_LOG_LINE / 4)
 }
 
 /// Logs the result of startup recovery with the `RECOVERY` id.
@@ -154,6 +263,25 @@ mod tests {
             assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{name}");
             assert!(seen.insert(id), "{name} repeats an id");
         }
+    }
+
+    #[test]
+    fn log_lines_are_escaped_and_end_once() {
+        let line = safe_line(b"WARN rejected: a\rb\nINFO forged\0\x1b[2J\xc2\x9b\xe2\x80\xae\xff\n");
+        assert_eq!(line, "WARN rejected: a\\rb\\nINFO forged\\x00\\x1b[2J\\x9b\\u{202e}\\xff\n");
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(safe_line(&vec![b'x'; 100_000]).chars().count() <= MAX_LOG_LINE + 1);
+    }
+
+    #[test]
+    fn rate_limit_logs_a_burst_then_counts() {
+        let r = RateLimit::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let v: Vec<_> = (0..5).map(|i| r.check(t0 + Duration::from_millis(i))).collect();
+        assert_eq!(v[..3], [Verdict::Log { suppressed: 0 }; 3]);
+        assert_eq!(v[3..], [Verdict::Drop; 2]);
+        assert_eq!(r.check(t0 + Duration::from_secs(61)), Verdict::Log { suppressed: 2 });
+        assert_eq!(r.check(t0 + Duration::from_secs(62)), Verdict::Log { suppressed: 0 });
     }
 
     #[test]

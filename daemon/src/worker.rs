@@ -367,7 +367,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
     let poller = match cfg.source.as_ref().map(|_| Poller::new(cfg)).transpose() {
         Ok(p) => p,
         Err(e) => {
-            error!("cannot set up polling: {e}");
+            error!("cannot set up polling: {}", crate::journal::untrusted(&e.to_string()));
             None
         }
     };
@@ -404,7 +404,12 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 lock(&obs.shared.published).last_check = now_rfc3339();
                 match &res {
                     Ok(r) => info!("poll: {}", r.describe()),
-                    Err(e) => error!("poll failed, nothing installed; next poll as usual: {e}"),
+                    Err(e) => crate::journal::FAILED_POLLS.log("failed polls", || {
+                        error!(
+                            "poll failed, nothing installed; next poll as usual: {}",
+                            crate::journal::untrusted(&e.to_string())
+                        )
+                    }),
                 }
                 res.map(|r| poll_reply(&r))
             }
@@ -432,9 +437,10 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         obs.shared.beat();
         let final_state = match &result {
             Err(ActionError::Failed(e)) => {
-                error!(message_id = crate::journal::INSTALL_FAILED, "action failed: {e}");
+                error!(message_id = crate::journal::INSTALL_FAILED, "action failed: {}", crate::journal::untrusted(e));
                 let mut p = lock(&obs.shared.published);
-                p.last_error = e.clone();
+                // Shown as LastError to anyone on the bus: escaped.
+                p.last_error = milspec_format::text::sanitize(e);
                 p.failures += 1;
                 drop(p);
                 DaemonState::Error
@@ -626,7 +632,12 @@ impl Observer for WorkerObserver {
             }),
             EventKind::Rejected => {
                 let reason = ev.reason.as_deref().unwrap_or_default();
-                warn!(message_id = crate::journal::INSTALL_FAILED, %version, "install refused: {reason}");
+                warn!(
+                    message_id = crate::journal::INSTALL_FAILED,
+                    version = %crate::journal::untrusted(&version),
+                    "install refused: {}",
+                    crate::journal::untrusted(reason)
+                );
                 lock(&self.shared.published).failures += 1;
             }
             EventKind::Drift => {

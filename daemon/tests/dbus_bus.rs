@@ -89,6 +89,11 @@ impl Host {
 
     /// `faults`: the fake kernel's `MILSPECD_FAKE_FAULTS` (VERSION=warn|busy|noload).
     fn with_faults(probation: &str, faults: &str) -> Host {
+        Host::with_config(probation, faults, |_| String::new())
+    }
+
+    /// `extra`: more configuration (a `[source]`), given the fixture.
+    fn with_config(probation: &str, faults: &str, extra: impl Fn(&Fixture) -> String) -> Host {
         let f = Fixture::new();
         // nobody must reach the socket and the packages.
         fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -106,7 +111,7 @@ impl Host {
                 root.join("proc").display(),
                 root.join("sys").display(),
                 root.join("kmsg").display(),
-            ),
+            ) + &extra(&f),
         )
         .unwrap();
         let bus = Bus::start(f.dir.path());
@@ -474,4 +479,277 @@ fn a_non_root_caller_reads_but_changes_nothing() {
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("AccessDenied"), "{}", text(&o));
     assert_eq!(h.status()["paused"], false);
+}
+
+// Hostile input: no byte from a package, an index or a mirror may take the
+// daemon off the bus, and nothing unprintable may reach a terminal or a log.
+
+/// Asserts that `out` is UTF-8 with no control character (but the newline
+/// that ends a line), no DEL, no C1 and no bidi or invisible formatting.
+fn assert_printable(what: &str, out: &[u8]) {
+    let s = std::str::from_utf8(out).unwrap_or_else(|e| panic!("{what}: not UTF-8 ({e}): {out:?}"));
+    for line in s.split_inclusive('\n') {
+        let body = line.strip_suffix('\n').unwrap_or(line);
+        if let Some(c) = body.chars().find(|c| milspec_format::text::is_unsafe(*c)) {
+            panic!("{what}: unprintable {c:?} in {body:?}");
+        }
+    }
+}
+
+fn assert_output_printable(what: &str, o: &Output) {
+    assert_printable(&format!("{what} stdout"), &o.stdout);
+    assert_printable(&format!("{what} stderr"), &o.stderr);
+}
+
+/// Runs `milspecctl` with a deadline; None if it did not exit in time.
+fn ctl_within(h: &Host, args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = h.ctl_cmd(args, false).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The name is still owned and `status`, as root and as nobody, answers.
+fn assert_still_serving(h: &Host, after: &str) {
+    for o in [h.ctl(&["status"]), h.nobody(&["status", "--json"])] {
+        assert_eq!(code(&o), 0, "after {after}: {}\n{}", text(&o), h.log());
+        assert_output_printable(&format!("status after {after}"), &o);
+    }
+    let o = Command::new("dbus-send")
+        .args(["--system", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+        .args(["org.freedesktop.DBus.NameHasOwner", "string:com.dell.MilSpec1"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &h.bus.address)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("boolean true"), "after {after}: {}", text(&o));
+}
+
+/// A package rebuilt from a good one with `signatures.json` replaced.
+fn with_signatures(h: &Host, version: &str, sigs: &[u8], out: &str) -> PathBuf {
+    let good = h.package(version);
+    let entries: Vec<_> = entries(&good)
+        .into_iter()
+        .map(|(p, d)| if p == "signatures.json" { (p, sigs.to_vec()) } else { (p, d) })
+        .collect();
+    let path = h.f.path(out);
+    fs::write(&path, rebuild(&entries, &[])).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// Bytes that look random but are the same on every run.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_nul_in_a_mirror_index_leaves_the_daemon_on_the_bus() {
+    let h = Host::with_config("1s", "", |f| {
+        let mirror = f.path("mirror");
+        fs::create_dir_all(&mirror).unwrap();
+        // No key needed: anyone who can serve the index (or sits on an
+        // http:// mirror's path) can send this.
+        fs::write(mirror.join("index.json"), br#"{"signed":"x","signatures":[],"\u0000\u001b[2J\u009b\u202e":1}"#)
+            .unwrap();
+        format!("[source]\nurl = \"file://{}/\"\npoll_interval = \"1h\"\n", mirror.display())
+    });
+    let o = h.ctl(&["check"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert_output_printable("check", &o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("\\x00\\x1b[2J\\x9b\\u{202e}"), "the index's field name, escaped: {}", text(&o));
+    assert_still_serving(&h, "a NUL index");
+    let last = h.status()["last_error"].as_str().unwrap().to_string();
+    assert!(last.contains("\\x00") && !last.contains('\0'), "LastError escaped: {last:?}");
+    // Again, as the poll timer would after every restart.
+    assert_eq!(code(&h.ctl(&["check"])), 1);
+    assert_still_serving(&h, "a second poll of the NUL index");
+    assert_printable("daemon log", h.log().as_bytes());
+}
+
+#[test]
+fn a_nul_in_signatures_json_is_escaped_in_install_history_and_status() {
+    let h = Host::new("1s");
+    let pkg = with_signatures(
+        &h,
+        "1.0.0",
+        br#"{"signatures":[{"keyid":"\u0000\u001b]0;pwned\u0007\r\u009b\u202e","sig":"x"}]}"#,
+        "nul-keyid.mspkg",
+    );
+    let unknown = with_signatures(&h, "1.0.0", br#"{"signatures":[],"\u0000\u001b[31m":1}"#, "nul-field.mspkg");
+    for p in [&pkg, &unknown] {
+        let o = ctl_within(&h, &["install", p.to_str().unwrap()], Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no reply to Install: {}", h.log()));
+        assert_eq!(code(&o), 2, "{}", text(&o));
+        assert_output_printable("install", &o);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("\\x00"), "the reply escapes the NUL: {}", text(&o));
+        assert_still_serving(&h, "an install with a NUL in signatures.json");
+    }
+    // The stored reasons, read by anyone.
+    for o in [h.ctl(&["history"]), h.nobody(&["history"]), h.nobody(&["history", "--json"])] {
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        assert_output_printable("history", &o);
+        assert!(String::from_utf8_lossy(&o.stdout).contains("\\x00"), "{}", text(&o));
+    }
+    assert_still_serving(&h, "History");
+    let raw = fs::read_to_string(h.f.path("state/history.jsonl")).unwrap();
+    assert!(!raw.contains("\\u0000") && !raw.contains("\\u001b"), "stored escaped: {raw}");
+    // Still installs a good package.
+    assert_eq!(code(&h.ctl(&["install", h.package("1.0.0").to_str().unwrap()])), 0);
+    assert_printable("daemon log", h.log().as_bytes());
+}
+
+#[test]
+fn random_bytes_installed_get_a_reply_and_the_daemon_keeps_answering() {
+    let h = Host::new("1s");
+    for seed in 1..=5u64 {
+        let p = h.f.path(&format!("noise-{seed}.mspkg"));
+        fs::write(&p, noise(seed, 2048)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let o = ctl_within(&h, &["install", p.to_str().unwrap()], Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no reply to Install of random bytes (seed {seed}): {}", h.log()));
+        assert_eq!(code(&o), 2, "{}", text(&o));
+        assert_output_printable("install of random bytes", &o);
+        assert_still_serving(&h, "an install of random bytes");
+    }
+    let o = h.nobody(&["history", "--json", "--limit", "10"]);
+    assert_output_printable("history", &o);
+    assert_printable("daemon log", h.log().as_bytes());
+}
+
+#[test]
+fn the_daemon_exits_non_zero_when_its_bus_goes_away() {
+    let mut h = Host::new("1s");
+    let _ = h.bus.child.kill();
+    let _ = h.bus.child.wait();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = h.daemon.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "milspecd kept running without its bus: {}", h.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(75), "exit status for systemd's Restart=on-failure: {}", h.log());
+    assert!(h.log().contains("lost the system bus"), "{}", h.log());
+}
+
+#[test]
+fn milspecctl_waiting_on_the_daemon_exits_5_when_the_daemon_dies() {
+    let mut h = Host::new("120s");
+    let install =
+        h.ctl_cmd(&["install", h.package("1.0.0").to_str().unwrap()], false).stdout(Stdio::piped()).spawn().unwrap();
+    h.wait_state("trial");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = h.daemon.as_mut().unwrap().kill();
+    let killed = Instant::now();
+    let mut install = install;
+    let status = loop {
+        if let Some(s) = install.try_wait().unwrap() {
+            break s;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "milspecctl did not notice within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(5), "the documented exit code for a daemon that left the bus");
+    // With no daemon, status says so at once.
+    let o = ctl_within(&h, &["status"], Duration::from_secs(5)).expect("status answers without a daemon");
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not running"), "{}", text(&o));
+}
+
+#[test]
+fn hostile_text_never_reaches_a_terminal_or_a_log() {
+    let h = Host::new("1s");
+    let evil = "\u{1b}[2J\u{1b}]0;verify OK\u{7}\r\n\u{9b}31m\u{202e}\u{7f}";
+    let good = h.package("1.0.0");
+    let base = entries(&good);
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    let edit = |f: &dyn Fn(&str, &[u8]) -> Vec<u8>| -> Vec<u8> {
+        let e: Vec<_> = base.iter().map(|(p, d)| (p.clone(), f(p, d))).collect();
+        rebuild(&e, &[])
+    };
+    let json_evil = serde_json::to_string(evil).unwrap();
+    let json_evil = json_evil.trim_matches('"');
+    // Vendor, kind and a parameter in the manifest (signature no longer matches).
+    for (from, to) in [
+        ("\"Dell Inc.\"".to_string(), format!("\"Dell Inc.{json_evil}\"")),
+        ("\"milspec-package\"".to_string(), format!("\"milspec-package{json_evil}\"")),
+        ("\"dell_milspec\"".to_string(), format!("\"dell_milspec{json_evil}\"")),
+    ] {
+        let bytes = edit(&|p, d| {
+            if p == "manifest.json" {
+                String::from_utf8_lossy(d).replace(&from, &to).into_bytes()
+            } else {
+                d.to_vec()
+            }
+        });
+        cases.push((format!("manifest {from}"), bytes));
+    }
+    // Key ids and signatures in signatures.json; an unknown field.
+    for sigs in [
+        format!(r#"{{"signatures":[{{"keyid":"{json_evil}","sig":"x"}}]}}"#),
+        format!(r#"{{"signatures":[{{"keyid":"{}","sig":"{json_evil}"}}]}}"#, "ab".repeat(32)),
+        format!(r#"{{"signatures":[],"{json_evil}\u0000":1}}"#),
+    ] {
+        let bytes = edit(&|p, d| if p == "signatures.json" { sigs.clone().into_bytes() } else { d.to_vec() });
+        cases.push((format!("signatures {sigs}"), bytes));
+    }
+    // Tar entry names: an extra entry, and a first entry with a bad checksum.
+    let tar_name = format!("payload/x{}\u{0}y", &evil[..20]);
+    let e: Vec<_> = base.clone();
+    let extra = [Raw { path: &tar_name, kind: tar::EntryType::Regular, data: b"x" }];
+    cases.push(("tar entry name".into(), rebuild(&e, &extra)));
+    let mut bad_sum = raw_tar(&[Raw { path: "\u{1b}[2J\r\u{9b}", kind: tar::EntryType::Regular, data: b"x" }]);
+    bad_sum[148..156].copy_from_slice(b"\x1b[2J\r\x00\xc2\x9b");
+    cases.push(("tar checksum".into(), bad_sum));
+    cases.push(("random bytes".into(), noise(42, 2048)));
+
+    for (i, (what, bytes)) in cases.iter().enumerate() {
+        let p = h.f.path(&format!("hostile-{i}.mspkg"));
+        fs::write(&p, bytes).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let ps = p.to_str().unwrap();
+        let trust = h.f.path("trust");
+        let offline = [
+            ctl().args(["verify", "--keys"]).arg(&trust).arg(ps).output().unwrap(),
+            ctl().args(["inspect", ps]).output().unwrap(),
+            ctl().args(["inspect", "--json", ps]).output().unwrap(),
+        ];
+        // `inspect` does not check signatures: it may succeed, but prints
+        // nothing unprintable either way.
+        assert_ne!(code(&offline[0]), 0, "{what}: {}", text(&offline[0]));
+        for o in &offline {
+            assert_output_printable(what, o);
+        }
+        let o = ctl_within(&h, &["install", ps], Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{what}: no reply to Install: {}", h.log()));
+        assert_eq!(code(&o), 2, "{what}: {}", text(&o));
+        assert_output_printable(what, &o);
+    }
+    assert_still_serving(&h, "hostile packages");
+    for args in [&["status"][..], &["status", "--json"], &["history", "--limit", "100"], &["history", "--json"]] {
+        for o in [h.ctl(args), h.nobody(args)] {
+            assert_eq!(code(&o), 0, "{args:?}: {}", text(&o));
+            assert_output_printable(&format!("{args:?}"), &o);
+        }
+    }
+    let log = h.log();
+    assert!(log.contains("rejected"), "{log}");
+    assert_printable("daemon log", log.as_bytes());
 }

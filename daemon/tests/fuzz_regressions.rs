@@ -34,6 +34,16 @@ fn kmsg() {
 }
 
 #[test]
+fn dbus_error() {
+    assert!(replay("dbus_error", daemon_harness::dbus_error) >= 3);
+}
+
+#[test]
+fn dbus_history() {
+    assert!(replay("dbus_history", daemon_harness::dbus_history) >= 2);
+}
+
+#[test]
 fn config() {
     assert!(replay("config", daemon_harness::config) >= 2);
 }

@@ -241,3 +241,24 @@ pub fn index(data: &[u8]) {
         }
     }
 }
+
+/// The sanitiser: on any bytes, its output is printable (nothing it would
+/// escape), holds no NUL, is within the bound, and sanitising it again
+/// changes nothing.
+pub fn text(data: &[u8]) {
+    use milspec_format::text::{is_clean, sanitize_bytes, sanitize_to};
+    let max = 24 + usize::from(data.first().copied().unwrap_or(0)) * 4;
+    let s = sanitize_bytes(data, max);
+    assert!(is_clean(&s) && !s.contains('\0'), "{s:?}");
+    assert!(s.chars().count() <= max, "{} > {max}", s.chars().count());
+    assert_eq!(sanitize_to(&s, max), s, "not idempotent");
+    if let Ok(t) = std::str::from_utf8(data) {
+        let s = sanitize_to(t, max);
+        assert!(is_clean(&s) && s.chars().count() <= max);
+        assert_eq!(sanitize_to(&s, max), s);
+        // Clean text within the bound passes unchanged.
+        if is_clean(t) && t.chars().count() <= max {
+            assert_eq!(s, t);
+        }
+    }
+}

@@ -171,15 +171,17 @@ impl Index {
 
     /// Parses and validates the signed text (after its signatures passed).
     pub fn parse(text: &str) -> Result<Self, IndexError> {
-        let head: Head = serde_json::from_str(text).map_err(|e| IndexError::Parse(e.to_string()))?;
+        let head: Head =
+            serde_json::from_str(text).map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
         if head.format != INDEX_FORMAT {
             return Err(IndexError::Format(head.format));
         }
         match head.kind.as_deref() {
             Some(INDEX_KIND) => {}
-            other => return Err(IndexError::Kind(other.unwrap_or("").chars().take(64).collect())),
+            other => return Err(IndexError::Kind(crate::text::sanitize_to(other.unwrap_or(""), 64))),
         }
-        let index: Index = serde_json::from_str(text).map_err(|e| IndexError::Parse(e.to_string()))?;
+        let index: Index =
+            serde_json::from_str(text).map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
         index.validate()?;
         Ok(index)
     }
@@ -192,9 +194,9 @@ impl Index {
     }
 
     pub fn validate(&self) -> Result<(), IndexError> {
-        let bad = |m: String| Err(IndexError::Invalid(m));
+        let bad = |m: String| Err(IndexError::Invalid(crate::text::sanitize_to(&m, 400)));
         if self.kind != INDEX_KIND {
-            return Err(IndexError::Kind(self.kind.chars().take(64).collect()));
+            return Err(IndexError::Kind(crate::text::sanitize_to(&self.kind, 64)));
         }
         if self.version == 0 {
             return bad("version must be at least 1".into());
@@ -261,7 +263,8 @@ impl Index {
             set.add(k, signed.as_bytes())?;
         }
         let env = Envelope { signed, signatures: set.signatures };
-        let mut out = serde_json::to_vec_pretty(&env).map_err(|e| IndexError::Parse(e.to_string()))?;
+        let mut out = serde_json::to_vec_pretty(&env)
+            .map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
         out.push(b'\n');
         Ok(out)
     }
@@ -289,7 +292,7 @@ impl IndexEntry {
 
     pub fn validate(&self) -> Result<(), IndexError> {
         let v = &self.version;
-        let bad = |m: String| Err(IndexError::Invalid(format!("package {v}: {m}")));
+        let bad = |m: String| Err(IndexError::Invalid(crate::text::sanitize_to(&format!("package {v}: {m}"), 400)));
         if self.name != PACKAGE_NAME {
             return bad(format!("name `{}` is not `{PACKAGE_NAME}`", self.name.chars().take(64).collect::<String>()));
         }
@@ -311,7 +314,8 @@ impl IndexEntry {
         if let Some(r) = self.kernel_releases.iter().find(|r| !valid_release(r)) {
             return bad(format!("invalid kernel release `{}`", r.chars().take(100).collect::<String>()));
         }
-        check_waves(&self.waves).map_err(|m| IndexError::Invalid(format!("package {v}: {m}")))
+        check_waves(&self.waves)
+            .map_err(|m| IndexError::Invalid(crate::text::sanitize_to(&format!("package {v}: {m}"), 400)))
     }
 
     /// The fraction of hosts, in [0, 1], the schedule admits at `now`.
@@ -393,7 +397,8 @@ pub fn verify_index(bytes: &[u8], trusted: &TrustedKeys, threshold: usize) -> Re
     if bytes.len() as u64 > MAX_INDEX_FILE {
         return Err(IndexError::TooLarge { size: bytes.len() as u64, limit: MAX_INDEX_FILE });
     }
-    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| IndexError::Parse(e.to_string()))?;
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
     if env.signatures.len() > Limits::DEFAULT.max_signatures {
         return Err(
             SignatureError::TooMany { count: env.signatures.len(), limit: Limits::DEFAULT.max_signatures }.into()
@@ -411,7 +416,8 @@ pub fn read_unverified(bytes: &[u8]) -> Result<Index, IndexError> {
     if bytes.len() as u64 > MAX_INDEX_FILE {
         return Err(IndexError::TooLarge { size: bytes.len() as u64, limit: MAX_INDEX_FILE });
     }
-    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| IndexError::Parse(e.to_string()))?;
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
     Index::parse(&env.signed)
 }
 

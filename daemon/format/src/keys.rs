@@ -92,9 +92,9 @@ impl FromStr for KeyId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse::<Sha256Digest>().map(|d| KeyId(d.0)).map_err(|_| {
-            format!("`{}` is not a key id (64 lowercase hex characters)", s.chars().take(80).collect::<String>())
-        })
+        s.parse::<Sha256Digest>()
+            .map(|d| KeyId(d.0))
+            .map_err(|_| format!("`{}` is not a key id (64 lowercase hex characters)", crate::text::sanitize_to(s, 80)))
     }
 }
 
@@ -118,7 +118,7 @@ fn check_name(name: &str) -> Result<(), KeyError> {
     if ok {
         Ok(())
     } else {
-        Err(KeyError::BadName(name.chars().take(80).collect()))
+        Err(KeyError::BadName(crate::text::sanitize_to(name, 80)))
     }
 }
 

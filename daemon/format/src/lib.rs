@@ -25,6 +25,7 @@ pub mod package;
 pub mod regular;
 pub mod signature;
 pub mod tarwrite;
+pub mod text;
 pub mod version;
 pub mod writer;
 
@@ -42,3 +43,4 @@ pub use package::{
 };
 pub use regular::{open_regular, read_regular, FileKind, OpenError, OpenPolicy, RegularFile, Symlinks};
 pub use signature::{SignatureError, SignatureSet};
+pub use text::{sanitize, sanitize_bytes, sanitize_to, Escaped};

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::digest::Sha256Digest;
 use crate::limits::Limits;
+use crate::text::sanitize_to;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const KIND: &str = "milspec-package";
@@ -17,6 +18,13 @@ pub const MAX_RELEASE_LEN: usize = 96;
 /// Longest module name the kernel accepts (`MODULE_NAME_LEN - 1`).
 pub const MAX_MODULE_NAME_LEN: usize = 55;
 pub const MAX_PARAMS: usize = 32;
+/// Most accepted `sys_vendor` values, and the longest one.
+pub const MAX_SYS_VENDORS: usize = 16;
+pub const MAX_SYS_VENDOR_LEN: usize = 64;
+/// Longest `srcversion` (the kernel writes 23-24 hex digits).
+pub const MAX_SRCVERSION_LEN: usize = 64;
+/// Longest version string (semver, build metadata included).
+pub const MAX_VERSION_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -48,6 +56,14 @@ pub enum ManifestError {
     TooManyParams,
     #[error("manifest sequence must be at least 1")]
     ZeroSequence,
+    #[error("manifest requires.sys_vendor `{0}` is invalid: use 1-{MAX_SYS_VENDOR_LEN} printable ASCII characters (letters, digits, space and .,-_&()/+'), no leading or trailing space")]
+    BadSysVendor(String),
+    #[error("manifest lists {0} sys_vendor values, more than the limit of {MAX_SYS_VENDORS}")]
+    TooManySysVendors(usize),
+    #[error("manifest payload has an invalid srcversion `{0}`: use 1-{MAX_SRCVERSION_LEN} ASCII letters, digits and . _ + -")]
+    BadSrcversion(String),
+    #[error("manifest version `{0}` is longer than {MAX_VERSION_LEN} characters")]
+    BadVersion(String),
 }
 
 /// One kernel module build inside a package.
@@ -124,6 +140,24 @@ pub fn valid_release(r: &str) -> bool {
         && r.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-~".contains(&b))
 }
 
+/// A DMI `sys_vendor` a package may require: printable ASCII from a small
+/// set (no quotes, backslashes, control or non-ASCII characters), 1-64
+/// characters, no space at either end. Real values look like `Dell Inc.`.
+pub fn valid_sys_vendor(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_SYS_VENDOR_LEN
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b" .,-_&()/+'".contains(&b))
+}
+
+/// A module `srcversion`: 1-64 ASCII letters, digits and `. _ + -`.
+pub fn valid_srcversion(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SRCVERSION_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+}
+
 pub fn valid_module_name(m: &str) -> bool {
     !m.is_empty()
         && m.len() <= MAX_MODULE_NAME_LEN
@@ -133,11 +167,7 @@ pub fn valid_module_name(m: &str) -> bool {
 /// Checks a module parameter so that `key=value` pairs can be joined with
 /// spaces into the string the kernel parses, without quoting tricks.
 pub fn check_param(key: &str, value: &str) -> Result<(), ManifestError> {
-    let bad = |why| ManifestError::BadParam {
-        key: key.chars().take(64).collect(),
-        value: value.chars().take(64).collect(),
-        why,
-    };
+    let bad = |why| ManifestError::BadParam { key: sanitize_to(key, 64), value: sanitize_to(value, 64), why };
     if !valid_module_name(key) {
         return Err(bad("names may use a-z, 0-9 and _ only"));
     }
@@ -160,11 +190,13 @@ impl Manifest {
         struct Probe {
             format: u32,
         }
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let probe: Probe =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(sanitize_to(&e.to_string(), 200)))?;
         if probe.format != FORMAT_VERSION {
             return Err(ManifestError::Format(probe.format));
         }
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(sanitize_to(&e.to_string(), 200)))?;
         m.validate(limits)?;
         Ok(m)
     }
@@ -174,13 +206,24 @@ impl Manifest {
             return Err(ManifestError::Format(self.format));
         }
         if self.kind != KIND {
-            return Err(ManifestError::Kind(self.kind.clone()));
+            return Err(ManifestError::Kind(sanitize_to(&self.kind, 64)));
         }
         if self.name != PACKAGE_NAME {
-            return Err(ManifestError::Name(self.name.clone()));
+            return Err(ManifestError::Name(sanitize_to(&self.name, 64)));
         }
         if self.sequence == 0 {
             return Err(ManifestError::ZeroSequence);
+        }
+        // semver already limits identifiers to [0-9A-Za-z-.+]; bound the length.
+        let version = self.version.to_string();
+        if version.len() > MAX_VERSION_LEN {
+            return Err(ManifestError::BadVersion(sanitize_to(&version, MAX_VERSION_LEN + 16)));
+        }
+        if self.requires.sys_vendor.len() > MAX_SYS_VENDORS {
+            return Err(ManifestError::TooManySysVendors(self.requires.sys_vendor.len()));
+        }
+        if let Some(v) = self.requires.sys_vendor.iter().find(|v| !valid_sys_vendor(v)) {
+            return Err(ManifestError::BadSysVendor(sanitize_to(v, MAX_SYS_VENDOR_LEN + 16)));
         }
         if self.payloads.is_empty() {
             return Err(ManifestError::NoPayloads);
@@ -191,14 +234,17 @@ impl Manifest {
         let mut seen = BTreeSet::new();
         for p in &self.payloads {
             if !valid_release(&p.kernel_release) {
-                return Err(ManifestError::BadRelease(p.kernel_release.chars().take(120).collect()));
+                return Err(ManifestError::BadRelease(sanitize_to(&p.kernel_release, 120)));
             }
             if !valid_module_name(&p.module) {
-                return Err(ManifestError::BadModule(p.module.chars().take(80).collect()));
+                return Err(ManifestError::BadModule(sanitize_to(&p.module, 80)));
+            }
+            if let Some(s) = p.srcversion.as_deref().filter(|s| !valid_srcversion(s)) {
+                return Err(ManifestError::BadSrcversion(sanitize_to(s, MAX_SRCVERSION_LEN + 16)));
             }
             let expected = payload_path(&p.kernel_release, &p.module);
             if p.path != expected {
-                return Err(ManifestError::BadPath { path: p.path.chars().take(200).collect(), expected });
+                return Err(ManifestError::BadPath { path: sanitize_to(&p.path, 200), expected });
             }
             if p.size > limits.max_payload_size {
                 return Err(ManifestError::PayloadTooLarge {
@@ -292,6 +338,22 @@ mod tests {
             "spaces",
         );
         check(&|m| m.sequence = 0, "sequence");
+        for bad in ["Dell\x1b[32m Inc.", "Dell\u{202e}", "Dell\r\nInc.", " Dell", "Dell\0", "Dell\u{9b}", ""] {
+            check(&|m| m.requires.sys_vendor = vec![bad.into()], "sys_vendor");
+            let e = {
+                let mut m = sample();
+                m.requires.sys_vendor = vec![bad.into()];
+                Manifest::parse(&m.to_bytes(), &l).unwrap_err().to_string()
+            };
+            assert!(crate::text::is_clean(&e), "{e:?}");
+        }
+        check(&|m| m.requires.sys_vendor = vec!["Dell Inc.".into(); MAX_SYS_VENDORS + 1], "sys_vendor values");
+        check(&|m| m.payloads[0].srcversion = Some("ABC\x1b]0;x\x07".into()), "srcversion");
+        check(
+            &|m| m.version = "1.0.0-a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g".parse().unwrap(),
+            "longer than",
+        );
+        check(&|m| m.kind = "\x1b[2Jmilspec".into(), "\\x1b[2J");
         let e = Manifest::parse(b"{\"format\":1,\"bogus\":1}", &l).unwrap_err().to_string();
         assert!(e.contains("not valid"), "{e}");
         let mut v: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();

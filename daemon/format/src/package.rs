@@ -21,6 +21,7 @@ use crate::limits::Limits;
 use crate::manifest::{Manifest, ManifestError, Payload};
 use crate::regular::{open_regular, shown, FileKind, OpenError, OpenPolicy};
 use crate::signature::{SignatureError, SignatureSet};
+use crate::text::{is_clean, sanitize_bytes, sanitize_to};
 
 pub const MANIFEST_PATH: &str = "manifest.json";
 pub const SIGNATURES_PATH: &str = "signatures.json";
@@ -168,19 +169,29 @@ fn kind_name(t: tar::EntryType) -> Option<&'static str> {
     })
 }
 
+/// Most characters of archive-supplied text quoted in an error.
+const MAX_SHOWN: usize = 200;
+
+/// A tar parser error as text: its message may quote raw header bytes
+/// (a name, a numeric field), so it is escaped and bounded.
+fn tar_detail(e: &io::Error) -> String {
+    sanitize_to(&e.to_string(), MAX_SHOWN)
+}
+
 fn check_path(raw: &[u8]) -> Result<String, PackageError> {
+    // The path in an error is escaped: it comes from the archive.
     let Ok(path) = std::str::from_utf8(raw) else {
-        return Err(PackageError::UnsafePath { path: String::from_utf8_lossy(raw).into_owned(), why: "not UTF-8" });
+        return Err(PackageError::UnsafePath { path: sanitize_bytes(raw, MAX_SHOWN), why: "not UTF-8" });
     };
-    let unsafe_path = |why| PackageError::UnsafePath { path: path.chars().take(200).collect(), why };
+    let unsafe_path = |why| PackageError::UnsafePath { path: sanitize_to(path, MAX_SHOWN), why };
     if path.starts_with('/') {
         return Err(unsafe_path("absolute path"));
     }
     if path.split('/').any(|c| c == "..") {
         return Err(unsafe_path("parent directory `..`"));
     }
-    if path.bytes().any(|b| b.is_ascii_control() || b == b'\\') {
-        return Err(unsafe_path("control character or backslash"));
+    if !is_clean(path) || path.contains('\\') {
+        return Err(unsafe_path("control or invisible formatting character, or backslash"));
     }
     Ok(path.to_string())
 }
@@ -225,7 +236,7 @@ fn read_entries<R: Read>(
     sink: &mut dyn PayloadSink,
 ) -> Result<VerifiedPackage, PackageError> {
     let mut archive = tar::Archive::new(reader);
-    let mut entries = archive.entries().map_err(|e| PackageError::NotTar(e.to_string()))?.raw(true);
+    let mut entries = archive.entries().map_err(|e| PackageError::NotTar(tar_detail(&e)))?.raw(true);
     let mut last = String::new();
     let mut index = 0usize;
 
@@ -234,11 +245,11 @@ fn read_entries<R: Read>(
         () => {{
             match entries.next() {
                 None => None,
-                Some(Err(e)) if index == 0 => return Err(PackageError::NotTar(e.to_string())),
+                Some(Err(e)) if index == 0 => return Err(PackageError::NotTar(tar_detail(&e))),
                 Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(PackageError::Truncated(last.clone()))
                 }
-                Some(Err(e)) => return Err(PackageError::Corrupt { after: last.clone(), detail: e.to_string() }),
+                Some(Err(e)) => return Err(PackageError::Corrupt { after: last.clone(), detail: tar_detail(&e) }),
                 Some(Ok(entry)) => {
                     index += 1;
                     let path = check_path(&entry.path_bytes())?;
@@ -248,7 +259,7 @@ fn read_entries<R: Read>(
                     let size = entry
                         .header()
                         .entry_size()
-                        .map_err(|e| PackageError::Corrupt { after: last.clone(), detail: e.to_string() })?;
+                        .map_err(|e| PackageError::Corrupt { after: last.clone(), detail: tar_detail(&e) })?;
                     last = path.clone();
                     Some((entry, path, size))
                 }

@@ -67,7 +67,8 @@ pub struct SignatureSet {
 
 impl SignatureSet {
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Self, SignatureError> {
-        let set: SignatureSet = serde_json::from_slice(bytes).map_err(|e| SignatureError::Parse(e.to_string()))?;
+        let set: SignatureSet = serde_json::from_slice(bytes)
+            .map_err(|e| SignatureError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
         if set.signatures.len() > limits.max_signatures {
             return Err(SignatureError::TooMany { count: set.signatures.len(), limit: limits.max_signatures });
         }

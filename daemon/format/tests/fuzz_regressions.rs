@@ -27,6 +27,11 @@ fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[test]
+fn text() {
+    assert!(replay("text", format_harness::text) >= 3);
+}
+
+#[test]
 fn manifest() {
     assert!(replay("manifest", format_harness::manifest) >= 3);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use milspec_format::package::{read_package_file, Discard, Trust, VerifiedPackage};
+use milspec_format::text::sanitize;
 use milspec_format::{Limits, TrustedKeys};
 use milspecd::cli::run_main;
 use milspecd::dbus::client as ctl_bus;
@@ -113,21 +114,24 @@ enum Cmd {
     },
 }
 
+/// What a package says, escaped: `inspect` shows an unverified manifest.
 fn describe(pkg: &VerifiedPackage) {
     let m = &pkg.manifest;
-    println!("package:   {} {}", m.name, m.version);
+    let e = |s: &str| sanitize(s);
+    println!("package:   {} {}", e(&m.name), e(&m.version.to_string()));
     println!("sequence:  {}", m.sequence);
     println!("created:   {}", m.created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
-    println!("vendors:   {}", m.requires.sys_vendor.join(", "));
+    let vendors: Vec<_> = m.requires.sys_vendor.iter().map(|v| e(v)).collect();
+    println!("vendors:   {}", vendors.join(", "));
     if !m.params.is_empty() {
-        let ps: Vec<_> = m.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let ps: Vec<_> = m.params.iter().map(|(k, v)| format!("{}={}", e(k), e(v))).collect();
         println!("params:    {}", ps.join(" "));
     }
     if let Some(w) = m.probation.as_ref().and_then(|p| p.window_secs) {
         println!("probation: {w}s");
     }
     for p in &m.payloads {
-        println!("payload:   {} {} ({} bytes, sha256 {})", p.kernel_release, p.module, p.size, p.sha256);
+        println!("payload:   {} {} ({} bytes, sha256 {})", e(&p.kernel_release), e(&p.module), p.size, p.sha256);
     }
 }
 
@@ -150,10 +154,10 @@ fn main() -> ExitCode {
                 let trusted = TrustedKeys::load_dir(&keys)?;
                 let pkg =
                     read_package_file(&package, Trust::Keys { keys: &trusted, threshold }, &limits, &mut Discard)?;
-                println!("{}: OK", package.display());
+                println!("{}: OK", sanitize(&package.display().to_string()));
                 describe(&pkg);
                 for id in &pkg.signers {
-                    let name = trusted.get(id).map(|k| k.name()).unwrap_or("?");
+                    let name = sanitize(trusted.get(id).map(|k| k.name()).unwrap_or("?"));
                     println!("signed by: {name} ({id})");
                 }
                 println!("trust:     {} of {} required trusted signatures", pkg.signers.len(), threshold);

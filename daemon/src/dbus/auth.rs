@@ -39,7 +39,8 @@ pub async fn authorize(conn: &zbus::Connection, hdr: &Header<'_>, method: &str) 
         return Ok(uid);
     }
     let denied = |why: &str| {
-        warn!(uid, method, "denied: {why}");
+        let why = crate::journal::untrusted(why);
+        crate::journal::REFUSED_CALLS.log("refused D-Bus calls", || warn!(uid, method, "denied: {why}"));
         ManagerError::AccessDenied(format!(
             "{method} changes the module and needs root or the polkit action {POLKIT_ACTION} (caller uid {uid}: {why}); run it as root, e.g. with sudo"
         ))

@@ -2,7 +2,19 @@
 //!
 //! Exit codes: 0 done (committed, already installed, up to date), 1 error
 //! (daemon not running, busy, timeout...), 2 rejected or invalid package
-//! (nothing changed), 3 rolled back, 4 access denied.
+//! (nothing changed), 3 rolled back, 4 access denied, 5 the daemon left the
+//! bus (or stopped answering) while a command waited for it.
+//!
+//! Every method call has a reply timeout of [`CALL_TIMEOUT`], except the
+//! actions that wait for the engine (`Install`, `CheckForUpdates`,
+//! `Rollback`, `Reconcile`): those run on a connection of their own, and
+//! the command watches `NameOwnerChanged` and pings the daemon meanwhile,
+//! so a daemon that leaves the bus ends the wait within [`GONE_WITHIN`].
+//!
+//! Everything printed (text or JSON) is escaped with the format crate's
+//! sanitiser, even though the daemon escapes what it sends: an older or
+//! hostile daemon must not be able to write control characters to a
+//! terminal either.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,18 +32,135 @@ use super::proxy::ManagerProxyBlocking;
 use super::{BUS_NAME, INTERFACE, OBJECT_PATH};
 use crate::cli::Exit;
 
-/// Reads and quick calls.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Calls that wait for the engine (a package read and staged, a poll).
+/// Longest wait for the reply to any call but the long actions.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The long actions' own connection: the daemon's own limits (10 min to
+/// stage, 30 min to poll) end them first; the wait is watched meanwhile.
 const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(35 * 60);
-/// How often a follower checks that the daemon is still there.
+/// How often a waiting command pings the daemon.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How soon a waiting command notices that the daemon left the bus.
+pub const GONE_WITHIN: Duration = Duration::from_secs(5);
+/// How often a waiting command looks at its watches.
+const POLL: Duration = Duration::from_millis(100);
 /// Longest wait, after an outcome, for the daemon to become idle.
 const SETTLE: Duration = Duration::from_secs(10);
 
 pub const EXIT_REJECTED: u8 = 2;
 pub const EXIT_ROLLED_BACK: u8 = 3;
 pub const EXIT_DENIED: u8 = 4;
+/// The daemon left the bus (or stopped answering) while we waited.
+pub const EXIT_DAEMON_GONE: u8 = 5;
+
+/// Daemon text, escaped before it is printed (see the module docs).
+fn clean(s: &str) -> String {
+    milspec_format::text::sanitize(s)
+}
+
+fn clean_map(m: HashMap<String, String>) -> HashMap<String, String> {
+    m.into_iter().map(|(k, v)| (clean(&k), clean(&v))).collect()
+}
+
+fn clean3((a, b, c): (String, String, String)) -> (String, String, String) {
+    (clean(&a), clean(&b), clean(&c))
+}
+
+fn gone_error(why: &str) -> anyhow::Error {
+    Exit {
+        code: EXIT_DAEMON_GONE,
+        message: format!(
+            "milspecd {why}; it finishes or rolls back what it was doing at its next start: see `milspecctl status` and `journalctl -u milspecd`"
+        ),
+    }
+    .into()
+}
+
+/// Watches who owns `com.dell.MilSpec1` from the moment it is built: set
+/// once the owner seen at the start goes away (or the bus connection does).
+struct OwnerWatch {
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conn: Connection,
+    last_ping: Instant,
+}
+
+impl OwnerWatch {
+    fn start(conn: &Connection) -> anyhow::Result<OwnerWatch> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let rule = MatchRule::builder()
+            .msg_type(Type::Signal)
+            .sender("org.freedesktop.DBus")?
+            .interface("org.freedesktop.DBus")?
+            .member("NameOwnerChanged")?
+            .arg(0, BUS_NAME)?
+            .build();
+        // Subscribed before the owner is read, so no change falls between.
+        let iter = MessageIterator::for_match_rule(rule, conn, Some(16))
+            .map_err(|e| anyhow::anyhow!("cannot watch the daemon's bus name: {e}"))?;
+        let dbus = zbus::blocking::fdo::DBusProxy::new(conn).map_err(|e| call_error(e, "connect"))?;
+        let name = zbus::names::BusName::try_from(BUS_NAME).map_err(zbus::Error::from)?;
+        let owner = match dbus.get_name_owner(name) {
+            Ok(o) => o.to_string(),
+            Err(e) => return Err(call_error(zbus::Error::from(e), "connect")),
+        };
+        let gone = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
+        std::thread::Builder::new().name("owner-watch".into()).spawn(move || {
+            for msg in iter {
+                let Ok(msg) = msg else { break };
+                if let Ok((_, _, new)) = msg.body().deserialize::<(String, String, String)>() {
+                    if new != owner {
+                        break;
+                    }
+                }
+            }
+            flag.store(true, Ordering::SeqCst);
+        })?;
+        Ok(OwnerWatch { gone, conn: conn.clone(), last_ping: Instant::now() })
+    }
+
+    /// Fails with [`EXIT_DAEMON_GONE`] once the daemon is gone, or when it
+    /// does not answer a ping (every [`PING_EVERY`], [`CALL_TIMEOUT`] each).
+    fn check(&mut self) -> anyhow::Result<()> {
+        if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(gone_error("left the system bus"));
+        }
+        if self.last_ping.elapsed() >= PING_EVERY {
+            self.last_ping = Instant::now();
+            let ping =
+                self.conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some("org.freedesktop.DBus.Peer"), "Ping", &());
+            if let Err(e) = ping {
+                if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(gone_error("left the system bus"));
+                }
+                return Err(gone_error(&format!("does not answer ({})", clean(&e.to_string()))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one long action on a connection of its own and waits for its
+/// reply while `watch` looks after the daemon.
+fn long_call<R: Send + 'static>(
+    watch: &mut OwnerWatch,
+    what: &'static str,
+    call: impl FnOnce(&ManagerProxyBlocking<'_>) -> zbus::Result<R> + Send + 'static,
+) -> anyhow::Result<R> {
+    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new().name("call".into()).spawn(move || {
+        let r = proxy(&conn).map(|p| call(&p));
+        let _ = tx.send(r);
+    })?;
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(Ok(r)) => return r.map_err(|e| call_error(e, what)),
+            Ok(Err(e)) => return Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => watch.check()?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("{what}: the call thread stopped"),
+        }
+    }
+}
 
 fn connect(timeout: Duration) -> anyhow::Result<Connection> {
     zbus::blocking::connection::Builder::system()
@@ -49,8 +178,20 @@ fn proxy(conn: &Connection) -> anyhow::Result<ManagerProxyBlocking<'static>> {
 /// Turns a D-Bus error into an error with the right exit code and a
 /// message that says what to do.
 fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
+    // Property reads fail as org.freedesktop.DBus errors of their own type.
+    if let zbus::Error::FDO(f) = &e {
+        if matches!(**f, zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)) {
+            return Exit {
+                code: 1,
+                message: format!(
+                    "milspecd is not running (nothing owns {BUS_NAME} on the system bus): systemctl start milspecd"
+                ),
+            }
+            .into();
+        }
+    }
     if let zbus::Error::MethodError(name, msg, _) = &e {
-        let msg = msg.clone().unwrap_or_default();
+        let msg = clean(&msg.clone().unwrap_or_default());
         let short = name.as_str().rsplit('.').next().unwrap_or_default();
         let (code, text) = match name.as_str() {
             "com.dell.MilSpec1.Error.AccessDenied" => (EXIT_DENIED, format!("access denied: {msg}")),
@@ -72,7 +213,7 @@ fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
         };
         return Exit { code, message: text }.into();
     }
-    anyhow::anyhow!("{what}: {e}")
+    anyhow::anyhow!("{what}: {}", clean(&e.to_string()))
 }
 
 fn done(code: u8) -> anyhow::Result<ExitCode> {
@@ -140,6 +281,15 @@ fn owned_to_json(v: &OwnedValue) -> serde_json::Value {
     json!(format!("{:?}", Value::from(v.clone())))
 }
 
+fn clean_json(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(clean(&s)),
+        serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| (clean(&k), clean_json(v))).collect(),
+        serde_json::Value::Array(a) => a.into_iter().map(clean_json).collect(),
+        other => other,
+    }
+}
+
 fn parse(msg: &zbus::Message) -> Vec<BusEvent> {
     let h = msg.header();
     let (Some(iface), Some(member)) = (h.interface(), h.member()) else {
@@ -157,21 +307,24 @@ fn parse(msg: &zbus::Message) -> Vec<BusEvent> {
             }
             let mut v: Vec<BusEvent> = changed
                 .iter()
-                .map(|(k, val)| BusEvent::Property { name: k.clone(), value: owned_to_json(val) })
+                .map(|(k, val)| BusEvent::Property { name: clean(k), value: clean_json(owned_to_json(val)) })
                 .collect();
             v.sort_by_key(prop_order);
             v
         }
         (i, "Swapped") if i == INTERFACE => body
             .deserialize::<(String, String)>()
-            .map(|(from, to)| vec![BusEvent::Swapped { from, to }])
+            .map(|(from, to)| vec![BusEvent::Swapped { from: clean(&from), to: clean(&to) }])
             .unwrap_or_default(),
-        (i, "Committed") if i == INTERFACE => {
-            body.deserialize::<(String,)>().map(|(version,)| vec![BusEvent::Committed { version }]).unwrap_or_default()
-        }
+        (i, "Committed") if i == INTERFACE => body
+            .deserialize::<(String,)>()
+            .map(|(version,)| vec![BusEvent::Committed { version: clean(&version) }])
+            .unwrap_or_default(),
         (i, "RolledBack") if i == INTERFACE => body
             .deserialize::<(String, String, String)>()
-            .map(|(from, to, reason)| vec![BusEvent::RolledBack { from, to, reason }])
+            .map(|(from, to, reason)| {
+                vec![BusEvent::RolledBack { from: clean(&from), to: clean(&to), reason: clean(&reason) }]
+            })
             .unwrap_or_default(),
         _ => vec![],
     }
@@ -210,15 +363,15 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(CALL_TIMEOUT)?;
     let p = proxy(&conn)?;
     let e = |e| call_error(e, "status");
-    let state = p.state().map_err(e)?;
-    let committed = p.committed_version().map_err(e)?;
-    let slot = p.active_slot().map_err(e)?;
-    let trial = p.trial_version().map_err(e)?;
+    let state = clean(&p.state().map_err(e)?);
+    let committed = clean(&p.committed_version().map_err(e)?);
+    let slot = clean(&p.active_slot().map_err(e)?);
+    let trial = clean(&p.trial_version().map_err(e)?);
     let paused = p.paused().map_err(e)?;
-    let last_error = p.last_error().map_err(e)?;
-    let last_check = p.last_check().map_err(e)?;
+    let last_error = clean(&p.last_error().map_err(e)?);
+    let last_check = clean(&p.last_check().map_err(e)?);
     let reboot = p.reboot_required().map_err(e)?;
-    let health = p.health().map_err(e)?;
+    let health = clean_map(p.health().map_err(e)?);
     if json_out {
         let v = json!({
             "state": state, "committed_version": committed, "active_slot": slot, "trial_version": trial,
@@ -271,6 +424,7 @@ fn settle(p: &ManagerProxyBlocking<'_>) {
 /// Waits for the outcome of `version`'s trial; prints progress.
 fn await_outcome(
     conn: &Connection,
+    watch: &mut OwnerWatch,
     events: &mpsc::Receiver<BusEvent>,
     version: &str,
     timeout: Duration,
@@ -290,7 +444,12 @@ fn await_outcome(
             }
             .into());
         }
-        match events.recv_timeout(left.min(PING_EVERY)) {
+        watch.check().map_err(|e| {
+            e.context(format!(
+                "following the trial of {version}: at its next start milspecd finishes or rolls back the trial"
+            ))
+        })?;
+        match events.recv_timeout(left.min(POLL)) {
             Ok(BusEvent::Committed { version: v }) if v == version => {
                 settle(&p);
                 if json_out {
@@ -320,14 +479,8 @@ fn await_outcome(
                     }
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Still there? A daemon that stopped finishes the trial at its next start.
-                p.state().map_err(|e| {
-                    call_error(e, "following the install").context(format!(
-                        "milspecd went away during the trial of {version}; at its next start it finishes or rolls back the trial"
-                    ))
-                })?;
-            }
+            // The watch pings the daemon and sees it leave the bus.
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 anyhow::bail!("lost the connection to the system bus while following {version}")
             }
@@ -338,17 +491,18 @@ fn await_outcome(
 /// Prints an action's immediate answer; follows a started install.
 fn finish(
     conn: &Connection,
+    watch: &mut OwnerWatch,
     events: &mpsc::Receiver<BusEvent>,
     reply: (String, String, String),
     timeout: Duration,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (result, version, message) = reply;
+    let (result, version, message) = clean3(reply);
     if result == "started" {
         if !json_out {
             println!("{message}");
         }
-        return await_outcome(conn, events, &version, timeout, json_out);
+        return await_outcome(conn, watch, events, &version, timeout, json_out);
     }
     if json_out {
         println!("{}", json!({"outcome": result, "version": version, "message": message}));
@@ -366,39 +520,42 @@ pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Res
     // Opened as the caller: the daemon reads only what the caller can read.
     // A FIFO or a device is refused here, before any call (the daemon also
     // refuses a descriptor that is not a regular file).
+    let shown = clean(&package.display().to_string());
     let file = milspec_format::open_package(package, &milspec_format::Limits::DEFAULT).map_err(|e| match e.source {
-        milspec_format::PackageError::Io(source) => anyhow::Error::new(source)
-            .context(format!("{}: cannot open the package", milspec_format::FileError::shown_path(package))),
+        milspec_format::PackageError::Io(source) => {
+            anyhow::Error::new(source).context(format!("{shown}: cannot open the package"))
+        }
         _ => e.into(),
     })?;
-    let conn = connect(LONG_CALL_TIMEOUT)?;
-    let p = proxy(&conn)?;
+    let conn = connect(CALL_TIMEOUT)?;
     let events = follow(&conn)?;
+    let mut watch = OwnerWatch::start(&conn)?;
     if !json_out {
-        println!("installing {} through milspecd", package.display());
+        println!("installing {shown} through milspecd");
     }
-    let reply = p.install(zbus::zvariant::Fd::from(&file)).map_err(|e| call_error(e, "install"))?;
-    finish(&conn, &events, reply, timeout, json_out)
+    let reply = long_call(&mut watch, "install", move |p| p.install(zbus::zvariant::Fd::from(&file)))?;
+    finish(&conn, &mut watch, &events, reply, timeout, json_out)
 }
 
 pub fn check(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(LONG_CALL_TIMEOUT)?;
-    let p = proxy(&conn)?;
+    let conn = connect(CALL_TIMEOUT)?;
     let events = follow(&conn)?;
-    let reply = p.check_for_updates().map_err(|e| call_error(e, "check"))?;
-    finish(&conn, &events, reply, timeout, json_out)
+    let mut watch = OwnerWatch::start(&conn)?;
+    let reply = long_call(&mut watch, "check", |p| p.check_for_updates())?;
+    finish(&conn, &mut watch, &events, reply, timeout, json_out)
 }
 
 pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let conn = connect(CALL_TIMEOUT)?;
     let events = follow(&conn)?;
-    let (from, to, result) = proxy(&conn)?.rollback().map_err(|e| call_error(e, "rollback"))?;
+    let mut watch = OwnerWatch::start(&conn)?;
+    let (from, to, result) = clean3(long_call(&mut watch, "rollback", |p| p.rollback())?);
     if result == "started" {
         // No trial was running: the earlier version is on trial now.
         if !json_out {
             println!("going back from {from} to {to} (the other slot); watching {to} on probation");
         }
-        return await_outcome(&conn, &events, &to, timeout, json_out);
+        return await_outcome(&conn, &mut watch, &events, &to, timeout, json_out);
     }
     if json_out {
         println!("{}", json!({"outcome": "rolled-back", "version": from, "to": to}));
@@ -409,16 +566,17 @@ pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(LONG_CALL_TIMEOUT)?;
-    let (result, version, message) = match proxy(&conn)?.reconcile() {
-        Ok(r) => r,
+    let conn = connect(CALL_TIMEOUT)?;
+    let mut watch = OwnerWatch::start(&conn)?;
+    let reply = long_call(&mut watch, "reconcile", |p| match p.reconcile() {
         // The daemon is changing the module itself (its own unload and load
         // raise the same udev events); it reconciles when it is done.
         Err(zbus::Error::MethodError(name, msg, _)) if name.as_str() == "com.dell.MilSpec1.Error.Busy" => {
-            ("busy".into(), String::new(), msg.unwrap_or_default())
+            Ok(("busy".into(), String::new(), msg.unwrap_or_default()))
         }
-        Err(e) => return Err(call_error(e, "reconcile")),
-    };
+        other => other,
+    })?;
+    let (result, version, message) = clean3(reply);
     if json_out {
         println!("{}", json!({"result": result, "version": version, "message": message}));
     } else {
@@ -440,7 +598,8 @@ pub fn set_paused(paused: bool, json_out: bool) -> anyhow::Result<ExitCode> {
 
 pub fn history(limit: u32, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(CALL_TIMEOUT)?;
-    let events = proxy(&conn)?.history(limit).map_err(|e| call_error(e, "history"))?;
+    let events: Vec<_> =
+        proxy(&conn)?.history(limit).map_err(|e| call_error(e, "history"))?.into_iter().map(clean_map).collect();
     if json_out {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return done(0);
@@ -467,7 +626,7 @@ pub fn history(limit: u32, json_out: bool) -> anyhow::Result<ExitCode> {
 
 pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(CALL_TIMEOUT)?;
-    let slots = proxy(&conn)?.slots().map_err(|e| call_error(e, "slots"))?;
+    let slots: Vec<_> = proxy(&conn)?.slots().map_err(|e| call_error(e, "slots"))?.into_iter().map(clean_map).collect();
     if json_out {
         println!("{}", serde_json::to_string_pretty(&slots)?);
         return done(0);

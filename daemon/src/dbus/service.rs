@@ -11,6 +11,8 @@ use tracing::{info, warn};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
+use milspec_format::text::sanitize;
+
 use super::auth::authorize;
 use super::{ManagerError, BUS_NAME, MAX_HISTORY, OBJECT_PATH};
 use crate::config::Config;
@@ -84,7 +86,91 @@ pub fn health_map(paths: &KernelPaths) -> HashMap<String, String> {
     if let Some(e) = s.status_error {
         m.insert("status_error".into(), e);
     }
-    m
+    m.clean()
+}
+
+/// History events as `History` returns them: one dict of strings each,
+/// escaped.
+pub fn history_maps(events: Vec<crate::history::Event>) -> Vec<HashMap<String, String>> {
+    events
+        .into_iter()
+        .map(|e| {
+            let mut m = HashMap::new();
+            let v = serde_json::to_value(&e).unwrap_or_default();
+            if let Some(obj) = v.as_object() {
+                for (k, v) in obj {
+                    let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    m.insert(k.clone(), s);
+                }
+            }
+            m
+        })
+        .collect::<Vec<_>>()
+        .clean()
+}
+
+/// What every string the service returns, emits or puts in an error
+/// passes through: untrusted text (a package's, an index's, the kernel
+/// log's) never reaches a D-Bus string unescaped. A NUL there would make
+/// the message invalid, and the bus daemon drops the connection that sent it.
+pub trait Clean {
+    fn clean(self) -> Self;
+}
+
+impl Clean for String {
+    fn clean(self) -> Self {
+        if milspec_format::text::is_clean(&self) && self.len() <= milspec_format::text::MAX_TEXT {
+            self
+        } else {
+            sanitize(&self)
+        }
+    }
+}
+
+impl<A: Clean, B: Clean, C: Clean> Clean for (A, B, C) {
+    fn clean(self) -> Self {
+        (self.0.clean(), self.1.clean(), self.2.clean())
+    }
+}
+
+impl Clean for () {
+    fn clean(self) -> Self {}
+}
+
+impl<V: Clean> Clean for HashMap<String, V> {
+    fn clean(self) -> Self {
+        self.into_iter().map(|(k, v)| (k.clean(), v.clean())).collect()
+    }
+}
+
+impl<T: Clean> Clean for Vec<T> {
+    fn clean(self) -> Self {
+        self.into_iter().map(Clean::clean).collect()
+    }
+}
+
+impl Clean for ManagerError {
+    fn clean(self) -> Self {
+        use ManagerError as E;
+        match self {
+            E::ZBus(e) => E::ZBus(e),
+            E::AccessDenied(t) => E::AccessDenied(t.clean()),
+            E::Rejected(t) => E::Rejected(t.clean()),
+            E::InvalidPackage(t) => E::InvalidPackage(t.clean()),
+            E::Busy(t) => E::Busy(t.clean()),
+            E::NothingToRollBack(t) => E::NothingToRollBack(t.clean()),
+            E::Timeout(t) => E::Timeout(t.clean()),
+            E::Failed(t) => E::Failed(t.clean()),
+        }
+    }
+}
+
+/// A method's result, escaped on both arms.
+pub fn clean<T: Clean>(r: Result<T, ManagerError>) -> Result<T, ManagerError> {
+    match r {
+        Ok(v) => Ok(v.clean()),
+        Err(e) => Err(e.clean()),
+    }
 }
 
 #[zbus::interface(name = "com.dell.MilSpec1.Manager")]
@@ -100,26 +186,33 @@ impl Manager {
         #[zbus(connection)] conn: &zbus::Connection,
         package: zbus::zvariant::OwnedFd,
     ) -> Result<(String, String, String), ManagerError> {
-        let uid = authorize(conn, &hdr, "Install").await?;
-        let file = File::from(OwnedFd::from(package));
-        let meta =
-            file.metadata().map_err(|e| ManagerError::InvalidPackage(format!("cannot stat the descriptor: {e}")))?;
-        if !meta.is_file() {
-            return Err(ManagerError::InvalidPackage(
-                "the descriptor is not a regular file; pass an open package file (milspecctl install PKG)".into(),
-            ));
-        }
-        if meta.len() > MAX_PACKAGE_FD_SIZE {
-            return Err(ManagerError::InvalidPackage(format!(
-                "the package is {} bytes, more than {MAX_PACKAGE_FD_SIZE}",
-                meta.len()
-            )));
-        }
-        info!(uid, size = meta.len(), "Install");
-        let (tx, rx) = reply_channel();
-        self.handle.send(Action::Install { package: file, opts: InstallOptions::default(), reply: tx })?;
-        let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Install").await?;
-        Ok((r.result, r.version, r.message))
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "Install").await?;
+                let file = File::from(OwnedFd::from(package));
+                let meta = file
+                    .metadata()
+                    .map_err(|e| ManagerError::InvalidPackage(format!("cannot stat the descriptor: {e}")))?;
+                if !meta.is_file() {
+                    return Err(ManagerError::InvalidPackage(
+                        "the descriptor is not a regular file; pass an open package file (milspecctl install PKG)"
+                            .into(),
+                    ));
+                }
+                if meta.len() > MAX_PACKAGE_FD_SIZE {
+                    return Err(ManagerError::InvalidPackage(format!(
+                        "the package is {} bytes, more than {MAX_PACKAGE_FD_SIZE}",
+                        meta.len()
+                    )));
+                }
+                info!(uid, size = meta.len(), "Install");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::Install { package: file, opts: InstallOptions::default(), reply: tx })?;
+                let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Install").await?;
+                Ok((r.result, r.version, r.message))
+            }
+            .await,
+        )
     }
 
     /// Polls the mirror once (honouring the rollout schedule).
@@ -129,12 +222,17 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(String, String, String), ManagerError> {
-        let uid = authorize(conn, &hdr, "CheckForUpdates").await?;
-        info!(uid, "CheckForUpdates");
-        let (tx, rx) = reply_channel();
-        self.handle.send(Action::Check { force: false, reply: Some(tx) })?;
-        let r = wait_reply(rx, CHECK_REPLY_TIMEOUT, "CheckForUpdates").await?;
-        Ok((r.result, r.version, r.message))
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "CheckForUpdates").await?;
+                info!(uid, "CheckForUpdates");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::Check { force: false, reply: Some(tx) })?;
+                let r = wait_reply(rx, CHECK_REPLY_TIMEOUT, "CheckForUpdates").await?;
+                Ok((r.result, r.version, r.message))
+            }
+            .await,
+        )
     }
 
     /// During a trial: ends it now and rolls back to the committed slot
@@ -149,37 +247,42 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(String, String, String), ManagerError> {
-        let uid = authorize(conn, &hdr, "Rollback").await?;
-        let reason = format!("rollback requested by the operator (uid {uid})");
-        let from = match self.handle.request_rollback(reason.clone()) {
-            Ok(from) => from,
-            Err(ActionError::NothingToRollBack(_)) => {
-                let from = self.published().committed_version;
-                info!(uid, version = %from, "Rollback to the other slot");
-                let (tx, rx) = reply_channel();
-                self.handle.send(Action::Revert { reason, reply: tx })?;
-                let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Rollback").await?;
-                return Ok((from, r.version, r.result));
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "Rollback").await?;
+                let reason = format!("rollback requested by the operator (uid {uid})");
+                let from = match self.handle.request_rollback(reason.clone()) {
+                    Ok(from) => from,
+                    Err(ActionError::NothingToRollBack(_)) => {
+                        let from = self.published().committed_version;
+                        info!(uid, version = %from, "Rollback to the other slot");
+                        let (tx, rx) = reply_channel();
+                        self.handle.send(Action::Revert { reason, reply: tx })?;
+                        let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Rollback").await?;
+                        return Ok((from, r.version, r.result));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                info!(uid, version = %from, "Rollback");
+                let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
+                let start = std::time::Instant::now();
+                loop {
+                    async_io::Timer::after(Duration::from_millis(50)).await;
+                    let p = self.published();
+                    // Done when the engine thread has finished the install it ran.
+                    if !self.handle.is_busy() {
+                        return Ok((from, p.committed_version, "rolled-back".into()));
+                    }
+                    if start.elapsed() > limit {
+                        return Err(ManagerError::Timeout(format!(
+                            "the rollback of {from} did not finish within {}; see `milspecctl status`",
+                            humantime::format_duration(limit)
+                        )));
+                    }
+                }
             }
-            Err(e) => return Err(e.into()),
-        };
-        info!(uid, version = %from, "Rollback");
-        let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
-        let start = std::time::Instant::now();
-        loop {
-            async_io::Timer::after(Duration::from_millis(50)).await;
-            let p = self.published();
-            // Done when the engine thread has finished the install it ran.
-            if !self.handle.is_busy() {
-                return Ok((from, p.committed_version, "rolled-back".into()));
-            }
-            if start.elapsed() > limit {
-                return Err(ManagerError::Timeout(format!(
-                    "the rollback of {from} did not finish within {}; see `milspecctl status`",
-                    humantime::format_duration(limit)
-                )));
-            }
-        }
+            .await,
+        )
     }
 
     /// Tells the daemon the module was loaded or unloaded behind its back
@@ -193,13 +296,18 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(String, String, String), ManagerError> {
-        let uid = authorize(conn, &hdr, "Reconcile").await?;
-        info!(uid, "Reconcile");
-        let (tx, rx) = reply_channel();
-        self.handle.send(Action::Reconcile { reply: tx })?;
-        let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
-        let r = wait_reply(rx, limit, "Reconcile").await?;
-        Ok((r.result, r.version, r.message))
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "Reconcile").await?;
+                info!(uid, "Reconcile");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::Reconcile { reply: tx })?;
+                let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
+                let r = wait_reply(rx, limit, "Reconcile").await?;
+                Ok((r.result, r.version, r.message))
+            }
+            .await,
+        )
     }
 
     /// Pauses (`true`) or resumes automatic polling; kept across restarts.
@@ -210,12 +318,17 @@ impl Manager {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         paused: bool,
     ) -> Result<(), ManagerError> {
-        let uid = authorize(conn, &hdr, "SetPaused").await?;
-        info!(uid, paused, "SetPaused");
-        if self.handle.set_paused(paused)? {
-            self.paused_changed(&emitter).await?;
-        }
-        Ok(())
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "SetPaused").await?;
+                info!(uid, paused, "SetPaused");
+                if self.handle.set_paused(paused)? {
+                    self.paused_changed(&emitter).await?;
+                }
+                Ok(())
+            }
+            .await,
+        )
     }
 
     /// The newest `limit` history events (at most 1000), oldest first;
@@ -223,51 +336,48 @@ impl Manager {
     /// `from`, `to`, `reason`, `millis`).
     #[zbus(out_args("events"))]
     async fn history(&self, limit: u32) -> Result<Vec<HashMap<String, String>>, ManagerError> {
-        let limit = usize::try_from(limit.min(MAX_HISTORY)).unwrap_or(0);
-        let events = History::new(&self.cfg.paths.state_dir)
-            .read(limit)
-            .map_err(|e| ManagerError::Failed(format!("cannot read the history: {e}")))?;
-        Ok(events
-            .into_iter()
-            .map(|e| {
-                let mut m = HashMap::new();
-                let v = serde_json::to_value(&e).unwrap_or_default();
-                if let Some(obj) = v.as_object() {
-                    for (k, v) in obj {
-                        let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                        m.insert(k.clone(), s);
-                    }
-                }
-                m
-            })
-            .collect())
+        clean(
+            async {
+                let limit = usize::try_from(limit.min(MAX_HISTORY)).unwrap_or(0);
+                let events = History::new(&self.cfg.paths.state_dir)
+                    .read(limit)
+                    .map_err(|e| ManagerError::Failed(format!("cannot read the history: {e}")))?;
+                Ok(history_maps(events))
+            }
+            .await,
+        )
     }
 
     /// The two slots: `slot`, `valid` (`true`/`false`), `committed`,
     /// `version`, `sequence`, `error` (keys present when known).
     #[zbus(out_args("slots"))]
     async fn slots(&self) -> Result<Vec<HashMap<String, String>>, ManagerError> {
-        let report = crate::status::read(&self.cfg).map_err(|e| ManagerError::Failed(e.to_string()))?;
-        Ok(report
-            .slots
-            .iter()
-            .map(|s| {
-                let mut m = HashMap::new();
-                m.insert("slot".into(), s.slot.to_string());
-                m.insert("valid".into(), s.valid.to_string());
-                m.insert("committed".into(), (report.committed_slot == Some(s.slot)).to_string());
-                if let Some(v) = &s.version {
-                    m.insert("version".into(), v.clone());
-                }
-                if let Some(q) = s.sequence {
-                    m.insert("sequence".into(), q.to_string());
-                }
-                if let Some(e) = &s.error {
-                    m.insert("error".into(), e.clone());
-                }
-                m
-            })
-            .collect())
+        clean(
+            async {
+                let report = crate::status::read(&self.cfg).map_err(|e| ManagerError::Failed(e.to_string()))?;
+                Ok(report
+                    .slots
+                    .iter()
+                    .map(|s| {
+                        let mut m = HashMap::new();
+                        m.insert("slot".into(), s.slot.to_string());
+                        m.insert("valid".into(), s.valid.to_string());
+                        m.insert("committed".into(), (report.committed_slot == Some(s.slot)).to_string());
+                        if let Some(v) = &s.version {
+                            m.insert("version".into(), v.clone());
+                        }
+                        if let Some(q) = s.sequence {
+                            m.insert("sequence".into(), q.to_string());
+                        }
+                        if let Some(e) = &s.error {
+                            m.insert("error".into(), e.clone());
+                        }
+                        m
+                    })
+                    .collect())
+            }
+            .await,
+        )
     }
 
     /// `idle`, `checking`, `downloading`, `staged`, `swapping`, `trial`,
@@ -279,18 +389,18 @@ impl Manager {
 
     #[zbus(property)]
     async fn committed_version(&self) -> String {
-        self.published().committed_version
+        sanitize(&self.published().committed_version)
     }
 
     #[zbus(property)]
     async fn trial_version(&self) -> String {
-        self.published().trial_version
+        sanitize(&self.published().trial_version)
     }
 
     /// The committed slot, `a` or `b` (empty: none).
     #[zbus(property)]
     async fn active_slot(&self) -> String {
-        self.published().active_slot
+        sanitize(&self.published().active_slot)
     }
 
     #[zbus(property)]
@@ -300,13 +410,13 @@ impl Manager {
 
     #[zbus(property)]
     async fn last_error(&self) -> String {
-        self.published().last_error
+        sanitize(&self.published().last_error)
     }
 
     /// RFC 3339 time of the last mirror poll (empty: none since start).
     #[zbus(property)]
     async fn last_check(&self) -> String {
-        self.published().last_check
+        sanitize(&self.published().last_check)
     }
 
     #[zbus(property)]
@@ -338,6 +448,97 @@ pub fn serve(handle: WorkerHandle, cfg: Config) -> zbus::Result<zbus::blocking::
     conn.request_name(BUS_NAME)?;
     info!(name = BUS_NAME, "serving on the system bus");
     Ok(conn)
+}
+
+/// Exit status of a daemon that lost the system bus (its connection
+/// closed, its name taken away, or the bus stopped answering): non-zero,
+/// so `Restart=on-failure` starts it again with a fresh connection.
+pub const EXIT_BUS_LOST: i32 = 75;
+/// How often the daemon checks that it still owns its name.
+const BUS_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait for the bus daemon to answer that check.
+const BUS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Checks in a row that may fail (timeouts) before the bus counts as lost.
+const BUS_CHECK_FAILURES: u32 = 2;
+
+/// Why the daemon gave up its bus connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusLost {
+    /// The socket closed (the bus daemon dropped us, or stopped).
+    Closed,
+    /// Someone else owns the name, or nobody does.
+    NameLost(String),
+    /// The bus (or our own connection) stopped answering.
+    NoAnswer(String),
+}
+
+impl std::fmt::Display for BusLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusLost::Closed => write!(f, "the connection to the system bus closed"),
+            BusLost::NameLost(why) => write!(f, "{BUS_NAME} is no longer ours: {why}"),
+            BusLost::NoAnswer(why) => write!(f, "the system bus does not answer: {why}"),
+        }
+    }
+}
+
+/// One check: does the bus say we own the name?
+async fn check_owner(conn: &zbus::Connection) -> Result<(), BusLost> {
+    let ask = async {
+        let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(|e| BusLost::NoAnswer(e.to_string()))?;
+        let name = zbus::names::BusName::try_from(BUS_NAME).map_err(|e| BusLost::NoAnswer(e.to_string()))?;
+        match dbus.get_name_owner(name).await {
+            Ok(owner) if Some(owner.as_str()) == conn.unique_name().map(|u| u.as_str()) => Ok(()),
+            Ok(owner) => Err(BusLost::NameLost(format!("owned by {owner}"))),
+            Err(zbus::fdo::Error::NameHasNoOwner(_)) => Err(BusLost::NameLost("nobody owns it".into())),
+            Err(e) => Err(BusLost::NoAnswer(e.to_string())),
+        }
+    };
+    let limit = async {
+        async_io::Timer::after(BUS_CHECK_TIMEOUT).await;
+        Err(BusLost::NoAnswer(format!("no answer to GetNameOwner within {}s", BUS_CHECK_TIMEOUT.as_secs())))
+    };
+    ask.or(limit).await
+}
+
+/// Waits until the daemon has lost the bus: the connection closes, the
+/// name goes, or [`BUS_CHECK_FAILURES`] checks in a row get no answer.
+pub async fn wait_bus_lost(conn: &zbus::Connection) -> BusLost {
+    let closed = async {
+        conn.closed().await;
+        BusLost::Closed
+    };
+    let checks = async {
+        let mut failures = 0;
+        loop {
+            async_io::Timer::after(BUS_CHECK_EVERY).await;
+            match check_owner(conn).await {
+                Ok(()) => failures = 0,
+                Err(_) if conn.is_closed() => return BusLost::Closed,
+                Err(e @ BusLost::NameLost(_)) => return e,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= BUS_CHECK_FAILURES {
+                        return e;
+                    }
+                }
+            }
+        }
+    };
+    closed.or(checks).await
+}
+
+/// Watches the connection on a thread of its own; when the bus is lost,
+/// logs why and exits with [`EXIT_BUS_LOST`]. A daemon without its name
+/// must not go on as if it could be reached: systemd restarts it.
+pub fn watch_bus(conn: &zbus::blocking::Connection) -> std::io::Result<()> {
+    let conn = conn.inner().clone();
+    std::thread::Builder::new().name("bus-watch".into()).spawn(move || {
+        let why = zbus::block_on(wait_bus_lost(&conn));
+        tracing::error!("lost the system bus: {why}; exiting so that systemd restarts milspecd");
+        std::process::exit(EXIT_BUS_LOST);
+    })?;
+    Ok(())
 }
 
 /// Turns the worker's notices into `PropertiesChanged` and signals, until
@@ -399,10 +600,10 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                 last_health = health;
                 r
             }
-            Notice::Swapped { from, to } => zbus::block_on(Manager::swapped(emitter, &from, &to)),
-            Notice::Committed { version } => zbus::block_on(Manager::committed(emitter, &version)),
+            Notice::Swapped { from, to } => zbus::block_on(Manager::swapped(emitter, &sanitize(&from), &sanitize(&to))),
+            Notice::Committed { version } => zbus::block_on(Manager::committed(emitter, &sanitize(&version))),
             Notice::RolledBack { from, to, reason } => {
-                zbus::block_on(Manager::rolled_back(emitter, &from, &to, &reason))
+                zbus::block_on(Manager::rolled_back(emitter, &sanitize(&from), &sanitize(&to), &sanitize(&reason)))
             }
         };
         if let Err(e) = res {

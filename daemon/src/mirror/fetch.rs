@@ -117,7 +117,13 @@ impl RetryPolicy {
                 Ok(t) => return Ok(t),
                 Err(e) if e.is_transient() && n + 1 < attempts => {
                     let wait = self.backoff(n, random_unit());
-                    warn!("{what}: attempt {} of {attempts} failed: {e}; retrying in {wait:.1?}", n + 1);
+                    crate::journal::FAILED_POLLS.log("failed downloads", || {
+                        warn!(
+                            "{what}: attempt {} of {attempts} failed: {}; retrying in {wait:.1?}",
+                            n + 1,
+                            crate::journal::untrusted(&e.to_string())
+                        )
+                    });
                     sleep(wait);
                     n += 1;
                 }

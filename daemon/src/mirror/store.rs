@@ -103,7 +103,10 @@ impl MirrorStore {
         match verify_index(&bytes, keys, threshold) {
             Ok(v) => Ok(Some(v)),
             Err(e) => {
-                warn!("the last accepted index no longer verifies ({e}); fetching it again");
+                warn!(
+                    "the last accepted index no longer verifies ({}); fetching it again",
+                    crate::journal::untrusted(&e.to_string())
+                );
                 Ok(None)
             }
         }
