@@ -266,8 +266,10 @@ impl SlotStore {
 #[derive(Debug)]
 pub struct Staging {
     id: SlotId,
-    dir: tempfile::TempDir,
+    // Declared before `dir`: dropped first, the module file is closed
+    // before its folder is removed, so its space is freed at once.
     module: io::BufWriter<File>,
+    dir: tempfile::TempDir,
 }
 
 impl Staging {
