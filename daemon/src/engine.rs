@@ -11,7 +11,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use milspec_format::atomic::AtomicFile;
 use milspec_format::package::{read_package, Header, PackageError, PayloadSink, Trust};
 use milspec_format::text::{Escaped, EscapedDisplay};
 use milspec_format::{KeyError, Limits, Payload, TrustedKeys};
@@ -26,7 +25,7 @@ use crate::kernel_paths::KernelPaths;
 use crate::lock::{LockError, StateLock};
 use crate::plan::{self, Facts, Plan, Rejection};
 use crate::slot_id::SlotId;
-use crate::slots::{Slot, SlotError, SlotStore, SlotTrust};
+use crate::slots::{Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
 use crate::state::{Blocked, Checkpoint, PendingReboot, Rollback, State, StateError, StateFile, Trial, TrialPhase};
 
 /// Marks a durable step; with the `failpoints` feature a test can crash
@@ -60,7 +59,24 @@ pub enum EngineError {
     #[error("{0}")]
     Invalid(String),
     #[error("nothing to roll back to: {0}")]
-    NothingToRollBack(String),
+    NothingToRollBack(RollbackRefusal),
+}
+
+/// Why a rollback to the other slot (no trial running) is refused. Each is
+/// decided before anything is touched: nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RollbackRefusal {
+    #[error("no version is committed yet")]
+    NothingCommitted,
+    #[error("slot {slot} holds no valid earlier version for kernel {release}")]
+    NoEarlierVersion { slot: SlotId, release: String },
+    #[error("slot {slot} holds the committed version {version} too")]
+    SameVersion { slot: SlotId, version: String },
+    #[error("slot {slot} holds {version}, which is blocklisted ({reason})")]
+    Blocklisted { slot: SlotId, version: String, reason: String },
+    #[error("slot {slot} holds {version}, which was never committed on this host (it was staged but never passed probation here); going to it would be a step forward to an untried version, not a rollback")]
+    NeverCommitted { slot: SlotId, version: String },
 }
 
 /// How an install ended.
@@ -144,6 +160,9 @@ impl Recovery {
 pub trait Observer {
     /// The state record was just saved.
     fn saved(&self, _state: &State) {}
+    /// A package verified and was staged for `slot`; its swap begins
+    /// (nothing is in the slot yet, nor in the history).
+    fn staged(&self, _version: &str, _slot: SlotId) {}
     /// An event was just written to the history.
     fn recorded(&self, _event: &Event) {}
     /// Asked every probation tick: `Some(reason)` ends the trial now and
@@ -186,8 +205,9 @@ fn read_fact(what: &'static str, path: &Path) -> Result<String, EngineError> {
     })
 }
 
-/// Streams the package's payload for this kernel into the target slot,
-/// once the signed manifest has been planned.
+/// Streams the package's payload for this kernel into a staging folder
+/// beside the slots (never into a slot), once the signed manifest has
+/// been planned.
 struct StageSink<'a> {
     state: &'a State,
     facts: &'a Facts,
@@ -196,7 +216,7 @@ struct StageSink<'a> {
     slots: &'a SlotStore,
     plan: Option<Plan>,
     rejection: Option<Rejection>,
-    file: Option<AtomicFile>,
+    staging: Option<Staging>,
 }
 
 impl PayloadSink for StageSink<'_> {
@@ -211,8 +231,9 @@ impl PayloadSink for StageSink<'_> {
                 Err(io::Error::other("already installed"))
             }
             Ok(p) => {
-                self.file = Some(self.slots.begin(p.target).map_err(io::Error::other)?);
+                self.staging = Some(self.slots.stage(p.target).map_err(io::Error::other)?);
                 self.plan = Some(p);
+                step!("install.staging");
                 Ok(())
             }
         }
@@ -220,8 +241,8 @@ impl PayloadSink for StageSink<'_> {
 
     fn data(&mut self, p: &Payload, chunk: &[u8]) -> io::Result<()> {
         if p.kernel_release == self.facts.kernel_release {
-            if let Some(f) = self.file.as_mut() {
-                io::Write::write_all(f, chunk)?;
+            if let Some(s) = self.staging.as_mut() {
+                s.write(chunk)?;
             }
         }
         Ok(())
@@ -236,6 +257,8 @@ impl<'k> Engine<'k> {
         milspec_format::signature::check_threshold_config(cfg.trust.threshold, trust.len())
             .map_err(|e| EngineError::Invalid(format!("[trust] {e}")))?;
         let slots = SlotStore::open(&cfg.paths.state_dir)?;
+        // Left by an install that stopped half-way; never part of a slot.
+        slots.clean_staging()?;
         Ok(Engine {
             observer: None,
             paths: KernelPaths::from_config(&cfg.kernel),
@@ -350,11 +373,11 @@ impl<'k> Engine<'k> {
             slots: &self.slots,
             plan: None,
             rejection: None,
-            file: None,
+            staging: None,
         };
         let trust = Trust::Keys { keys: &self.trust, threshold: self.cfg.trust.threshold };
         let read = read_package(reader, trust, &self.limits, &mut sink);
-        let (plan, rejection, file) = (sink.plan.take(), sink.rejection.take(), sink.file.take());
+        let (plan, rejection, staging) = (sink.plan.take(), sink.rejection.take(), sink.staging.take());
         let pkg = match read {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { .. }) if rejection.is_some() => {
@@ -371,34 +394,43 @@ impl<'k> Engine<'k> {
             }
             Err(e) => return self.reject(None, format!("package rejected: {e}")),
         };
-        let (Some(plan), Some(file)) = (plan, file) else {
+        let (Some(plan), Some(staging)) = (plan, staging) else {
             return Err(EngineError::Stage("the package was read but never planned".into()));
         };
         let version = pkg.manifest.version.to_string();
         info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
 
-        // Stage: the slot was invalidated when the payload started; now
-        // write, read back, verify, mark valid.
-        let slot = self.slots.finish(
-            plan.target,
-            file,
-            &pkg.manifest_bytes,
-            &pkg.signatures,
-            self.slot_trust(&facts.kernel_release),
-        )?;
-        self.record(Event::new(EventKind::Staged).version(&version).slot(plan.target))?;
+        // The whole package verified: complete the staging folder (signed
+        // metadata, read back, verified, `valid`). No slot has changed;
+        // the target slot is replaced only once the old module is unloaded.
+        let staged =
+            self.slots.seal(staging, &pkg.manifest_bytes, &pkg.signatures, self.slot_trust(&facts.kernel_release))?;
         info!(%version, slot = %plan.target, "staged");
+        if let Some(o) = self.observer {
+            o.staged(&version, plan.target);
+        }
         step!("install.after-stage");
 
-        self.trial_of_slot(&mut state, &slot, plan.fallback)
+        let slot = staged.slot().clone();
+        self.trial_of_slot(&mut state, &slot, plan.fallback, Some(staged))
     }
 
-    /// Swaps the live module for the one in `slot` (staged and verified),
-    /// watches it on probation, then commits it or rolls back to `fallback`.
-    fn trial_of_slot(&self, state: &mut State, slot: &Slot, fallback: Option<SlotId>) -> Result<Outcome, EngineError> {
+    /// Swaps the live module for the one in `slot` (verified), watches it on
+    /// probation, then commits it or rolls back to `fallback`. With `staged`
+    /// (an install), `slot` is the staged copy: it goes into its slot only
+    /// after the old module is unloaded, so a refusal up to there (the old
+    /// module is busy) leaves both slots exactly as they were.
+    fn trial_of_slot(
+        &self,
+        state: &mut State,
+        slot: &Slot,
+        fallback: Option<SlotId>,
+        staged: Option<StagedSlot>,
+    ) -> Result<Outcome, EngineError> {
         let version = slot.manifest.version.to_string();
         // Check the image before touching the live module.
         let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
+        let before = state.clone();
 
         // Checkpoint, saved before the old module is touched.
         let live = self.live();
@@ -435,8 +467,10 @@ impl<'k> Engine<'k> {
         let swap_start = Instant::now();
         if live.is_some() {
             if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
-                // The old module stays; undo the trial.
-                state.trial = None;
+                // The old module stays; put the record back as it was and
+                // drop the staged copy: no slot was touched.
+                drop(staged);
+                *state = before;
                 self.save(state)?;
                 let reason = format!("old module could not be unloaded: {e}; it was left loaded and nothing changed: stop its users and retry");
                 return self.reject(Some(&version), reason);
@@ -444,6 +478,18 @@ impl<'k> Engine<'k> {
             info!(ms = ms(swap_start.elapsed()), "old module unloaded");
         }
         step!("install.after-unload");
+
+        if let Some(staged) = staged {
+            // Past the point of no return: the old module is gone, so the
+            // target slot is replaced now, in one exchange of folders.
+            let release = &slot.payload.kernel_release;
+            if let Err(e) = self.slots.replace(staged, self.slot_trust(release)) {
+                warn!("cannot put {version} in slot {}: {e}", slot.id);
+                return self.roll_back(state, format!("cannot write slot {}: {e}", slot.id), Instant::now(), 0);
+            }
+            self.record(Event::new(EventKind::Staged).version(&version).slot(slot.id))?;
+            info!(%version, slot = %slot.id, "slot replaced");
+        }
 
         let params = param_string(&slot.manifest.params, &checkpoint.params);
         if let Err(e) = self.kernel.load(&image, &params) {
@@ -496,32 +542,28 @@ impl<'k> Engine<'k> {
                 "a rollback is pending a reboot (a faulty module is stuck); reboot first".into(),
             ));
         }
+        let refuse = |r| Err(EngineError::NothingToRollBack(r));
         let Some(current) = state.committed else {
-            return Err(EngineError::NothingToRollBack("no version is committed yet".into()));
+            return refuse(RollbackRefusal::NothingCommitted);
         };
         let release = &facts.kernel_release;
         let left = self.read_slot(current, release)?;
-        let earlier = self.read_slot(current.other(), release)?.ok_or_else(|| {
-            EngineError::NothingToRollBack(format!(
-                "slot {} holds no valid earlier version for kernel {release}",
-                current.other()
-            ))
-        })?;
+        let Some(earlier) = self.read_slot(current.other(), release)? else {
+            return refuse(RollbackRefusal::NoEarlierVersion { slot: current.other(), release: release.clone() });
+        };
         let from = left.as_ref().map(|s| s.manifest.version.clone());
+        let (slot, version) = (earlier.id, earlier.manifest.version.to_string());
         if from.as_ref() == Some(&earlier.manifest.version) {
-            return Err(EngineError::NothingToRollBack(format!(
-                "slot {} holds the committed version {} too",
-                earlier.id, earlier.manifest.version
-            )));
+            return refuse(RollbackRefusal::SameVersion { slot, version });
         }
         if let Some(b) = state.is_blocked(&earlier.manifest.version) {
-            return Err(EngineError::NothingToRollBack(format!(
-                "slot {} holds {}, which is blocklisted ({})",
-                earlier.id, earlier.manifest.version, b.reason
-            )));
+            return refuse(RollbackRefusal::Blocklisted { slot, version, reason: b.reason.clone() });
+        }
+        if !self.was_committed(&state, &earlier.manifest.version)? {
+            return refuse(RollbackRefusal::NeverCommitted { slot, version });
         }
         warn!(from = ?from.as_ref().map(ToString::to_string), to = %earlier.manifest.version, "operator rollback to slot {}: {reason}", earlier.id);
-        let outcome = self.trial_of_slot(&mut state, &earlier, Some(current))?;
+        let outcome = self.trial_of_slot(&mut state, &earlier, Some(current), None)?;
         if let (Outcome::Committed { .. }, Some(left)) = (&outcome, left) {
             let mut state = self.state_file.load()?;
             state.block(Blocked {
@@ -533,6 +575,21 @@ impl<'k> Engine<'k> {
             self.save(&state)?;
         }
         Ok(outcome)
+    }
+
+    /// Whether `v` was committed on this host: the state record knows every
+    /// version committed since it kept them; for older records, a
+    /// `committed` event in the history.
+    fn was_committed(&self, state: &State, v: &semver::Version) -> Result<bool, EngineError> {
+        if state.was_committed(v) {
+            return Ok(true);
+        }
+        let events = self
+            .history
+            .read(usize::MAX)
+            .map_err(|source| EngineError::History { path: self.history.path().into(), source })?;
+        let v = v.to_string();
+        Ok(events.iter().any(|e| e.event == EventKind::Committed && e.version.as_deref() == Some(v.as_str())))
     }
 
     fn reject(&self, version: Option<&str>, reason: String) -> Result<Outcome, EngineError> {
@@ -586,6 +643,7 @@ impl<'k> Engine<'k> {
         };
         state.committed = Some(trial.slot);
         state.max_sequence = state.max_sequence.max(trial.sequence);
+        state.note_committed(&trial.version);
         self.save(state)?;
         step!("commit.after-save");
         let version = trial.version.to_string();

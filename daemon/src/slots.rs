@@ -1,16 +1,21 @@
 //! The two A/B slots on disk: `slots/<a|b>/{manifest.json, signatures.json,
 //! module.ko, valid}` below the state folder.
 //!
-//! Staging follows one order so a slot is never half-written and valid:
-//! remove `valid`, write the files, read them back and verify them, then
-//! write `valid`. A slot without `valid` is empty as far as anyone cares.
+//! A package is staged into a folder of its own beside the slots
+//! (`slots/.staging-XXXXXX`), never into a slot: the payload is written
+//! there while the package is being verified, then the signed metadata and
+//! `valid`, all read back and checked. Only once the swap is under way does
+//! [`SlotStore::replace`] put the staged folder in the target slot's place,
+//! in one atomic exchange of the two folders. A rejected package, whatever
+//! its bytes, never touches a slot. A slot without `valid` is empty as far
+//! as anyone cares.
 
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use milspec_format::atomic::{remove_durable, write_atomic, AtomicFile};
+use milspec_format::atomic::sync_dir;
 use milspec_format::keys::KeyId;
 use milspec_format::{Limits, Manifest, Payload, SignatureSet, TrustedKeys};
 
@@ -20,6 +25,8 @@ const MANIFEST: &str = "manifest.json";
 const SIGNATURES: &str = "signatures.json";
 const MODULE: &str = "module.ko";
 const VALID: &str = "valid";
+/// Staging folders beside the slots; never a slot.
+const STAGING_PREFIX: &str = ".staging-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
@@ -91,47 +98,135 @@ impl SlotStore {
         move |source| SlotError::Io { slot: id, path, source }
     }
 
-    /// Marks the slot invalid on disk (durably) before anything in it changes.
-    pub fn invalidate(&self, id: SlotId) -> Result<(), SlotError> {
-        let p = self.dir(id).join(VALID);
-        remove_durable(&p).map_err(self.io(id, p.clone()))
+    /// Removes staging folders left behind by a process that stopped in
+    /// the middle of an install (and the previous content of a slot that
+    /// was being replaced). They are never part of a slot. Called with the
+    /// state lock held.
+    pub fn clean_staging(&self) -> Result<(), SlotError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) => return Err(SlotError::Io { slot: SlotId::A, path: self.root.clone(), source: e }),
+        };
+        let mut removed = false;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+                let p = entry.path();
+                let res = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                res.map_err(|source| SlotError::Io { slot: SlotId::A, path: p.clone(), source })?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&self.root).map_err(|source| SlotError::Io {
+                slot: SlotId::A,
+                path: self.root.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
-    /// Starts staging: invalidates the slot and returns the module file to
-    /// stream the payload into. Nothing replaces `module.ko` until
-    /// [`SlotStore::finish`].
-    pub fn begin(&self, id: SlotId) -> Result<AtomicFile, SlotError> {
-        self.invalidate(id)?;
-        let p = self.module_path(id);
-        AtomicFile::create(&p, 0o600).map_err(self.io(id, p.clone()))
+    /// Starts staging a package meant for slot `id`: a fresh folder
+    /// `slots/.staging-XXXXXX` and the module file in it to stream the
+    /// payload into. No slot is touched; dropped, it leaves nothing behind.
+    pub fn stage(&self, id: SlotId) -> Result<Staging, SlotError> {
+        let dir = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&self.root)
+            .map_err(self.io(id, self.root.clone()))?;
+        let mp = dir.path().join(MODULE);
+        let module = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&mp)
+            .map_err(self.io(id, mp.clone()))?;
+        Ok(Staging { id, dir, module: io::BufWriter::with_capacity(256 * 1024, module) })
     }
 
-    /// Finishes staging: writes the module and the signed metadata, reads
-    /// everything back and verifies it, then marks the slot valid.
-    pub fn finish(
+    /// Finishes staging once the whole package verified: writes the signed
+    /// metadata beside the module, reads everything back and verifies it
+    /// (signatures, this kernel's payload hash and size), then writes
+    /// `valid`, each file and the folder fsynced. Still no slot is touched.
+    pub fn seal(
         &self,
-        id: SlotId,
-        module: AtomicFile,
+        staging: Staging,
         manifest_bytes: &[u8],
         signatures: &SignatureSet,
         trust: SlotTrust<'_>,
-    ) -> Result<Slot, SlotError> {
-        let dir = self.dir(id);
-        module.commit().map_err(self.io(id, self.module_path(id)))?;
-        let mp = dir.join(MANIFEST);
-        write_atomic(&mp, manifest_bytes, 0o600).map_err(self.io(id, mp.clone()))?;
-        let sp = dir.join(SIGNATURES);
-        write_atomic(&sp, &signatures.to_bytes(), 0o600).map_err(self.io(id, sp.clone()))?;
-        let slot = self.read_unchecked(id, trust)?;
-        let file = File::open(&slot.module_path).map_err(self.io(id, slot.module_path.clone()))?;
-        let (digest, size) = milspec_format::Sha256Digest::of_reader(file, trust.limits.max_payload_size)
+    ) -> Result<StagedSlot, SlotError> {
+        let Staging { id, dir, module } = staging;
+        let root = dir.path().to_path_buf();
+        let mp = root.join(MODULE);
+        let file =
+            module.into_inner().map_err(|e| SlotError::Io { slot: id, path: mp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(self.io(id, mp.clone()))?;
+        drop(file);
+        let write = |name: &str, data: &[u8]| -> Result<(), SlotError> {
+            let p = root.join(name);
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(self.io(id, p.clone()))?;
+            f.write_all(data).map_err(self.io(id, p.clone()))?;
+            f.sync_all().map_err(self.io(id, p.clone()))
+        };
+        write(MANIFEST, manifest_bytes)?;
+        write(SIGNATURES, &signatures.to_bytes())?;
+        let slot = self.read_dir(id, &root, trust)?;
+        let f = File::open(&slot.module_path).map_err(self.io(id, slot.module_path.clone()))?;
+        let (digest, size) = milspec_format::Sha256Digest::of_reader(f, trust.limits.max_payload_size)
             .map_err(self.io(id, slot.module_path.clone()))?;
         if size != Some(slot.payload.size) || digest != slot.payload.sha256 {
             return Err(SlotError::Mismatch { slot: id, why: format!("sha256 {digest}, size {size:?}") });
         }
-        let vp = dir.join(VALID);
-        write_atomic(&vp, format!("{}\n", slot.manifest.version).as_bytes(), 0o600).map_err(self.io(id, vp.clone()))?;
-        Ok(slot)
+        write(VALID, format!("{}\n", slot.manifest.version).as_bytes())?;
+        sync_dir(&root).map_err(self.io(id, root.clone()))?;
+        Ok(StagedSlot { dir, slot })
+    }
+
+    /// Puts a staged folder in the place of its slot: one atomic exchange
+    /// of the two folders (`renameat2(RENAME_EXCHANGE)`), `slots/` fsynced,
+    /// then the previous content (now under the staging name) removed. A
+    /// crash at any point leaves the slot either as it was or complete and
+    /// valid; a leftover staging folder is removed by
+    /// [`SlotStore::clean_staging`]. On a file system without the exchange,
+    /// the old folder is moved aside first, so for a moment the slot is
+    /// absent (empty, which the caller accepts: the old module is already
+    /// unloaded and the slot is being replaced).
+    pub fn replace(&self, staged: StagedSlot, trust: SlotTrust<'_>) -> Result<Slot, SlotError> {
+        use nix::errno::Errno;
+        use nix::fcntl::{renameat2, RenameFlags};
+
+        let id = staged.slot.id;
+        let staged_path = staged.dir.keep();
+        let target = self.dir(id);
+        let root = File::open(&self.root).map_err(self.io(id, self.root.clone()))?;
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: Errno| SlotError::Io { slot: id, path, source: io::Error::from(e) }
+        };
+        let staged_name = staged_path.file_name().map(PathBuf::from).unwrap_or_default();
+        let target_name = PathBuf::from(id.name());
+        match renameat2(&root, &staged_name, &root, &target_name, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => {}
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                let aside = self.root.join(format!("{STAGING_PREFIX}old-{}", id.name()));
+                let _ = fs::remove_dir_all(&aside);
+                fs::rename(&target, &aside).map_err(self.io(id, target.clone()))?;
+                fs::rename(&staged_path, &target).map_err(self.io(id, target.clone()))?;
+                fs::rename(&aside, &staged_path).map_err(self.io(id, aside.clone()))?;
+            }
+            Err(e) => return Err(io_err(&target)(e)),
+        }
+        sync_dir(&self.root).map_err(self.io(id, self.root.clone()))?;
+        fail::fail_point!("install.after-replace");
+        fs::remove_dir_all(&staged_path).map_err(self.io(id, staged_path.clone()))?;
+        sync_dir(&self.root).map_err(self.io(id, self.root.clone()))?;
+        self.read(id, trust)?.ok_or_else(|| SlotError::Mismatch { slot: id, why: "not valid after replacing".into() })
     }
 
     /// Reads a slot back. `Ok(None)` when the slot is not marked valid.
@@ -141,11 +236,10 @@ impl SlotStore {
         if !self.is_valid(id) {
             return Ok(None);
         }
-        self.read_unchecked(id, trust).map(Some)
+        self.read_dir(id, &self.dir(id), trust).map(Some)
     }
 
-    fn read_unchecked(&self, id: SlotId, trust: SlotTrust<'_>) -> Result<Slot, SlotError> {
-        let dir = self.dir(id);
+    fn read_dir(&self, id: SlotId, dir: &Path, trust: SlotTrust<'_>) -> Result<Slot, SlotError> {
         let read = |name: &str, limit: u64| -> Result<Vec<u8>, SlotError> {
             let p = dir.join(name);
             let data = fs::read(&p).map_err(self.io(id, p.clone()))?;
@@ -164,11 +258,44 @@ impl SlotStore {
             .payload_for(trust.release)
             .cloned()
             .ok_or_else(|| SlotError::NoPayload { slot: id, release: trust.release.to_string() })?;
-        Ok(Slot { id, manifest, payload, module_path: self.module_path(id), signers })
+        Ok(Slot { id, manifest, payload, module_path: dir.join(MODULE), signers })
     }
 }
 
-/// Writes all of a payload's chunks into a staging file.
-pub fn write_chunk(file: &mut AtomicFile, chunk: &[u8]) -> io::Result<()> {
-    file.write_all(chunk)
+/// A package being staged for a slot, in its own folder beside the slots.
+#[derive(Debug)]
+pub struct Staging {
+    id: SlotId,
+    // Declared before `dir`: dropped first, the module file is closed
+    // before its folder is removed, so its space is freed at once.
+    module: io::BufWriter<File>,
+    dir: tempfile::TempDir,
+}
+
+impl Staging {
+    /// The slot the package is meant for.
+    pub fn target(&self) -> SlotId {
+        self.id
+    }
+
+    /// Appends payload bytes to the staged module.
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.module.write_all(chunk)
+    }
+}
+
+/// A fully staged and verified package, not yet in its slot. Dropped, its
+/// folder is removed and the slot stays exactly as it was.
+#[derive(Debug)]
+pub struct StagedSlot {
+    dir: tempfile::TempDir,
+    slot: Slot,
+}
+
+impl StagedSlot {
+    /// The staged slot as read back; its `module_path` is in the staging
+    /// folder (load from it, or from the slot after [`SlotStore::replace`]).
+    pub fn slot(&self) -> &Slot {
+        &self.slot
+    }
 }

@@ -19,6 +19,8 @@ pub const STATE_FORMAT: u32 = 1;
 const MAX_STATE_FILE: u64 = 1024 * 1024;
 /// Most blocklist entries kept; the oldest go first.
 pub const MAX_BLOCKLIST: usize = 256;
+/// Most versions kept in [`State::committed_versions`]; the oldest go first.
+pub const MAX_COMMITTED_VERSIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -115,6 +117,11 @@ pub struct State {
     pub blocklist: Vec<Blocked>,
     pub last_rollback: Option<Rollback>,
     pub pending_reboot: Option<PendingReboot>,
+    /// Every version that passed its probation and was committed here,
+    /// oldest first (bounded). A rollback to the other slot goes only to
+    /// one of these. Absent in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub committed_versions: Vec<semver::Version>,
 }
 
 impl Default for State {
@@ -127,6 +134,7 @@ impl Default for State {
             blocklist: Vec::new(),
             last_rollback: None,
             pending_reboot: None,
+            committed_versions: Vec::new(),
         }
     }
 }
@@ -141,6 +149,20 @@ impl State {
         self.blocklist.push(entry);
         let excess = self.blocklist.len().saturating_sub(MAX_BLOCKLIST);
         self.blocklist.drain(..excess);
+    }
+
+    /// Whether `v` was ever committed on this host (as far as this record
+    /// knows: see [`State::committed_versions`]).
+    pub fn was_committed(&self, v: &semver::Version) -> bool {
+        self.committed_versions.contains(v)
+    }
+
+    /// Remembers that `v` was committed here.
+    pub fn note_committed(&mut self, v: &semver::Version) {
+        self.committed_versions.retain(|c| c != v);
+        self.committed_versions.push(v.clone());
+        let excess = self.committed_versions.len().saturating_sub(MAX_COMMITTED_VERSIONS);
+        self.committed_versions.drain(..excess);
     }
 
     /// The slot a new package goes into: never the committed one.

@@ -583,13 +583,20 @@ impl Observer for WorkerObserver {
         self.notify(Notice::Changed);
     }
 
+    fn staged(&self, version: &str, _slot: crate::slot_id::SlotId) {
+        self.shared.beat();
+        info!(message_id = crate::journal::INSTALL_STARTED, %version, "install of {version} started: staged, swapping now");
+        self.shared.set_state(&mut lock(&self.shared.published), DaemonState::Staged);
+        self.notify(Notice::Changed);
+    }
+
     fn recorded(&self, ev: &Event) {
         self.shared.beat();
         let version = ev.version.clone().unwrap_or_default();
         match ev.event {
             EventKind::Staged => {
-                info!(message_id = crate::journal::INSTALL_STARTED, %version, "install of {version} started: staged, swapping now");
-                self.shared.set_state(&mut lock(&self.shared.published), DaemonState::Staged);
+                // Recorded once the old module is unloaded and the slot
+                // holds the package: the install can no longer be refused.
                 if let Some(reply) = self.reply.borrow_mut().take() {
                     let msg = format!(
                         "{version} staged in slot {}; swapping and watching it now",

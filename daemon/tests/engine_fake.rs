@@ -375,3 +375,301 @@ fn corrupt_state_is_an_error_not_a_reset() {
     assert!(err.contains("corrupt"), "{err}");
     assert_eq!(fs::read(sf.path()).unwrap(), b"{ not json");
 }
+
+/// Every file and folder below `dir`, by relative path, with its bytes
+/// (folders as `None`).
+fn tree(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                out.insert(format!("{rel}/"), None);
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, Some(fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The state folder is byte for byte `before`, but for exactly one
+/// `rejected` event appended to the history.
+fn assert_only_one_rejected(before: &BTreeMap<String, Option<Vec<u8>>>, dir: &Path, what: &str) {
+    let mut after = tree(dir);
+    let mut before = before.clone();
+    let old = before.remove("history.jsonl").flatten().unwrap_or_default();
+    let new = after.remove("history.jsonl").flatten().unwrap_or_default();
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(changed.is_empty(), "{what}: the state folder changed: {changed:?}");
+    assert!(new.starts_with(&old), "{what}: the history was rewritten, not appended to");
+    let added = String::from_utf8(new[old.len()..].to_vec()).unwrap();
+    let lines: Vec<&str> = added.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: want exactly one new history line: {added}");
+    let ev: milspecd::history::Event = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(ev.event, EventKind::Rejected, "{what}: {added}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if to.exists() {
+        fs::remove_dir_all(to).unwrap();
+    }
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+impl Host {
+    /// 1.0.0 committed in slot a, then 1.1.0 in slot b: slot a holds the
+    /// version a rollback goes back to.
+    fn two_slots() -> Self {
+        let h = Host::new();
+        assert!(matches!(h.install("1.0.0"), Outcome::Committed { slot: SlotId::A, .. }));
+        assert!(matches!(h.install("1.1.0"), Outcome::Committed { slot: SlotId::B, .. }));
+        h
+    }
+
+    fn install_bytes(&self, bytes: &[u8]) -> Outcome {
+        let mut e = Engine::open(self.cfg.clone(), &self.kernel).unwrap();
+        e.install(bytes, InstallOptions::default()).unwrap()
+    }
+
+    fn revert(&self) -> Result<Outcome, milspecd::engine::EngineError> {
+        let mut e = Engine::open(self.cfg.clone(), &self.kernel).unwrap();
+        e.revert("test rollback")
+    }
+}
+
+#[test]
+fn flipped_or_truncated_payload_leaves_both_slots_byte_identical() {
+    let h = Host::two_slots();
+    let state_dir = h.cfg.paths.state_dir.clone();
+    let good = fs::read(h.package("1.2.0")).unwrap();
+    let at = find(&good, b"license=GPL");
+
+    let mut flipped = good.clone();
+    flipped[at] ^= 1;
+    let before = tree(&state_dir);
+    let o = h.install_bytes(&flipped);
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("sha256")), "{o:?}");
+    assert_only_one_rejected(&before, &state_dir, "one payload byte flipped");
+
+    let before = tree(&state_dir);
+    let o = h.install_bytes(&good[..at]);
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("truncated")), "{o:?}");
+    assert_only_one_rejected(&before, &state_dir, "truncated in the payload");
+
+    // The way back is still there.
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    assert!(matches!(h.revert().unwrap(), Outcome::Committed { slot: SlotId::A, .. }));
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn busy_old_module_rejection_leaves_both_slots_byte_identical() {
+    let mut h = Host::two_slots();
+    let state_dir = h.cfg.paths.state_dir.clone();
+    h.kernel.faults.insert("1.1.0".into(), Fault::Busy);
+    let before = tree(&state_dir);
+    let o = h.install("1.2.0");
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("in use")), "{o:?}");
+    assert_only_one_rejected(&before, &state_dir, "old module busy");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    // Slot a still holds 1.0.0, the committed earlier version: a rollback
+    // goes back to it, not forward to the untried 1.2.0.
+    h.kernel.faults.clear();
+    assert!(matches!(h.revert().unwrap(), Outcome::Committed { slot: SlotId::A, .. }));
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
+    assert!(h.state().is_blocked(&"1.1.0".parse().unwrap()).is_some());
+    assert!(h.state().is_blocked(&"1.2.0".parse().unwrap()).is_none());
+}
+
+#[test]
+fn rollback_refuses_a_version_never_committed_here() {
+    let h = Host::two_slots();
+    let sf = StateFile::new(&h.cfg.paths.state_dir);
+    let hist = h.cfg.paths.state_dir.join("history.jsonl");
+    let mut st = sf.load().unwrap();
+    assert_eq!(st.committed_versions, ["1.0.0".parse().unwrap(), "1.1.0".parse().unwrap()]);
+    // As if 1.0.0 had been staged in slot a but never committed (what an
+    // install refused for a busy module used to leave behind).
+    st.committed_versions.retain(|v| v.to_string() != "1.0.0");
+    sf.save(&st).unwrap();
+    let full = fs::read_to_string(&hist).unwrap();
+    let without: String = full
+        .lines()
+        .filter(|l| !(l.contains("\"event\":\"committed\"") && l.contains("\"version\":\"1.0.0\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&hist, &without).unwrap();
+    let before = tree(&h.cfg.paths.state_dir);
+    match h.revert() {
+        Err(milspecd::engine::EngineError::NothingToRollBack(r)) => {
+            assert_eq!(
+                r,
+                milspecd::engine::RollbackRefusal::NeverCommitted { slot: SlotId::A, version: "1.0.0".into() }
+            );
+            assert!(r.to_string().contains("never committed on this host"), "{r}");
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(tree(&h.cfg.paths.state_dir), before, "a refused rollback changes nothing");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    // A record from before versions were kept: the history still knows.
+    fs::write(&hist, &full).unwrap();
+    assert!(matches!(h.revert().unwrap(), Outcome::Committed { slot: SlotId::A, .. }));
+}
+
+#[test]
+fn staging_left_by_a_stopped_install_is_removed_and_never_a_slot() {
+    let h = Host::two_slots();
+    let slots = h.cfg.paths.state_dir.join("slots");
+    fs::create_dir(slots.join(".staging-abc123")).unwrap();
+    fs::write(slots.join(".staging-abc123/module.ko"), b"half").unwrap();
+    let e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    drop(e);
+    let mut names: Vec<_> = fs::read_dir(&slots).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+}
+
+/// A small seeded generator (xorshift64*), so a failing case can be
+/// replayed with `MILSPEC_PROPTEST_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Mutates a valid package the way a hostile mirror or a bad disk could.
+fn mutate(rng: &mut Rng, good: &[u8], members: &[(String, Vec<u8>)], payload_at: usize) -> (String, Vec<u8>) {
+    let mut b = good.to_vec();
+    match rng.below(7) {
+        0 => {
+            let n = 1 + rng.below(4);
+            for _ in 0..n {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+            (format!("{n} bit(s) flipped anywhere"), b)
+        }
+        1 => {
+            let i = payload_at + rng.below(64);
+            b[i] ^= 1 << rng.below(8);
+            (format!("payload byte {i} flipped"), b)
+        }
+        2 => {
+            let n = rng.below(b.len());
+            b.truncate(n);
+            (format!("truncated to {n} bytes"), b)
+        }
+        3 => {
+            let n = rng.below(4096);
+            let r: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            (format!("{n} random bytes"), r)
+        }
+        4 => {
+            let mut m = members.to_vec();
+            for i in (1..m.len()).rev() {
+                m.swap(i, rng.below(i + 1));
+            }
+            let order: Vec<_> = m.iter().map(|(p, _)| p.clone()).collect();
+            (format!("members reordered: {order:?}"), rebuild(&m, &[]))
+        }
+        5 => {
+            let mut m = members.to_vec();
+            let i = rng.below(m.len());
+            let dup = m[i].clone();
+            m.push(dup);
+            (format!("member {} appears twice", m[i].0), rebuild(&m, &[]))
+        }
+        _ => {
+            let i = rng.below(b.len());
+            let n = 1 + rng.below(512);
+            let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            b.splice(i..i, junk);
+            (format!("{n} random bytes inserted at {i}"), b)
+        }
+    }
+}
+
+#[test]
+fn any_rejected_install_changes_nothing_but_one_history_line() {
+    let seed: u64 = std::env::var("MILSPEC_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    let cases: usize = std::env::var("MILSPEC_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    let mut h = Host::two_slots();
+    let state_dir = h.cfg.paths.state_dir.clone();
+    let root = h.f.path("root");
+    let (gold_state, gold_root) = (h.f.path("gold-state"), h.f.path("gold-root"));
+    copy_tree(&state_dir, &gold_state);
+    copy_tree(&root, &gold_root);
+    let pkg = h.package("1.2.0");
+    let good = fs::read(&pkg).unwrap();
+    let members = entries(&pkg);
+    let payload_at = find(&good, b"license=GPL");
+    let mut rng = Rng(seed);
+    let (mut rejected, mut accepted) = (0, 0);
+    let t0 = Instant::now();
+    for case in 0..cases {
+        let (what, bytes) = mutate(&mut rng, &good, &members, payload_at);
+        let busy = rng.below(4) == 0;
+        if busy {
+            h.kernel.faults.insert("1.1.0".into(), Fault::Busy);
+        } else {
+            h.kernel.faults.clear();
+        }
+        let what = format!("seed {seed} case {case}: {what}{}", if busy { ", old module busy" } else { "" });
+        let before = tree(&state_dir);
+        let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+        let o = e.install(&bytes[..], InstallOptions::default());
+        drop(e);
+        match o {
+            Ok(Outcome::Rejected { .. }) => {
+                assert_only_one_rejected(&before, &state_dir, &what);
+                assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"), "{what}");
+                rejected += 1;
+            }
+            Ok(Outcome::Committed { .. }) => {
+                // The change did not matter (tar padding, a header field
+                // tar ignores): a real install. Start the next case afresh.
+                copy_tree(&gold_state, &state_dir);
+                copy_tree(&gold_root, &root);
+                accepted += 1;
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    eprintln!(
+        "property: seed {seed}: {cases} mutated packages, {rejected} rejected with nothing changed, {accepted} accepted; {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert!(rejected > cases / 2, "{rejected} of {cases} rejected");
+}

@@ -5,6 +5,9 @@
 # signed packages built from the module variants, staged for the guest.
 # Sourced by tests/vm/lib.sh; scenarios that use it declare "# needs: engine".
 
+# A committed version whose module cannot be unloaded (engine-reject-slots).
+KO_VARIANTS+=(v1.1.0-busy:busy:1.1.0)
+
 # Packages: VERSION:KO_VARIANT:FILE (FILE defaults to VERSION).
 ENGINE_PACKAGES=(
 	1.0.0:v1.0.0:
@@ -14,6 +17,7 @@ ENGINE_PACKAGES=(
 	1.4.0:v1.4.0-selftest:
 	1.5.0:v1.5.0-panic:
 	1.0.0:v1.0.0-busy:1.0.0-busy
+	1.1.0:v1.1.0-busy:1.1.0-busy
 )
 
 # vm_fake_ko RELEASE OUT: an ELF object that looks like a module built for
@@ -24,6 +28,18 @@ vm_fake_ko() {
 	printf 'static const char mi[] __attribute__((section(".modinfo"), used)) =\n"name=dell_milspec\\0vermagic=%s SMP preempt mod_unload modversions \\0version=2.0.0\\0srcversion=F00\\0license=GPL";\nint milspec_dummy;\n' "$release" >"$src"
 	gcc -c -o "$out" "$src"
 	rm -f "$src"
+}
+
+# vm_flip_byte IN OUT NEEDLE: OUT is IN with the first byte of NEEDLE
+# flipped (one bit), everything else the same.
+vm_flip_byte() {
+	local in=$1 out=$2 off b
+	off=$(grep -obUaF -m1 "$3" "$in" | head -n 1 | cut -d: -f1)
+	[[ -n $off ]] || vm_die "vm_flip_byte: '$3' not found in $in"
+	cp "$in" "$out"
+	b=$(od -An -tu1 -j "$off" -N1 "$in" | tr -d ' ')
+	# shellcheck disable=SC2059
+	printf "\\$(printf '%03o' $((b ^ 1)))" | dd of="$out" bs=1 seek="$off" conv=notrunc status=none
 }
 
 # vm_engine_stage DIR: keys, config and packages into DIR (the guest's /).
@@ -68,6 +84,13 @@ vm_engine_stage() {
 		--key "$keys/release.key" --out "$d/opt/pkg/other-kernel.mspkg" >/dev/null
 	"$repo" pack --version 1.1.0 --module "$KO_DIR/v1.1.0/dell-milspec.ko" \
 		--key "$keys/stranger.key" --out "$d/opt/pkg/untrusted.mspkg" >/dev/null
+	# A validly signed newer package with one payload byte flipped, and the
+	# same package cut off inside its payload.
+	local off
+	vm_flip_byte "$d/opt/pkg/1.2.0.mspkg" "$d/opt/pkg/1.2.0-flipped.mspkg" "license=GPL"
+	off=$(grep -obUaF -m1 "license=GPL" "$d/opt/pkg/1.2.0.mspkg" | cut -d: -f1)
+	head -c "$off" "$d/opt/pkg/1.2.0.mspkg" >"$d/opt/pkg/1.2.0-truncated.mspkg"
+	cmp -s "$d/opt/pkg/1.2.0.mspkg" "$d/opt/pkg/1.2.0-flipped.mspkg" && vm_die "the flipped package is unchanged"
 }
 
 # vm_failpoints_stage DIR: milspecd built with crash points, as milspecd-fp.

@@ -58,3 +58,36 @@ recover_and_check() {
 	expect_eq "$1: module healthy" "$(status state)" ok
 	[ "$(grep -c "^$MOD " /proc/modules)" = 1 ] || fail "$1: not exactly one $MOD"
 }
+
+# snap_state NAME: remembers the state folder: a sha256 of every file and
+# the list of folders (all but the history, kept whole beside it).
+snap_state() {
+	(cd "$STATE" && find . -path ./history.jsonl -prune -o -print | LC_ALL=C sort |
+		while read -r _p; do
+			if [ -d "$_p" ]; then echo "folder $_p"; else sha256sum "$_p"; fi
+		done) >"/tmp/$1.sums"
+	if [ -e "$STATE/history.jsonl" ]; then cp "$STATE/history.jsonl" "/tmp/$1.hist"; else : >"/tmp/$1.hist"; fi
+}
+
+# expect_state_same NAME WHAT [EVENT...]: the state folder is byte for byte
+# what snap_state NAME saw, but for the history: its old content is a
+# prefix and exactly the given events (in order) were appended.
+expect_state_same() {
+	_name=$1 _what=$2
+	shift 2
+	snap_state "$_name.now"
+	if ! cmp -s "/tmp/$_name.sums" "/tmp/$_name.now.sums"; then
+		diff "/tmp/$_name.sums" "/tmp/$_name.now.sums" | sed 's/^/    diff| /'
+		fail "$_what: the state folder changed"
+	fi
+	_old=$(wc -c <"/tmp/$_name.hist")
+	head -c "$_old" "$STATE/history.jsonl" | cmp -s - "/tmp/$_name.hist" ||
+		fail "$_what: the history was rewritten, not appended to"
+	tail -c +"$((_old + 1))" "$STATE/history.jsonl" >"/tmp/$_name.added"
+	_got=$(sed -n 's/.*"event":"\([^"]*\)".*/\1/p' "/tmp/$_name.added" | tr '\n' ' ')
+	_got=${_got% }
+	_want="$*"
+	[ "$_got" = "$_want" ] ||
+		{ sed 's/^/    added| /' "/tmp/$_name.added"; fail "$_what: history added [$_got], want [$_want]"; }
+	say "ok: $_what: slots and state byte-identical ($(grep -c . "/tmp/$_name.sums") entries), history +[${_want}]"
+}
