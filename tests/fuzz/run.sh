@@ -40,7 +40,7 @@ cargo metadata --locked --format-version 1 >/dev/null ||
 	die "fuzz/Cargo.lock is out of date: run \`cargo update --workspace\` in fuzz/ and commit it"
 built=$(date +%s)
 # One build of every target shares the dependency builds.
-cargo +nightly fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" ${FUZZ_JOBS:+--jobs "$FUZZ_JOBS"} 2>&1 | grep -vE '^\s+(Compiling|Fresh) ' || true
+CARGO_BUILD_JOBS=${FUZZ_JOBS:-$(nproc)} cargo +nightly fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" 2>&1 | grep -vE '^\s+(Compiling|Fresh) ' || true
 bindir=$root/fuzz/target/x86_64-unknown-linux-gnu/release
 for t in $targets; do
 	[ -x "$bindir/$t" ] || die "fuzz target $t was not built (see the cargo output above)"

@@ -59,8 +59,9 @@ fi
 # 3. The shipped default config, as is and with [source] uncommented.
 conf=$ROOT/daemon/dist/etc/milspecd/milspecd.toml
 milspecd=$ROOT/target/release/milspecd
+: >"$tmp/empty.toml"
 if "$milspecd" config --config "$conf" >"$tmp/conf.out" 2>&1 &&
-	"$milspecd" config --config /dev/null | diff -q - "$tmp/conf.out" >/dev/null; then
+	"$milspecd" config --config "$tmp/empty.toml" | diff -q - "$tmp/conf.out" >/dev/null; then
 	pass "default config accepted, equal to the built-in defaults"
 else
 	flunk "default config: $(cat "$tmp/conf.out")"

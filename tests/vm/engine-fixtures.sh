@@ -90,7 +90,9 @@ vm_engine_stage() {
 	vm_flip_byte "$d/opt/pkg/1.2.0.mspkg" "$d/opt/pkg/1.2.0-flipped.mspkg" "license=GPL"
 	off=$(grep -obUaF -m1 "license=GPL" "$d/opt/pkg/1.2.0.mspkg" | cut -d: -f1)
 	head -c "$off" "$d/opt/pkg/1.2.0.mspkg" >"$d/opt/pkg/1.2.0-truncated.mspkg"
-	cmp -s "$d/opt/pkg/1.2.0.mspkg" "$d/opt/pkg/1.2.0-flipped.mspkg" && vm_die "the flipped package is unchanged"
+	if cmp -s "$d/opt/pkg/1.2.0.mspkg" "$d/opt/pkg/1.2.0-flipped.mspkg"; then
+		vm_die "the flipped package is unchanged"
+	fi
 }
 
 # vm_failpoints_stage DIR: milspecd built with crash points, as milspecd-fp.
