@@ -29,7 +29,7 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # a site's polkit rule.
 INCLUDE=systemd,systemd-sysv,dbus,udev,kmod,polkitd,libpam-systemd
 # Seconds each boot may take at most (TCG is slow; CI may be slower).
-BOOT_TIMEOUT=(0 600 240 240)
+BOOT_TIMEOUT=(0 900 480 480)
 # Seconds a boot gets to start its scenario (the START marker of guest.sh);
 # one that does not died at boot (an Oops, a panic, a hang) and is tried once
 # more, loudly. A failed check is never tried again.
