@@ -3,6 +3,7 @@
 //! The binaries `milspecd`, `milspecctl` and `milspec-repo` are thin shells
 //! over the modules here and over the shared format crate.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;

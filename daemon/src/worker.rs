@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{error, info, warn};
 
+use crate::check::CheckReport;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery};
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
-use crate::mirror::{PollOptions, PollReport, Poller};
+use crate::mirror::{PollOptions, Poller};
 use crate::state::{State, TrialPhase};
 
 /// Actions waiting for the worker, at most.
@@ -397,13 +398,19 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                     None => Err(ActionError::Failed(
                         "no [source] in the configuration: nothing to check; add [source] url = \"https://…/\"".into(),
                     )),
-                    Some(p) => p
-                        .poll_once(engine, PollOptions { now: time::OffsetDateTime::now_utc(), force })
-                        .map_err(|e| ActionError::Failed(one_line(e.into()))),
+                    Some(p) => {
+                        let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force };
+                        let mut downloading = |version: &str| {
+                            info!(%version, "downloading");
+                            obs.set_state(DaemonState::Downloading);
+                        };
+                        crate::check::check(p, engine, cfg, opts, &mut downloading)
+                            .map_err(|e| ActionError::Failed(one_line(e.into())))
+                    }
                 };
                 lock(&obs.shared.published).last_check = now_rfc3339();
                 match &res {
-                    Ok(r) => info!("poll: {}", r.describe()),
+                    Ok(r) => info!("poll: {r}"),
                     Err(e) => crate::journal::FAILED_POLLS.log("failed polls", || {
                         error!(
                             "poll failed, nothing installed; next poll as usual: {}",
@@ -505,17 +512,17 @@ fn recovery_reply(r: &Recovery) -> ActionReply {
     }
 }
 
-fn poll_reply(r: &PollReport) -> ActionReply {
+fn poll_reply(r: &CheckReport) -> ActionReply {
     match r {
-        PollReport::UpToDate { .. } => ActionReply::new("up-to-date", "", r.describe()),
-        PollReport::Waiting { version, .. } => ActionReply::new("waiting", version.clone(), r.describe()),
-        PollReport::RevokedNoReplacement { current, .. } => {
-            ActionReply::new("revoked-no-replacement", current.clone(), r.describe())
+        CheckReport::UpToDate { .. } => ActionReply::new("up-to-date", "", r.to_string()),
+        CheckReport::Waiting { version, .. } => ActionReply::new("waiting", version.clone(), r.to_string()),
+        CheckReport::RevokedNoReplacement { current, .. } => {
+            ActionReply::new("revoked-no-replacement", current.clone(), r.to_string())
         }
-        PollReport::Installed { version, outcome, .. } => {
+        CheckReport::Installed { version, outcome, .. } => {
             let mut a = outcome_reply(outcome);
             a.version = version.clone();
-            a.message = r.describe();
+            a.message = r.to_string();
             a
         }
     }
@@ -657,11 +664,6 @@ impl Observer for WorkerObserver {
     fn stop_trial(&self) -> Option<String> {
         self.shared.beat();
         lock(&self.shared.stop).take()
-    }
-
-    fn downloading(&self, version: &str) {
-        info!(%version, "downloading");
-        self.set_state(DaemonState::Downloading);
     }
 }
 

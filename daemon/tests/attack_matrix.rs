@@ -23,8 +23,8 @@ use attack_support::*;
 use milspec_format::index::{Index, IndexEntry};
 use milspec_format::keys::SecretKey;
 use milspec_format::Sha256Digest;
+use milspecd::check::CheckReport;
 use milspecd::engine::{Engine, InstallOptions, Outcome};
-use milspecd::mirror::PollReport;
 use mirror_support::{bin, Fault, FaultServer, Host, Nginx, Publisher};
 use time::OffsetDateTime;
 
@@ -35,7 +35,7 @@ fn host_on_1_0_0(next: Option<&str>) -> (Publisher, Nginx, Host) {
     p.publish(&["1.0.0"], None);
     let nginx = Nginx::start(&p.mirror());
     let h = Host::new(&p, &nginx.url(), "attack-host");
-    assert!(matches!(h.poll().unwrap(), PollReport::Installed { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::Installed { .. }));
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
     if let Some(v) = next {
         p.publish(&[v], None);
@@ -139,7 +139,7 @@ fn rollback() {
     let (p, _nginx, h) = host_on_1_0_0(None);
     let old_index = fs::read(p.mirror().join("index.json")).unwrap();
     p.publish(&["1.1.0"], None);
-    assert!(matches!(h.poll().unwrap(), PollReport::Installed { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::Installed { .. }));
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
     let current = fs::read(p.mirror().join("index.json")).unwrap();
 
@@ -157,7 +157,7 @@ fn rollback() {
 
     // A newer, validly signed index that lists only 1.0.0: not taken.
     serve_index(&p, same, &[key(&p)]);
-    assert!(matches!(h.poll().unwrap(), PollReport::UpToDate { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::UpToDate { .. }));
     unchanged("only older packages offered", &h, &b, &["mirror/"]);
 
     // A package of a new version with a low sequence, offered directly.
@@ -299,7 +299,7 @@ fn wrong_hardware() {
         other.as_os_str(),
     ]);
     let b = before(&h);
-    assert!(matches!(h.poll().unwrap(), PollReport::UpToDate { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::UpToDate { .. }));
     assert!(!nginx.log().iter().any(|l| l.2.contains("2.0.0")), "a package for another kernel was downloaded");
     unchanged("another kernel's package", &h, &b, &["mirror/"]);
 
@@ -307,7 +307,7 @@ fn wrong_hardware() {
     fs::write(h.kernel.paths.dmi_sys_vendor(), "QEMU\n").unwrap();
     let b = before(&h);
     match h.poll().unwrap() {
-        PollReport::Installed { outcome: Outcome::Rejected { reason }, .. } => {
+        CheckReport::Installed { outcome: Outcome::Rejected { reason }, .. } => {
             assert!(reason.contains("QEMU") && reason.contains("Dell Inc."), "{reason}")
         }
         r => panic!("non-Dell host: {r:?}"),
@@ -346,7 +346,7 @@ fn fewer_than_threshold() {
     let nginx = Nginx::start(&p.mirror());
     let mut h = Host::new(&p, &nginx.url(), "threshold-host");
     h.cfg.trust.threshold = 2;
-    assert!(matches!(h.poll().unwrap(), PollReport::Installed { outcome: Outcome::Committed { .. }, .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::Installed { outcome: Outcome::Committed { .. }, .. }));
 
     // An index signed by one key, then with that signature twice.
     let b = before(&h);

@@ -9,7 +9,8 @@ mod mirror_support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use milspecd::mirror::{PollReport, Poller};
+use milspecd::check::CheckReport;
+use milspecd::mirror::Poller;
 use mirror_support::*;
 
 /// A host behind the fault server, with short timeouts, holding 1.0.0, and
@@ -23,7 +24,7 @@ fn setup() -> (Publisher, FaultServer, Host) {
         s.timeout = Duration::from_millis(1500);
         s.connect_timeout = Duration::from_millis(500);
     }
-    assert!(matches!(h.poll().unwrap(), PollReport::Installed { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::Installed { .. }));
     p.publish(&["1.1.0"], None);
     (p, server, h)
 }
@@ -43,7 +44,7 @@ fn check_fault(fault: Fault, want: &str, package_requests: usize) {
     // The fault goes away: the next poll is normal.
     server.set(Fault::None);
     match h.poll().unwrap() {
-        PollReport::Installed { version, .. } => assert_eq!(version, "1.1.0"),
+        CheckReport::Installed { version, .. } => assert_eq!(version, "1.1.0"),
         r => panic!("{fault:?}: {r:?}"),
     }
 }
@@ -90,7 +91,7 @@ fn server_errors_are_retried_then_succeed() {
     // Two 503s (the index, then its first retry) and the poll still works.
     server.set(Fault::Status { code: 503, n: 2 });
     match h.poll().unwrap() {
-        PollReport::Installed { version, .. } => assert_eq!(version, "1.1.0"),
+        CheckReport::Installed { version, .. } => assert_eq!(version, "1.1.0"),
         r => panic!("{r:?}"),
     }
     // Too many: a clear error, nothing changed, next poll fine.
@@ -99,7 +100,7 @@ fn server_errors_are_retried_then_succeed() {
     let e = h.poll().unwrap_err().to_string();
     assert!(e.contains("HTTP 502"), "{e}");
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
-    assert!(matches!(h.poll().unwrap(), PollReport::Installed { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::Installed { .. }));
 }
 
 #[test]
@@ -200,7 +201,7 @@ fn fifo_as_package_file_in_a_file_mirror_is_refused_then_the_real_file_installs(
     // The publisher puts the file back: the next poll is normal.
     std::fs::remove_file(&pkg).unwrap();
     std::fs::write(&pkg, &saved).unwrap();
-    assert!(matches!(h.poll().unwrap(), PollReport::Installed { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::Installed { .. }));
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
 }
 

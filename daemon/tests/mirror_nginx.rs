@@ -10,14 +10,15 @@ use std::fs;
 use milspec_format::index::{Index, IndexEntry};
 use milspec_format::keys::SecretKey;
 use milspec_format::Sha256Digest;
+use milspecd::check::{CheckError, CheckReport};
 use milspecd::engine::Outcome;
-use milspecd::mirror::{MirrorError, PollReport};
+use milspecd::mirror::MirrorError;
 use mirror_support::*;
 use time::OffsetDateTime;
 
-fn installed(r: &PollReport) -> Option<(&str, &Outcome)> {
+fn installed(r: &CheckReport) -> Option<(&str, &Outcome)> {
     match r {
-        PollReport::Installed { version, outcome, .. } => Some((version, outcome)),
+        CheckReport::Installed { version, outcome, .. } => Some((version, outcome)),
         _ => None,
     }
 }
@@ -37,7 +38,7 @@ fn pull_install_then_not_modified() {
 
     // No change on the mirror: a 304 that carries no body.
     let r = h.poll().unwrap();
-    assert_eq!(r, PollReport::UpToDate { index_version: 1, not_modified: true });
+    assert_eq!(r, CheckReport::UpToDate { index_version: 1, not_modified: true });
     let log = nginx.log();
     let last = log.last().unwrap();
     assert_eq!((last.0, last.2.as_str()), (304, "/index.json"));
@@ -50,7 +51,7 @@ fn pull_install_then_not_modified() {
     let r = h.poll().unwrap();
     assert_eq!(installed(&r).unwrap().0, "1.1.0");
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
-    assert!(matches!(h.poll().unwrap(), PollReport::UpToDate { index_version: 2, .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::UpToDate { index_version: 2, .. }));
 }
 
 #[test]
@@ -77,7 +78,7 @@ fn waves_over_simulated_time_and_force() {
     let mut reports = hosts.iter().map(|h| h.poll_at(at(1), false).unwrap());
     assert!(installed(&reports.next().unwrap()).is_some());
     match reports.next().unwrap() {
-        PollReport::Waiting { version, fraction, next_wave, .. } => {
+        CheckReport::Waiting { version, fraction, next_wave, .. } => {
             assert_eq!((version.as_str(), fraction), ("1.1.0", 0.01));
             assert!(next_wave.is_some());
         }
@@ -91,7 +92,7 @@ fn waves_over_simulated_time_and_force() {
     }
     assert_eq!(live(&hosts), ["1.1.0", "1.1.0", "1.0.0"]);
     // Hour 23: still not the third; the operator can force it.
-    assert!(matches!(hosts[2].poll_at(at(23 * 60), false).unwrap(), PollReport::Waiting { .. }));
+    assert!(matches!(hosts[2].poll_at(at(23 * 60), false).unwrap(), CheckReport::Waiting { .. }));
     let forced = Host::new(&p, &nginx.url(), &ids[2]);
     assert_eq!(installed(&forced.poll_at(at(2), true).unwrap()).unwrap().0, "1.1.0");
     // Day 1: everyone.
@@ -112,7 +113,7 @@ fn revoked_version_is_left_on_its_own() {
 
     p.revoke("1.1.0");
     match h.poll().unwrap() {
-        PollReport::Installed { version, reason, outcome, .. } => {
+        CheckReport::Installed { version, reason, outcome, .. } => {
             assert_eq!(version, "1.0.0");
             assert!(reason.contains("revoked 1.1.0"), "{reason}");
             assert!(matches!(outcome, Outcome::Committed { .. }), "{outcome:?}");
@@ -121,7 +122,7 @@ fn revoked_version_is_left_on_its_own() {
     }
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
     // It stays there, and a fresh host never takes the revoked version.
-    assert!(matches!(h.poll().unwrap(), PollReport::UpToDate { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::UpToDate { .. }));
     let fresh = Host::new(&p, &nginx.url(), "host-fresh");
     assert_eq!(installed(&fresh.poll().unwrap()).unwrap().0, "1.0.0");
     // A fixed release moves both forward.
@@ -130,7 +131,7 @@ fn revoked_version_is_left_on_its_own() {
     // Everything revoked: said clearly, nothing done.
     p.revoke("1.2.0");
     p.revoke("1.0.0");
-    assert!(matches!(h.poll().unwrap(), PollReport::RevokedNoReplacement { .. }));
+    assert!(matches!(h.poll().unwrap(), CheckReport::RevokedNoReplacement { .. }));
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.2.0"));
 }
 
@@ -158,7 +159,10 @@ fn stale_expired_unsigned_and_replayed_indexes_are_refused() {
     let new_index = fs::read(p.mirror().join("index.json")).unwrap();
     fs::write(p.mirror().join("index.json"), &old_index).unwrap();
     let e = h.poll().unwrap_err();
-    assert!(matches!(&e, MirrorError::Index { .. }) && e.to_string().contains("older than version 2"), "{e}");
+    assert!(
+        matches!(&e, CheckError::Mirror(MirrorError::Index { .. })) && e.to_string().contains("older than version 2"),
+        "{e}"
+    );
     fs::write(p.mirror().join("index.json"), &new_index).unwrap();
 
     // Signed by a key this host does not trust.
@@ -242,7 +246,7 @@ fn other_kernel_and_file_mirror_and_redirect_loop() {
     // file:// mirror: the 2.0.0 package is for another kernel; 1.0.0 fits.
     let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-f");
     assert_eq!(installed(&h.poll().unwrap()).unwrap().0, "1.0.0");
-    assert_eq!(h.poll().unwrap(), PollReport::UpToDate { index_version: 2, not_modified: true });
+    assert_eq!(h.poll().unwrap(), CheckReport::UpToDate { index_version: 2, not_modified: true });
 
     let nginx = Nginx::start_with(&p.mirror(), 1, "location = /loop/index.json { return 302 /loop/index.json; }");
     let h = Host::new(&p, &format!("{}loop", nginx.url()), "host-l");

@@ -10,7 +10,7 @@ use milspecd::engine::{Engine, InstallOptions};
 use milspecd::journal;
 use milspecd::kernel::Kernel;
 use milspecd::kernel::SysKernel;
-use milspecd::mirror::{PollOptions, PollReport, Poller};
+use milspecd::mirror::{PollOptions, Poller};
 use milspecd::worker;
 use tracing::{info, warn};
 
@@ -160,24 +160,20 @@ fn main() -> ExitCode {
             let cfg = load_config(&config)?;
             let poller = Poller::new(&cfg)?;
             let kernel = SysKernel::new()?;
-            let mut engine = Engine::open(cfg, &kernel)?;
+            let mut engine = Engine::open(cfg.clone(), &kernel)?;
             let r = engine.recover()?;
             info!("recovery: {}", r.describe());
             if now {
                 warn!("--now: ignoring the rollout schedule");
             }
-            let report =
-                poller.poll_once(&mut engine, PollOptions { now: time::OffsetDateTime::now_utc(), force: now })?;
+            let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: now };
+            let report = milspecd::check::check(&poller, &mut engine, &cfg, opts, &mut |_| {})?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("{}", report.describe());
+                println!("{report}");
             }
-            let code = match &report {
-                PollReport::Installed { outcome, .. } => outcome.exit_code(),
-                _ => 0,
-            };
-            Ok(ExitCode::from(code))
+            Ok(ExitCode::from(report.exit_code()))
         }
     })
 }

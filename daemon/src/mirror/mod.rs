@@ -1,7 +1,8 @@
 //! Pulling updates from a mirror: a folder of static files (packages and
 //! one signed `index.json`) served over HTTP(S) or mounted as `file://`.
+//! This is a fetch layer: it decides and downloads, and never installs.
 //!
-//! One poll ([`Poller::poll_once`]):
+//! One poll ([`Poller::poll`]):
 //!
 //! 1. fetch the index with a conditional GET (ETag / If-Modified-Since);
 //!    a 304 reuses the last accepted index from the state folder;
@@ -9,14 +10,17 @@
 //!    last accepted one (rollback), or expired (freeze); persist it;
 //! 3. pick the entry for this host ([`decide`], pure, clock as input):
 //!    kernel release, not revoked, not blocklisted, newer than committed,
-//!    and its rollout wave has reached this host;
+//!    and its rollout wave has reached this host; the host's side of that
+//!    ([`PollHost`]) comes from the caller, which owns the host's state;
 //! 4. download it to a temporary file in the state folder, capped at the
 //!    size the index gives and hashed as it streams;
 //! 5. check that the package's own signed manifest agrees with the index
-//!    entry (no mix and match), then hand it to [`Engine::install`].
+//!    entry (no mix and match), and return the open file in
+//!    [`PollReport::Install`]. Installing it is the engine's job
+//!    (`crate::check` joins the two).
 //!
 //! If the committed version is revoked, the newest non-revoked version the
-//! host may take (an older one counts as rolled out) is installed with
+//! host may take (an older one counts as rolled out) is returned with
 //! `allow_downgrade: true`: revocation is the publisher's signed word that
 //! the running version must go, which outranks anti-rollback.
 
@@ -24,6 +28,7 @@ pub mod fetch;
 pub mod store;
 pub mod transport;
 
+use std::fs::File;
 use std::io::{self, Seek};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,14 +36,10 @@ use std::time::Duration;
 use milspec_format::index::{self, HostFacts, Index, IndexEntry, IndexError, Selection, VerifiedIndex, Why};
 use milspec_format::package::{read_package, Discard, PackageError, Trust};
 use milspec_format::{KeyError, Limits, TrustedKeys};
-use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::config::{Config, SourceConfig};
-use crate::engine::{Engine, EngineError, InstallOptions, Outcome};
-use crate::kernel_paths::KernelPaths;
-use crate::state::{StateError, StateFile};
 
 use fetch::{Fetched, RetryPolicy};
 use store::{MirrorStore, Record, StoreError};
@@ -59,8 +60,6 @@ pub enum MirrorError {
     Store(#[from] StoreError),
     #[error("{}: cannot read this host's machine id ({why}); it places the host in rollout waves: set [source] machine_id_file", path.display())]
     MachineId { path: PathBuf, why: String },
-    #[error("{}: cannot read the kernel release: {source}", path.display())]
-    Release { path: PathBuf, source: io::Error },
     #[error("{url}: package {version} is {size} bytes, more than [source] max_package_size {limit}; not downloaded")]
     TooLarge { url: String, version: String, size: u64, limit: u64 },
     #[error("{url}: the package does not match its index entry for {version} ({why}); the mirror mixes files; nothing installed")]
@@ -71,70 +70,40 @@ pub enum MirrorError {
     Temp { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Keys(#[from] KeyError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
 }
 
-/// What one poll found and did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
+/// What one poll decided. Only [`PollReport::Install`] asks for action:
+/// its file is downloaded, checked against the signed index and rewound.
+#[derive(Debug)]
 pub enum PollReport {
-    UpToDate {
-        index_version: u64,
-        not_modified: bool,
-    },
-    Waiting {
-        index_version: u64,
-        version: String,
-        position: f64,
-        fraction: f64,
-        next_wave: Option<String>,
-    },
-    RevokedNoReplacement {
-        index_version: u64,
-        current: String,
-    },
-    Installed {
-        index_version: u64,
-        version: String,
-        /// `upgrade`, or `revoked <version>`.
-        reason: String,
-        outcome: Outcome,
-    },
+    UpToDate { index_version: u64, not_modified: bool },
+    Waiting { index_version: u64, version: String, position: f64, fraction: f64, next_wave: Option<String> },
+    RevokedNoReplacement { index_version: u64, current: String },
+    Install(Download),
 }
 
-impl PollReport {
-    pub fn describe(&self) -> String {
-        match self {
-            PollReport::UpToDate { index_version, not_modified } => format!(
-                "up to date (index version {index_version}{})",
-                if *not_modified { ", not modified" } else { "" }
-            ),
-            PollReport::Waiting { version, position, fraction, next_wave, .. } => format!(
-                "{version} is available but its rollout has not reached this host yet (host position {position:.4}, {:.1}% of hosts admitted{}); `milspecd check --now` forces it",
-                fraction * 100.0,
-                next_wave.as_ref().map(|t| format!(", next wave at {t}")).unwrap_or_default()
-            ),
-            PollReport::RevokedNoReplacement { current, .. } => format!(
-                "the running version {current} is revoked and the mirror offers no version to replace it; publish one"
-            ),
-            PollReport::Installed { version, reason, outcome, .. } => {
-                format!("{version} ({reason}): {}", describe_outcome(outcome))
-            }
-        }
-    }
+/// A package the mirror offers this host, downloaded and matched with its
+/// index entry (the package's own signatures are checked again on install).
+#[derive(Debug)]
+pub struct Download {
+    pub index_version: u64,
+    pub version: String,
+    /// `upgrade`, or `replaces revoked <version>`.
+    pub reason: String,
+    /// The running version is revoked: a lower version may replace it.
+    pub allow_downgrade: bool,
+    /// The package, open and rewound; its name is already gone.
+    pub file: File,
 }
 
-fn describe_outcome(o: &Outcome) -> String {
-    match o {
-        Outcome::Committed { slot, .. } => format!("committed in slot {slot}"),
-        Outcome::AlreadyInstalled { .. } => "already installed".into(),
-        Outcome::Rejected { reason } => format!("rejected, nothing changed: {reason}"),
-        Outcome::RolledBack { reason, .. } => format!("rolled back: {reason}"),
-        Outcome::RollbackPendingReboot { reason, .. } => format!("rollback pending reboot: {reason}"),
-    }
+/// The host's side of the decision, from whoever owns the host's state.
+#[derive(Debug, Clone, Default)]
+pub struct PollHost {
+    pub kernel_release: String,
+    /// The committed version and its sequence.
+    pub current: Option<(semver::Version, u64)>,
+    pub blocklist: Vec<semver::Version>,
+    pub max_sequence: u64,
 }
 
 /// Inputs of one poll.
@@ -272,33 +241,28 @@ impl Poller {
         Ok(id)
     }
 
-    /// One poll: index, decision, download, install.
-    pub fn poll_once(&self, engine: &mut Engine<'_>, opts: PollOptions) -> Result<PollReport, MirrorError> {
+    /// One poll: index, decision and, if there is one to take, the
+    /// download. `downloading` is told the version before it starts.
+    pub fn poll(
+        &self,
+        host: &PollHost,
+        opts: PollOptions,
+        downloading: &mut dyn FnMut(&str),
+    ) -> Result<PollReport, MirrorError> {
         let (vi, not_modified) = self.fetch_index(opts.now)?;
         let index_version = vi.index.version;
         let machine_id = self.machine_id()?;
-        let paths = KernelPaths::from_config(&self.cfg.kernel);
-        let release = std::fs::read_to_string(paths.osrelease())
-            .map_err(|source| MirrorError::Release { path: paths.osrelease(), source })?
-            .trim()
-            .to_string();
-        let state = StateFile::new(&self.cfg.paths.state_dir).load()?;
-        let status = crate::status::read(&self.cfg)?;
-        let current_seq = status.committed_slot.and_then(|c| status.slots.iter().find(|s| s.slot == c)?.sequence);
-        let current: Option<(semver::Version, u64)> =
-            status.committed_version.as_deref().and_then(|v| v.parse().ok()).zip(current_seq);
-        let blocklist: Vec<semver::Version> = state.blocklist.iter().map(|b| b.version.clone()).collect();
-        let host = HostFacts {
-            kernel_release: &release,
+        let facts = HostFacts {
+            kernel_release: &host.kernel_release,
             machine_id: &machine_id,
             now: opts.now,
-            blocklist: &blocklist,
-            max_sequence: state.max_sequence,
-            current: current.as_ref().map(|(v, s)| (v, *s)),
+            blocklist: &host.blocklist,
+            max_sequence: host.max_sequence,
+            current: host.current.as_ref().map(|(v, s)| (v, *s)),
             ignore_waves: opts.force,
         };
         let selection =
-            decide(&vi.index, &host).map_err(|source| MirrorError::Index { url: self.index_url(), source })?;
+            decide(&vi.index, &facts).map_err(|source| MirrorError::Index { url: self.index_url(), source })?;
         let (entry, why) = match selection {
             Selection::UpToDate => return Ok(PollReport::UpToDate { index_version, not_modified }),
             Selection::Waiting { entry, position, fraction, next } => {
@@ -320,18 +284,18 @@ impl Poller {
             Why::Upgrade => "upgrade".to_string(),
             Why::Revoked { current } => format!("replaces revoked {current}"),
         };
-        info!(version = %entry.version, "pulling {} from the mirror ({reason})", entry.version);
-        engine.downloading(&entry.version.to_string());
+        let version = entry.version.to_string();
+        info!(%version, "pulling {version} from the mirror ({reason})");
+        downloading(&version);
         let file = self.download(entry)?;
         let allow_downgrade = matches!(why, Why::Revoked { .. });
-        let outcome = engine.install(file, InstallOptions { allow_downgrade })?;
-        Ok(PollReport::Installed { index_version, version: entry.version.to_string(), reason, outcome })
+        Ok(PollReport::Install(Download { index_version, version, reason, allow_downgrade, file }))
     }
 
     /// Downloads an entry to a temporary file in the state folder (removed
     /// when dropped) and checks it against the entry. Returns the open file,
     /// rewound.
-    pub fn download(&self, entry: &IndexEntry) -> Result<std::fs::File, MirrorError> {
+    pub fn download(&self, entry: &IndexEntry) -> Result<File, MirrorError> {
         let url = format!("{}{}", self.base, entry.path);
         if entry.size > self.source.max_package_size {
             return Err(MirrorError::TooLarge {

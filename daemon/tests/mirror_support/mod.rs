@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use milspec_format::testkit::FakeKo;
 use milspec_format::ModInfo;
+use milspecd::check::{CheckError, CheckReport};
 use milspecd::config::{Config, SourceConfig};
 use milspecd::engine::Engine;
 use milspecd::kernel::{Kernel, KernelError, SealedModule};
 use milspecd::kernel_paths::KernelPaths;
 use milspecd::mirror::fetch::RetryPolicy;
-use milspecd::mirror::{PollOptions, PollReport, Poller};
+use milspecd::mirror::{PollOptions, Poller};
 use time::OffsetDateTime;
 
 pub const RELEASE: &str = "6.12.113+deb12-cloud-amd64";
@@ -521,12 +522,12 @@ impl Host {
         p
     }
 
-    pub fn poll_at(&self, now: OffsetDateTime, force: bool) -> Result<PollReport, milspecd::mirror::MirrorError> {
+    pub fn poll_at(&self, now: OffsetDateTime, force: bool) -> Result<CheckReport, CheckError> {
         let mut engine = Engine::open(self.cfg.clone(), &self.kernel).unwrap();
-        self.poller().poll_once(&mut engine, PollOptions { now, force })
+        milspecd::check::check(&self.poller(), &mut engine, &self.cfg, PollOptions { now, force }, &mut |_| {})
     }
 
-    pub fn poll(&self) -> Result<PollReport, milspecd::mirror::MirrorError> {
+    pub fn poll(&self) -> Result<CheckReport, CheckError> {
         self.poll_at(OffsetDateTime::now_utc(), false)
     }
 
