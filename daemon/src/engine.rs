@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::health::{Snapshot, Unhealthy, WatchOptions, WatchOutcome, Watcher};
 use crate::history::{now_rfc3339, Event, EventKind, History};
-use crate::kernel::{loaded_module, param_string, Kernel, KernelError, LoadedModule, SealedModule};
+use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModule};
 use crate::kernel_paths::KernelPaths;
 use crate::lock::{LockError, StateLock};
 use crate::plan::{self, Facts, Plan, Rejection};
@@ -52,12 +52,22 @@ pub enum EngineError {
     Fact { what: &'static str, path: PathBuf, source: io::Error },
     #[error("cannot write history {}: {source}", path.display())]
     History { path: PathBuf, source: io::Error },
-    #[error("cannot stage the package: {0}")]
-    Stage(String),
+    #[error("cannot stage the package: {path}: {source}")]
+    Stage { path: String, source: io::Error },
+    #[error("cannot stage the package: the package was read but never planned")]
+    NeverPlanned,
     #[error("cannot open the kernel log for watching: {0}")]
     Watch(io::Error),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("[trust] {0}")]
+    TrustConfig(String),
+    #[error("a trial of {version} is running; a rollback ends that trial instead")]
+    TrialRunning { version: String },
+    #[error("a rollback is pending a reboot (a faulty module is stuck); reboot first")]
+    PendingReboot,
+    #[error("{action} without a trial")]
+    NoTrial { action: &'static str },
+    #[error("the committed slot {slot} is not valid; nothing to roll back to")]
+    FallbackInvalid { slot: SlotId },
     #[error("nothing to roll back to: {0}")]
     NothingToRollBack(RollbackRefusal),
 }
@@ -79,13 +89,38 @@ pub enum RollbackRefusal {
     NeverCommitted { slot: SlotId, version: String },
 }
 
+/// Why an install or a rollback was refused before any swap: nothing changed.
+/// Its text is the `reason` of the `rejected` history record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// The package itself failed verification (signatures, manifest,
+    /// payload hashes, bounds).
+    #[error("package rejected: {0}")]
+    InvalidPackage(String),
+    /// The package verified, but the plan refused it for this host.
+    #[error(transparent)]
+    Plan(Rejection),
+    /// The old module could not be unloaded; it stays loaded.
+    #[error(
+        "old module could not be unloaded: {error}; it was left loaded and nothing changed: stop its users and retry"
+    )]
+    OldModuleBusy { error: String },
+}
+
+impl Serialize for RejectReason {
+    /// As its text, as the `reason` has always been written.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// How an install ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     Committed { version: String, slot: SlotId, swap_ms: u64, watched_ms: u64 },
     AlreadyInstalled { version: String },
-    Rejected { reason: String },
+    Rejected { reason: RejectReason },
     RolledBack { version: String, to: Option<String>, reason: String, detect_ms: u64, rollback_ms: u64 },
     RollbackPendingReboot { version: String, reason: String },
 }
@@ -120,38 +155,58 @@ pub enum Recovery {
     StillPendingReboot { reason: String },
 }
 
-impl Outcome {
+impl std::fmt::Display for Outcome {
     /// One line for an operator.
-    pub fn describe(&self) -> String {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-        Outcome::Committed { version, slot, swap_ms, watched_ms } => {
-            format!("committed {version} in slot {slot} (swap {swap_ms} ms, healthy for {watched_ms} ms)")
-        }
-        Outcome::AlreadyInstalled { version } => format!("{version} is already installed and committed"),
-        Outcome::Rejected { reason } => format!("rejected, nothing changed: {reason}"),
-        Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms } => format!(
-            "rolled back {version} -> {}: {reason}; fault seen {detect_ms} ms into probation, old module live again {rollback_ms} ms later",
-            to.as_deref().unwrap_or("no module")
-        ),
-        Outcome::RollbackPendingReboot { version, reason } => {
-            format!("rollback of {version} pending reboot: {reason}; the committed slot loads at next boot")
+            Outcome::Committed { version, slot, swap_ms, watched_ms } => {
+                write!(f, "committed {version} in slot {slot} (swap {swap_ms} ms, healthy for {watched_ms} ms)")
+            }
+            Outcome::AlreadyInstalled { version } => write!(f, "{version} is already installed and committed"),
+            Outcome::Rejected { reason } => write!(f, "rejected, nothing changed: {reason}"),
+            Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms } => write!(
+                f,
+                "rolled back {version} -> {}: {reason}; fault seen {detect_ms} ms into probation, \
+                 old module live again {rollback_ms} ms later",
+                to.as_deref().unwrap_or("no module")
+            ),
+            Outcome::RollbackPendingReboot { version, reason } => {
+                write!(f, "rollback of {version} pending reboot: {reason}; the committed slot loads at next boot")
+            }
         }
     }
+}
+
+impl Outcome {
+    /// The [`Display`](std::fmt::Display) line, as a string.
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Recovery {
+    /// One line for an operator.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Clean => f.write_str("state and kernel agree"),
+            Recovery::LoadedCommitted { version } => write!(f, "loaded committed {version}"),
+            Recovery::Drift { live } => {
+                write!(f, "drift: loaded module {live:?} matches no committed slot (left alone)")
+            }
+            Recovery::Resumed(o) => write!(f, "resumed trial: {o}"),
+            Recovery::RolledBack(o) => o.fmt(f),
+            Recovery::SwapAbandoned { version } => {
+                write!(f, "interrupted swap to {version} abandoned; old module kept")
+            }
+            Recovery::StillPendingReboot { reason } => write!(f, "a reboot is still needed: {reason}"),
+        }
     }
 }
 
 impl Recovery {
-    /// One line for an operator.
+    /// The [`Display`](std::fmt::Display) line, as a string.
     pub fn describe(&self) -> String {
-        match self {
-            Recovery::Clean => "state and kernel agree".into(),
-            Recovery::LoadedCommitted { version } => format!("loaded committed {version}"),
-            Recovery::Drift { live } => format!("drift: loaded module {live:?} matches no committed slot (left alone)"),
-            Recovery::Resumed(o) => format!("resumed trial: {}", o.describe()),
-            Recovery::RolledBack(o) => o.describe(),
-            Recovery::SwapAbandoned { version } => format!("interrupted swap to {version} abandoned; old module kept"),
-            Recovery::StillPendingReboot { reason } => format!("a reboot is still needed: {reason}"),
-        }
+        self.to_string()
     }
 }
 
@@ -255,7 +310,7 @@ impl<'k> Engine<'k> {
         let lock = StateLock::acquire(&cfg.paths.state_dir)?;
         let trust = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
         milspec_format::signature::check_threshold_config(cfg.trust.threshold, trust.len())
-            .map_err(|e| EngineError::Invalid(format!("[trust] {e}")))?;
+            .map_err(|e| EngineError::TrustConfig(e.to_string()))?;
         let slots = SlotStore::open(&cfg.paths.state_dir)?;
         // Left by an install that stopped half-way; never part of a slot.
         slots.clean_staging()?;
@@ -271,14 +326,6 @@ impl<'k> Engine<'k> {
             cfg,
             _lock: lock,
         })
-    }
-
-    pub fn paths(&self) -> &KernelPaths {
-        &self.paths
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.cfg
     }
 
     /// Tells the observer a download of `version` starts (the mirror
@@ -353,10 +400,9 @@ impl<'k> Engine<'k> {
     /// Loads the module from a slot through a sealed copy whose hash was
     /// just checked, with `carried` parameters over the package defaults.
     fn load_slot(&self, slot: &Slot, carried: &std::collections::BTreeMap<String, String>) -> Result<(), EngineError> {
-        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
-        let params = param_string(&slot.manifest.params, carried);
-        info!(slot = %slot.id, version = %slot.manifest.version, params = %params, "loading module");
-        Ok(self.kernel.load(&image, &params)?)
+        let ready = ReadyModule::from_slot(slot, carried, self.limits.max_payload_size)?;
+        info!(slot = %slot.id, version = %slot.manifest.version, params = %ready.params, "loading module");
+        Ok(ready.load(self.kernel)?)
     }
 
     /// Installs a package read from `reader`: one full cycle.
@@ -381,7 +427,7 @@ impl<'k> Engine<'k> {
         let pkg = match read {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { .. }) if rejection.is_some() => {
-                let reason = rejection.map(|r| r.to_string()).unwrap_or_default();
+                let reason = rejection.map(RejectReason::Plan).ok_or(EngineError::NeverPlanned)?;
                 return self.reject(None, reason);
             }
             Err(PackageError::Sink { .. }) if plan.as_ref().is_some_and(|p| p.already_installed) => {
@@ -390,12 +436,12 @@ impl<'k> Engine<'k> {
                 return Ok(Outcome::AlreadyInstalled { version });
             }
             Err(PackageError::Sink { path, source }) => {
-                return Err(EngineError::Stage(format!("{path}: {source}")));
+                return Err(EngineError::Stage { path, source });
             }
-            Err(e) => return self.reject(None, format!("package rejected: {e}")),
+            Err(e) => return self.reject(None, RejectReason::InvalidPackage(e.to_string())),
         };
         let (Some(plan), Some(staging)) = (plan, staging) else {
-            return Err(EngineError::Stage("the package was read but never planned".into()));
+            return Err(EngineError::NeverPlanned);
         };
         let version = pkg.manifest.version.to_string();
         info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
@@ -428,12 +474,14 @@ impl<'k> Engine<'k> {
         staged: Option<StagedSlot>,
     ) -> Result<Outcome, EngineError> {
         let version = slot.manifest.version.to_string();
-        // Check the image before touching the live module.
-        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
+        // Check the image before touching the live module; the live
+        // module's parameters carry over to the new one.
+        let live = self.live();
+        let carried = live.as_ref().map(|m| m.params.clone()).unwrap_or_default();
+        let ready = ReadyModule::from_slot(slot, &carried, self.limits.max_payload_size)?;
         let before = state.clone();
 
         // Checkpoint, saved before the old module is touched.
-        let live = self.live();
         let window = slot
             .manifest
             .probation
@@ -444,7 +492,7 @@ impl<'k> Engine<'k> {
         let checkpoint = Checkpoint {
             slot: fallback,
             version: live.as_ref().and_then(|m| m.version.clone()),
-            params: live.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
+            params: carried,
             baseline: Snapshot::read(&self.paths),
         };
         state.trial = Some(Trial {
@@ -472,8 +520,7 @@ impl<'k> Engine<'k> {
                 drop(staged);
                 *state = before;
                 self.save(state)?;
-                let reason = format!("old module could not be unloaded: {e}; it was left loaded and nothing changed: stop its users and retry");
-                return self.reject(Some(&version), reason);
+                return self.reject(Some(&version), RejectReason::OldModuleBusy { error: e.to_string() });
             }
             info!(ms = ms(swap_start.elapsed()), "old module unloaded");
         }
@@ -491,8 +538,8 @@ impl<'k> Engine<'k> {
             info!(%version, slot = %slot.id, "slot replaced");
         }
 
-        let params = param_string(&slot.manifest.params, &checkpoint.params);
-        if let Err(e) = self.kernel.load(&image, &params) {
+        let params = &ready.params;
+        if let Err(e) = ready.load(self.kernel) {
             warn!("new module failed to load: {}", EscapedDisplay(&e));
             let detected = Instant::now();
             return self.roll_back(state, format!("load failed: {e}"), detected, 0);
@@ -531,16 +578,11 @@ impl<'k> Engine<'k> {
     pub fn revert(&mut self, reason: &str) -> Result<Outcome, EngineError> {
         let mut state = self.state_file.load()?;
         if let Some(t) = &state.trial {
-            return Err(EngineError::Invalid(format!(
-                "a trial of {} is running; a rollback ends that trial instead",
-                t.version
-            )));
+            return Err(EngineError::TrialRunning { version: t.version.to_string() });
         }
         let facts = self.facts(&state)?;
         if facts.pending_reboot_this_boot {
-            return Err(EngineError::Invalid(
-                "a rollback is pending a reboot (a faulty module is stuck); reboot first".into(),
-            ));
+            return Err(EngineError::PendingReboot);
         }
         let refuse = |r| Err(EngineError::NothingToRollBack(r));
         let Some(current) = state.committed else {
@@ -592,9 +634,9 @@ impl<'k> Engine<'k> {
         Ok(events.iter().any(|e| e.event == EventKind::Committed && e.version.as_deref() == Some(v.as_str())))
     }
 
-    fn reject(&self, version: Option<&str>, reason: String) -> Result<Outcome, EngineError> {
-        warn!("rejected: {}", Escaped(&reason));
-        let mut ev = Event::new(EventKind::Rejected).reason(&reason);
+    fn reject(&self, version: Option<&str>, reason: RejectReason) -> Result<Outcome, EngineError> {
+        warn!("rejected: {}", EscapedDisplay(&reason));
+        let mut ev = Event::new(EventKind::Rejected).reason(reason.to_string());
         if let Some(v) = version {
             ev = ev.version(v);
         }
@@ -639,7 +681,7 @@ impl<'k> Engine<'k> {
 
     fn commit(&self, state: &mut State, watched_ms: u64) -> Result<Outcome, EngineError> {
         let Some(trial) = state.trial.take() else {
-            return Err(EngineError::Invalid("commit without a trial".into()));
+            return Err(EngineError::NoTrial { action: "commit" });
         };
         state.committed = Some(trial.slot);
         state.max_sequence = state.max_sequence.max(trial.sequence);
@@ -662,7 +704,7 @@ impl<'k> Engine<'k> {
         detect_ms: u64,
     ) -> Result<Outcome, EngineError> {
         let Some(mut trial) = state.trial.clone() else {
-            return Err(EngineError::Invalid("rollback without a trial".into()));
+            return Err(EngineError::NoTrial { action: "rollback" });
         };
         let version = trial.version.to_string();
         state.block(Blocked {
@@ -694,9 +736,7 @@ impl<'k> Engine<'k> {
         let release = read_fact("the kernel release", &self.paths.osrelease())?;
         let to = match trial.checkpoint.slot {
             Some(id) if self.live().is_none() => {
-                let slot = self.read_slot(id, &release)?.ok_or_else(|| {
-                    EngineError::Invalid(format!("the committed slot {id} is not valid; nothing to roll back to"))
-                })?;
+                let slot = self.read_slot(id, &release)?.ok_or(EngineError::FallbackInvalid { slot: id })?;
                 self.load_slot(&slot, &trial.checkpoint.params)?;
                 Some(slot.manifest.version.to_string())
             }

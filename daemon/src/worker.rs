@@ -17,7 +17,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery};
+use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason};
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, PollReport, Poller};
@@ -382,10 +382,10 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 engine.install(package, opts).map_err(|e| ActionError::Failed(one_line(e.into()))).and_then(|o| {
                     let r = outcome_reply(&o);
                     match o {
-                        Outcome::Rejected { reason } if reason.starts_with("package rejected:") => {
-                            Err(ActionError::InvalidPackage(reason))
+                        Outcome::Rejected { reason: reason @ RejectReason::InvalidPackage(_) } => {
+                            Err(ActionError::InvalidPackage(reason.to_string()))
                         }
-                        Outcome::Rejected { reason } => Err(ActionError::Rejected(reason)),
+                        Outcome::Rejected { reason } => Err(ActionError::Rejected(reason.to_string())),
                         _ => Ok(r),
                     }
                 })
@@ -424,7 +424,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 });
                 match res {
                     // Refused before any swap (the old module is busy): nothing changed.
-                    Ok(Outcome::Rejected { reason }) => Err(ActionError::Rejected(reason)),
+                    Ok(Outcome::Rejected { reason }) => Err(ActionError::Rejected(reason.to_string())),
                     other => other.map(|o| outcome_reply(&o)),
                 }
             }
@@ -471,7 +471,7 @@ fn outcome_reply(o: &Outcome) -> ActionReply {
         Outcome::AlreadyInstalled { version } => {
             ActionReply::new("already-installed", version, format!("{version} is already installed and committed"))
         }
-        Outcome::Rejected { reason } => ActionReply::new("rejected", "", reason.clone()),
+        Outcome::Rejected { reason } => ActionReply::new("rejected", "", reason.to_string()),
         Outcome::RolledBack { version, reason, .. } => ActionReply::new("rolled-back", version, reason.clone()),
         Outcome::RollbackPendingReboot { version, reason } => {
             ActionReply::new("rolled-back", version, format!("rollback pending reboot: {reason}"))
