@@ -24,9 +24,10 @@ use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModul
 use crate::kernel_paths::KernelPaths;
 use crate::lock::{LockError, StateLock};
 use crate::plan::{self, Facts, Plan, Rejection};
+use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
 use crate::slots::{Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
-use crate::state::{Blocked, Checkpoint, PendingReboot, Rollback, State, StateError, StateFile, Trial, TrialPhase};
+use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase};
 
 /// Marks a durable step; with the `failpoints` feature a test can crash
 /// the process here (`FAILPOINTS=name=panic`).
@@ -64,8 +65,10 @@ pub enum EngineError {
     TrialRunning { version: String },
     #[error("a rollback is pending a reboot (a faulty module is stuck); reboot first")]
     PendingReboot,
-    #[error("{action} without a trial")]
-    NoTrial { action: &'static str },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("recovery meant to load the committed slot, but it is not valid")]
+    NoCommittedSlot,
     #[error("the committed slot {slot} is not valid; nothing to roll back to")]
     FallbackInvalid { slot: SlotId },
     #[error("nothing to roll back to: {0}")]
@@ -495,7 +498,7 @@ impl<'k> Engine<'k> {
             params: carried,
             baseline: Snapshot::read(&self.paths),
         };
-        state.trial = Some(Trial {
+        state.begin_trial(Trial {
             slot: slot.id,
             version: slot.manifest.version.clone(),
             sequence: slot.manifest.sequence,
@@ -505,7 +508,7 @@ impl<'k> Engine<'k> {
             window_ms: ms(window),
             checkpoint: checkpoint.clone(),
             rollback_reason: None,
-        });
+        })?;
         self.save(state)?;
         info!(old = ?checkpoint.version, params = ?checkpoint.params, "checkpoint saved");
         step!("install.after-checkpoint");
@@ -548,10 +551,7 @@ impl<'k> Engine<'k> {
         info!(%version, swap_ms, params = %params, "new module loaded");
         step!("install.after-load");
 
-        if let Some(t) = state.trial.as_mut() {
-            t.phase = TrialPhase::Watching;
-            t.started_ms = self.boottime_ms();
-        }
+        state.loaded(self.boottime_ms())?;
         self.save(state)?;
         self.record(
             Event::new(EventKind::Swapped)
@@ -680,12 +680,7 @@ impl<'k> Engine<'k> {
     }
 
     fn commit(&self, state: &mut State, watched_ms: u64) -> Result<Outcome, EngineError> {
-        let Some(trial) = state.trial.take() else {
-            return Err(EngineError::NoTrial { action: "commit" });
-        };
-        state.committed = Some(trial.slot);
-        state.max_sequence = state.max_sequence.max(trial.sequence);
-        state.note_committed(&trial.version);
+        let trial = state.commit_trial()?;
         self.save(state)?;
         step!("commit.after-save");
         let version = trial.version.to_string();
@@ -703,19 +698,8 @@ impl<'k> Engine<'k> {
         detected: Instant,
         detect_ms: u64,
     ) -> Result<Outcome, EngineError> {
-        let Some(mut trial) = state.trial.clone() else {
-            return Err(EngineError::NoTrial { action: "rollback" });
-        };
+        let trial = state.begin_rollback(&reason, now_rfc3339())?;
         let version = trial.version.to_string();
-        state.block(Blocked {
-            version: trial.version.clone(),
-            sequence: trial.sequence,
-            reason: reason.clone(),
-            at: now_rfc3339(),
-        });
-        trial.phase = TrialPhase::RollingBack;
-        trial.rollback_reason = Some(reason.clone());
-        state.trial = Some(trial.clone());
         self.save(state)?;
         warn!(%version, "rolling back: {}", Escaped(&reason));
         step!("rollback.after-intent");
@@ -743,9 +727,7 @@ impl<'k> Engine<'k> {
             _ => self.live().and_then(|m| m.version),
         };
         let rollback_ms = ms(detected.elapsed());
-        state.trial = None;
-        state.last_rollback =
-            Some(Rollback { from: version.clone(), to: to.clone(), reason: reason.clone(), at: now_rfc3339() });
+        state.end_rollback(to.clone(), now_rfc3339())?;
         self.save(state)?;
         self.record(
             Event::new(EventKind::RolledBack)
@@ -760,18 +742,8 @@ impl<'k> Engine<'k> {
 
     fn pending_reboot(&self, state: &mut State, trial: &Trial, reason: String) -> Result<Outcome, EngineError> {
         let version = trial.version.to_string();
-        state.pending_reboot = Some(PendingReboot {
-            boot_id: read_fact("the boot id", &self.paths.boot_id())?,
-            stuck_version: version.clone(),
-            reason: reason.clone(),
-        });
-        state.trial = None;
-        state.last_rollback = Some(Rollback {
-            from: version.clone(),
-            to: trial.checkpoint.version.clone(),
-            reason: format!("rollback pending reboot: {reason}"),
-            at: now_rfc3339(),
-        });
+        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+        state.rollback_pending_reboot(boot_id, &reason, now_rfc3339())?;
         self.save(state)?;
         self.record(Event::new(EventKind::RollbackPendingReboot).version(&version).reason(&reason))?;
         warn!(%version, "rollback pending reboot: the faulty module cannot be unloaded; the committed slot loads at next boot");
@@ -781,95 +753,60 @@ impl<'k> Engine<'k> {
         Ok(Outcome::RollbackPendingReboot { version, reason })
     }
 
-    /// Brings the state record and the live kernel together after a start.
+    /// Brings the state record and the live kernel together after a start:
+    /// gathers the facts, asks [`recovery_plan`], and carries the plan out.
     pub fn recover(&mut self) -> Result<Recovery, EngineError> {
         let mut state = self.state_file.load()?;
-        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
         let release = read_fact("the kernel release", &self.paths.osrelease())?;
+        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+        let still_pending = state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id);
+        // The committed slot matters only with no trial (and no reboot awaited).
+        let committed = match (&state.trial, state.committed) {
+            (None, Some(id)) if !still_pending => self.read_slot(id, &release)?,
+            _ => None,
+        };
+        let facts = RecoveryFacts {
+            boot_id,
+            live: self.live(),
+            committed: committed.as_ref().map(|s| (s.id, s.manifest.version.to_string())),
+            adopt_unmanaged: self.cfg.kernel.adopt_unmanaged,
+        };
+        let plan = recovery_plan(&state, &facts);
 
-        if let Some(p) = state.pending_reboot.clone() {
-            if p.boot_id == boot_id {
-                return Ok(Recovery::StillPendingReboot { reason: p.reason });
-            }
+        if let Some(stuck_version) = &plan.clear_pending_reboot {
             state.pending_reboot = None;
             self.save(&state)?;
             self.record(
                 Event::new(EventKind::Recovered)
-                    .version(&p.stuck_version)
+                    .version(stuck_version)
                     .reason("rebooted after a rollback that was pending a reboot"),
             )?;
         }
-
-        if state.trial.is_none() {
+        if state.trial.is_none() && !matches!(plan.action, RecoveryAction::StillPendingReboot { .. }) {
             self.reconcile_history(&state, &release)?;
         }
-
-        if let Some(trial) = state.trial.clone() {
-            let version = trial.version.to_string();
-            let live_version = self.live().and_then(|m| m.version);
-            let trial_live = live_version.as_deref() == Some(version.as_str());
-            if trial.boot_id != boot_id {
-                let reason = format!("the host rebooted during the trial of {version} (crash or panic)");
-                self.record(Event::new(EventKind::Recovered).version(&version).reason(&reason))?;
+        let version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
+        match plan.action {
+            RecoveryAction::StillPendingReboot { reason } => Ok(Recovery::StillPendingReboot { reason }),
+            RecoveryAction::RollBack { reason, note } => {
+                self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
                 let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
-                return Ok(Recovery::RolledBack(o));
+                Ok(Recovery::RolledBack(o))
             }
-            match trial.phase {
-                TrialPhase::RollingBack => {
-                    let reason = trial.rollback_reason.clone().unwrap_or_else(|| "interrupted rollback".into());
-                    self.record(
-                        Event::new(EventKind::Recovered).version(&version).reason("resuming an interrupted rollback"),
-                    )?;
-                    let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
-                    return Ok(Recovery::RolledBack(o));
-                }
-                TrialPhase::Swapping if !trial_live => {
-                    if live_version.is_some() && live_version == trial.checkpoint.version {
-                        // Crashed before the old module was unloaded.
-                        state.trial = None;
-                        self.save(&state)?;
-                        self.record(
-                            Event::new(EventKind::Recovered)
-                                .version(&version)
-                                .reason("swap interrupted before unload; old module kept"),
-                        )?;
-                        return Ok(Recovery::SwapAbandoned { version });
-                    }
-                    let reason = format!("the daemon stopped in the middle of swapping to {version}");
-                    self.record(Event::new(EventKind::Recovered).version(&version).reason(&reason))?;
-                    let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
-                    return Ok(Recovery::RolledBack(o));
-                }
-                _ => {
-                    // The trial module is live: resume its probation.
-                    if let Some(t) = state.trial.as_mut() {
-                        if t.phase == TrialPhase::Swapping {
-                            t.phase = TrialPhase::Watching;
-                            t.started_ms = self.boottime_ms();
-                        }
-                    }
-                    self.save(&state)?;
-                    let elapsed = Duration::from_millis(self.boottime_ms().saturating_sub(trial.started_ms));
-                    let left = Duration::from_millis(trial.window_ms).saturating_sub(elapsed);
-                    self.record(Event::new(EventKind::Recovered).version(&version).reason(format!(
-                        "resuming the trial with {} left",
-                        humantime::format_duration(Duration::from_secs(left.as_secs()))
-                    )))?;
-                    let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
-                    let o = self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline)?;
-                    return Ok(Recovery::Resumed(o));
-                }
+            RecoveryAction::AbandonSwap => {
+                state.abandon_swap()?;
+                self.save(&state)?;
+                self.record(
+                    Event::new(EventKind::Recovered)
+                        .version(&version)
+                        .reason("swap interrupted before unload; old module kept"),
+                )?;
+                Ok(Recovery::SwapAbandoned { version })
             }
-        }
-
-        let committed = match state.committed {
-            Some(id) => self.read_slot(id, &release)?,
-            None => None,
-        };
-        let live = self.live();
-        match (&live, &committed) {
-            (None, Some(slot)) => {
-                self.load_slot(slot, &Default::default())?;
+            RecoveryAction::ResumeTrial => self.resume_trial(state).map(Recovery::Resumed),
+            RecoveryAction::LoadCommitted => {
+                let slot = committed.ok_or(EngineError::NoCommittedSlot)?;
+                self.load_slot(&slot, &Default::default())?;
                 let version = slot.manifest.version.to_string();
                 self.record(
                     Event::new(EventKind::Recovered)
@@ -879,27 +816,47 @@ impl<'k> Engine<'k> {
                 )?;
                 Ok(Recovery::LoadedCommitted { version })
             }
-            (Some(m), Some(slot)) if m.version.as_deref() == Some(slot.manifest.version.to_string().as_str()) => {
-                Ok(Recovery::Clean)
-            }
-            (None, None) => Ok(Recovery::Clean),
-            (Some(m), _) => {
-                let live_v = m.version.clone();
+            RecoveryAction::Clean => Ok(Recovery::Clean),
+            RecoveryAction::Drift { replace } => {
+                let Some(live) = facts.live else {
+                    return Ok(Recovery::Clean);
+                };
+                let live_v = live.version.clone();
                 warn!(live = ?live_v, "the loaded module matches no committed slot (drift)");
                 self.record(
                     Event::new(EventKind::Drift)
                         .reason(format!("loaded version {:?} matches no committed slot", live_v)),
                 )?;
-                if self.cfg.kernel.adopt_unmanaged {
-                    if let Some(slot) = committed {
+                match committed.filter(|_| replace) {
+                    Some(slot) => {
                         self.kernel.unload(&self.paths, self.cfg.health.unload_timeout)?;
-                        self.load_slot(&slot, &m.params)?;
-                        return Ok(Recovery::LoadedCommitted { version: slot.manifest.version.to_string() });
+                        self.load_slot(&slot, &live.params)?;
+                        Ok(Recovery::LoadedCommitted { version: slot.manifest.version.to_string() })
                     }
+                    None => Ok(Recovery::Drift { live: live_v }),
                 }
-                Ok(Recovery::Drift { live: live_v })
             }
         }
+    }
+
+    /// The trial module is live: check it now, then watch it for the rest
+    /// of its window (a trial caught mid-swap starts its window now).
+    fn resume_trial(&self, mut state: State) -> Result<Outcome, EngineError> {
+        let Some(trial) = state.trial.clone() else {
+            return Err(TransitionError::NoTrial { action: "resume the trial" }.into());
+        };
+        if trial.phase == TrialPhase::Swapping {
+            state.loaded(self.boottime_ms())?;
+        }
+        self.save(&state)?;
+        let elapsed = Duration::from_millis(self.boottime_ms().saturating_sub(trial.started_ms));
+        let left = Duration::from_millis(trial.window_ms).saturating_sub(elapsed);
+        self.record(Event::new(EventKind::Recovered).version(trial.version.to_string()).reason(format!(
+            "resuming the trial with {} left",
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        )))?;
+        let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
+        self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod notify;
 pub mod plan;
+pub mod recovery;
 pub mod slot_id;
 pub mod slots;
 pub mod state;
