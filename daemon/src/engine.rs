@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use milspec_format::package::{read_package, Header, PackageError, PayloadSink, Trust};
+use milspec_format::package::{PackageError, PackageStream, PayloadSink, Trust};
 use milspec_format::text::{Escaped, EscapedDisplay};
 use milspec_format::{KeyError, Limits, Payload, TrustedKeys};
 use serde::Serialize;
@@ -23,7 +23,7 @@ use crate::history::{now_rfc3339, Event, EventKind, History};
 use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModule};
 use crate::kernel_paths::KernelPaths;
 use crate::lock::{LockError, StateLock};
-use crate::plan::{self, Facts, Plan, Rejection};
+use crate::plan::{self, Facts, Rejection};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
 use crate::slots::{Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
@@ -55,8 +55,6 @@ pub enum EngineError {
     History { path: PathBuf, source: io::Error },
     #[error("cannot stage the package: {path}: {source}")]
     Stage { path: String, source: io::Error },
-    #[error("cannot stage the package: the package was read but never planned")]
-    NeverPlanned,
     #[error("cannot open the kernel log for watching: {0}")]
     Watch(io::Error),
     #[error("[trust] {0}")]
@@ -264,44 +262,17 @@ fn read_fact(what: &'static str, path: &Path) -> Result<String, EngineError> {
 }
 
 /// Streams the package's payload for this kernel into a staging folder
-/// beside the slots (never into a slot), once the signed manifest has
-/// been planned.
+/// beside the slots (never into a slot); the other kernels' payloads are
+/// verified and dropped.
 struct StageSink<'a> {
-    state: &'a State,
-    facts: &'a Facts,
-    module: &'a str,
-    opts: plan::Options,
-    slots: &'a SlotStore,
-    plan: Option<Plan>,
-    rejection: Option<Rejection>,
-    staging: Option<Staging>,
+    release: &'a str,
+    staging: &'a mut Staging,
 }
 
 impl PayloadSink for StageSink<'_> {
-    fn start(&mut self, h: &Header<'_>) -> io::Result<()> {
-        match plan::plan(self.state, h.manifest, self.facts, self.module, self.opts) {
-            Err(r) => {
-                self.rejection = Some(r);
-                Err(io::Error::other("rejected by plan"))
-            }
-            Ok(p) if p.already_installed => {
-                self.plan = Some(p);
-                Err(io::Error::other("already installed"))
-            }
-            Ok(p) => {
-                self.staging = Some(self.slots.stage(p.target).map_err(io::Error::other)?);
-                self.plan = Some(p);
-                step!("install.staging");
-                Ok(())
-            }
-        }
-    }
-
     fn data(&mut self, p: &Payload, chunk: &[u8]) -> io::Result<()> {
-        if p.kernel_release == self.facts.kernel_release {
-            if let Some(s) = self.staging.as_mut() {
-                s.write(chunk)?;
-            }
+        if p.kernel_release == self.release {
+            self.staging.write(chunk)?;
         }
         Ok(())
     }
@@ -408,50 +379,57 @@ impl<'k> Engine<'k> {
         Ok(ready.load(self.kernel)?)
     }
 
-    /// Installs a package read from `reader`: one full cycle.
+    /// Installs a package read from `reader`: one full cycle, in order:
+    /// open and verify the signed header, plan, begin the staging folder,
+    /// copy the payloads through their hash checks, seal the staged slot,
+    /// then swap and watch.
     pub fn install(&mut self, reader: impl Read, opts: InstallOptions) -> Result<Outcome, EngineError> {
         let mut state = self.state_file.load()?;
         let facts = self.facts(&state)?;
-        let popts =
-            plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
-        let mut sink = StageSink {
-            state: &state,
-            facts: &facts,
-            module: &self.paths.module,
-            opts: popts,
-            slots: &self.slots,
-            plan: None,
-            rejection: None,
-            staging: None,
+        let invalid = |e: PackageError| RejectReason::InvalidPackage(e.to_string());
+
+        // 1. The signed header: signatures over the raw manifest, then the manifest.
+        let mut stream = match PackageStream::new(reader, &self.limits) {
+            Ok(s) => s,
+            Err(e) => return self.reject(None, invalid(e)),
         };
         let trust = Trust::Keys { keys: &self.trust, threshold: self.cfg.trust.threshold };
-        let read = read_package(reader, trust, &self.limits, &mut sink);
-        let (plan, rejection, staging) = (sink.plan.take(), sink.rejection.take(), sink.staging.take());
-        let pkg = match read {
-            Ok(pkg) => pkg,
-            Err(PackageError::Sink { .. }) if rejection.is_some() => {
-                let reason = rejection.map(RejectReason::Plan).ok_or(EngineError::NeverPlanned)?;
-                return self.reject(None, reason);
-            }
-            Err(PackageError::Sink { .. }) if plan.as_ref().is_some_and(|p| p.already_installed) => {
+        let opened = match stream.open(trust) {
+            Ok(o) => o,
+            Err(e) => return self.reject(None, invalid(e)),
+        };
+
+        // 2. Plan (pure): where it goes, or why not.
+        let popts =
+            plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
+        let plan = match plan::plan(&state, &opened.manifest, &facts, &self.paths.module, popts) {
+            Err(r) => return self.reject(None, RejectReason::Plan(r)),
+            Ok(p) if p.already_installed => {
                 let version = facts.committed_version.clone().unwrap_or_default();
                 info!(%version, "already installed and committed; nothing to do");
                 return Ok(Outcome::AlreadyInstalled { version });
             }
-            Err(PackageError::Sink { path, source }) => {
-                return Err(EngineError::Stage { path, source });
-            }
-            Err(e) => return self.reject(None, RejectReason::InvalidPackage(e.to_string())),
+            Ok(p) => p,
         };
-        let (Some(plan), Some(staging)) = (plan, staging) else {
-            return Err(EngineError::NeverPlanned);
+
+        // 3. Begin the staging folder beside the slots (no slot changes).
+        let mut staging = self.slots.stage(plan.target)?;
+        step!("install.staging");
+
+        // 4. Copy the payloads, each through its size and hash check.
+        let mut sink = StageSink { release: &facts.kernel_release, staging: &mut staging };
+        let pkg = match opened.copy_payloads(&mut sink) {
+            Ok(pkg) => pkg,
+            Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
+            Err(e) => return self.reject(None, invalid(e)),
         };
         let version = pkg.manifest.version.to_string();
         info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
 
-        // The whole package verified: complete the staging folder (signed
-        // metadata, read back, verified, `valid`). No slot has changed;
-        // the target slot is replaced only once the old module is unloaded.
+        // 5. Finish: the whole package verified, so complete the staging
+        // folder (signed metadata, read back, verified, `valid`). No slot
+        // has changed; the target slot is replaced only once the old
+        // module is unloaded.
         let staged =
             self.slots.seal(staging, &pkg.manifest_bytes, &pkg.signatures, self.slot_trust(&facts.kernel_release))?;
         info!(%version, slot = %plan.target, "staged");
