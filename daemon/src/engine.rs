@@ -7,6 +7,7 @@
 //! crash between any two lines leaves a record that [`Engine::recover`]
 //! can finish from.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -249,6 +250,15 @@ impl std::fmt::Debug for Engine<'_> {
     }
 }
 
+/// The committed (fallback) module, sealed and hashed, held while a trial
+/// runs.
+#[derive(Debug)]
+struct Standby {
+    slot: SlotId,
+    version: String,
+    ready: ReadyModule,
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -373,7 +383,7 @@ impl<'k> Engine<'k> {
 
     /// Loads the module from a slot through a sealed copy whose hash was
     /// just checked, with `carried` parameters over the package defaults.
-    fn load_slot(&self, slot: &Slot, carried: &std::collections::BTreeMap<String, String>) -> Result<(), EngineError> {
+    fn load_slot(&self, slot: &Slot, carried: &BTreeMap<String, String>) -> Result<(), EngineError> {
         let ready = ReadyModule::from_slot(slot, carried, self.limits.max_payload_size)?;
         info!(slot = %slot.id, version = %slot.manifest.version, params = %ready.params, "loading module");
         Ok(ready.load(self.kernel)?)
@@ -460,6 +470,9 @@ impl<'k> Engine<'k> {
         let live = self.live();
         let carried = live.as_ref().map(|m| m.params.clone()).unwrap_or_default();
         let ready = ReadyModule::from_slot(slot, &carried, self.limits.max_payload_size)?;
+        // The module to fall back to, sealed and hashed now, so that a
+        // rollback only unloads and loads.
+        let standby = fallback.and_then(|id| self.standby(id, &slot.payload.kernel_release, &carried));
         let before = state.clone();
 
         // Checkpoint, saved before the old module is touched.
@@ -513,7 +526,8 @@ impl<'k> Engine<'k> {
             let release = &slot.payload.kernel_release;
             if let Err(e) = self.slots.replace(staged, self.slot_trust(release)) {
                 warn!("cannot put {version} in slot {}: {e}", slot.id);
-                return self.roll_back(state, format!("cannot write slot {}: {e}", slot.id), Instant::now(), 0);
+                let reason = format!("cannot write slot {}: {e}", slot.id);
+                return self.roll_back(state, reason, Instant::now(), 0, standby);
             }
             self.record(Event::new(EventKind::Staged).version(&version).slot(slot.id))?;
             info!(%version, slot = %slot.id, "slot replaced");
@@ -523,7 +537,7 @@ impl<'k> Engine<'k> {
         if let Err(e) = ready.load(self.kernel) {
             warn!("new module failed to load: {}", EscapedDisplay(&e));
             let detected = Instant::now();
-            return self.roll_back(state, format!("load failed: {e}"), detected, 0);
+            return self.roll_back(state, format!("load failed: {e}"), detected, 0, standby);
         }
         let swap_ms = ms(swap_start.elapsed());
         info!(%version, swap_ms, params = %params, "new module loaded");
@@ -539,7 +553,7 @@ impl<'k> Engine<'k> {
                 .millis(swap_ms),
         )?;
         step!("install.after-swapped");
-        let outcome = self.watch(state, &mut watcher, window, &checkpoint.baseline)?;
+        let outcome = self.watch(state, &mut watcher, window, &checkpoint.baseline, standby)?;
         Ok(match outcome {
             Outcome::Committed { version, slot, watched_ms, .. } => {
                 Outcome::Committed { version, slot, swap_ms, watched_ms }
@@ -629,6 +643,7 @@ impl<'k> Engine<'k> {
         watcher: &mut Watcher,
         window: Duration,
         baseline: &Snapshot,
+        standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
         let opts = WatchOptions::from_config(&self.cfg.health);
         let mut progress = |left: Duration| {
@@ -647,12 +662,12 @@ impl<'k> Engine<'k> {
             WatchOutcome::Unhealthy { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "unhealthy: {}", EscapedDisplay(&reason));
-                self.roll_back(state, reason_text(&reason), detected, ms(after))
+                self.roll_back(state, reason_text(&reason), detected, ms(after), standby)
             }
             WatchOutcome::Stopped { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "trial stopped: {}", Escaped(&reason));
-                self.roll_back(state, reason, detected, ms(after))
+                self.roll_back(state, reason, detected, ms(after), standby)
             }
         }
     }
@@ -667,14 +682,34 @@ impl<'k> Engine<'k> {
         Ok(Outcome::Committed { version, slot: trial.slot, swap_ms: 0, watched_ms })
     }
 
+    /// The committed module of slot `id` made ready to load again with
+    /// `carried` parameters: held through a trial so that a rollback only
+    /// unloads and loads. `None` (and a warning) if the slot cannot be
+    /// used; a rollback then reads it again and says why.
+    fn standby(&self, id: SlotId, release: &str, carried: &BTreeMap<String, String>) -> Option<Standby> {
+        let ready = self
+            .read_slot(id, release)
+            .and_then(|slot| {
+                let slot = slot.ok_or(EngineError::FallbackInvalid { slot: id })?;
+                let ready = ReadyModule::from_slot(&slot, carried, self.limits.max_payload_size)?;
+                Ok(Standby { slot: id, version: slot.manifest.version.to_string(), ready })
+            })
+            .map_err(|e| warn!("the fallback slot {id} cannot be made ready ahead: {}", EscapedDisplay(&e)));
+        ready.ok()
+    }
+
     /// Rolls the trial back to its checkpoint. The intent (and the
     /// blocklist entry) is saved first, so a crash here resumes the rollback.
+    /// With `standby` (the checkpoint's slot, sealed during the trial) the
+    /// old module is loaded from it at once; without (a rollback resumed
+    /// by recovery), the slot is read, verified and sealed here.
     fn roll_back(
         &self,
         state: &mut State,
         reason: String,
         detected: Instant,
         detect_ms: u64,
+        standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
         let trial = state.begin_rollback(&reason, now_rfc3339())?;
         let version = trial.version.to_string();
@@ -695,13 +730,20 @@ impl<'k> Engine<'k> {
         }
         step!("rollback.after-unload");
 
-        let release = read_fact("the kernel release", &self.paths.osrelease())?;
         let to = match trial.checkpoint.slot {
-            Some(id) if self.live().is_none() => {
-                let slot = self.read_slot(id, &release)?.ok_or(EngineError::FallbackInvalid { slot: id })?;
-                self.load_slot(&slot, &trial.checkpoint.params)?;
-                Some(slot.manifest.version.to_string())
-            }
+            Some(id) if self.live().is_none() => match standby.filter(|s| s.slot == id) {
+                Some(standby) => {
+                    info!(slot = %id, version = %standby.version, params = %standby.ready.params, "loading module (ready since the swap)");
+                    standby.ready.load(self.kernel)?;
+                    Some(standby.version)
+                }
+                None => {
+                    let release = read_fact("the kernel release", &self.paths.osrelease())?;
+                    let slot = self.read_slot(id, &release)?.ok_or(EngineError::FallbackInvalid { slot: id })?;
+                    self.load_slot(&slot, &trial.checkpoint.params)?;
+                    Some(slot.manifest.version.to_string())
+                }
+            },
             _ => self.live().and_then(|m| m.version),
         };
         let rollback_ms = ms(detected.elapsed());
@@ -768,7 +810,7 @@ impl<'k> Engine<'k> {
             RecoveryAction::StillPendingReboot { reason } => Ok(Recovery::StillPendingReboot { reason }),
             RecoveryAction::RollBack { reason, note } => {
                 self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
-                let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
+                let o = self.roll_back(&mut state, reason, Instant::now(), 0, None)?;
                 Ok(Recovery::RolledBack(o))
             }
             RecoveryAction::AbandonSwap => {
@@ -834,7 +876,7 @@ impl<'k> Engine<'k> {
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         )))?;
         let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
-        self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline)
+        self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline, None)
     }
 }
 

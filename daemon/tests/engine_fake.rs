@@ -189,6 +189,35 @@ fn install_swap_commit_and_carry_settings() {
     assert!(matches!(h.install("1.1.0"), Outcome::AlreadyInstalled { .. }));
 }
 
+/// The committed module is sealed and hashed before the swap and held
+/// through probation, so a rollback only unloads and loads: here the
+/// committed slot's file is damaged once the trial is live, and the
+/// rollback still loads the bytes verified before the swap.
+#[test]
+fn rollback_loads_the_committed_module_made_ready_before_the_swap() {
+    struct Damage(std::path::PathBuf);
+    impl milspecd::engine::Observer for Damage {
+        fn recorded(&self, ev: &milspecd::history::Event) {
+            if ev.event == EventKind::Swapped {
+                fs::remove_file(&self.0).unwrap();
+                fs::write(&self.0, b"damaged").unwrap();
+            }
+        }
+    }
+    let mut h = Host::new();
+    h.kernel.faults.insert("1.2.0".into(), Fault::Warn);
+    assert!(matches!(h.install("1.1.0"), Outcome::Committed { slot: SlotId::A, .. }));
+    let damage = Damage(h.cfg.paths.state_dir.join("slots/a/module.ko"));
+    let pkg = h.package("1.2.0");
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    e.set_observer(&damage);
+    let o = e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap();
+    assert!(matches!(&o, Outcome::RolledBack { to: Some(v), .. } if v == "1.1.0"), "{o:?}");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    let s = h.state();
+    assert_eq!((s.committed, s.trial.is_none()), (Some(SlotId::A), true));
+}
+
 #[test]
 fn warn_rolls_back_and_is_never_retried() {
     let mut h = Host::new();
