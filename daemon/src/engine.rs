@@ -7,28 +7,30 @@
 //! crash between any two lines leaves a record that [`Engine::recover`]
 //! can finish from.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use milspec_format::package::{PackageError, PackageStream, PayloadSink, Trust};
 use milspec_format::text::{Escaped, EscapedDisplay};
-use milspec_format::{KeyError, Limits, Payload, TrustedKeys};
+use milspec_format::Payload;
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::health::{Snapshot, Unhealthy, WatchOptions, WatchOutcome, Watcher};
 use crate::history::{now_rfc3339, Event, EventKind, History};
+use crate::host::{HostContext, HostError};
 use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModule};
-use crate::kernel_paths::KernelPaths;
 use crate::lock::{LockError, StateLock};
 use crate::plan::{self, Facts, Rejection};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
 use crate::slots::{Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
 use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase};
+use crate::status::{self, SlotView, StatusReport};
 
 /// Marks a durable step; with the `failpoints` feature a test can crash
 /// the process here (`FAILPOINTS=name=panic`).
@@ -43,23 +45,19 @@ pub enum EngineError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Keys(#[from] KeyError),
+    Host(#[from] HostError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
     Slot(#[from] SlotError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("cannot read {what} from {}: {source}", path.display())]
-    Fact { what: &'static str, path: PathBuf, source: io::Error },
     #[error("cannot write history {}: {source}", path.display())]
     History { path: PathBuf, source: io::Error },
     #[error("cannot stage the package: {path}: {source}")]
     Stage { path: String, source: io::Error },
     #[error("cannot open the kernel log for watching: {0}")]
     Watch(io::Error),
-    #[error("[trust] {0}")]
-    TrustConfig(String),
     #[error("a trial of {version} is running; a rollback ends that trial instead")]
     TrialRunning { version: String },
     #[error("a rollback is pending a reboot (a faulty module is stuck); reboot first")]
@@ -234,13 +232,16 @@ pub trait Observer {
 pub struct Engine<'k> {
     cfg: Config,
     observer: Option<&'k dyn Observer>,
-    paths: KernelPaths,
+    host: HostContext,
     kernel: &'k dyn Kernel,
-    trust: TrustedKeys,
-    limits: Limits,
     state_file: StateFile,
     history: History,
     slots: SlotStore,
+    /// The state record as last loaded or saved: this engine holds the
+    /// lock, so no one else changes it.
+    state: RefCell<Option<State>>,
+    /// Both slots as last read and verified; dropped when a slot changes.
+    slot_views: RefCell<Option<Vec<SlotView>>>,
     _lock: StateLock,
 }
 
@@ -261,14 +262,6 @@ struct Standby {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn read_fact(what: &'static str, path: &Path) -> Result<String, EngineError> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|source| EngineError::Fact {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Streams the package's payload for this kernel into a staging folder
@@ -292,21 +285,19 @@ impl<'k> Engine<'k> {
     /// Takes the state lock and loads the trusted keys.
     pub fn open(cfg: Config, kernel: &'k dyn Kernel) -> Result<Self, EngineError> {
         let lock = StateLock::acquire(&cfg.paths.state_dir)?;
-        let trust = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
-        milspec_format::signature::check_threshold_config(cfg.trust.threshold, trust.len())
-            .map_err(|e| EngineError::TrustConfig(e.to_string()))?;
+        let host = HostContext::open(&cfg)?;
         let slots = SlotStore::open(&cfg.paths.state_dir)?;
         // Left by an install that stopped half-way; never part of a slot.
         slots.clean_staging()?;
         Ok(Engine {
             observer: None,
-            paths: KernelPaths::from_config(&cfg.kernel),
+            host,
             state_file: StateFile::new(&cfg.paths.state_dir),
             history: History::new(&cfg.paths.state_dir),
             kernel,
-            trust,
-            limits: Limits::default(),
             slots,
+            state: RefCell::new(None),
+            slot_views: RefCell::new(None),
             cfg,
             _lock: lock,
         })
@@ -326,7 +317,7 @@ impl<'k> Engine<'k> {
     }
 
     fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
-        SlotTrust { keys: &self.trust, threshold: self.cfg.trust.threshold, release, limits: &self.limits }
+        self.host.slot_trust(release)
     }
 
     fn record(&self, ev: Event) -> Result<(), EngineError> {
@@ -337,8 +328,15 @@ impl<'k> Engine<'k> {
         Ok(())
     }
 
+    fn load_state(&self) -> Result<State, EngineError> {
+        let state = self.state_file.load()?;
+        *self.state.borrow_mut() = Some(state.clone());
+        Ok(state)
+    }
+
     fn save(&self, state: &State) -> Result<(), EngineError> {
         self.state_file.save(state)?;
+        *self.state.borrow_mut() = Some(state.clone());
         if let Some(o) = self.observer {
             o.saved(state);
         }
@@ -346,7 +344,7 @@ impl<'k> Engine<'k> {
     }
 
     fn live(&self) -> Option<LoadedModule> {
-        loaded_module(&self.paths, &self.cfg.kernel.carry_params)
+        loaded_module(&self.host.paths, &self.cfg.kernel.carry_params)
     }
 
     fn boottime_ms(&self) -> u64 {
@@ -357,25 +355,53 @@ impl<'k> Engine<'k> {
         Ok(self.slots.read(id, self.slot_trust(release))?)
     }
 
-    fn committed_version(&self, state: &State, release: &str) -> Option<String> {
-        let id = state.committed?;
-        match self.read_slot(id, release) {
-            Ok(Some(s)) => Some(s.manifest.version.to_string()),
-            Ok(None) => None,
-            Err(e) => {
-                warn!("committed slot {id} cannot be used: {}", EscapedDisplay(&e));
-                None
-            }
+    /// Both slots, read and verified once and kept until a slot changes.
+    fn slot_views(&self) -> Vec<SlotView> {
+        if let Some(v) = self.slot_views.borrow().as_ref() {
+            return v.clone();
         }
+        // As `milspecd status` does: no kernel release, no payload for it.
+        let release = self.host.kernel_release().unwrap_or_default();
+        let views = status::slot_views(&self.slots, Ok(self.host.slot_trust(release)));
+        *self.slot_views.borrow_mut() = Some(views.clone());
+        views
     }
 
-    fn facts(&self, state: &State) -> Result<Facts, EngineError> {
-        let release = read_fact("the kernel release", &self.paths.osrelease())?;
-        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+    fn committed_version(&self, state: &State) -> Option<String> {
+        let id = state.committed?;
+        let view = self.slot_views().into_iter().find(|v| v.slot == id)?;
+        if let Some(e) = &view.error {
+            warn!("committed slot {id} cannot be used: {}", Escaped(e));
+        }
+        view.version
+    }
+
+    /// The report `milspecd status` prints, from what this engine already
+    /// knows (the state record, both slots as last verified) and a fresh
+    /// look at the loaded module and its health.
+    pub fn status(&self) -> Result<StatusReport, EngineError> {
+        let cached = self.state.borrow().clone();
+        let state = match cached {
+            Some(s) => s,
+            None => self.load_state()?,
+        };
+        let live = self.live();
+        Ok(status::report(state, self.slot_views(), live, Snapshot::read(&self.host.paths)))
+    }
+
+    /// What the host is now, as the planner sees it.
+    pub fn facts(&self) -> Result<Facts, EngineError> {
+        let state = self.load_state()?;
+        self.facts_for(&state)
+    }
+
+    fn facts_for(&self, state: &State) -> Result<Facts, EngineError> {
+        let release = self.host.kernel_release()?.to_string();
+        let boot_id = self.host.boot_id()?.to_string();
         Ok(Facts {
-            sys_vendor: std::fs::read_to_string(self.paths.dmi_sys_vendor()).ok().map(|s| s.trim().to_string()),
+            sys_vendor: self.host.sys_vendor().map(str::to_string),
             live_version: self.live().map(|m| m.version.unwrap_or_default()),
-            committed_version: self.committed_version(state, &release),
+            committed_version: self.committed_version(state),
             pending_reboot_this_boot: state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id),
             kernel_release: release,
         })
@@ -384,7 +410,7 @@ impl<'k> Engine<'k> {
     /// Loads the module from a slot through a sealed copy whose hash was
     /// just checked, with `carried` parameters over the package defaults.
     fn load_slot(&self, slot: &Slot, carried: &BTreeMap<String, String>) -> Result<(), EngineError> {
-        let ready = ReadyModule::from_slot(slot, carried, self.limits.max_payload_size)?;
+        let ready = ReadyModule::from_slot(slot, carried, self.host.limits.max_payload_size)?;
         info!(slot = %slot.id, version = %slot.manifest.version, params = %ready.params, "loading module");
         Ok(ready.load(self.kernel)?)
     }
@@ -394,16 +420,16 @@ impl<'k> Engine<'k> {
     /// copy the payloads through their hash checks, seal the staged slot,
     /// then swap and watch.
     pub fn install(&mut self, reader: impl Read, opts: InstallOptions) -> Result<Outcome, EngineError> {
-        let mut state = self.state_file.load()?;
-        let facts = self.facts(&state)?;
+        let mut state = self.load_state()?;
+        let facts = self.facts_for(&state)?;
         let invalid = |e: PackageError| RejectReason::InvalidPackage(e.to_string());
 
         // 1. The signed header: signatures over the raw manifest, then the manifest.
-        let mut stream = match PackageStream::new(reader, &self.limits) {
+        let mut stream = match PackageStream::new(reader, &self.host.limits) {
             Ok(s) => s,
             Err(e) => return self.reject(None, invalid(e)),
         };
-        let trust = Trust::Keys { keys: &self.trust, threshold: self.cfg.trust.threshold };
+        let trust = Trust::Keys { keys: &self.host.keys, threshold: self.host.threshold };
         let opened = match stream.open(trust) {
             Ok(o) => o,
             Err(e) => return self.reject(None, invalid(e)),
@@ -412,7 +438,7 @@ impl<'k> Engine<'k> {
         // 2. Plan (pure): where it goes, or why not.
         let popts =
             plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
-        let plan = match plan::plan(&state, &opened.manifest, &facts, &self.paths.module, popts) {
+        let plan = match plan::plan(&state, &opened.manifest, &facts, &self.host.paths.module, popts) {
             Err(r) => return self.reject(None, RejectReason::Plan(r)),
             Ok(p) if p.already_installed => {
                 let version = facts.committed_version.clone().unwrap_or_default();
@@ -469,7 +495,7 @@ impl<'k> Engine<'k> {
         // module's parameters carry over to the new one.
         let live = self.live();
         let carried = live.as_ref().map(|m| m.params.clone()).unwrap_or_default();
-        let ready = ReadyModule::from_slot(slot, &carried, self.limits.max_payload_size)?;
+        let ready = ReadyModule::from_slot(slot, &carried, self.host.limits.max_payload_size)?;
         // The module to fall back to, sealed and hashed now, so that a
         // rollback only unloads and loads.
         let standby = fallback.and_then(|id| self.standby(id, &slot.payload.kernel_release, &carried));
@@ -487,14 +513,14 @@ impl<'k> Engine<'k> {
             slot: fallback,
             version: live.as_ref().and_then(|m| m.version.clone()),
             params: carried,
-            baseline: Snapshot::read(&self.paths),
+            baseline: Snapshot::read(&self.host.paths),
         };
         state.begin_trial(Trial {
             slot: slot.id,
             version: slot.manifest.version.clone(),
             sequence: slot.manifest.sequence,
             phase: TrialPhase::Swapping,
-            boot_id: read_fact("the boot id", &self.paths.boot_id())?,
+            boot_id: self.host.boot_id()?.to_string(),
             started_ms: self.boottime_ms(),
             window_ms: ms(window),
             checkpoint: checkpoint.clone(),
@@ -505,10 +531,10 @@ impl<'k> Engine<'k> {
         step!("install.after-checkpoint");
 
         // Arm the log watch before the swap so nothing printed at load is missed.
-        let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
+        let mut watcher = Watcher::arm(&self.host.paths).map_err(EngineError::Watch)?;
         let swap_start = Instant::now();
         if live.is_some() {
-            if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
+            if let Err(e) = self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout) {
                 // The old module stays; put the record back as it was and
                 // drop the staged copy: no slot was touched.
                 drop(staged);
@@ -524,7 +550,10 @@ impl<'k> Engine<'k> {
             // Past the point of no return: the old module is gone, so the
             // target slot is replaced now, in one exchange of folders.
             let release = &slot.payload.kernel_release;
-            if let Err(e) = self.slots.replace(staged, self.slot_trust(release)) {
+            let replaced = self.slots.replace(staged, self.slot_trust(release));
+            // The slot changed (or may have): read it again when next asked.
+            *self.slot_views.borrow_mut() = None;
+            if let Err(e) = replaced {
                 warn!("cannot put {version} in slot {}: {e}", slot.id);
                 let reason = format!("cannot write slot {}: {e}", slot.id);
                 return self.roll_back(state, reason, Instant::now(), 0, standby);
@@ -568,11 +597,11 @@ impl<'k> Engine<'k> {
     /// blocklisted so the mirror does not bring it back. If the earlier
     /// version fails its probation, the current one is restored.
     pub fn revert(&mut self, reason: &str) -> Result<Outcome, EngineError> {
-        let mut state = self.state_file.load()?;
+        let mut state = self.load_state()?;
         if let Some(t) = &state.trial {
             return Err(EngineError::TrialRunning { version: t.version.to_string() });
         }
-        let facts = self.facts(&state)?;
+        let facts = self.facts_for(&state)?;
         if facts.pending_reboot_this_boot {
             return Err(EngineError::PendingReboot);
         }
@@ -599,7 +628,7 @@ impl<'k> Engine<'k> {
         warn!(from = ?from.as_ref().map(ToString::to_string), to = %earlier.manifest.version, "operator rollback to slot {}: {reason}", earlier.id);
         let outcome = self.trial_of_slot(&mut state, &earlier, Some(current), None)?;
         if let (Outcome::Committed { .. }, Some(left)) = (&outcome, left) {
-            let mut state = self.state_file.load()?;
+            let mut state = self.load_state()?;
             state.block(Blocked {
                 version: left.manifest.version.clone(),
                 sequence: left.manifest.sequence,
@@ -691,7 +720,7 @@ impl<'k> Engine<'k> {
             .read_slot(id, release)
             .and_then(|slot| {
                 let slot = slot.ok_or(EngineError::FallbackInvalid { slot: id })?;
-                let ready = ReadyModule::from_slot(&slot, carried, self.limits.max_payload_size)?;
+                let ready = ReadyModule::from_slot(&slot, carried, self.host.limits.max_payload_size)?;
                 Ok(Standby { slot: id, version: slot.manifest.version.to_string(), ready })
             })
             .map_err(|e| warn!("the fallback slot {id} cannot be made ready ahead: {}", EscapedDisplay(&e)));
@@ -720,7 +749,7 @@ impl<'k> Engine<'k> {
         let live = self.live();
         let trial_is_live = live.as_ref().is_some_and(|m| m.version.as_deref() == Some(version.as_str()));
         if trial_is_live {
-            if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
+            if let Err(e) = self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout) {
                 return self.pending_reboot(
                     state,
                     &trial,
@@ -738,7 +767,7 @@ impl<'k> Engine<'k> {
                     Some(standby.version)
                 }
                 None => {
-                    let release = read_fact("the kernel release", &self.paths.osrelease())?;
+                    let release = self.host.kernel_release()?.to_string();
                     let slot = self.read_slot(id, &release)?.ok_or(EngineError::FallbackInvalid { slot: id })?;
                     self.load_slot(&slot, &trial.checkpoint.params)?;
                     Some(slot.manifest.version.to_string())
@@ -762,7 +791,7 @@ impl<'k> Engine<'k> {
 
     fn pending_reboot(&self, state: &mut State, trial: &Trial, reason: String) -> Result<Outcome, EngineError> {
         let version = trial.version.to_string();
-        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+        let boot_id = self.host.boot_id()?.to_string();
         state.rollback_pending_reboot(boot_id, &reason, now_rfc3339())?;
         self.save(state)?;
         self.record(Event::new(EventKind::RollbackPendingReboot).version(&version).reason(&reason))?;
@@ -776,9 +805,9 @@ impl<'k> Engine<'k> {
     /// Brings the state record and the live kernel together after a start:
     /// gathers the facts, asks [`recovery_plan`], and carries the plan out.
     pub fn recover(&mut self) -> Result<Recovery, EngineError> {
-        let mut state = self.state_file.load()?;
-        let release = read_fact("the kernel release", &self.paths.osrelease())?;
-        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+        let mut state = self.load_state()?;
+        let release = self.host.kernel_release()?.to_string();
+        let boot_id = self.host.boot_id()?.to_string();
         let still_pending = state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id);
         // The committed slot matters only with no trial (and no reboot awaited).
         let committed = match (&state.trial, state.committed) {
@@ -849,7 +878,7 @@ impl<'k> Engine<'k> {
                 )?;
                 match committed.filter(|_| replace) {
                     Some(slot) => {
-                        self.kernel.unload(&self.paths, self.cfg.health.unload_timeout)?;
+                        self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout)?;
                         self.load_slot(&slot, &live.params)?;
                         Ok(Recovery::LoadedCommitted { version: slot.manifest.version.to_string() })
                     }
@@ -875,7 +904,7 @@ impl<'k> Engine<'k> {
             "resuming the trial with {} left",
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         )))?;
-        let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
+        let mut watcher = Watcher::arm(&self.host.paths).map_err(EngineError::Watch)?;
         self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline, None)
     }
 }

@@ -10,6 +10,7 @@ pub mod dbus;
 pub mod engine;
 pub mod health;
 pub mod history;
+pub mod host;
 pub mod journal;
 pub mod kernel;
 #[cfg(feature = "fake-kernel")]

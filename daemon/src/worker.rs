@@ -345,7 +345,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
         };
         engine.set_observer(&observer);
         let recovery = engine.recover();
-        observer.refresh(&cfg);
+        observer.refresh(&engine);
         observer.set_state(DaemonState::Idle);
         observer.shared.busy.store(false, Ordering::SeqCst);
         match recovery {
@@ -433,7 +433,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 engine.recover().map(|r| recovery_reply(&r)).map_err(|e| ActionError::Failed(one_line(e.into())))
             }
         };
-        obs.refresh(cfg);
+        obs.refresh(engine);
         obs.shared.beat();
         let final_state = match &result {
             Err(ActionError::Failed(e)) => {
@@ -548,9 +548,10 @@ impl WorkerObserver {
         }
     }
 
-    /// Rereads committed version, slot and reboot flag from the state folder.
-    fn refresh(&self, cfg: &Config) {
-        match crate::status::read(cfg) {
+    /// Republishes committed version, slot and reboot flag from what the
+    /// engine knows (no second read of the state folder or the slots).
+    fn refresh(&self, engine: &Engine<'_>) {
+        match engine.status() {
             Ok(r) => {
                 let mut p = lock(&self.shared.published);
                 p.committed_version = r.committed_version.unwrap_or_default();

@@ -189,6 +189,29 @@ fn install_swap_commit_and_carry_settings() {
     assert!(matches!(h.install("1.1.0"), Outcome::AlreadyInstalled { .. }));
 }
 
+/// The engine answers `status()` from what it already knows; its report
+/// reads the same as `milspecd status`, which reads the state folder itself.
+#[test]
+fn engine_status_matches_the_status_command() {
+    let h = Host::new();
+    assert!(matches!(h.install("1.0.0"), Outcome::Committed { slot: SlotId::A, .. }));
+    let pkg = h.package("1.1.0");
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    let same = |e: &Engine<'_>| {
+        let (mine, read) = (e.status().unwrap(), milspecd::status::read(&h.cfg).unwrap());
+        assert_eq!(mine.to_text(), read.to_text());
+        mine
+    };
+    assert_eq!(same(&e).committed_version.as_deref(), Some("1.0.0"));
+    assert!(matches!(
+        e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap(),
+        Outcome::Committed { .. }
+    ));
+    let r = same(&e);
+    assert_eq!((r.committed_slot, r.committed_version.as_deref()), (Some(SlotId::B), Some("1.1.0")));
+    assert_eq!(e.facts().unwrap().committed_version.as_deref(), Some("1.1.0"));
+}
+
 /// The committed module is sealed and hashed before the swap and held
 /// through probation, so a rollback only unloads and loads: here the
 /// committed slot's file is damaged once the trial is live, and the
