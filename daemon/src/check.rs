@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::engine::{Engine, EngineError, InstallOptions, Outcome};
 use crate::mirror::{MirrorError, PollHost, PollOptions, PollReport, Poller};
-use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -14,8 +13,6 @@ pub enum CheckError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error(transparent)]
-    State(#[from] StateError),
 }
 
 /// What one check found and did.
@@ -96,11 +93,10 @@ fn short_outcome(o: &Outcome) -> String {
 pub fn check(
     poller: &Poller,
     engine: &mut Engine<'_>,
-    cfg: &crate::config::Config,
     opts: PollOptions,
     downloading: &mut dyn FnMut(&str),
 ) -> Result<CheckReport, CheckError> {
-    let host = poll_host(cfg)?;
+    let host = poll_host(engine)?;
     Ok(match poller.poll(&host, opts, downloading)? {
         PollReport::UpToDate { index_version, not_modified } => CheckReport::UpToDate { index_version, not_modified },
         PollReport::Waiting { index_version, version, position, fraction, next_wave } => {
@@ -116,23 +112,15 @@ pub fn check(
     })
 }
 
-/// The mirror's view of a host, as `milspecd` keeps it today: the state
-/// record and the committed slot.
-fn poll_host(cfg: &crate::config::Config) -> Result<PollHost, CheckError> {
-    let state = crate::state::StateFile::new(&cfg.paths.state_dir).load()?;
-    let status = crate::status::read(cfg)?;
+/// The mirror's view of this host, from the engine that owns it.
+fn poll_host(engine: &Engine<'_>) -> Result<PollHost, EngineError> {
+    let status = engine.status()?;
     let current_seq = status.committed_slot.and_then(|c| status.slots.iter().find(|s| s.slot == c)?.sequence);
     let current = status.committed_version.as_deref().and_then(|v| v.parse().ok()).zip(current_seq);
-    let paths = crate::kernel_paths::KernelPaths::from_config(&cfg.kernel);
-    let kernel_release = std::fs::read_to_string(paths.osrelease()).map_err(|source| EngineError::Fact {
-        what: "the kernel release",
-        path: paths.osrelease(),
-        source,
-    })?;
     Ok(PollHost {
-        kernel_release: kernel_release.trim().to_string(),
+        kernel_release: engine.facts()?.kernel_release,
         current,
-        blocklist: state.blocklist.iter().map(|b| b.version.clone()).collect(),
-        max_sequence: state.max_sequence,
+        blocklist: status.blocklist.iter().map(|b| b.version.clone()).collect(),
+        max_sequence: status.max_sequence,
     })
 }

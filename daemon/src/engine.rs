@@ -7,26 +7,30 @@
 //! crash between any two lines leaves a record that [`Engine::recover`]
 //! can finish from.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use milspec_format::package::{read_package, Header, PackageError, PayloadSink, Trust};
+use milspec_format::package::{PackageError, PackageStream, PayloadSink, Trust};
 use milspec_format::text::{Escaped, EscapedDisplay};
-use milspec_format::{KeyError, Limits, Payload, TrustedKeys};
+use milspec_format::Payload;
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::health::{Snapshot, Unhealthy, WatchOptions, WatchOutcome, Watcher};
 use crate::history::{now_rfc3339, Event, EventKind, History};
-use crate::kernel::{loaded_module, param_string, Kernel, KernelError, LoadedModule, SealedModule};
-use crate::kernel_paths::KernelPaths;
+use crate::host::{HostContext, HostError};
+use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModule};
 use crate::lock::{LockError, StateLock};
-use crate::plan::{self, Facts, Plan, Rejection};
+use crate::plan::{self, Facts, Rejection};
+use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
 use crate::slots::{Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
-use crate::state::{Blocked, Checkpoint, PendingReboot, Rollback, State, StateError, StateFile, Trial, TrialPhase};
+use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase};
+use crate::status::{self, SlotView, StatusReport};
 
 /// Marks a durable step; with the `failpoints` feature a test can crash
 /// the process here (`FAILPOINTS=name=panic`).
@@ -41,23 +45,29 @@ pub enum EngineError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Keys(#[from] KeyError),
+    Host(#[from] HostError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
     Slot(#[from] SlotError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("cannot read {what} from {}: {source}", path.display())]
-    Fact { what: &'static str, path: PathBuf, source: io::Error },
     #[error("cannot write history {}: {source}", path.display())]
     History { path: PathBuf, source: io::Error },
-    #[error("cannot stage the package: {0}")]
-    Stage(String),
+    #[error("cannot stage the package: {path}: {source}")]
+    Stage { path: String, source: io::Error },
     #[error("cannot open the kernel log for watching: {0}")]
     Watch(io::Error),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("a trial of {version} is running; a rollback ends that trial instead")]
+    TrialRunning { version: String },
+    #[error("a rollback is pending a reboot (a faulty module is stuck); reboot first")]
+    PendingReboot,
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("recovery meant to load the committed slot, but it is not valid")]
+    NoCommittedSlot,
+    #[error("the committed slot {slot} is not valid; nothing to roll back to")]
+    FallbackInvalid { slot: SlotId },
     #[error("nothing to roll back to: {0}")]
     NothingToRollBack(RollbackRefusal),
 }
@@ -79,13 +89,38 @@ pub enum RollbackRefusal {
     NeverCommitted { slot: SlotId, version: String },
 }
 
+/// Why an install or a rollback was refused before any swap: nothing changed.
+/// Its text is the `reason` of the `rejected` history record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// The package itself failed verification (signatures, manifest,
+    /// payload hashes, bounds).
+    #[error("package rejected: {0}")]
+    InvalidPackage(String),
+    /// The package verified, but the plan refused it for this host.
+    #[error(transparent)]
+    Plan(Rejection),
+    /// The old module could not be unloaded; it stays loaded.
+    #[error(
+        "old module could not be unloaded: {error}; it was left loaded and nothing changed: stop its users and retry"
+    )]
+    OldModuleBusy { error: String },
+}
+
+impl Serialize for RejectReason {
+    /// As its text, as the `reason` has always been written.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// How an install ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     Committed { version: String, slot: SlotId, swap_ms: u64, watched_ms: u64 },
     AlreadyInstalled { version: String },
-    Rejected { reason: String },
+    Rejected { reason: RejectReason },
     RolledBack { version: String, to: Option<String>, reason: String, detect_ms: u64, rollback_ms: u64 },
     RollbackPendingReboot { version: String, reason: String },
 }
@@ -120,38 +155,58 @@ pub enum Recovery {
     StillPendingReboot { reason: String },
 }
 
-impl Outcome {
+impl std::fmt::Display for Outcome {
     /// One line for an operator.
-    pub fn describe(&self) -> String {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-        Outcome::Committed { version, slot, swap_ms, watched_ms } => {
-            format!("committed {version} in slot {slot} (swap {swap_ms} ms, healthy for {watched_ms} ms)")
-        }
-        Outcome::AlreadyInstalled { version } => format!("{version} is already installed and committed"),
-        Outcome::Rejected { reason } => format!("rejected, nothing changed: {reason}"),
-        Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms } => format!(
-            "rolled back {version} -> {}: {reason}; fault seen {detect_ms} ms into probation, old module live again {rollback_ms} ms later",
-            to.as_deref().unwrap_or("no module")
-        ),
-        Outcome::RollbackPendingReboot { version, reason } => {
-            format!("rollback of {version} pending reboot: {reason}; the committed slot loads at next boot")
+            Outcome::Committed { version, slot, swap_ms, watched_ms } => {
+                write!(f, "committed {version} in slot {slot} (swap {swap_ms} ms, healthy for {watched_ms} ms)")
+            }
+            Outcome::AlreadyInstalled { version } => write!(f, "{version} is already installed and committed"),
+            Outcome::Rejected { reason } => write!(f, "rejected, nothing changed: {reason}"),
+            Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms } => write!(
+                f,
+                "rolled back {version} -> {}: {reason}; fault seen {detect_ms} ms into probation, \
+                 old module live again {rollback_ms} ms later",
+                to.as_deref().unwrap_or("no module")
+            ),
+            Outcome::RollbackPendingReboot { version, reason } => {
+                write!(f, "rollback of {version} pending reboot: {reason}; the committed slot loads at next boot")
+            }
         }
     }
+}
+
+impl Outcome {
+    /// The [`Display`](std::fmt::Display) line, as a string.
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Recovery {
+    /// One line for an operator.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Clean => f.write_str("state and kernel agree"),
+            Recovery::LoadedCommitted { version } => write!(f, "loaded committed {version}"),
+            Recovery::Drift { live } => {
+                write!(f, "drift: loaded module {live:?} matches no committed slot (left alone)")
+            }
+            Recovery::Resumed(o) => write!(f, "resumed trial: {o}"),
+            Recovery::RolledBack(o) => o.fmt(f),
+            Recovery::SwapAbandoned { version } => {
+                write!(f, "interrupted swap to {version} abandoned; old module kept")
+            }
+            Recovery::StillPendingReboot { reason } => write!(f, "a reboot is still needed: {reason}"),
+        }
     }
 }
 
 impl Recovery {
-    /// One line for an operator.
+    /// The [`Display`](std::fmt::Display) line, as a string.
     pub fn describe(&self) -> String {
-        match self {
-            Recovery::Clean => "state and kernel agree".into(),
-            Recovery::LoadedCommitted { version } => format!("loaded committed {version}"),
-            Recovery::Drift { live } => format!("drift: loaded module {live:?} matches no committed slot (left alone)"),
-            Recovery::Resumed(o) => format!("resumed trial: {}", o.describe()),
-            Recovery::RolledBack(o) => o.describe(),
-            Recovery::SwapAbandoned { version } => format!("interrupted swap to {version} abandoned; old module kept"),
-            Recovery::StillPendingReboot { reason } => format!("a reboot is still needed: {reason}"),
-        }
+        self.to_string()
     }
 }
 
@@ -170,20 +225,21 @@ pub trait Observer {
     fn stop_trial(&self) -> Option<String> {
         None
     }
-    /// A package for `version` is being downloaded (mirror poll).
-    fn downloading(&self, _version: &str) {}
 }
 
 pub struct Engine<'k> {
     cfg: Config,
     observer: Option<&'k dyn Observer>,
-    paths: KernelPaths,
+    host: HostContext,
     kernel: &'k dyn Kernel,
-    trust: TrustedKeys,
-    limits: Limits,
     state_file: StateFile,
     history: History,
     slots: SlotStore,
+    /// The state record as last loaded or saved: this engine holds the
+    /// lock, so no one else changes it.
+    state: RefCell<Option<State>>,
+    /// Both slots as last read and verified; dropped when a slot changes.
+    slot_views: RefCell<Option<Vec<SlotView>>>,
     _lock: StateLock,
 }
 
@@ -193,57 +249,31 @@ impl std::fmt::Debug for Engine<'_> {
     }
 }
 
+/// The committed (fallback) module, sealed and hashed, held while a trial
+/// runs.
+#[derive(Debug)]
+struct Standby {
+    slot: SlotId,
+    version: String,
+    ready: ReadyModule,
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn read_fact(what: &'static str, path: &Path) -> Result<String, EngineError> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|source| EngineError::Fact {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Streams the package's payload for this kernel into a staging folder
-/// beside the slots (never into a slot), once the signed manifest has
-/// been planned.
+/// beside the slots (never into a slot); the other kernels' payloads are
+/// verified and dropped.
 struct StageSink<'a> {
-    state: &'a State,
-    facts: &'a Facts,
-    module: &'a str,
-    opts: plan::Options,
-    slots: &'a SlotStore,
-    plan: Option<Plan>,
-    rejection: Option<Rejection>,
-    staging: Option<Staging>,
+    release: &'a str,
+    staging: &'a mut Staging,
 }
 
 impl PayloadSink for StageSink<'_> {
-    fn start(&mut self, h: &Header<'_>) -> io::Result<()> {
-        match plan::plan(self.state, h.manifest, self.facts, self.module, self.opts) {
-            Err(r) => {
-                self.rejection = Some(r);
-                Err(io::Error::other("rejected by plan"))
-            }
-            Ok(p) if p.already_installed => {
-                self.plan = Some(p);
-                Err(io::Error::other("already installed"))
-            }
-            Ok(p) => {
-                self.staging = Some(self.slots.stage(p.target).map_err(io::Error::other)?);
-                self.plan = Some(p);
-                step!("install.staging");
-                Ok(())
-            }
-        }
-    }
-
     fn data(&mut self, p: &Payload, chunk: &[u8]) -> io::Result<()> {
-        if p.kernel_release == self.facts.kernel_release {
-            if let Some(s) = self.staging.as_mut() {
-                s.write(chunk)?;
-            }
+        if p.kernel_release == self.release {
+            self.staging.write(chunk)?;
         }
         Ok(())
     }
@@ -253,40 +283,22 @@ impl<'k> Engine<'k> {
     /// Takes the state lock and loads the trusted keys.
     pub fn open(cfg: Config, kernel: &'k dyn Kernel) -> Result<Self, EngineError> {
         let lock = StateLock::acquire(&cfg.paths.state_dir)?;
-        let trust = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
-        milspec_format::signature::check_threshold_config(cfg.trust.threshold, trust.len())
-            .map_err(|e| EngineError::Invalid(format!("[trust] {e}")))?;
+        let host = HostContext::open(&cfg)?;
         let slots = SlotStore::open(&cfg.paths.state_dir)?;
         // Left by an install that stopped half-way; never part of a slot.
         slots.clean_staging()?;
         Ok(Engine {
             observer: None,
-            paths: KernelPaths::from_config(&cfg.kernel),
+            host,
             state_file: StateFile::new(&cfg.paths.state_dir),
             history: History::new(&cfg.paths.state_dir),
             kernel,
-            trust,
-            limits: Limits::default(),
             slots,
+            state: RefCell::new(None),
+            slot_views: RefCell::new(None),
             cfg,
             _lock: lock,
         })
-    }
-
-    pub fn paths(&self) -> &KernelPaths {
-        &self.paths
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Tells the observer a download of `version` starts (the mirror
-    /// client calls this before it fetches a package).
-    pub fn downloading(&self, version: &str) {
-        if let Some(o) = self.observer {
-            o.downloading(version);
-        }
     }
 
     /// Reports saves and history events to `observer` from now on.
@@ -295,7 +307,7 @@ impl<'k> Engine<'k> {
     }
 
     fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
-        SlotTrust { keys: &self.trust, threshold: self.cfg.trust.threshold, release, limits: &self.limits }
+        self.host.slot_trust(release)
     }
 
     fn record(&self, ev: Event) -> Result<(), EngineError> {
@@ -306,8 +318,15 @@ impl<'k> Engine<'k> {
         Ok(())
     }
 
+    fn load_state(&self) -> Result<State, EngineError> {
+        let state = self.state_file.load()?;
+        *self.state.borrow_mut() = Some(state.clone());
+        Ok(state)
+    }
+
     fn save(&self, state: &State) -> Result<(), EngineError> {
         self.state_file.save(state)?;
+        *self.state.borrow_mut() = Some(state.clone());
         if let Some(o) = self.observer {
             o.saved(state);
         }
@@ -315,7 +334,7 @@ impl<'k> Engine<'k> {
     }
 
     fn live(&self) -> Option<LoadedModule> {
-        loaded_module(&self.paths, &self.cfg.kernel.carry_params)
+        loaded_module(&self.host.paths, &self.cfg.kernel.carry_params)
     }
 
     fn boottime_ms(&self) -> u64 {
@@ -326,25 +345,53 @@ impl<'k> Engine<'k> {
         Ok(self.slots.read(id, self.slot_trust(release))?)
     }
 
-    fn committed_version(&self, state: &State, release: &str) -> Option<String> {
-        let id = state.committed?;
-        match self.read_slot(id, release) {
-            Ok(Some(s)) => Some(s.manifest.version.to_string()),
-            Ok(None) => None,
-            Err(e) => {
-                warn!("committed slot {id} cannot be used: {}", EscapedDisplay(&e));
-                None
-            }
+    /// Both slots, read and verified once and kept until a slot changes.
+    fn slot_views(&self) -> Vec<SlotView> {
+        if let Some(v) = self.slot_views.borrow().as_ref() {
+            return v.clone();
         }
+        // As `milspecd status` does: no kernel release, no payload for it.
+        let release = self.host.kernel_release().unwrap_or_default();
+        let views = status::slot_views(&self.slots, Ok(self.host.slot_trust(release)));
+        *self.slot_views.borrow_mut() = Some(views.clone());
+        views
     }
 
-    fn facts(&self, state: &State) -> Result<Facts, EngineError> {
-        let release = read_fact("the kernel release", &self.paths.osrelease())?;
-        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
+    fn committed_version(&self, state: &State) -> Option<String> {
+        let id = state.committed?;
+        let view = self.slot_views().into_iter().find(|v| v.slot == id)?;
+        if let Some(e) = &view.error {
+            warn!("committed slot {id} cannot be used: {}", Escaped(e));
+        }
+        view.version
+    }
+
+    /// The report `milspecd status` prints, from what this engine already
+    /// knows (the state record, both slots as last verified) and a fresh
+    /// look at the loaded module and its health.
+    pub fn status(&self) -> Result<StatusReport, EngineError> {
+        let cached = self.state.borrow().clone();
+        let state = match cached {
+            Some(s) => s,
+            None => self.load_state()?,
+        };
+        let live = self.live();
+        Ok(status::report(state, self.slot_views(), live, Snapshot::read(&self.host.paths)))
+    }
+
+    /// What the host is now, as the planner sees it.
+    pub fn facts(&self) -> Result<Facts, EngineError> {
+        let state = self.load_state()?;
+        self.facts_for(&state)
+    }
+
+    fn facts_for(&self, state: &State) -> Result<Facts, EngineError> {
+        let release = self.host.kernel_release()?.to_string();
+        let boot_id = self.host.boot_id()?.to_string();
         Ok(Facts {
-            sys_vendor: std::fs::read_to_string(self.paths.dmi_sys_vendor()).ok().map(|s| s.trim().to_string()),
+            sys_vendor: self.host.sys_vendor().map(str::to_string),
             live_version: self.live().map(|m| m.version.unwrap_or_default()),
-            committed_version: self.committed_version(state, &release),
+            committed_version: self.committed_version(state),
             pending_reboot_this_boot: state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id),
             kernel_release: release,
         })
@@ -352,57 +399,63 @@ impl<'k> Engine<'k> {
 
     /// Loads the module from a slot through a sealed copy whose hash was
     /// just checked, with `carried` parameters over the package defaults.
-    fn load_slot(&self, slot: &Slot, carried: &std::collections::BTreeMap<String, String>) -> Result<(), EngineError> {
-        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
-        let params = param_string(&slot.manifest.params, carried);
-        info!(slot = %slot.id, version = %slot.manifest.version, params = %params, "loading module");
-        Ok(self.kernel.load(&image, &params)?)
+    fn load_slot(&self, slot: &Slot, carried: &BTreeMap<String, String>) -> Result<(), EngineError> {
+        let ready = ReadyModule::from_slot(slot, carried, self.host.limits.max_payload_size)?;
+        info!(slot = %slot.id, version = %slot.manifest.version, params = %ready.params, "loading module");
+        Ok(ready.load(self.kernel)?)
     }
 
-    /// Installs a package read from `reader`: one full cycle.
+    /// Installs a package read from `reader`: one full cycle, in order:
+    /// open and verify the signed header, plan, begin the staging folder,
+    /// copy the payloads through their hash checks, seal the staged slot,
+    /// then swap and watch.
     pub fn install(&mut self, reader: impl Read, opts: InstallOptions) -> Result<Outcome, EngineError> {
-        let mut state = self.state_file.load()?;
-        let facts = self.facts(&state)?;
+        let mut state = self.load_state()?;
+        let facts = self.facts_for(&state)?;
+        let invalid = |e: PackageError| RejectReason::InvalidPackage(e.to_string());
+
+        // 1. The signed header: signatures over the raw manifest, then the manifest.
+        let mut stream = match PackageStream::new(reader, &self.host.limits) {
+            Ok(s) => s,
+            Err(e) => return self.reject(None, invalid(e)),
+        };
+        let trust = Trust::Keys { keys: &self.host.keys, threshold: self.host.threshold };
+        let opened = match stream.open(trust) {
+            Ok(o) => o,
+            Err(e) => return self.reject(None, invalid(e)),
+        };
+
+        // 2. Plan (pure): where it goes, or why not.
         let popts =
             plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
-        let mut sink = StageSink {
-            state: &state,
-            facts: &facts,
-            module: &self.paths.module,
-            opts: popts,
-            slots: &self.slots,
-            plan: None,
-            rejection: None,
-            staging: None,
-        };
-        let trust = Trust::Keys { keys: &self.trust, threshold: self.cfg.trust.threshold };
-        let read = read_package(reader, trust, &self.limits, &mut sink);
-        let (plan, rejection, staging) = (sink.plan.take(), sink.rejection.take(), sink.staging.take());
-        let pkg = match read {
-            Ok(pkg) => pkg,
-            Err(PackageError::Sink { .. }) if rejection.is_some() => {
-                let reason = rejection.map(|r| r.to_string()).unwrap_or_default();
-                return self.reject(None, reason);
-            }
-            Err(PackageError::Sink { .. }) if plan.as_ref().is_some_and(|p| p.already_installed) => {
+        let plan = match plan::plan(&state, &opened.manifest, &facts, &self.host.paths.module, popts) {
+            Err(r) => return self.reject(None, RejectReason::Plan(r)),
+            Ok(p) if p.already_installed => {
                 let version = facts.committed_version.clone().unwrap_or_default();
                 info!(%version, "already installed and committed; nothing to do");
                 return Ok(Outcome::AlreadyInstalled { version });
             }
-            Err(PackageError::Sink { path, source }) => {
-                return Err(EngineError::Stage(format!("{path}: {source}")));
-            }
-            Err(e) => return self.reject(None, format!("package rejected: {e}")),
+            Ok(p) => p,
         };
-        let (Some(plan), Some(staging)) = (plan, staging) else {
-            return Err(EngineError::Stage("the package was read but never planned".into()));
+
+        // 3. Begin the staging folder beside the slots (no slot changes).
+        let mut staging = self.slots.stage(plan.target)?;
+        step!("install.staging");
+
+        // 4. Copy the payloads, each through its size and hash check.
+        let mut sink = StageSink { release: &facts.kernel_release, staging: &mut staging };
+        let pkg = match opened.copy_payloads(&mut sink) {
+            Ok(pkg) => pkg,
+            Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
+            Err(e) => return self.reject(None, invalid(e)),
         };
         let version = pkg.manifest.version.to_string();
         info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
 
-        // The whole package verified: complete the staging folder (signed
-        // metadata, read back, verified, `valid`). No slot has changed;
-        // the target slot is replaced only once the old module is unloaded.
+        // 5. Finish: the whole package verified, so complete the staging
+        // folder (signed metadata, read back, verified, `valid`). No slot
+        // has changed; the target slot is replaced only once the old
+        // module is unloaded.
         let staged =
             self.slots.seal(staging, &pkg.manifest_bytes, &pkg.signatures, self.slot_trust(&facts.kernel_release))?;
         info!(%version, slot = %plan.target, "staged");
@@ -428,12 +481,17 @@ impl<'k> Engine<'k> {
         staged: Option<StagedSlot>,
     ) -> Result<Outcome, EngineError> {
         let version = slot.manifest.version.to_string();
-        // Check the image before touching the live module.
-        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, self.limits.max_payload_size)?;
+        // Check the image before touching the live module; the live
+        // module's parameters carry over to the new one.
+        let live = self.live();
+        let carried = live.as_ref().map(|m| m.params.clone()).unwrap_or_default();
+        let ready = ReadyModule::from_slot(slot, &carried, self.host.limits.max_payload_size)?;
+        // The module to fall back to, sealed and hashed now, so that a
+        // rollback only unloads and loads.
+        let standby = fallback.and_then(|id| self.standby(id, &slot.payload.kernel_release, &carried));
         let before = state.clone();
 
         // Checkpoint, saved before the old module is touched.
-        let live = self.live();
         let window = slot
             .manifest
             .probation
@@ -444,36 +502,35 @@ impl<'k> Engine<'k> {
         let checkpoint = Checkpoint {
             slot: fallback,
             version: live.as_ref().and_then(|m| m.version.clone()),
-            params: live.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
-            baseline: Snapshot::read(&self.paths),
+            params: carried,
+            baseline: Snapshot::read(&self.host.paths),
         };
-        state.trial = Some(Trial {
+        state.begin_trial(Trial {
             slot: slot.id,
             version: slot.manifest.version.clone(),
             sequence: slot.manifest.sequence,
             phase: TrialPhase::Swapping,
-            boot_id: read_fact("the boot id", &self.paths.boot_id())?,
+            boot_id: self.host.boot_id()?.to_string(),
             started_ms: self.boottime_ms(),
             window_ms: ms(window),
             checkpoint: checkpoint.clone(),
             rollback_reason: None,
-        });
+        })?;
         self.save(state)?;
         info!(old = ?checkpoint.version, params = ?checkpoint.params, "checkpoint saved");
         step!("install.after-checkpoint");
 
         // Arm the log watch before the swap so nothing printed at load is missed.
-        let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
+        let mut watcher = Watcher::arm(&self.host.paths).map_err(EngineError::Watch)?;
         let swap_start = Instant::now();
         if live.is_some() {
-            if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
+            if let Err(e) = self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout) {
                 // The old module stays; put the record back as it was and
                 // drop the staged copy: no slot was touched.
                 drop(staged);
                 *state = before;
                 self.save(state)?;
-                let reason = format!("old module could not be unloaded: {e}; it was left loaded and nothing changed: stop its users and retry");
-                return self.reject(Some(&version), reason);
+                return self.reject(Some(&version), RejectReason::OldModuleBusy { error: e.to_string() });
             }
             info!(ms = ms(swap_start.elapsed()), "old module unloaded");
         }
@@ -483,28 +540,29 @@ impl<'k> Engine<'k> {
             // Past the point of no return: the old module is gone, so the
             // target slot is replaced now, in one exchange of folders.
             let release = &slot.payload.kernel_release;
-            if let Err(e) = self.slots.replace(staged, self.slot_trust(release)) {
+            let replaced = self.slots.replace(staged, self.slot_trust(release));
+            // The slot changed (or may have): read it again when next asked.
+            *self.slot_views.borrow_mut() = None;
+            if let Err(e) = replaced {
                 warn!("cannot put {version} in slot {}: {e}", slot.id);
-                return self.roll_back(state, format!("cannot write slot {}: {e}", slot.id), Instant::now(), 0);
+                let reason = format!("cannot write slot {}: {e}", slot.id);
+                return self.roll_back(state, reason, Instant::now(), 0, standby);
             }
             self.record(Event::new(EventKind::Staged).version(&version).slot(slot.id))?;
             info!(%version, slot = %slot.id, "slot replaced");
         }
 
-        let params = param_string(&slot.manifest.params, &checkpoint.params);
-        if let Err(e) = self.kernel.load(&image, &params) {
+        let params = &ready.params;
+        if let Err(e) = ready.load(self.kernel) {
             warn!("new module failed to load: {}", EscapedDisplay(&e));
             let detected = Instant::now();
-            return self.roll_back(state, format!("load failed: {e}"), detected, 0);
+            return self.roll_back(state, format!("load failed: {e}"), detected, 0, standby);
         }
         let swap_ms = ms(swap_start.elapsed());
         info!(%version, swap_ms, params = %params, "new module loaded");
         step!("install.after-load");
 
-        if let Some(t) = state.trial.as_mut() {
-            t.phase = TrialPhase::Watching;
-            t.started_ms = self.boottime_ms();
-        }
+        state.loaded(self.boottime_ms())?;
         self.save(state)?;
         self.record(
             Event::new(EventKind::Swapped)
@@ -514,7 +572,7 @@ impl<'k> Engine<'k> {
                 .millis(swap_ms),
         )?;
         step!("install.after-swapped");
-        let outcome = self.watch(state, &mut watcher, window, &checkpoint.baseline)?;
+        let outcome = self.watch(state, &mut watcher, window, &checkpoint.baseline, standby)?;
         Ok(match outcome {
             Outcome::Committed { version, slot, watched_ms, .. } => {
                 Outcome::Committed { version, slot, swap_ms, watched_ms }
@@ -529,18 +587,13 @@ impl<'k> Engine<'k> {
     /// blocklisted so the mirror does not bring it back. If the earlier
     /// version fails its probation, the current one is restored.
     pub fn revert(&mut self, reason: &str) -> Result<Outcome, EngineError> {
-        let mut state = self.state_file.load()?;
+        let mut state = self.load_state()?;
         if let Some(t) = &state.trial {
-            return Err(EngineError::Invalid(format!(
-                "a trial of {} is running; a rollback ends that trial instead",
-                t.version
-            )));
+            return Err(EngineError::TrialRunning { version: t.version.to_string() });
         }
-        let facts = self.facts(&state)?;
+        let facts = self.facts_for(&state)?;
         if facts.pending_reboot_this_boot {
-            return Err(EngineError::Invalid(
-                "a rollback is pending a reboot (a faulty module is stuck); reboot first".into(),
-            ));
+            return Err(EngineError::PendingReboot);
         }
         let refuse = |r| Err(EngineError::NothingToRollBack(r));
         let Some(current) = state.committed else {
@@ -565,7 +618,7 @@ impl<'k> Engine<'k> {
         warn!(from = ?from.as_ref().map(ToString::to_string), to = %earlier.manifest.version, "operator rollback to slot {}: {reason}", earlier.id);
         let outcome = self.trial_of_slot(&mut state, &earlier, Some(current), None)?;
         if let (Outcome::Committed { .. }, Some(left)) = (&outcome, left) {
-            let mut state = self.state_file.load()?;
+            let mut state = self.load_state()?;
             state.block(Blocked {
                 version: left.manifest.version.clone(),
                 sequence: left.manifest.sequence,
@@ -592,9 +645,9 @@ impl<'k> Engine<'k> {
         Ok(events.iter().any(|e| e.event == EventKind::Committed && e.version.as_deref() == Some(v.as_str())))
     }
 
-    fn reject(&self, version: Option<&str>, reason: String) -> Result<Outcome, EngineError> {
-        warn!("rejected: {}", Escaped(&reason));
-        let mut ev = Event::new(EventKind::Rejected).reason(&reason);
+    fn reject(&self, version: Option<&str>, reason: RejectReason) -> Result<Outcome, EngineError> {
+        warn!("rejected: {}", EscapedDisplay(&reason));
+        let mut ev = Event::new(EventKind::Rejected).reason(reason.to_string());
         if let Some(v) = version {
             ev = ev.version(v);
         }
@@ -609,6 +662,7 @@ impl<'k> Engine<'k> {
         watcher: &mut Watcher,
         window: Duration,
         baseline: &Snapshot,
+        standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
         let opts = WatchOptions::from_config(&self.cfg.health);
         let mut progress = |left: Duration| {
@@ -627,23 +681,18 @@ impl<'k> Engine<'k> {
             WatchOutcome::Unhealthy { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "unhealthy: {}", EscapedDisplay(&reason));
-                self.roll_back(state, reason_text(&reason), detected, ms(after))
+                self.roll_back(state, reason_text(&reason), detected, ms(after), standby)
             }
             WatchOutcome::Stopped { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "trial stopped: {}", Escaped(&reason));
-                self.roll_back(state, reason, detected, ms(after))
+                self.roll_back(state, reason, detected, ms(after), standby)
             }
         }
     }
 
     fn commit(&self, state: &mut State, watched_ms: u64) -> Result<Outcome, EngineError> {
-        let Some(trial) = state.trial.take() else {
-            return Err(EngineError::Invalid("commit without a trial".into()));
-        };
-        state.committed = Some(trial.slot);
-        state.max_sequence = state.max_sequence.max(trial.sequence);
-        state.note_committed(&trial.version);
+        let trial = state.commit_trial()?;
         self.save(state)?;
         step!("commit.after-save");
         let version = trial.version.to_string();
@@ -652,28 +701,37 @@ impl<'k> Engine<'k> {
         Ok(Outcome::Committed { version, slot: trial.slot, swap_ms: 0, watched_ms })
     }
 
+    /// The committed module of slot `id` made ready to load again with
+    /// `carried` parameters: held through a trial so that a rollback only
+    /// unloads and loads. `None` (and a warning) if the slot cannot be
+    /// used; a rollback then reads it again and says why.
+    fn standby(&self, id: SlotId, release: &str, carried: &BTreeMap<String, String>) -> Option<Standby> {
+        let ready = self
+            .read_slot(id, release)
+            .and_then(|slot| {
+                let slot = slot.ok_or(EngineError::FallbackInvalid { slot: id })?;
+                let ready = ReadyModule::from_slot(&slot, carried, self.host.limits.max_payload_size)?;
+                Ok(Standby { slot: id, version: slot.manifest.version.to_string(), ready })
+            })
+            .map_err(|e| warn!("the fallback slot {id} cannot be made ready ahead: {}", EscapedDisplay(&e)));
+        ready.ok()
+    }
+
     /// Rolls the trial back to its checkpoint. The intent (and the
     /// blocklist entry) is saved first, so a crash here resumes the rollback.
+    /// With `standby` (the checkpoint's slot, sealed during the trial) the
+    /// old module is loaded from it at once; without (a rollback resumed
+    /// by recovery), the slot is read, verified and sealed here.
     fn roll_back(
         &self,
         state: &mut State,
         reason: String,
         detected: Instant,
         detect_ms: u64,
+        standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
-        let Some(mut trial) = state.trial.clone() else {
-            return Err(EngineError::Invalid("rollback without a trial".into()));
-        };
+        let trial = state.begin_rollback(&reason, now_rfc3339())?;
         let version = trial.version.to_string();
-        state.block(Blocked {
-            version: trial.version.clone(),
-            sequence: trial.sequence,
-            reason: reason.clone(),
-            at: now_rfc3339(),
-        });
-        trial.phase = TrialPhase::RollingBack;
-        trial.rollback_reason = Some(reason.clone());
-        state.trial = Some(trial.clone());
         self.save(state)?;
         warn!(%version, "rolling back: {}", Escaped(&reason));
         step!("rollback.after-intent");
@@ -681,7 +739,7 @@ impl<'k> Engine<'k> {
         let live = self.live();
         let trial_is_live = live.as_ref().is_some_and(|m| m.version.as_deref() == Some(version.as_str()));
         if trial_is_live {
-            if let Err(e) = self.kernel.unload(&self.paths, self.cfg.health.unload_timeout) {
+            if let Err(e) = self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout) {
                 return self.pending_reboot(
                     state,
                     &trial,
@@ -691,21 +749,24 @@ impl<'k> Engine<'k> {
         }
         step!("rollback.after-unload");
 
-        let release = read_fact("the kernel release", &self.paths.osrelease())?;
         let to = match trial.checkpoint.slot {
-            Some(id) if self.live().is_none() => {
-                let slot = self.read_slot(id, &release)?.ok_or_else(|| {
-                    EngineError::Invalid(format!("the committed slot {id} is not valid; nothing to roll back to"))
-                })?;
-                self.load_slot(&slot, &trial.checkpoint.params)?;
-                Some(slot.manifest.version.to_string())
-            }
+            Some(id) if self.live().is_none() => match standby.filter(|s| s.slot == id) {
+                Some(standby) => {
+                    info!(slot = %id, version = %standby.version, params = %standby.ready.params, "loading module (ready since the swap)");
+                    standby.ready.load(self.kernel)?;
+                    Some(standby.version)
+                }
+                None => {
+                    let release = self.host.kernel_release()?.to_string();
+                    let slot = self.read_slot(id, &release)?.ok_or(EngineError::FallbackInvalid { slot: id })?;
+                    self.load_slot(&slot, &trial.checkpoint.params)?;
+                    Some(slot.manifest.version.to_string())
+                }
+            },
             _ => self.live().and_then(|m| m.version),
         };
         let rollback_ms = ms(detected.elapsed());
-        state.trial = None;
-        state.last_rollback =
-            Some(Rollback { from: version.clone(), to: to.clone(), reason: reason.clone(), at: now_rfc3339() });
+        state.end_rollback(to.clone(), now_rfc3339())?;
         self.save(state)?;
         self.record(
             Event::new(EventKind::RolledBack)
@@ -720,18 +781,8 @@ impl<'k> Engine<'k> {
 
     fn pending_reboot(&self, state: &mut State, trial: &Trial, reason: String) -> Result<Outcome, EngineError> {
         let version = trial.version.to_string();
-        state.pending_reboot = Some(PendingReboot {
-            boot_id: read_fact("the boot id", &self.paths.boot_id())?,
-            stuck_version: version.clone(),
-            reason: reason.clone(),
-        });
-        state.trial = None;
-        state.last_rollback = Some(Rollback {
-            from: version.clone(),
-            to: trial.checkpoint.version.clone(),
-            reason: format!("rollback pending reboot: {reason}"),
-            at: now_rfc3339(),
-        });
+        let boot_id = self.host.boot_id()?.to_string();
+        state.rollback_pending_reboot(boot_id, &reason, now_rfc3339())?;
         self.save(state)?;
         self.record(Event::new(EventKind::RollbackPendingReboot).version(&version).reason(&reason))?;
         warn!(%version, "rollback pending reboot: the faulty module cannot be unloaded; the committed slot loads at next boot");
@@ -741,95 +792,60 @@ impl<'k> Engine<'k> {
         Ok(Outcome::RollbackPendingReboot { version, reason })
     }
 
-    /// Brings the state record and the live kernel together after a start.
+    /// Brings the state record and the live kernel together after a start:
+    /// gathers the facts, asks [`recovery_plan`], and carries the plan out.
     pub fn recover(&mut self) -> Result<Recovery, EngineError> {
-        let mut state = self.state_file.load()?;
-        let boot_id = read_fact("the boot id", &self.paths.boot_id())?;
-        let release = read_fact("the kernel release", &self.paths.osrelease())?;
+        let mut state = self.load_state()?;
+        let release = self.host.kernel_release()?.to_string();
+        let boot_id = self.host.boot_id()?.to_string();
+        let still_pending = state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id);
+        // The committed slot matters only with no trial (and no reboot awaited).
+        let committed = match (&state.trial, state.committed) {
+            (None, Some(id)) if !still_pending => self.read_slot(id, &release)?,
+            _ => None,
+        };
+        let facts = RecoveryFacts {
+            boot_id,
+            live: self.live(),
+            committed: committed.as_ref().map(|s| (s.id, s.manifest.version.to_string())),
+            adopt_unmanaged: self.cfg.kernel.adopt_unmanaged,
+        };
+        let plan = recovery_plan(&state, &facts);
 
-        if let Some(p) = state.pending_reboot.clone() {
-            if p.boot_id == boot_id {
-                return Ok(Recovery::StillPendingReboot { reason: p.reason });
-            }
+        if let Some(stuck_version) = &plan.clear_pending_reboot {
             state.pending_reboot = None;
             self.save(&state)?;
             self.record(
                 Event::new(EventKind::Recovered)
-                    .version(&p.stuck_version)
+                    .version(stuck_version)
                     .reason("rebooted after a rollback that was pending a reboot"),
             )?;
         }
-
-        if state.trial.is_none() {
+        if state.trial.is_none() && !matches!(plan.action, RecoveryAction::StillPendingReboot { .. }) {
             self.reconcile_history(&state, &release)?;
         }
-
-        if let Some(trial) = state.trial.clone() {
-            let version = trial.version.to_string();
-            let live_version = self.live().and_then(|m| m.version);
-            let trial_live = live_version.as_deref() == Some(version.as_str());
-            if trial.boot_id != boot_id {
-                let reason = format!("the host rebooted during the trial of {version} (crash or panic)");
-                self.record(Event::new(EventKind::Recovered).version(&version).reason(&reason))?;
-                let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
-                return Ok(Recovery::RolledBack(o));
+        let version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
+        match plan.action {
+            RecoveryAction::StillPendingReboot { reason } => Ok(Recovery::StillPendingReboot { reason }),
+            RecoveryAction::RollBack { reason, note } => {
+                self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
+                let o = self.roll_back(&mut state, reason, Instant::now(), 0, None)?;
+                Ok(Recovery::RolledBack(o))
             }
-            match trial.phase {
-                TrialPhase::RollingBack => {
-                    let reason = trial.rollback_reason.clone().unwrap_or_else(|| "interrupted rollback".into());
-                    self.record(
-                        Event::new(EventKind::Recovered).version(&version).reason("resuming an interrupted rollback"),
-                    )?;
-                    let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
-                    return Ok(Recovery::RolledBack(o));
-                }
-                TrialPhase::Swapping if !trial_live => {
-                    if live_version.is_some() && live_version == trial.checkpoint.version {
-                        // Crashed before the old module was unloaded.
-                        state.trial = None;
-                        self.save(&state)?;
-                        self.record(
-                            Event::new(EventKind::Recovered)
-                                .version(&version)
-                                .reason("swap interrupted before unload; old module kept"),
-                        )?;
-                        return Ok(Recovery::SwapAbandoned { version });
-                    }
-                    let reason = format!("the daemon stopped in the middle of swapping to {version}");
-                    self.record(Event::new(EventKind::Recovered).version(&version).reason(&reason))?;
-                    let o = self.roll_back(&mut state, reason, Instant::now(), 0)?;
-                    return Ok(Recovery::RolledBack(o));
-                }
-                _ => {
-                    // The trial module is live: resume its probation.
-                    if let Some(t) = state.trial.as_mut() {
-                        if t.phase == TrialPhase::Swapping {
-                            t.phase = TrialPhase::Watching;
-                            t.started_ms = self.boottime_ms();
-                        }
-                    }
-                    self.save(&state)?;
-                    let elapsed = Duration::from_millis(self.boottime_ms().saturating_sub(trial.started_ms));
-                    let left = Duration::from_millis(trial.window_ms).saturating_sub(elapsed);
-                    self.record(Event::new(EventKind::Recovered).version(&version).reason(format!(
-                        "resuming the trial with {} left",
-                        humantime::format_duration(Duration::from_secs(left.as_secs()))
-                    )))?;
-                    let mut watcher = Watcher::arm(&self.paths).map_err(EngineError::Watch)?;
-                    let o = self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline)?;
-                    return Ok(Recovery::Resumed(o));
-                }
+            RecoveryAction::AbandonSwap => {
+                state.abandon_swap()?;
+                self.save(&state)?;
+                self.record(
+                    Event::new(EventKind::Recovered)
+                        .version(&version)
+                        .reason("swap interrupted before unload; old module kept"),
+                )?;
+                Ok(Recovery::SwapAbandoned { version })
             }
-        }
-
-        let committed = match state.committed {
-            Some(id) => self.read_slot(id, &release)?,
-            None => None,
-        };
-        let live = self.live();
-        match (&live, &committed) {
-            (None, Some(slot)) => {
-                self.load_slot(slot, &Default::default())?;
+            RecoveryAction::ResumeTrial => self.resume_trial(state).map(Recovery::Resumed),
+            RecoveryAction::LoadCommitted => {
+                let slot = committed.ok_or(EngineError::NoCommittedSlot)?;
+                self.load_slot(&slot, &Default::default())?;
                 let version = slot.manifest.version.to_string();
                 self.record(
                     Event::new(EventKind::Recovered)
@@ -839,27 +855,47 @@ impl<'k> Engine<'k> {
                 )?;
                 Ok(Recovery::LoadedCommitted { version })
             }
-            (Some(m), Some(slot)) if m.version.as_deref() == Some(slot.manifest.version.to_string().as_str()) => {
-                Ok(Recovery::Clean)
-            }
-            (None, None) => Ok(Recovery::Clean),
-            (Some(m), _) => {
-                let live_v = m.version.clone();
+            RecoveryAction::Clean => Ok(Recovery::Clean),
+            RecoveryAction::Drift { replace } => {
+                let Some(live) = facts.live else {
+                    return Ok(Recovery::Clean);
+                };
+                let live_v = live.version.clone();
                 warn!(live = ?live_v, "the loaded module matches no committed slot (drift)");
                 self.record(
                     Event::new(EventKind::Drift)
                         .reason(format!("loaded version {:?} matches no committed slot", live_v)),
                 )?;
-                if self.cfg.kernel.adopt_unmanaged {
-                    if let Some(slot) = committed {
-                        self.kernel.unload(&self.paths, self.cfg.health.unload_timeout)?;
-                        self.load_slot(&slot, &m.params)?;
-                        return Ok(Recovery::LoadedCommitted { version: slot.manifest.version.to_string() });
+                match committed.filter(|_| replace) {
+                    Some(slot) => {
+                        self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout)?;
+                        self.load_slot(&slot, &live.params)?;
+                        Ok(Recovery::LoadedCommitted { version: slot.manifest.version.to_string() })
                     }
+                    None => Ok(Recovery::Drift { live: live_v }),
                 }
-                Ok(Recovery::Drift { live: live_v })
             }
         }
+    }
+
+    /// The trial module is live: check it now, then watch it for the rest
+    /// of its window (a trial caught mid-swap starts its window now).
+    fn resume_trial(&self, mut state: State) -> Result<Outcome, EngineError> {
+        let Some(trial) = state.trial.clone() else {
+            return Err(TransitionError::NoTrial { action: "resume the trial" }.into());
+        };
+        if trial.phase == TrialPhase::Swapping {
+            state.loaded(self.boottime_ms())?;
+        }
+        self.save(&state)?;
+        let elapsed = Duration::from_millis(self.boottime_ms().saturating_sub(trial.started_ms));
+        let left = Duration::from_millis(trial.window_ms).saturating_sub(elapsed);
+        self.record(Event::new(EventKind::Recovered).version(trial.version.to_string()).reason(format!(
+            "resuming the trial with {} left",
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        )))?;
+        let mut watcher = Watcher::arm(&self.host.paths).map_err(EngineError::Watch)?;
+        self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline, None)
     }
 }
 

@@ -19,6 +19,7 @@ use milspec_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
 use crate::kernel_paths::KernelPaths;
+use crate::slots::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -96,6 +97,30 @@ impl SealedModule {
         let mut v = Vec::new();
         f.read_to_end(&mut v)?;
         Ok(v)
+    }
+}
+
+/// A slot's module made ready to load: its bytes sealed and hashed
+/// against the slot's signed manifest, and its parameter string built
+/// (the package's defaults, `carried` values over them). The one
+/// "seal, build params, load" sequence: the engine's loads and
+/// `milspecd load-committed` both go through it.
+#[derive(Debug)]
+pub struct ReadyModule {
+    pub image: SealedModule,
+    pub params: String,
+}
+
+impl ReadyModule {
+    /// Seals the module of `slot` (at most `limit` bytes) and checks its hash.
+    pub fn from_slot(slot: &Slot, carried: &BTreeMap<String, String>, limit: u64) -> Result<Self, KernelError> {
+        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, limit)?;
+        Ok(ReadyModule { image, params: param_string(&slot.manifest.params, carried) })
+    }
+
+    /// Hands the sealed image to the kernel with its parameters.
+    pub fn load(&self, kernel: &dyn Kernel) -> Result<(), KernelError> {
+        kernel.load(&self.image, &self.params)
     }
 }
 

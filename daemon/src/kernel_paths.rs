@@ -55,10 +55,6 @@ impl KernelPaths {
         self.proc.join("sys/kernel/osrelease")
     }
 
-    pub fn proc_modules(&self) -> PathBuf {
-        self.proc.join("modules")
-    }
-
     /// `/sys/module/<name>`: present while the module is loaded.
     pub fn module_dir(&self) -> PathBuf {
         self.sys.join("module").join(&self.module)

@@ -11,6 +11,7 @@ pub mod dbus;
 pub mod engine;
 pub mod health;
 pub mod history;
+pub mod host;
 pub mod journal;
 pub mod kernel;
 #[cfg(feature = "fake-kernel")]
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod notify;
 pub mod plan;
+pub mod recovery;
 pub mod slot_id;
 pub mod slots;
 pub mod state;

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::cli::Exit;
 use crate::config::Config;
-use crate::kernel::{param_string, Kernel, KernelError, SealedModule};
+use crate::kernel::{Kernel, KernelError, ReadyModule};
 use crate::kernel_paths::KernelPaths;
 use crate::slots::{SlotStore, SlotTrust};
 use crate::state::StateFile;
@@ -51,10 +51,10 @@ pub fn load_committed(cfg: &Config, params: &[String], kernel: &dyn Kernel) -> a
         code: 1,
         message: format!("the committed slot {id} is not marked valid; nothing loaded: run `milspecd recover` or reinstall a package"),
     })?;
-    let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, limits.max_payload_size)
+    let ready = ReadyModule::from_slot(&slot, &given, limits.max_payload_size)
         .with_context(|| format!("committed slot {id} ({})", slot.manifest.version))?;
-    let params = param_string(&slot.manifest.params, &given);
-    match kernel.load(&image, &params) {
+    let params = &ready.params;
+    match ready.load(kernel) {
         Ok(()) => {
             println!("loaded {} {} from slot {id} ({params})", cfg.kernel.module, slot.manifest.version);
             Ok(ExitCode::SUCCESS)

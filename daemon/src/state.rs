@@ -171,6 +171,129 @@ impl State {
     }
 }
 
+/// A trial transition asked of a record that is not where it may start
+/// from. Nothing was changed; it points at a bug in the engine or at a
+/// state record edited by hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("cannot {action}: the state record holds no trial")]
+    NoTrial { action: &'static str },
+    #[error("cannot {action}: the trial of {version} is {phase:?}, it must be {from}")]
+    WrongPhase { action: &'static str, version: String, phase: TrialPhase, from: &'static str },
+    #[error("cannot start a trial of {version}: a trial of {running} is already in the state record")]
+    TrialRunning { version: String, running: String },
+}
+
+/// The trial's transitions, one method each. Each checks where it may
+/// start from and changes the record in memory only; the caller saves.
+///
+/// ```text
+///   (none) --begin_trial--> swapping --loaded--> watching --commit_trial--> (none)
+///                              |                    |
+///                              +--begin_rollback----+--> rolling-back --end_rollback--> (none)
+///   swapping --abandon_swap--> (none)           rolling-back --rollback_pending_reboot--> (none)
+/// ```
+impl State {
+    fn trial_in(&mut self, action: &'static str, from: &[TrialPhase]) -> Result<&mut Trial, TransitionError> {
+        let t = self.trial.as_mut().ok_or(TransitionError::NoTrial { action })?;
+        if !from.contains(&t.phase) {
+            let names: &'static str = match from {
+                [TrialPhase::Swapping] => "swapping",
+                [TrialPhase::Watching] => "watching",
+                [TrialPhase::RollingBack] => "rolling-back",
+                _ => "swapping, watching or rolling-back",
+            };
+            return Err(TransitionError::WrongPhase {
+                action,
+                version: t.version.to_string(),
+                phase: t.phase,
+                from: names,
+            });
+        }
+        Ok(t)
+    }
+
+    /// No trial -> `swapping`: the checkpoint is in `trial`.
+    pub fn begin_trial(&mut self, trial: Trial) -> Result<(), TransitionError> {
+        if let Some(t) = &self.trial {
+            return Err(TransitionError::TrialRunning {
+                version: trial.version.to_string(),
+                running: t.version.to_string(),
+            });
+        }
+        self.trial = Some(Trial { phase: TrialPhase::Swapping, ..trial });
+        Ok(())
+    }
+
+    /// `swapping` -> `watching`: the new module is live; its window starts at `now_ms`.
+    pub fn loaded(&mut self, now_ms: u64) -> Result<(), TransitionError> {
+        let t = self.trial_in("start the probation", &[TrialPhase::Swapping])?;
+        t.phase = TrialPhase::Watching;
+        t.started_ms = now_ms;
+        Ok(())
+    }
+
+    /// `watching` -> no trial: the trial's slot becomes the committed one.
+    pub fn commit_trial(&mut self) -> Result<Trial, TransitionError> {
+        self.trial_in("commit", &[TrialPhase::Watching])?;
+        let trial = self.trial.take().ok_or(TransitionError::NoTrial { action: "commit" })?;
+        self.committed = Some(trial.slot);
+        self.max_sequence = self.max_sequence.max(trial.sequence);
+        self.note_committed(&trial.version);
+        Ok(trial)
+    }
+
+    /// Any phase -> `rolling-back`, the version blocklisted with `reason`
+    /// (resuming a rollback starts from `rolling-back` itself).
+    pub fn begin_rollback(&mut self, reason: &str, at: String) -> Result<Trial, TransitionError> {
+        let all = [TrialPhase::Swapping, TrialPhase::Watching, TrialPhase::RollingBack];
+        let t = self.trial_in("roll back", &all)?;
+        t.phase = TrialPhase::RollingBack;
+        t.rollback_reason = Some(reason.to_string());
+        let trial = t.clone();
+        self.block(Blocked { version: trial.version.clone(), sequence: trial.sequence, reason: reason.into(), at });
+        Ok(trial)
+    }
+
+    /// `rolling-back` -> no trial: the checkpoint's module (`to`) is live again.
+    pub fn end_rollback(&mut self, to: Option<String>, at: String) -> Result<Trial, TransitionError> {
+        self.trial_in("finish the rollback", &[TrialPhase::RollingBack])?;
+        let trial = self.trial.take().ok_or(TransitionError::NoTrial { action: "finish the rollback" })?;
+        let reason = trial.rollback_reason.clone().unwrap_or_default();
+        self.last_rollback = Some(Rollback { from: trial.version.to_string(), to, reason, at });
+        Ok(trial)
+    }
+
+    /// `rolling-back` -> no trial, pending a reboot: the faulty module
+    /// cannot be unloaded; the committed slot loads at the next boot.
+    pub fn rollback_pending_reboot(
+        &mut self,
+        boot_id: String,
+        reason: &str,
+        at: String,
+    ) -> Result<Trial, TransitionError> {
+        self.trial_in("mark the rollback pending a reboot", &[TrialPhase::RollingBack])?;
+        let trial =
+            self.trial.take().ok_or(TransitionError::NoTrial { action: "mark the rollback pending a reboot" })?;
+        let version = trial.version.to_string();
+        self.pending_reboot = Some(PendingReboot { boot_id, stuck_version: version.clone(), reason: reason.into() });
+        self.last_rollback = Some(Rollback {
+            from: version,
+            to: trial.checkpoint.version.clone(),
+            reason: format!("rollback pending reboot: {reason}"),
+            at,
+        });
+        Ok(trial)
+    }
+
+    /// `swapping` -> no trial: the swap stopped before the old module was
+    /// unloaded; the old module stays.
+    pub fn abandon_swap(&mut self) -> Result<Trial, TransitionError> {
+        self.trial_in("abandon the swap", &[TrialPhase::Swapping])?;
+        self.trial.take().ok_or(TransitionError::NoTrial { action: "abandon the swap" })
+    }
+}
+
 /// The state record on disk.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -220,6 +343,70 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn a_trial() -> Trial {
+        Trial {
+            slot: SlotId::B,
+            version: "1.1.0".parse().unwrap(),
+            sequence: 2,
+            phase: TrialPhase::Swapping,
+            boot_id: "b".into(),
+            started_ms: 0,
+            window_ms: 1000,
+            checkpoint: Checkpoint {
+                slot: Some(SlotId::A),
+                version: Some("1.0.0".into()),
+                params: Default::default(),
+                baseline: Snapshot::default(),
+            },
+            rollback_reason: None,
+        }
+    }
+
+    #[test]
+    fn transitions_happy_path_commits() {
+        let mut s = State { committed: Some(SlotId::A), max_sequence: 1, ..State::default() };
+        s.begin_trial(a_trial()).unwrap();
+        assert!(matches!(s.begin_trial(a_trial()), Err(TransitionError::TrialRunning { .. })));
+        assert!(matches!(s.commit_trial(), Err(TransitionError::WrongPhase { from: "watching", .. })));
+        s.loaded(42).unwrap();
+        assert_eq!(s.trial.as_ref().map(|t| (t.phase, t.started_ms)), Some((TrialPhase::Watching, 42)));
+        assert!(matches!(s.abandon_swap(), Err(TransitionError::WrongPhase { .. })));
+        let t = s.commit_trial().unwrap();
+        assert_eq!((s.committed, s.max_sequence, s.trial.is_none()), (Some(t.slot), 2, true));
+        assert!(s.was_committed(&t.version));
+        assert!(matches!(s.commit_trial(), Err(TransitionError::NoTrial { .. })));
+    }
+
+    #[test]
+    fn transitions_abandoned_path_rolls_back() {
+        let mut s = State { committed: Some(SlotId::A), ..State::default() };
+        assert!(matches!(s.begin_rollback("x", "t".into()), Err(TransitionError::NoTrial { .. })));
+        s.begin_trial(a_trial()).unwrap();
+        assert!(matches!(s.end_rollback(None, "t".into()), Err(TransitionError::WrongPhase { .. })));
+        s.begin_rollback("oops", "t".into()).unwrap();
+        assert!(s.is_blocked(&"1.1.0".parse().unwrap()).is_some());
+        // Resuming an interrupted rollback starts from rolling-back.
+        s.begin_rollback("oops", "t".into()).unwrap();
+        s.end_rollback(Some("1.0.0".into()), "t".into()).unwrap();
+        let rb = s.last_rollback.clone().unwrap();
+        assert_eq!((rb.from.as_str(), rb.to.as_deref(), rb.reason.as_str()), ("1.1.0", Some("1.0.0"), "oops"));
+        assert_eq!((s.trial.is_none(), s.committed), (true, Some(SlotId::A)));
+
+        s.begin_trial(a_trial()).unwrap();
+        assert!(matches!(
+            s.rollback_pending_reboot("b".into(), "stuck", "t".into()),
+            Err(TransitionError::WrongPhase { .. })
+        ));
+        s.begin_rollback("stuck", "t".into()).unwrap();
+        s.rollback_pending_reboot("b".into(), "stuck", "t".into()).unwrap();
+        assert_eq!(s.pending_reboot.as_ref().map(|p| p.stuck_version.as_str()), Some("1.1.0"));
+        assert_eq!(s.last_rollback.as_ref().map(|r| r.reason.as_str()), Some("rollback pending reboot: stuck"));
+
+        s.begin_trial(a_trial()).unwrap();
+        assert_eq!(s.abandon_swap().unwrap().version.to_string(), "1.1.0");
+        assert!(s.trial.is_none());
+    }
 
     #[test]
     fn fresh_save_load() {

@@ -44,36 +44,55 @@ pub struct StatusReport {
     pub blocklist: Vec<Blocked>,
 }
 
+/// `milspecd status`: reads the state folder and the host (no lock), the
+/// way a process that holds no engine sees them.
 pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
     let state: State = StateFile::new(&cfg.paths.state_dir).load()?;
     let paths = KernelPaths::from_config(&cfg.kernel);
     let release = std::fs::read_to_string(paths.osrelease()).map(|s| s.trim().to_string()).unwrap_or_default();
     let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir);
     let limits = Limits::default();
-    let mut slots = Vec::new();
-    if let Ok(store) = SlotStore::open(&cfg.paths.state_dir) {
-        for id in SlotId::ALL {
-            let mut view = SlotView { slot: id, valid: store.is_valid(id), version: None, sequence: None, error: None };
-            match &keys {
-                Ok(keys) => {
-                    let trust = SlotTrust { keys, threshold: cfg.trust.threshold, release: &release, limits: &limits };
-                    match store.read(id, trust) {
-                        Ok(Some(s)) => {
-                            view.version = Some(s.manifest.version.to_string());
-                            view.sequence = Some(s.manifest.sequence);
-                        }
-                        Ok(None) => {}
-                        Err(e) => view.error = Some(e.to_string()),
-                    }
-                }
-                Err(e) => view.error = Some(e.to_string()),
-            }
-            slots.push(view);
+    let slots = match SlotStore::open(&cfg.paths.state_dir) {
+        Ok(store) => {
+            let trust = keys
+                .as_ref()
+                .map(|keys| SlotTrust { keys, threshold: cfg.trust.threshold, release: &release, limits: &limits })
+                .map_err(ToString::to_string);
+            slot_views(&store, trust)
         }
+        Err(_) => Vec::new(),
+    };
+    Ok(report(state, slots, loaded_module(&paths, &cfg.kernel.carry_params), Snapshot::read(&paths)))
+}
+
+/// Both slots as the report shows them, each read and verified with
+/// `trust` (or the reason there is no trust to check them with).
+pub fn slot_views(store: &SlotStore, trust: Result<SlotTrust<'_>, String>) -> Vec<SlotView> {
+    let mut slots = Vec::new();
+    for id in SlotId::ALL {
+        let mut view = SlotView { slot: id, valid: store.is_valid(id), version: None, sequence: None, error: None };
+        match &trust {
+            Ok(trust) => match store.read(id, *trust) {
+                Ok(Some(s)) => {
+                    view.version = Some(s.manifest.version.to_string());
+                    view.sequence = Some(s.manifest.sequence);
+                }
+                Ok(None) => {}
+                Err(e) => view.error = Some(e.to_string()),
+            },
+            Err(e) => view.error = Some(e.clone()),
+        }
+        slots.push(view);
     }
+    slots
+}
+
+/// The report from the state record, the slot views, the loaded module
+/// and a health snapshot (pure).
+pub fn report(state: State, slots: Vec<SlotView>, live: Option<LoadedModule>, health: Snapshot) -> StatusReport {
     let committed_version =
         state.committed.and_then(|c| slots.iter().find(|s| s.slot == c).and_then(|s| s.version.clone()));
-    Ok(StatusReport {
+    StatusReport {
         committed_slot: state.committed,
         committed_version,
         trial: state.trial.as_ref().map(|t| TrialView {
@@ -83,13 +102,13 @@ pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
             window_ms: t.window_ms,
         }),
         slots,
-        live: loaded_module(&paths, &cfg.kernel.carry_params),
-        health: Snapshot::read(&paths),
+        live,
+        health,
         max_sequence: state.max_sequence,
         last_rollback: state.last_rollback,
         pending_reboot: state.pending_reboot,
         blocklist: state.blocklist,
-    })
+    }
 }
 
 impl StatusReport {

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::check::CheckReport;
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery};
+use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason};
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
@@ -346,7 +346,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
         };
         engine.set_observer(&observer);
         let recovery = engine.recover();
-        observer.refresh(&cfg);
+        observer.refresh(&engine);
         observer.set_state(DaemonState::Idle);
         observer.shared.busy.store(false, Ordering::SeqCst);
         match recovery {
@@ -383,10 +383,10 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 engine.install(package, opts).map_err(|e| ActionError::Failed(one_line(e.into()))).and_then(|o| {
                     let r = outcome_reply(&o);
                     match o {
-                        Outcome::Rejected { reason } if reason.starts_with("package rejected:") => {
-                            Err(ActionError::InvalidPackage(reason))
+                        Outcome::Rejected { reason: reason @ RejectReason::InvalidPackage(_) } => {
+                            Err(ActionError::InvalidPackage(reason.to_string()))
                         }
-                        Outcome::Rejected { reason } => Err(ActionError::Rejected(reason)),
+                        Outcome::Rejected { reason } => Err(ActionError::Rejected(reason.to_string())),
                         _ => Ok(r),
                     }
                 })
@@ -404,7 +404,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                             info!(%version, "downloading");
                             obs.set_state(DaemonState::Downloading);
                         };
-                        crate::check::check(p, engine, cfg, opts, &mut downloading)
+                        crate::check::check(p, engine, opts, &mut downloading)
                             .map_err(|e| ActionError::Failed(one_line(e.into())))
                     }
                 };
@@ -431,7 +431,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 });
                 match res {
                     // Refused before any swap (the old module is busy): nothing changed.
-                    Ok(Outcome::Rejected { reason }) => Err(ActionError::Rejected(reason)),
+                    Ok(Outcome::Rejected { reason }) => Err(ActionError::Rejected(reason.to_string())),
                     other => other.map(|o| outcome_reply(&o)),
                 }
             }
@@ -440,7 +440,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 engine.recover().map(|r| recovery_reply(&r)).map_err(|e| ActionError::Failed(one_line(e.into())))
             }
         };
-        obs.refresh(cfg);
+        obs.refresh(engine);
         obs.shared.beat();
         let final_state = match &result {
             Err(ActionError::Failed(e)) => {
@@ -478,7 +478,7 @@ fn outcome_reply(o: &Outcome) -> ActionReply {
         Outcome::AlreadyInstalled { version } => {
             ActionReply::new("already-installed", version, format!("{version} is already installed and committed"))
         }
-        Outcome::Rejected { reason } => ActionReply::new("rejected", "", reason.clone()),
+        Outcome::Rejected { reason } => ActionReply::new("rejected", "", reason.to_string()),
         Outcome::RolledBack { version, reason, .. } => ActionReply::new("rolled-back", version, reason.clone()),
         Outcome::RollbackPendingReboot { version, reason } => {
             ActionReply::new("rolled-back", version, format!("rollback pending reboot: {reason}"))
@@ -555,9 +555,10 @@ impl WorkerObserver {
         }
     }
 
-    /// Rereads committed version, slot and reboot flag from the state folder.
-    fn refresh(&self, cfg: &Config) {
-        match crate::status::read(cfg) {
+    /// Republishes committed version, slot and reboot flag from what the
+    /// engine knows (no second read of the state folder or the slots).
+    fn refresh(&self, engine: &Engine<'_>) {
+        match engine.status() {
             Ok(r) => {
                 let mut p = lock(&self.shared.published);
                 p.committed_version = r.committed_version.unwrap_or_default();

@@ -172,7 +172,7 @@ fn rollback() {
     let b = before(&h);
     let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
     match e.install(fs::File::open(&low).unwrap(), InstallOptions::default()).unwrap() {
-        Outcome::Rejected { reason } => assert!(reason.contains("downgrade"), "{reason}"),
+        Outcome::Rejected { reason } => assert!(reason.to_string().contains("downgrade"), "{reason}"),
         o => panic!("low sequence: {o:?}"),
     }
     drop(e);
@@ -308,7 +308,7 @@ fn wrong_hardware() {
     let b = before(&h);
     match h.poll().unwrap() {
         CheckReport::Installed { outcome: Outcome::Rejected { reason }, .. } => {
-            assert!(reason.contains("QEMU") && reason.contains("Dell Inc."), "{reason}")
+            assert!(reason.to_string().contains("QEMU") && reason.to_string().contains("Dell Inc."), "{reason}")
         }
         r => panic!("non-Dell host: {r:?}"),
     }
@@ -373,7 +373,9 @@ fn fewer_than_threshold() {
         [("package with one of two", fs::read(&single).unwrap()), ("package with one signature twice", doubled)]
     {
         match engine.install(&bytes[..], InstallOptions::default()) {
-            Ok(Outcome::Rejected { reason }) => assert!(reason.contains("1 valid of 2 required"), "{what}: {reason}"),
+            Ok(Outcome::Rejected { reason }) => {
+                assert!(reason.to_string().contains("1 valid of 2 required"), "{what}: {reason}")
+            }
             Err(err) => assert!(err.to_string().contains("1 valid of 2 required"), "{what}: {err}"),
             Ok(o) => panic!("{what}: {o:?}"),
         }

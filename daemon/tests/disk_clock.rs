@@ -140,7 +140,7 @@ impl Host {
 
 fn install(e: &mut Engine<'_>, pkg: &Path) -> Result<Outcome, String> {
     match e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()) {
-        Ok(Outcome::Rejected { reason }) => Err(reason),
+        Ok(Outcome::Rejected { reason }) => Err(reason.to_string()),
         Ok(o) => Ok(o),
         Err(err) => Err(err.to_string()),
     }

@@ -189,6 +189,58 @@ fn install_swap_commit_and_carry_settings() {
     assert!(matches!(h.install("1.1.0"), Outcome::AlreadyInstalled { .. }));
 }
 
+/// The engine answers `status()` from what it already knows; its report
+/// reads the same as `milspecd status`, which reads the state folder itself.
+#[test]
+fn engine_status_matches_the_status_command() {
+    let h = Host::new();
+    assert!(matches!(h.install("1.0.0"), Outcome::Committed { slot: SlotId::A, .. }));
+    let pkg = h.package("1.1.0");
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    let same = |e: &Engine<'_>| {
+        let (mine, read) = (e.status().unwrap(), milspecd::status::read(&h.cfg).unwrap());
+        assert_eq!(mine.to_text(), read.to_text());
+        mine
+    };
+    assert_eq!(same(&e).committed_version.as_deref(), Some("1.0.0"));
+    assert!(matches!(
+        e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap(),
+        Outcome::Committed { .. }
+    ));
+    let r = same(&e);
+    assert_eq!((r.committed_slot, r.committed_version.as_deref()), (Some(SlotId::B), Some("1.1.0")));
+    assert_eq!(e.facts().unwrap().committed_version.as_deref(), Some("1.1.0"));
+}
+
+/// The committed module is sealed and hashed before the swap and held
+/// through probation, so a rollback only unloads and loads: here the
+/// committed slot's file is damaged once the trial is live, and the
+/// rollback still loads the bytes verified before the swap.
+#[test]
+fn rollback_loads_the_committed_module_made_ready_before_the_swap() {
+    struct Damage(std::path::PathBuf);
+    impl milspecd::engine::Observer for Damage {
+        fn recorded(&self, ev: &milspecd::history::Event) {
+            if ev.event == EventKind::Swapped {
+                fs::remove_file(&self.0).unwrap();
+                fs::write(&self.0, b"damaged").unwrap();
+            }
+        }
+    }
+    let mut h = Host::new();
+    h.kernel.faults.insert("1.2.0".into(), Fault::Warn);
+    assert!(matches!(h.install("1.1.0"), Outcome::Committed { slot: SlotId::A, .. }));
+    let damage = Damage(h.cfg.paths.state_dir.join("slots/a/module.ko"));
+    let pkg = h.package("1.2.0");
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    e.set_observer(&damage);
+    let o = e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap();
+    assert!(matches!(&o, Outcome::RolledBack { to: Some(v), .. } if v == "1.1.0"), "{o:?}");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    let s = h.state();
+    assert_eq!((s.committed, s.trial.is_none()), (Some(SlotId::A), true));
+}
+
 #[test]
 fn warn_rolls_back_and_is_never_retried() {
     let mut h = Host::new();
@@ -198,7 +250,7 @@ fn warn_rolls_back_and_is_never_retried() {
     match h.install("1.2.0") {
         Outcome::RolledBack { to, reason, .. } => {
             assert_eq!(to.as_deref(), Some("1.1.0"));
-            assert!(reason.contains("warn_count rose from 0 to 1"), "{reason}");
+            assert!(reason.to_string().contains("warn_count rose from 0 to 1"), "{reason}");
         }
         o => panic!("{o:?}"),
     }
@@ -209,7 +261,7 @@ fn warn_rolls_back_and_is_never_retried() {
     assert_eq!(s.blocklist[0].version.to_string(), "1.2.0");
     assert!(h.history().contains(&EventKind::RolledBack));
     match h.install("1.2.0") {
-        Outcome::Rejected { reason } => assert!(reason.contains("blocklisted"), "{reason}"),
+        Outcome::Rejected { reason } => assert!(reason.to_string().contains("blocklisted"), "{reason}"),
         o => panic!("{o:?}"),
     }
     // A later good version still goes through, into the free slot.
@@ -222,7 +274,7 @@ fn refused_before_swap_leaves_module_alone() {
     h.install("2.0.0");
     let loads = h.kernel.loads.borrow().len();
     // Downgrade.
-    assert!(matches!(h.install("1.0.0"), Outcome::Rejected { reason } if reason.contains("downgrade")));
+    assert!(matches!(h.install("1.0.0"), Outcome::Rejected { reason } if reason.to_string().contains("downgrade")));
     // Another kernel's module.
     let ko = h.f.ko("other.ko", FakeKo { version: "3.0.0", kernel_release: "6.1.0-28-amd64", ..FakeKo::default() });
     repo()
@@ -236,11 +288,14 @@ fn refused_before_swap_leaves_module_alone() {
         .success();
     let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
     let o = e.install(fs::File::open(h.f.path("other.mspkg")).unwrap(), InstallOptions::default()).unwrap();
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("no payload for this kernel")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("no payload for this kernel")),
+        "{o:?}"
+    );
     drop(e);
     // Busy old module.
     h.kernel.faults.insert("2.0.0".into(), Fault::Busy);
-    assert!(matches!(h.install("2.1.0"), Outcome::Rejected { reason } if reason.contains("in use")));
+    assert!(matches!(h.install("2.1.0"), Outcome::Rejected { reason } if reason.to_string().contains("in use")));
     assert_eq!(h.kernel.loads.borrow().len(), loads);
     assert_eq!(h.kernel.live_version().as_deref(), Some("2.0.0"));
     assert!(h.state().trial.is_none());
@@ -251,7 +306,7 @@ fn refused_before_swap_leaves_module_alone() {
     b[at] ^= 1;
     let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
     let o = e.install(&b[..], InstallOptions::default()).unwrap();
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("sha256")), "{o:?}");
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("sha256")), "{o:?}");
     assert_eq!(h.kernel.live_version().as_deref(), Some("2.0.0"));
     // Only one engine at a time.
     let e2 = Engine::open(h.cfg.clone(), &h.kernel);
@@ -266,7 +321,7 @@ fn load_failure_reloads_old_at_once() {
     match h.install("1.1.0") {
         Outcome::RolledBack { to, reason, .. } => {
             assert_eq!(to.as_deref(), Some("1.0.0"));
-            assert!(reason.contains("load failed"), "{reason}");
+            assert!(reason.to_string().contains("load failed"), "{reason}");
         }
         o => panic!("{o:?}"),
     }
@@ -308,7 +363,7 @@ fn stuck_module_means_rollback_pending_reboot() {
     assert_eq!(s.committed, Some(SlotId::A));
     // Until a reboot, installs are refused; after one, the committed slot loads.
     let o = e.install(fs::File::open(h.package("1.3.0")).unwrap(), InstallOptions::default()).unwrap();
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("reboot")), "{o:?}");
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("reboot")), "{o:?}");
     drop(e);
     fs::remove_dir_all(k2.paths.module_dir()).unwrap();
     fs::remove_dir_all(k2.paths.milspec_dir()).unwrap();
@@ -354,7 +409,7 @@ fn reboot_during_trial_rolls_back_at_start() {
     match e.recover().unwrap() {
         Recovery::RolledBack(Outcome::RolledBack { to, reason, .. }) => {
             assert_eq!(to.as_deref(), Some("1.1.0"));
-            assert!(reason.contains("rebooted during the trial"), "{reason}");
+            assert!(reason.to_string().contains("rebooted during the trial"), "{reason}");
         }
         r => panic!("{r:?}"),
     }
@@ -468,12 +523,12 @@ fn flipped_or_truncated_payload_leaves_both_slots_byte_identical() {
     flipped[at] ^= 1;
     let before = tree(&state_dir);
     let o = h.install_bytes(&flipped);
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("sha256")), "{o:?}");
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("sha256")), "{o:?}");
     assert_only_one_rejected(&before, &state_dir, "one payload byte flipped");
 
     let before = tree(&state_dir);
     let o = h.install_bytes(&good[..at]);
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("truncated")), "{o:?}");
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("truncated")), "{o:?}");
     assert_only_one_rejected(&before, &state_dir, "truncated in the payload");
 
     // The way back is still there.
@@ -489,7 +544,7 @@ fn busy_old_module_rejection_leaves_both_slots_byte_identical() {
     h.kernel.faults.insert("1.1.0".into(), Fault::Busy);
     let before = tree(&state_dir);
     let o = h.install("1.2.0");
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.contains("in use")), "{o:?}");
+    assert!(matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("in use")), "{o:?}");
     assert_only_one_rejected(&before, &state_dir, "old module busy");
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
     // Slot a still holds 1.0.0, the committed earlier version: a rollback

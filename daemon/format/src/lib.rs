@@ -38,8 +38,8 @@ pub use limits::Limits;
 pub use manifest::{Manifest, ManifestError, Payload};
 pub use modinfo::{ModInfo, ModInfoError};
 pub use package::{
-    open_package, read_package, read_package_file, Discard, FileError, PackageError, PayloadSink, Trust,
-    VerifiedPackage,
+    open_package, read_package, read_package_file, Discard, FileError, OpenedPackage, PackageError, PackageStream,
+    PayloadSink, Trust, VerifiedPackage,
 };
 pub use regular::{open_regular, read_regular, FileKind, OpenError, OpenPolicy, RegularFile, Symlinks};
 pub use signature::{SignatureError, SignatureSet};

@@ -4,7 +4,8 @@
 //! and `signatures.json` (both size-capped), checks the signatures over the
 //! raw manifest bytes, and only then parses the manifest and reads payloads.
 //! Each payload is streamed through SHA-256 and handed to a [`PayloadSink`];
-//! the package is good only once [`read_package`] returns `Ok`.
+//! the package is good only once [`read_package`] (or, read in two phases,
+//! [`OpenedPackage::copy_payloads`]) returns `Ok`.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -208,134 +209,229 @@ fn read_small(entry: &mut impl Read, path: &str, size: u64, limit: u64) -> Resul
     Ok(buf)
 }
 
-/// Reads and verifies a package from `reader`.
+type Stream<R> = Counting<BufReader<io::Take<R>>>;
+
+/// A package being read from a stream, in two phases (RAUC's order):
+/// [`PackageStream::open`] reads and verifies the signed header (the
+/// signatures over the raw manifest bytes, then the manifest), so the
+/// caller can decide what to do with it before a payload byte is read;
+/// [`OpenedPackage::copy_payloads`] then streams every payload through
+/// its hash check into a sink. The package is good only once
+/// `copy_payloads` returns `Ok`. [`read_package`] runs both in one call.
+pub struct PackageStream<R: Read> {
+    archive: tar::Archive<Stream<R>>,
+    count: Rc<Cell<u64>>,
+    limits: Limits,
+}
+
+impl<R: Read> std::fmt::Debug for PackageStream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageStream").field("read", &self.count.get()).finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> PackageStream<R> {
+    /// Starts reading `reader`, at most `limits.max_package_size` bytes.
+    pub fn new(reader: R, limits: &Limits) -> Result<Self, PackageError> {
+        let count = Rc::new(Cell::new(0u64));
+        let mut buffered = BufReader::with_capacity(256 * 1024, reader.take(limits.max_package_size + 1));
+        if buffered.fill_buf().map_err(PackageError::Io)?.is_empty() {
+            return Err(PackageError::Empty);
+        }
+        let counting = Counting { inner: buffered, count: Rc::clone(&count) };
+        Ok(PackageStream { archive: tar::Archive::new(counting), count, limits: *limits })
+    }
+
+    /// Phase one: reads `manifest.json` and `signatures.json` (both
+    /// size-capped), checks the signatures over the raw manifest bytes
+    /// against `trust`, and only then parses the manifest.
+    pub fn open(&mut self, trust: Trust<'_>) -> Result<OpenedPackage<'_, R>, PackageError> {
+        let limits = self.limits;
+        let count = Rc::clone(&self.count);
+        let entries = self.archive.entries().map_err(|e| PackageError::NotTar(tar_detail(&e)))?.raw(true);
+        let mut cursor = Cursor { entries, last: String::new(), index: 0, count, limits };
+        match cursor.read_header(trust) {
+            Ok((manifest, manifest_bytes, signatures, signers)) => {
+                Ok(OpenedPackage { cursor, manifest, manifest_bytes, signatures, signers })
+            }
+            Err(e) => Err(cursor.bounded(e)),
+        }
+    }
+}
+
+/// A package whose signed header verified; its payloads are still unread.
+pub struct OpenedPackage<'a, R: Read> {
+    cursor: Cursor<'a, R>,
+    pub manifest: Manifest,
+    /// The exact signed bytes.
+    pub manifest_bytes: Vec<u8>,
+    pub signatures: SignatureSet,
+    /// Trusted keys whose signatures verified; empty for [`Trust::Unverified`].
+    pub signers: Vec<KeyId>,
+}
+
+impl<R: Read> std::fmt::Debug for OpenedPackage<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedPackage").field("manifest", &self.manifest).finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> OpenedPackage<'_, R> {
+    /// The signed part, as a [`PayloadSink`] sees it in `start`.
+    pub fn header(&self) -> Header<'_> {
+        Header { manifest: &self.manifest, manifest_bytes: &self.manifest_bytes, signatures: &self.signatures }
+    }
+
+    /// Phase two: streams every payload the manifest lists through
+    /// SHA-256 into `sink` (never calling its `start`), and checks that
+    /// nothing is missing, unlisted or doubled.
+    pub fn copy_payloads(mut self, sink: &mut dyn PayloadSink) -> Result<VerifiedPackage, PackageError> {
+        match self.cursor.read_payloads(&self.manifest, sink) {
+            Ok(()) => Ok(VerifiedPackage {
+                manifest: self.manifest,
+                manifest_bytes: self.manifest_bytes,
+                signatures: self.signatures,
+                signers: self.signers,
+            }),
+            Err(e) => Err(self.cursor.bounded(e)),
+        }
+    }
+}
+
+/// Reads and verifies a package from `reader`: [`PackageStream::open`],
+/// the sink's `start` with the header, then [`OpenedPackage::copy_payloads`].
 pub fn read_package<R: Read>(
     reader: R,
     trust: Trust<'_>,
     limits: &Limits,
     sink: &mut dyn PayloadSink,
 ) -> Result<VerifiedPackage, PackageError> {
-    let count = Rc::new(Cell::new(0u64));
-    let mut buffered = BufReader::with_capacity(256 * 1024, reader.take(limits.max_package_size + 1));
-    if buffered.fill_buf().map_err(PackageError::Io)?.is_empty() {
-        return Err(PackageError::Empty);
-    }
-    let counting = Counting { inner: buffered, count: Rc::clone(&count) };
-    let over = || count.get() > limits.max_package_size;
-    let result = read_entries(counting, trust, limits, sink);
-    match result {
-        Err(_) if over() => Err(PackageError::TooLarge { limit: limits.max_package_size }),
-        other => other,
-    }
+    let mut stream = PackageStream::new(reader, limits)?;
+    let opened = stream.open(trust)?;
+    sink.start(&opened.header()).map_err(|source| PackageError::Sink { path: MANIFEST_PATH.into(), source })?;
+    opened.copy_payloads(sink)
 }
 
-fn read_entries<R: Read>(
-    reader: R,
-    trust: Trust<'_>,
-    limits: &Limits,
-    sink: &mut dyn PayloadSink,
-) -> Result<VerifiedPackage, PackageError> {
-    let mut archive = tar::Archive::new(reader);
-    let mut entries = archive.entries().map_err(|e| PackageError::NotTar(tar_detail(&e)))?.raw(true);
-    let mut last = String::new();
-    let mut index = 0usize;
+/// An archive entry with its checked path and size.
+type Next<'a, R> = (tar::Entry<'a, Stream<R>>, String, u64);
 
-    // Pulls the next entry and checks its type and path.
-    macro_rules! next_entry {
-        () => {{
-            match entries.next() {
-                None => None,
-                Some(Err(e)) if index == 0 => return Err(PackageError::NotTar(tar_detail(&e))),
-                Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(PackageError::Truncated(last.clone()))
+/// Where the reader is in the archive.
+struct Cursor<'a, R: Read> {
+    entries: tar::Entries<'a, Stream<R>>,
+    /// The last entry's path, for messages.
+    last: String,
+    index: usize,
+    count: Rc<Cell<u64>>,
+    limits: Limits,
+}
+
+impl<'a, R: Read> Cursor<'a, R> {
+    /// Any error once more than the limit was read is the limit's.
+    fn bounded(&self, e: PackageError) -> PackageError {
+        if self.count.get() > self.limits.max_package_size {
+            PackageError::TooLarge { limit: self.limits.max_package_size }
+        } else {
+            e
+        }
+    }
+
+    /// Pulls the next entry and checks its type and path.
+    fn next_entry(&mut self) -> Result<Option<Next<'a, R>>, PackageError> {
+        match self.entries.next() {
+            None => Ok(None),
+            Some(Err(e)) if self.index == 0 => Err(PackageError::NotTar(tar_detail(&e))),
+            Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(PackageError::Truncated(self.last.clone())),
+            Some(Err(e)) => Err(PackageError::Corrupt { after: self.last.clone(), detail: tar_detail(&e) }),
+            Some(Ok(entry)) => {
+                self.index += 1;
+                let path = check_path(&entry.path_bytes())?;
+                if let Some(kind) = kind_name(entry.header().entry_type()) {
+                    return Err(PackageError::NotRegular { path, kind });
                 }
-                Some(Err(e)) => return Err(PackageError::Corrupt { after: last.clone(), detail: tar_detail(&e) }),
-                Some(Ok(entry)) => {
-                    index += 1;
-                    let path = check_path(&entry.path_bytes())?;
-                    if let Some(kind) = kind_name(entry.header().entry_type()) {
-                        return Err(PackageError::NotRegular { path, kind });
-                    }
-                    let size = entry
-                        .header()
-                        .entry_size()
-                        .map_err(|e| PackageError::Corrupt { after: last.clone(), detail: tar_detail(&e) })?;
-                    last = path.clone();
-                    Some((entry, path, size))
-                }
+                let size = entry
+                    .header()
+                    .entry_size()
+                    .map_err(|e| PackageError::Corrupt { after: self.last.clone(), detail: tar_detail(&e) })?;
+                self.last = path.clone();
+                Ok(Some((entry, path, size)))
             }
-        }};
+        }
     }
 
-    let Some((mut entry, path, size)) = next_entry!() else {
-        return Err(PackageError::MissingEntry(MANIFEST_PATH));
-    };
-    if path != MANIFEST_PATH {
-        return Err(PackageError::OutOfOrder { path, expected: MANIFEST_PATH });
-    }
-    let manifest_bytes = read_small(&mut entry, &path, size, limits.max_manifest)?;
-    drop(entry);
-
-    let Some((mut entry, path, size)) = next_entry!() else {
-        return Err(PackageError::MissingEntry(SIGNATURES_PATH));
-    };
-    if path != SIGNATURES_PATH {
-        return Err(match path.as_str() {
-            MANIFEST_PATH => PackageError::Duplicate(path),
-            _ => PackageError::OutOfOrder { path, expected: SIGNATURES_PATH },
-        });
-    }
-    let sig_bytes = read_small(&mut entry, &path, size, limits.max_signatures_file)?;
-    drop(entry);
-    let signatures = SignatureSet::parse(&sig_bytes, limits)?;
-
-    // Authenticate the raw bytes before reading anything they describe.
-    let signers = match trust {
-        Trust::Keys { keys, threshold } => signatures.check(&manifest_bytes, keys, threshold)?,
-        Trust::Unverified => Vec::new(),
-    };
-    let manifest = Manifest::parse(&manifest_bytes, limits)?;
-    sink.start(&Header { manifest: &manifest, manifest_bytes: &manifest_bytes, signatures: &signatures })
-        .map_err(|source| PackageError::Sink { path: MANIFEST_PATH.into(), source })?;
-
-    let mut pending: BTreeMap<&str, &Payload> = manifest.payloads.iter().map(|p| (p.path.as_str(), p)).collect();
-    let mut buf = vec![0u8; 256 * 1024];
-    while let Some((mut entry, path, size)) = next_entry!() {
-        let Some(payload) = pending.remove(path.as_str()) else {
-            let listed =
-                path == MANIFEST_PATH || path == SIGNATURES_PATH || manifest.payloads.iter().any(|p| p.path == path);
-            return Err(if listed { PackageError::Duplicate(path) } else { PackageError::Unlisted(path) });
+    fn read_header(&mut self, trust: Trust<'_>) -> Result<(Manifest, Vec<u8>, SignatureSet, Vec<KeyId>), PackageError> {
+        let limits = self.limits;
+        let Some((mut entry, path, size)) = self.next_entry()? else {
+            return Err(PackageError::MissingEntry(MANIFEST_PATH));
         };
-        if size != payload.size {
-            return Err(PackageError::SizeMismatch { path, expected: payload.size, actual: size });
+        if path != MANIFEST_PATH {
+            return Err(PackageError::OutOfOrder { path, expected: MANIFEST_PATH });
         }
-        let sink_err = |source| PackageError::Sink { path: payload.path.clone(), source };
-        sink.begin(payload).map_err(sink_err)?;
-        let mut hasher = Sha256::new();
-        let mut left = size;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = match entry.read(&mut buf[..want]) {
-                Ok(0) => return Err(PackageError::Truncated(path)),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(PackageError::Truncated(path)),
-                Err(e) => return Err(PackageError::Io(e)),
+        let manifest_bytes = read_small(&mut entry, &path, size, limits.max_manifest)?;
+        drop(entry);
+
+        let Some((mut entry, path, size)) = self.next_entry()? else {
+            return Err(PackageError::MissingEntry(SIGNATURES_PATH));
+        };
+        if path != SIGNATURES_PATH {
+            return Err(match path.as_str() {
+                MANIFEST_PATH => PackageError::Duplicate(path),
+                _ => PackageError::OutOfOrder { path, expected: SIGNATURES_PATH },
+            });
+        }
+        let sig_bytes = read_small(&mut entry, &path, size, limits.max_signatures_file)?;
+        drop(entry);
+        let signatures = SignatureSet::parse(&sig_bytes, &limits)?;
+
+        // Authenticate the raw bytes before reading anything they describe.
+        let signers = match trust {
+            Trust::Keys { keys, threshold } => signatures.check(&manifest_bytes, keys, threshold)?,
+            Trust::Unverified => Vec::new(),
+        };
+        let manifest = Manifest::parse(&manifest_bytes, &limits)?;
+        Ok((manifest, manifest_bytes, signatures, signers))
+    }
+
+    fn read_payloads(&mut self, manifest: &Manifest, sink: &mut dyn PayloadSink) -> Result<(), PackageError> {
+        let mut pending: BTreeMap<&str, &Payload> = manifest.payloads.iter().map(|p| (p.path.as_str(), p)).collect();
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Some((mut entry, path, size)) = self.next_entry()? {
+            let Some(payload) = pending.remove(path.as_str()) else {
+                let listed = path == MANIFEST_PATH
+                    || path == SIGNATURES_PATH
+                    || manifest.payloads.iter().any(|p| p.path == path);
+                return Err(if listed { PackageError::Duplicate(path) } else { PackageError::Unlisted(path) });
             };
-            hasher.update(&buf[..n]);
-            sink.data(payload, &buf[..n]).map_err(sink_err)?;
-            left -= n as u64;
+            if size != payload.size {
+                return Err(PackageError::SizeMismatch { path, expected: payload.size, actual: size });
+            }
+            let sink_err = |source| PackageError::Sink { path: payload.path.clone(), source };
+            sink.begin(payload).map_err(sink_err)?;
+            let mut hasher = Sha256::new();
+            let mut left = size;
+            while left > 0 {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = match entry.read(&mut buf[..want]) {
+                    Ok(0) => return Err(PackageError::Truncated(path)),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(PackageError::Truncated(path)),
+                    Err(e) => return Err(PackageError::Io(e)),
+                };
+                hasher.update(&buf[..n]);
+                sink.data(payload, &buf[..n]).map_err(sink_err)?;
+                left -= n as u64;
+            }
+            let actual = Sha256Digest(hasher.finalize().into());
+            if actual != payload.sha256 {
+                return Err(PackageError::HashMismatch { path, expected: payload.sha256, actual });
+            }
+            sink.end(payload).map_err(sink_err)?;
         }
-        let actual = Sha256Digest(hasher.finalize().into());
-        if actual != payload.sha256 {
-            return Err(PackageError::HashMismatch { path, expected: payload.sha256, actual });
+        if let Some(missing) = pending.keys().next() {
+            return Err(PackageError::MissingPayload((*missing).to_string()));
         }
-        sink.end(payload).map_err(sink_err)?;
+        Ok(())
     }
-    if let Some(missing) = pending.keys().next() {
-        return Err(PackageError::MissingPayload((*missing).to_string()));
-    }
-    Ok(VerifiedPackage { manifest, manifest_bytes, signatures, signers })
 }
 
 /// Opens the package file at `path` for reading: a regular file (a symbolic

@@ -167,7 +167,7 @@ fn main() -> ExitCode {
                 warn!("--now: ignoring the rollout schedule");
             }
             let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: now };
-            let report = milspecd::check::check(&poller, &mut engine, &cfg, opts, &mut |_| {})?;
+            let report = milspecd::check::check(&poller, &mut engine, opts, &mut |_| {})?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -79,7 +79,7 @@ pub struct Watcher {
     paths: KernelPaths,
     kmsg: KmsgReader,
     matcher: FaultMatcher,
-    /// Taint bits [`Self::check_now`] ignores; [`Self::watch`] sets them from its options.
+    /// Taint bits [`Self::check_now`] ignores; [`Self::watch_until`] sets them from its options.
     ignored_taint: u64,
 }
 
@@ -114,21 +114,11 @@ impl Watcher {
         assess(baseline, &Snapshot::read(&self.paths), self.ignored_taint)
     }
 
-    /// Watches for `window`, then runs the custom checks. `progress` is
-    /// called with the time left about once a second (pass `&mut |_| {}`
-    /// to ignore it). From here on the watcher ignores `opts.ignored_taint`.
-    pub fn watch(
-        &mut self,
-        baseline: &Snapshot,
-        window: Duration,
-        opts: &WatchOptions,
-        progress: &mut dyn FnMut(Duration),
-    ) -> WatchOutcome {
-        self.watch_until(baseline, window, opts, progress, &|| None)
-    }
-
-    /// [`Self::watch`], also asking `stop` every tick: `Some(reason)` ends
-    /// the watch at once with [`WatchOutcome::Stopped`].
+    /// Watches for `window`, then runs the custom checks, asking `stop`
+    /// every tick: `Some(reason)` ends the watch at once with
+    /// [`WatchOutcome::Stopped`]. `progress` is called with the time left
+    /// about once a second (pass `&mut |_| {}` to ignore it). From here on
+    /// the watcher ignores `opts.ignored_taint`.
     pub fn watch_until(
         &mut self,
         baseline: &Snapshot,
@@ -251,7 +241,13 @@ mod tests {
         let baseline = Snapshot::read(&paths);
         let mut w = Watcher::arm(&paths).unwrap();
         let mut calls = Vec::new();
-        let outcome = w.watch(&baseline, Duration::from_millis(500), &opts(dir.path()), &mut |left| calls.push(left));
+        let outcome = w.watch_until(
+            &baseline,
+            Duration::from_millis(500),
+            &opts(dir.path()),
+            &mut |left| calls.push(left),
+            &|| None,
+        );
         let WatchOutcome::Healthy { watched } = outcome else { panic!("{outcome:?}") };
         assert!(watched >= Duration::from_millis(500), "{watched:?}");
         assert_eq!(calls.len(), 1, "{calls:?}");
@@ -265,7 +261,7 @@ mod tests {
         let mut w = Watcher::arm(&paths).unwrap();
         let counter = paths.warn_count();
         let bump = later(Duration::from_millis(200), move || fs::write(counter, "1\n").unwrap());
-        let outcome = w.watch(&baseline, WINDOW, &opts(dir.path()), &mut |_| {});
+        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
         bump.join().unwrap();
         let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason, Unhealthy::WarnRose { from: 0, to: 1 });
@@ -286,7 +282,7 @@ mod tests {
             )
             .unwrap();
         });
-        let outcome = w.watch(&baseline, WINDOW, &opts(dir.path()), &mut |_| {});
+        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
         append.join().unwrap();
         let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason.kind(), "kmsg", "{reason}");
@@ -308,7 +304,7 @@ mod tests {
             let mut f = fs::OpenOptions::new().write(true).open(kmsg).unwrap();
             f.write_all(&text).unwrap();
         });
-        let outcome = w.watch(&baseline, WINDOW, &opts(dir.path()), &mut |_| {});
+        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
         writer.join().unwrap();
         let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
         assert!(reason.to_string().contains("BUG: kernel NULL pointer dereference"), "{reason}");
@@ -358,7 +354,7 @@ mod tests {
         fs::set_permissions(req.join("10-node"), fs::Permissions::from_mode(0o755)).unwrap();
         let baseline = Snapshot::read(&paths);
         let mut w = Watcher::arm(&paths).unwrap();
-        let outcome = w.watch(&baseline, Duration::from_millis(200), &o, &mut |_| {});
+        let outcome = w.watch_until(&baseline, Duration::from_millis(200), &o, &mut |_| {}, &|| None);
         let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason.to_string(), "health check required.d/10-node failed: exit status 1: no device node");
     }

@@ -524,7 +524,7 @@ impl Host {
 
     pub fn poll_at(&self, now: OffsetDateTime, force: bool) -> Result<CheckReport, CheckError> {
         let mut engine = Engine::open(self.cfg.clone(), &self.kernel).unwrap();
-        milspecd::check::check(&self.poller(), &mut engine, &self.cfg, PollOptions { now, force }, &mut |_| {})
+        milspecd::check::check(&self.poller(), &mut engine, PollOptions { now, force }, &mut |_| {})
     }
 
     pub fn poll(&self) -> Result<CheckReport, CheckError> {
