@@ -15,10 +15,11 @@ use common::*;
 use milspec_format::testkit::FakeKo;
 use milspec_format::ModInfo;
 use milspecd::config::Config;
-use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery};
+use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery, RejectReason};
 use milspecd::history::{EventKind, History};
 use milspecd::kernel::{Kernel, KernelError, SealedModule};
 use milspecd::kernel_paths::KernelPaths;
+use milspecd::plan::Rejection;
 use milspecd::slot_id::SlotId;
 use milspecd::state::StateFile;
 
@@ -250,7 +251,7 @@ fn warn_rolls_back_and_is_never_retried() {
     match h.install("1.2.0") {
         Outcome::RolledBack { to, reason, .. } => {
             assert_eq!(to.as_deref(), Some("1.1.0"));
-            assert!(reason.to_string().contains("warn_count rose from 0 to 1"), "{reason}");
+            assert!(reason.contains("warn_count rose from 0 to 1"), "{reason}");
         }
         o => panic!("{o:?}"),
     }
@@ -274,7 +275,9 @@ fn refused_before_swap_leaves_module_alone() {
     h.install("2.0.0");
     let loads = h.kernel.loads.borrow().len();
     // Downgrade.
-    assert!(matches!(h.install("1.0.0"), Outcome::Rejected { reason } if reason.to_string().contains("downgrade")));
+    assert!(
+        matches!(h.install("1.0.0"), Outcome::Rejected { reason: reason @ RejectReason::Plan(Rejection::Downgrade { .. }) } if reason.to_string().contains("downgrade"))
+    );
     // Another kernel's module.
     let ko = h.f.ko("other.ko", FakeKo { version: "3.0.0", kernel_release: "6.1.0-28-amd64", ..FakeKo::default() });
     repo()
@@ -295,7 +298,9 @@ fn refused_before_swap_leaves_module_alone() {
     drop(e);
     // Busy old module.
     h.kernel.faults.insert("2.0.0".into(), Fault::Busy);
-    assert!(matches!(h.install("2.1.0"), Outcome::Rejected { reason } if reason.to_string().contains("in use")));
+    assert!(
+        matches!(h.install("2.1.0"), Outcome::Rejected { reason: reason @ RejectReason::OldModuleBusy { .. } } if reason.to_string().contains("in use"))
+    );
     assert_eq!(h.kernel.loads.borrow().len(), loads);
     assert_eq!(h.kernel.live_version().as_deref(), Some("2.0.0"));
     assert!(h.state().trial.is_none());
@@ -306,7 +311,10 @@ fn refused_before_swap_leaves_module_alone() {
     b[at] ^= 1;
     let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
     let o = e.install(&b[..], InstallOptions::default()).unwrap();
-    assert!(matches!(&o, Outcome::Rejected { reason } if reason.to_string().contains("sha256")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Rejected { reason: reason @ RejectReason::InvalidPackage(_) } if reason.to_string().contains("sha256")),
+        "{o:?}"
+    );
     assert_eq!(h.kernel.live_version().as_deref(), Some("2.0.0"));
     // Only one engine at a time.
     let e2 = Engine::open(h.cfg.clone(), &h.kernel);
@@ -321,7 +329,7 @@ fn load_failure_reloads_old_at_once() {
     match h.install("1.1.0") {
         Outcome::RolledBack { to, reason, .. } => {
             assert_eq!(to.as_deref(), Some("1.0.0"));
-            assert!(reason.to_string().contains("load failed"), "{reason}");
+            assert!(reason.contains("load failed"), "{reason}");
         }
         o => panic!("{o:?}"),
     }
@@ -409,7 +417,7 @@ fn reboot_during_trial_rolls_back_at_start() {
     match e.recover().unwrap() {
         Recovery::RolledBack(Outcome::RolledBack { to, reason, .. }) => {
             assert_eq!(to.as_deref(), Some("1.1.0"));
-            assert!(reason.to_string().contains("rebooted during the trial"), "{reason}");
+            assert!(reason.contains("rebooted during the trial"), "{reason}");
         }
         r => panic!("{r:?}"),
     }
