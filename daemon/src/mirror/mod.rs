@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use milspec_format::index::{self, HostFacts, Index, IndexEntry, IndexError, Selection, VerifiedIndex, Why};
-use milspec_format::package::{read_package, Discard, PackageError, Trust};
+use milspec_format::package::{PackageError, PackageStream, Trust};
 use milspec_format::{KeyError, Limits, TrustedKeys};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -318,11 +318,15 @@ impl Poller {
             fetch::download(&*self.transport, &url, entry.size, &entry.sha256, &mut file, &path, total)
         })?;
         // Mix and match: the signed manifest must be the one the index means.
+        // Only the signed header is read here: the file's bytes already match
+        // the hash the signed index gives, and the engine verifies every
+        // payload as it stages them, so the package is read in full once.
         let limits = Limits { max_package_size: self.source.max_package_size, ..Limits::DEFAULT };
         let trust = Trust::Keys { keys: &self.keys, threshold: self.cfg.trust.threshold };
-        let pkg = read_package(io::BufReader::new(&file), trust, &limits, &mut Discard)
-            .map_err(|source| MirrorError::Package { url: url.clone(), source })?;
-        let m = &pkg.manifest;
+        let package = |source| MirrorError::Package { url: url.clone(), source };
+        let mut stream = PackageStream::new(io::BufReader::new(&file), &limits).map_err(package)?;
+        let opened = stream.open(trust).map_err(package)?;
+        let m = &opened.manifest;
         let mismatch =
             |why: String| MirrorError::Mismatch { url: url.clone(), version: entry.version.to_string(), why };
         if m.version != entry.version || m.name != entry.name {
