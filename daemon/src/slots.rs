@@ -25,6 +25,15 @@ const MANIFEST: &str = "manifest.json";
 const SIGNATURES: &str = "signatures.json";
 const MODULE: &str = "module.ko";
 const VALID: &str = "valid";
+/// The slot layout's format number, one decimal line; a slot without the
+/// file is format 1 (docs/format.md, "Format versions and evolution").
+const FORMAT: &str = "format";
+/// The slot format this build reads and writes. A reader ignores files it
+/// does not know in a slot folder; a file an older reader must not ignore
+/// raises the format.
+pub const SLOT_FORMAT: u32 = 1;
+/// Largest `format` file read.
+const MAX_FORMAT_FILE: u64 = 16;
 /// Staging folders beside the slots; never a slot.
 const STAGING_PREFIX: &str = ".staging-";
 
@@ -40,6 +49,8 @@ pub enum SlotError {
     NoPayload { slot: SlotId, release: String },
     #[error("slot {slot}: module.ko does not match the manifest ({why}); the slot was left invalid")]
     Mismatch { slot: SlotId, why: String },
+    #[error("slot {slot}: the slot is format {found}, written by a newer milspecd; this build reads format {supported} at most, so it does not use the slot and leaves it as it is. Upgrade milspecd to the release that wrote it")]
+    NewerFormat { slot: SlotId, found: u32, supported: u32 },
 }
 
 /// A valid slot, as read back and verified.
@@ -174,6 +185,7 @@ impl SlotStore {
             f.write_all(data).map_err(self.io(id, p.clone()))?;
             f.sync_all().map_err(self.io(id, p.clone()))
         };
+        write(FORMAT, format!("{SLOT_FORMAT}\n").as_bytes())?;
         write(MANIFEST, manifest_bytes)?;
         write(SIGNATURES, &signatures.to_bytes())?;
         let slot = self.read_dir(id, &root, trust)?;
@@ -240,6 +252,7 @@ impl SlotStore {
     }
 
     fn read_dir(&self, id: SlotId, dir: &Path, trust: SlotTrust<'_>) -> Result<Slot, SlotError> {
+        read_format(id, dir)?;
         let read = |name: &str, limit: u64| -> Result<Vec<u8>, SlotError> {
             let p = dir.join(name);
             let data = fs::read(&p).map_err(self.io(id, p.clone()))?;
@@ -260,6 +273,27 @@ impl SlotStore {
             .ok_or_else(|| SlotError::NoPayload { slot: id, release: trust.release.to_string() })?;
         Ok(Slot { id, manifest, payload, module_path: dir.join(MODULE), signers })
     }
+}
+
+/// The format of the slot in `dir`: 1 without a `format` file; a newer
+/// one than [`SLOT_FORMAT`] is refused.
+fn read_format(id: SlotId, dir: &Path) -> Result<u32, SlotError> {
+    let p = dir.join(FORMAT);
+    let raw = match milspec_format::read_regular(&p, milspec_format::OpenPolicy::no_follow(MAX_FORMAT_FILE)) {
+        Ok(raw) => raw,
+        Err(e) if e.is_not_found() => return Ok(1),
+        Err(e) => return Err(SlotError::Untrusted { slot: id, why: e.to_string() }),
+    };
+    let found = std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|t| t.strip_suffix('\n'))
+        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()) && !t.starts_with('0'))
+        .and_then(|t| t.parse::<u32>().ok())
+        .ok_or_else(|| SlotError::Untrusted { slot: id, why: format!("{FORMAT} is not one decimal format number") })?;
+    if found > SLOT_FORMAT {
+        return Err(SlotError::NewerFormat { slot: id, found, supported: SLOT_FORMAT });
+    }
+    Ok(found)
 }
 
 /// A package being staged for a slot, in its own folder beside the slots.
@@ -297,5 +331,32 @@ impl StagedSlot {
     /// folder (load from it, or from the slot after [`SlotStore::replace`]).
     pub fn slot(&self) -> &Slot {
         &self.slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_format_missing_is_1_newer_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_format(SlotId::A, d.path()).unwrap(), 1);
+        fs::write(d.path().join(FORMAT), b"1\n").unwrap();
+        assert_eq!(read_format(SlotId::A, d.path()).unwrap(), 1);
+        fs::write(d.path().join(FORMAT), b"2\n").unwrap();
+        let e = read_format(SlotId::B, d.path()).unwrap_err();
+        assert!(matches!(e, SlotError::NewerFormat { slot: SlotId::B, found: 2, supported: SLOT_FORMAT }), "{e}");
+        assert!(e.to_string().contains("Upgrade milspecd"), "{e}");
+        for bad in
+            [&b"01\n"[..], b"1", b"+1\n", b"one\n", b" 1\n", b"99999999999\n", b"1\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n"]
+        {
+            fs::write(d.path().join(FORMAT), bad).unwrap();
+            let e = read_format(SlotId::A, d.path()).unwrap_err();
+            assert!(matches!(e, SlotError::Untrusted { .. }), "{bad:?}: {e}");
+        }
+        fs::remove_file(d.path().join(FORMAT)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join(FORMAT)).unwrap();
+        assert!(matches!(read_format(SlotId::A, d.path()), Err(SlotError::Untrusted { .. })));
     }
 }

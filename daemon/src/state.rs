@@ -15,7 +15,22 @@ use serde::{Deserialize, Serialize};
 use crate::health::snapshot::Snapshot;
 use crate::slot_id::SlotId;
 
+/// The state record format this build reads and writes (docs/format.md,
+/// "Format versions and evolution"); a record without `format` is 1.
 pub const STATE_FORMAT: u32 = 1;
+/// The top-level fields of format 1. Fields of a later release listed in
+/// the record's `optional` list are kept, untouched, when this build
+/// rewrites the record ([`State::optional`]).
+const FIELDS: &[&str] = &[
+    "format",
+    "committed",
+    "trial",
+    "max_sequence",
+    "blocklist",
+    "last_rollback",
+    "pending_reboot",
+    "committed_versions",
+];
 const MAX_STATE_FILE: u64 = 1024 * 1024;
 /// Most blocklist entries kept; the oldest go first.
 pub const MAX_BLOCKLIST: usize = 256;
@@ -30,6 +45,8 @@ pub enum StateError {
     Corrupt { path: PathBuf, why: String },
     #[error("{}: cannot write the state record: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error("{}: the state record is format {found}, written by a newer milspecd; this build reads format {supported} at most and changed nothing (the loaded module and the slots are left as they are). Upgrade milspecd to the release that wrote it", path.display())]
+    NewerFormat { path: PathBuf, found: u32, supported: u32 },
 }
 
 /// A version that failed on this host and is never retried automatically.
@@ -122,6 +139,10 @@ pub struct State {
     /// one of these. Absent in records written before it was kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub committed_versions: Vec<semver::Version>,
+    /// Top-level fields a newer release wrote and listed as optional, kept
+    /// as they were (with that list) so a downgrade loses none of them.
+    #[serde(skip)]
+    pub optional: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for State {
@@ -135,6 +156,7 @@ impl Default for State {
             last_rollback: None,
             pending_reboot: None,
             committed_versions: Vec::new(),
+            optional: serde_json::Map::new(),
         }
     }
 }
@@ -310,7 +332,12 @@ impl StateFile {
     }
 
     /// Loads the record. A missing file is a fresh host; an unreadable or
-    /// corrupt one is an error and is never replaced by a default.
+    /// corrupt one is an error and is never replaced by a default. A
+    /// record of a newer format is refused ([`StateError::NewerFormat`]) and
+    /// left as it is. An older one (a record without `format` is format 1)
+    /// is migrated in memory and, only once it loaded, written back in
+    /// this build's format, atomically; if that write fails the old record
+    /// stays on disk, still readable, and the next load migrates it again.
     pub fn load(&self) -> Result<State, StateError> {
         let read_err = |source| StateError::Read { path: self.path.clone(), source };
         let file = match File::open(&self.path) {
@@ -324,20 +351,83 @@ impl StateFile {
         if raw.len() as u64 > MAX_STATE_FILE {
             return Err(corrupt(format!("larger than {MAX_STATE_FILE} bytes")));
         }
-        let state: State = serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
-        if state.format != STATE_FORMAT {
-            return Err(corrupt(format!("format {} is not {STATE_FORMAT}", state.format)));
+        let (state, migrated) = parse(&raw).map_err(|e| match e {
+            ParseError::Newer(found) => {
+                StateError::NewerFormat { path: self.path.clone(), found, supported: STATE_FORMAT }
+            }
+            ParseError::Corrupt(why) => corrupt(why),
+        })?;
+        if let Some(from) = migrated {
+            match self.save(&state) {
+                Ok(()) => tracing::info!(
+                    path = %self.path.display(),
+                    from,
+                    to = STATE_FORMAT,
+                    "migrated the state record to format {STATE_FORMAT}"
+                ),
+                Err(e) => {
+                    tracing::warn!("{e}; the record stays in its old format and is migrated again at the next load")
+                }
+            }
         }
         Ok(state)
     }
 
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let mut data = serde_json::to_vec_pretty(state)
-            .map_err(|e| StateError::Write { path: self.path.clone(), source: io::Error::other(e) })?;
+        let write_err =
+            |e: serde_json::Error| StateError::Write { path: self.path.clone(), source: io::Error::other(e) };
+        let mut data = if state.optional.is_empty() {
+            serde_json::to_vec_pretty(state).map_err(write_err)?
+        } else {
+            let mut v = serde_json::to_value(state).map_err(write_err)?;
+            if let Some(o) = v.as_object_mut() {
+                o.extend(state.optional.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            serde_json::to_vec_pretty(&v).map_err(write_err)?
+        };
         data.push(b'\n');
         milspec_format::atomic::write_atomic(&self.path, &data, 0o600)
             .map_err(|source| StateError::Write { path: self.path.clone(), source })
     }
+}
+
+enum ParseError {
+    Newer(u32),
+    Corrupt(String),
+}
+
+/// One migration step per older format: `MIGRATIONS[n - 1]` turns a record
+/// of format `n` into format `n + 1`. Format 1 is the first, so there are
+/// none yet; a bump of [`STATE_FORMAT`] adds its step here.
+const MIGRATIONS: &[fn(&mut serde_json::Map<String, serde_json::Value>)] = &[];
+
+/// Parses a record of any format up to [`STATE_FORMAT`]; the second value
+/// is the format it was migrated from, when the bytes on disk are not in
+/// this build's format (or carry no `format`).
+fn parse(raw: &[u8]) -> Result<(State, Option<u32>), ParseError> {
+    use milspec_format::evolution;
+    let corrupt = |why: String| ParseError::Corrupt(why);
+    let mut doc = evolution::parse_object(raw).map_err(corrupt)?;
+    let found = evolution::format_of(&doc).map_err(|e| corrupt(e.to_string()))?;
+    if found > STATE_FORMAT {
+        return Err(ParseError::Newer(found));
+    }
+    let explicit = doc.contains_key(evolution::FORMAT_KEY);
+    for step in &MIGRATIONS[(found - 1) as usize..] {
+        step(&mut doc);
+    }
+    doc.insert(evolution::FORMAT_KEY.into(), STATE_FORMAT.into());
+    let list = doc.get(evolution::OPTIONAL_KEY).cloned();
+    let listed = evolution::take_optional(&mut doc).map_err(|e| corrupt(e.to_string()))?;
+    let mut optional = evolution::strip(&mut doc, FIELDS, &listed);
+    if let (Some(list), false) = (list, optional.is_empty()) {
+        optional.insert(evolution::OPTIONAL_KEY.into(), list);
+    }
+    let mut state: State =
+        serde_json::from_value(serde_json::Value::Object(doc)).map_err(|e| corrupt(e.to_string()))?;
+    state.optional = optional;
+    let migrated = (found != STATE_FORMAT || !explicit).then_some(found);
+    Ok((state, migrated))
 }
 
 #[cfg(test)]
@@ -457,5 +547,94 @@ mod tests {
         }
         assert_eq!(s.blocklist.len(), MAX_BLOCKLIST);
         assert_eq!(s.blocklist[0].version, semver::Version::new(1, 0, 10));
+    }
+
+    /// A record as this release and the one before it write it.
+    const TODAY: &str = "{\n  \"format\": 1,\n  \"committed\": \"b\",\n  \"trial\": null,\n  \"max_sequence\": 7,\n  \"blocklist\": [],\n  \"last_rollback\": null,\n  \"pending_reboot\": null,\n  \"committed_versions\": [\n    \"1.0.0\",\n    \"1.1.0\"\n  ]\n}\n";
+
+    fn file_with(text: &str) -> (tempfile::TempDir, StateFile) {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path());
+        std::fs::write(f.path(), text).unwrap();
+        (d, f)
+    }
+
+    #[test]
+    fn todays_record_loads_unchanged_and_saves_byte_for_byte() {
+        let (_d, f) = file_with(TODAY);
+        let s = f.load().unwrap();
+        assert_eq!(s.committed, Some(SlotId::B));
+        assert!(s.was_committed(&"1.1.0".parse().unwrap()));
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), TODAY, "a current record is never rewritten by a load");
+        f.save(&s).unwrap();
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), TODAY);
+    }
+
+    #[test]
+    fn older_reader_keeps_a_newer_optional_field_through_a_rewrite() {
+        let newer = TODAY.replace(
+            "\"format\": 1,",
+            "\"format\": 1,\n  \"optional\": [\"fleet_ring\"],\n  \"fleet_ring\": {\"ring\": 2, \"since\": \"t\"},",
+        );
+        let (_d, f) = file_with(&newer);
+        let mut s = f.load().unwrap();
+        assert_eq!(s.max_sequence, 7);
+        assert_eq!(s.optional.get("fleet_ring"), Some(&serde_json::json!({"ring": 2, "since": "t"})));
+        s.max_sequence = 8;
+        f.save(&s).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+        assert_eq!(back["fleet_ring"], serde_json::json!({"ring": 2, "since": "t"}));
+        assert_eq!(back["optional"], serde_json::json!(["fleet_ring"]));
+        assert_eq!(back["max_sequence"], 8);
+        assert_eq!(f.load().unwrap(), s);
+        // A field the record does not list is not optional: refused, and left as it was.
+        let unlisted = TODAY.replace("\"format\": 1,", "\"format\": 1,\n  \"fleet_ring\": 2,");
+        let (_d, f) = file_with(&unlisted);
+        let e = f.load().unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }) && e.to_string().contains("fleet_ring"), "{e}");
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), unlisted);
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_a_typed_error_and_left_as_is() {
+        // The downgrade case: this build reading a record of a later format.
+        let newer = TODAY.replace("\"format\": 1,", "\"format\": 2,\n  \"slots_v2\": {},");
+        let (_d, f) = file_with(&newer);
+        let e = f.load().unwrap_err();
+        assert!(matches!(e, StateError::NewerFormat { found: 2, supported: STATE_FORMAT, .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("newer milspecd") && text.contains("Upgrade milspecd") && text.contains("changed nothing"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), newer);
+    }
+
+    #[test]
+    fn record_without_format_is_1_and_migrated_after_it_loaded() {
+        let old = TODAY.replace("  \"format\": 1,\n", "");
+        let (_d, f) = file_with(&old);
+        let s = f.load().unwrap();
+        assert_eq!(s.format, 1);
+        assert_eq!(s.committed, Some(SlotId::B));
+        // Written back in this build's format, atomically, with nothing lost.
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), TODAY);
+        assert_eq!(f.load().unwrap(), s);
+        // A record without format that does not load is not rewritten.
+        let broken = old.replace("\"b\"", "\"c\"");
+        let (_d, f) = file_with(&broken);
+        assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), broken);
+    }
+
+    #[test]
+    fn bad_format_numbers_and_duplicates_are_corrupt() {
+        for bad in ["0", "-1", "\"1\"", "1.5"] {
+            let (_d, f) = file_with(&TODAY.replace("\"format\": 1,", &format!("\"format\": {bad},")));
+            assert!(matches!(f.load(), Err(StateError::Corrupt { .. })), "{bad}");
+        }
+        let (_d, f) = file_with(&TODAY.replace("\"format\": 1,", "\"format\": 1,\n  \"max_sequence\": 99,"));
+        let e = f.load().unwrap_err();
+        assert!(e.to_string().contains("duplicate field `max_sequence`"), "{e}");
     }
 }

@@ -5,7 +5,8 @@
 # Debian 12 userland (debootstrap) with systemd, udev and the system bus,
 # booted under QEMU on the pinned kernel. Three boots on one disk: a Dell
 # identity (install, pull, swap, commit, rollback, restart and upgrade
-# mid-trial, drift, modprobe), a reboot on it (udev starts the daemon, the
+# mid-trial, drift, modprobe, a downgrade to the previous release and an
+# upgrade back, each with a committed slot), a reboot on it (udev starts the daemon, the
 # committed module loads), then a non-Dell identity (the daemon stays off;
 # purge leaves nothing). Each check in the guest is one marker line; this
 # harness asserts the expected list and prints a summary with wall time.
@@ -50,9 +51,16 @@ trap 'if [[ -n $SYS_QEMU_PID ]]; then kill -TERM "$SYS_QEMU_PID" 2>/dev/null || 
 # Module releases served by the mirror, in publication order:
 # VERSION:KO_VARIANT. 1.2.0 WARNs at init (rolled back); 1.6.0 and 1.7.0
 # are good releases put on trial while the daemon is restarted/upgraded.
-RELEASES=(1.0.0:v1.0.0 1.1.0:v1.1.0 1.2.0:v1.2.0-warn 1.6.0:v1.6.0 1.7.0:v1.7.0)
+# 1.8.0 is committed by the previous release after the downgrade.
+RELEASES=(1.0.0:v1.0.0 1.1.0:v1.1.0 1.2.0:v1.2.0-warn 1.6.0:v1.6.0 1.7.0:v1.7.0 1.8.0:v1.8.0)
 # shellcheck disable=SC2034 # read by vm_build_kos (tests/vm/lib.sh)
-KO_VARIANTS=(v1.0.0::1.0.0 v1.1.0::1.1.0 v1.2.0-warn:warn:1.2.0 v1.6.0::1.6.0 v1.7.0::1.7.0)
+KO_VARIANTS=(v1.0.0::1.0.0 v1.1.0::1.1.0 v1.2.0-warn:warn:1.2.0 v1.6.0::1.6.0 v1.7.0::1.7.0 v1.8.0::1.8.0)
+# The previous release, for the downgrade and upgrade of boot 1: the
+# daemon as it was before its formats could evolve (docs/format.md,
+# "Format versions and evolution"), built from this commit with
+# `git archive` and packaged as revision 0 of the same version, so dpkg
+# sees a downgrade. Cached per commit in $SYS_CACHE/old-deb/.
+SYS_OLD_REF=${SYS_OLD_REF:-e71cd1aa8c94f735a71f15a8606b8c0ced3ae823}
 
 # Checks each boot must report OK (names from guest/guest.sh).
 EXPECT=(""
@@ -60,7 +68,8 @@ EXPECT=(""
  polkit-authorized polkit-resume polkit-denied
  poll-first-install swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
  journal-INSTALL_STARTED journal-SWAPPED journal-COMMITTED journal-ROLLED_BACK journal-RECOVERY
- catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active"
+ catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active
+ downgrade-deb downgrade-kept downgrade-commit upgrade-deb upgrade-kept upgrade-state"
 "reboot-udev-started reboot-committed-loaded reboot-ctl-status reboot-recovery"
 "non-dell-inactive non-dell-no-module purge purge-clean purge-dpkg")
 VENDOR=("" "Dell Inc." "Dell Inc." "LENOVO")
@@ -144,6 +153,37 @@ sys_trim() {
 # BASE-IMAGE-END
 
 # ------------------------------------------------------------ test inputs
+
+# sys_old_deb: the previous release's package (SYS_OLD_REF), built once
+# per commit from `git archive` in this tree's target folder (its crates
+# are the same, so only the workspace's own crates build again).
+sys_old_deb() {
+	local commit cache src bin
+	commit=$(git -C "$REPO_ROOT" rev-parse --verify "$SYS_OLD_REF^{commit}") ||
+		die "SYS_OLD_REF $SYS_OLD_REF is not a commit of this repository"
+	cache=$SYS_CACHE/old-deb/$commit
+	mkdir -p "$RUN/in/deb-old"
+	if ! ls "$cache"/milspecd_*-0_amd64.deb >/dev/null 2>&1; then
+		log "previous release: git archive ${commit:0:12}; cargo build --locked --release --bins; cargo deb --deb-revision 0"
+		src=$RUN/old-src
+		rm -rf "$src" "$cache.tmp"
+		mkdir -p "$src" "$cache.tmp"
+		git -C "$REPO_ROOT" archive "$commit" | tar -x -C "$src"
+		(cd "$src" && CARGO_TARGET_DIR=$REPO_ROOT/target cargo build --locked --release --bins \
+			>"$RUN/cargo-deb-old.log" 2>&1 &&
+			CARGO_TARGET_DIR=$REPO_ROOT/target cargo deb -p milspecd --no-build --deb-revision 0 \
+				-o "$cache.tmp/" >>"$RUN/cargo-deb-old.log" 2>&1) ||
+			{ tail -n 30 "$RUN/cargo-deb-old.log" >&2; die "previous release build failed (log: $RUN/cargo-deb-old.log)"; }
+		# Its binaries must not stand in for this tree's: the build below
+		# links them again, and fails loudly if it did not.
+		for bin in milspecd milspecctl milspec-repo; do
+			rm -f "$REPO_ROOT/target/release/$bin"
+		done
+		rm -rf "$src" "$cache"
+		mv "$cache.tmp" "$cache"
+	fi
+	cp "$cache"/milspecd_*-0_amd64.deb "$RUN/in/deb-old/"
+}
 
 # sys_debs: the package, and a rebuild of it with the next revision (the
 # upgrade taken mid-trial), both from the same release build.
@@ -327,7 +367,8 @@ vm_prereqs
 vm_kernel
 vm_build_kos
 
-step "package: cargo deb -p milspecd"
+step "package: cargo deb -p milspecd, and the previous release's"
+sys_old_deb
 sys_debs
 DEB=$(ls "$RUN"/in/deb/milspecd_*-1_amd64.deb)
 log "$(basename "$DEB"): $(du -h "$DEB" | cut -f1)"

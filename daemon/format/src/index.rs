@@ -11,8 +11,10 @@
 //! ```
 //!
 //! The signed text carries `"kind": "milspec-index"` and a package manifest
-//! carries `"kind": "milspec-package"`; both readers refuse the other kind
-//! and unknown fields, so a signature over one can never pass for the other.
+//! carries `"kind": "milspec-package"`; both readers require their own kind
+//! and refuse every unknown field the document does not list as optional
+//! ([`crate::evolution`]), so a signature over one can never pass for the
+//! other.
 //!
 //! Everything in this module is pure: verification, freshness (expiry and
 //! anti-rollback), the wave position of a host, the fraction of hosts a
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::digest::Sha256Digest;
+use crate::evolution;
 use crate::keys::{KeyId, SecretKey, TrustedKeys};
 use crate::limits::Limits;
 use crate::manifest::{valid_release, Manifest, PACKAGE_NAME};
@@ -32,7 +35,14 @@ use crate::signature::{SignatureEntry, SignatureError, SignatureSet};
 
 /// The index's file name at the mirror root.
 pub const INDEX_FILE: &str = "index.json";
+/// The index format this build reads and writes (docs/format.md, "Format
+/// versions and evolution"); an index without `format` is 1.
 pub const INDEX_FORMAT: u32 = 1;
+/// The fields of format 1, per object.
+const FIELDS: &[&str] = &["format", "kind", "version", "created", "expires", "revoked", "packages"];
+const ENTRY_FIELDS: &[&str] =
+    &["name", "version", "sequence", "path", "size", "sha256", "kernel_releases", "published", "waves"];
+const WAVE_FIELDS: &[&str] = &["after_secs", "percent"];
 pub const INDEX_KIND: &str = "milspec-index";
 /// Largest index file read, envelope and signatures included.
 pub const MAX_INDEX_FILE: u64 = 1024 * 1024;
@@ -148,13 +158,6 @@ pub fn valid_path(p: &str) -> bool {
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-#[derive(Deserialize)]
-struct Head {
-    format: u32,
-    #[serde(default)]
-    kind: Option<String>,
-}
-
 impl Index {
     /// A fresh, empty index.
     pub fn new(version: u64, created: OffsetDateTime, expires: OffsetDateTime) -> Self {
@@ -171,17 +174,30 @@ impl Index {
 
     /// Parses and validates the signed text (after its signatures passed).
     pub fn parse(text: &str) -> Result<Self, IndexError> {
-        let head: Head =
-            serde_json::from_str(text).map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
-        if head.format != INDEX_FORMAT {
-            return Err(IndexError::Format(head.format));
+        // The format and kind first, for a clear error; then the fields the
+        // index lists as optional and this build does not know are dropped
+        // (crate::evolution), and the rest is parsed strictly.
+        let parse_err = |e: String| IndexError::Parse(crate::text::sanitize_to(&e, 200));
+        let mut doc = evolution::parse_object(text.as_bytes()).map_err(parse_err)?;
+        let format = evolution::format_of(&doc).map_err(|e| parse_err(e.to_string()))?;
+        if format != INDEX_FORMAT {
+            return Err(IndexError::Format(format));
         }
-        match head.kind.as_deref() {
+        doc.insert(evolution::FORMAT_KEY.into(), format.into());
+        match doc.get("kind").and_then(|k| k.as_str()) {
             Some(INDEX_KIND) => {}
             other => return Err(IndexError::Kind(crate::text::sanitize_to(other.unwrap_or(""), 64))),
         }
+        let optional = evolution::take_optional(&mut doc).map_err(|e| parse_err(e.to_string()))?;
+        evolution::strip(&mut doc, FIELDS, &optional);
+        if let Some(serde_json::Value::Array(entries)) = doc.get_mut("packages") {
+            for e in entries.iter_mut().filter_map(|e| e.as_object_mut()) {
+                evolution::strip(e, ENTRY_FIELDS, &optional);
+                evolution::strip_each(e, "waves", WAVE_FIELDS, &optional);
+            }
+        }
         let index: Index =
-            serde_json::from_str(text).map_err(|e| IndexError::Parse(crate::text::sanitize_to(&e.to_string(), 200)))?;
+            serde_json::from_value(serde_json::Value::Object(doc)).map_err(|e| parse_err(e.to_string()))?;
         index.validate()?;
         Ok(index)
     }
@@ -772,5 +788,76 @@ mod tests {
         let mut b = host("h", t0(), 1, Some((&one, 1)));
         b.blocklist = &blocked;
         assert!(matches!(select(&i, &b), Selection::Install { entry, .. } if entry.version == v("1.1.0+b1")));
+    }
+
+    fn text_with(f: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut i = index(vec![entry("1.0.0", 1, waves())]);
+        i.revoked = vec![v("0.9.0")];
+        let mut doc: serde_json::Value = serde_json::from_str(&i.to_text()).unwrap();
+        f(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap()
+    }
+
+    #[test]
+    fn field_lists_name_every_field_of_format_1() {
+        let mut keys = BTreeSet::new();
+        evolution::all_keys(&serde_json::from_str(&text_with(|_| {})).unwrap(), &[], &mut keys);
+        let listed: BTreeSet<String> =
+            FIELDS.iter().chain(ENTRY_FIELDS).chain(WAVE_FIELDS).map(|s| s.to_string()).collect();
+        assert_eq!(keys, listed);
+    }
+
+    #[test]
+    fn older_reader_ignores_listed_optional_fields_signatures_still_over_the_bytes() {
+        let k = SecretKey::generate("k").unwrap();
+        let trusted = TrustedKeys::new([k.public()]);
+        let text = text_with(|d| {
+            d["optional"] = serde_json::json!(["fleet", "channel", "jitter_secs"]);
+            d["fleet"] = serde_json::json!({"name": "north"});
+            d["packages"][0]["channel"] = "stable".into();
+            d["packages"][0]["waves"][0]["jitter_secs"] = 30.into();
+        });
+        let parsed = Index::parse(&text).unwrap();
+        assert_eq!(parsed.packages[0].waves, waves());
+        // Signed as is: verification is over the exact text, optional fields and all.
+        let mut sig = SignatureSet::default();
+        sig.add(&k, text.as_bytes()).unwrap();
+        let env = Envelope { signed: text.clone(), signatures: sig.signatures };
+        let vi = verify_index(&serde_json::to_vec(&env).unwrap(), &trusted, 1).unwrap();
+        assert_eq!(vi.digest, Sha256Digest::of(text.as_bytes()));
+        assert_eq!(vi.index, parsed);
+        // The same text with the optional field altered no longer verifies.
+        let env = Envelope { signed: text.replace("north", "south"), signatures: env.signatures };
+        assert!(matches!(verify_index(&serde_json::to_vec(&env).unwrap(), &trusted, 1), Err(IndexError::Signature(_))));
+        // Unlisted unknown fields stay refused, at any level.
+        for f in [
+            (|d: &mut serde_json::Value| d["extra"] = 1.into()) as fn(&mut serde_json::Value),
+            |d| d["packages"][0]["extra"] = 1.into(),
+            |d| d["packages"][0]["waves"][0]["extra"] = 1.into(),
+        ] {
+            let e = Index::parse(&text_with(f)).unwrap_err();
+            assert!(matches!(e, IndexError::Parse(_)) && e.to_string().contains("unknown field `extra`"), "{e}");
+        }
+        // Listing a known field does not exempt it from its checks.
+        let e = Index::parse(&text_with(|d| {
+            d["optional"] = serde_json::json!(["version"]);
+            d["version"] = 0.into();
+        }))
+        .unwrap_err();
+        assert!(matches!(e, IndexError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn newer_format_is_refused_and_missing_format_is_1() {
+        let e = Index::parse(&text_with(|d| d["format"] = 2.into())).unwrap_err();
+        assert!(matches!(e, IndexError::Format(2)) && e.to_string().contains("upgrade milspecd"), "{e}");
+        let e = Index::parse(r#"{"format": 2, "kind": "milspec-index", "new_required": []}"#).unwrap_err();
+        assert!(matches!(e, IndexError::Format(2)), "{e}");
+        let no_format = Index::parse(&text_with(|d| drop(d.as_object_mut().unwrap().remove("format")))).unwrap();
+        assert_eq!(no_format, Index::parse(&text_with(|_| {})).unwrap());
+        assert_eq!(no_format.format, INDEX_FORMAT);
+        // The kind is still required.
+        let e = Index::parse(&text_with(|d| drop(d.as_object_mut().unwrap().remove("kind")))).unwrap_err();
+        assert!(matches!(e, IndexError::Kind(_)), "{e}");
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod atomic;
 pub mod digest;
+pub mod evolution;
 pub mod index;
 pub mod keys;
 pub mod limits;

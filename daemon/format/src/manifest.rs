@@ -6,10 +6,19 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::digest::Sha256Digest;
+use crate::evolution;
 use crate::limits::Limits;
 use crate::text::sanitize_to;
 
+/// The manifest format this build reads and writes (docs/format.md,
+/// "Format versions and evolution"); a manifest without `format` is 1.
 pub const FORMAT_VERSION: u32 = 1;
+/// The fields of format 1, per object. `requires` is closed: a requirement
+/// this build cannot check is never ignored, whatever `optional` says.
+const FIELDS: &[&str] =
+    &["format", "kind", "name", "version", "sequence", "created", "payloads", "params", "probation", "requires"];
+const PAYLOAD_FIELDS: &[&str] = &["kernel_release", "module", "srcversion", "path", "size", "sha256"];
+const PROBATION_FIELDS: &[&str] = &["window_secs"];
 pub const KIND: &str = "milspec-package";
 pub const PACKAGE_NAME: &str = "dell-milspec";
 pub const DEFAULT_SYS_VENDOR: &str = "Dell Inc.";
@@ -184,19 +193,23 @@ impl Manifest {
     /// Parses and validates manifest bytes. Call this only on bytes whose
     /// signatures have been checked, or for offline inspection.
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Self, ManifestError> {
-        // Read the format number first so a newer format gets a clear error
-        // rather than an "unknown field" one.
-        #[derive(Deserialize)]
-        struct Probe {
-            format: u32,
+        // The format number first, so a newer format gets a clear error
+        // rather than an "unknown field" one; then the fields the document
+        // lists as optional and this build does not know are dropped
+        // (crate::evolution), and the rest is parsed strictly.
+        let parse_err = |e: String| ManifestError::Parse(sanitize_to(&e, 200));
+        let mut doc = evolution::parse_object(bytes).map_err(parse_err)?;
+        let format = evolution::format_of(&doc).map_err(|e| parse_err(e.to_string()))?;
+        if format != FORMAT_VERSION {
+            return Err(ManifestError::Format(format));
         }
-        let probe: Probe =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(sanitize_to(&e.to_string(), 200)))?;
-        if probe.format != FORMAT_VERSION {
-            return Err(ManifestError::Format(probe.format));
-        }
+        doc.insert(evolution::FORMAT_KEY.into(), format.into());
+        let optional = evolution::take_optional(&mut doc).map_err(|e| parse_err(e.to_string()))?;
+        evolution::strip(&mut doc, FIELDS, &optional);
+        evolution::strip_each(&mut doc, "payloads", PAYLOAD_FIELDS, &optional);
+        evolution::strip_in(&mut doc, "probation", PROBATION_FIELDS, &optional);
         let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(sanitize_to(&e.to_string(), 200)))?;
+            serde_json::from_value(serde_json::Value::Object(doc)).map_err(|e| parse_err(e.to_string()))?;
         m.validate(limits)?;
         Ok(m)
     }
@@ -360,5 +373,96 @@ mod tests {
         v["extra"] = 1.into();
         let e = Manifest::parse(&serde_json::to_vec(&v).unwrap(), &l).unwrap_err().to_string();
         assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+
+    fn with(f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn field_lists_name_every_field_of_format_1() {
+        let mut m = sample();
+        m.probation = Some(Probation { window_secs: Some(5) });
+        let mut keys = BTreeSet::new();
+        evolution::all_keys(&serde_json::to_value(&m).unwrap(), &["params"], &mut keys);
+        let mut listed: BTreeSet<String> =
+            FIELDS.iter().chain(PAYLOAD_FIELDS).chain(PROBATION_FIELDS).map(|s| s.to_string()).collect();
+        listed.insert("sys_vendor".into());
+        assert_eq!(keys, listed);
+    }
+
+    #[test]
+    fn older_reader_ignores_listed_optional_fields_and_checks_the_rest() {
+        let l = Limits::DEFAULT;
+        let bytes = with(|v| {
+            v["optional"] = serde_json::json!(["rollout_group", "signed_by_hsm", "min_window_secs"]);
+            v["rollout_group"] = "canary".into();
+            v["payloads"][0]["signed_by_hsm"] = true.into();
+            v["probation"] = serde_json::json!({"window_secs": 30, "min_window_secs": 10});
+        });
+        let m = Manifest::parse(&bytes, &l).unwrap();
+        assert_eq!(m.version, sample().version);
+        assert_eq!(m.probation, Some(Probation { window_secs: Some(30) }));
+        // An unknown field the document does not list is still refused.
+        let e = Manifest::parse(
+            &with(|v| {
+                v["optional"] = serde_json::json!(["other"]);
+                v["extra"] = 1.into();
+            }),
+            &l,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+        // Listing a known field does not exempt it from its checks.
+        let e = Manifest::parse(
+            &with(|v| {
+                v["optional"] = serde_json::json!(["sequence"]);
+                v["sequence"] = 0.into();
+            }),
+            &l,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ManifestError::ZeroSequence), "{e}");
+        // `requires` is closed: a requirement this build cannot check is never ignored.
+        let e = Manifest::parse(
+            &with(|v| {
+                v["optional"] = serde_json::json!(["secure_boot"]);
+                v["requires"]["secure_boot"] = true.into();
+            }),
+            &l,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `secure_boot`"), "{e}");
+        // A malformed list, or a key given twice, is refused.
+        for bad in [serde_json::json!("rollout_group"), serde_json::json!(["Rollout"])] {
+            let e = Manifest::parse(&with(|v| v["optional"] = bad.clone()), &l).unwrap_err();
+            assert!(matches!(e, ManifestError::Parse(_)), "{e}");
+        }
+        let mut twice = sample().to_bytes();
+        let at = twice.iter().position(|b| *b == b'{').unwrap() + 1;
+        twice.splice(at..at, b"\"sequence\": 99,".iter().copied());
+        let e = Manifest::parse(&twice, &l).unwrap_err().to_string();
+        assert!(e.contains("duplicate field `sequence`"), "{e}");
+    }
+
+    #[test]
+    fn newer_format_is_refused_and_missing_format_is_1() {
+        let l = Limits::DEFAULT;
+        let e = Manifest::parse(&with(|v| v["format"] = 2.into()), &l).unwrap_err();
+        assert!(matches!(e, ManifestError::Format(2)), "{e}");
+        assert!(e.to_string().contains("upgrade milspecd"), "{e}");
+        // A newer format is refused before its fields are looked at.
+        let e = Manifest::parse(br#"{"format": 2, "new_required": {}}"#, &l).unwrap_err();
+        assert!(matches!(e, ManifestError::Format(2)), "{e}");
+        let m = Manifest::parse(&with(|v| drop(v.as_object_mut().unwrap().remove("format"))), &l).unwrap();
+        assert_eq!(m, sample());
+        for bad in [serde_json::json!(0), serde_json::json!("1"), serde_json::json!(-1)] {
+            let e = Manifest::parse(&with(|v| v["format"] = bad.clone()), &l).unwrap_err();
+            assert!(matches!(e, ManifestError::Parse(_)), "{e}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 # writes one marker line on /dev/ttyS1 that tests/system/run.sh asserts:
 #   @@SYS:OK name detail | @@SYS:FAIL name detail | @@SYS:INFO text
 # Boot 1 (Dell): install the .deb, pull, swap, commit, roll back, restart
-# and upgrade mid-trial, drift, modprobe. Boot 2 (Dell): after a reboot udev
+# and upgrade mid-trial, drift, modprobe, then a downgrade to the previous
+# release and an upgrade back, each with a committed slot. Boot 2 (Dell): after a reboot udev
 # starts the daemon and it loads the committed module. Boot 3 (not Dell): the
 # daemon stays off; purge leaves nothing behind.
 
@@ -145,6 +146,56 @@ polkit_checks() {
 	fi
 }
 
+STATE=/var/lib/milspecd/state.json
+# state_complete VERSION...: the record is format 1, names a committed slot
+# and keeps each VERSION in its committed versions.
+state_complete() {
+	grep -q '"format": 1,' "$STATE" && grep -q '"committed": "' "$STATE" || { cat "$STATE"; return 1; }
+	sed -n '/"committed_versions"/,/]/p' "$STATE" >/tmp/committed.versions
+	for _v in "$@"; do
+		grep -q "\"$_v\"" /tmp/committed.versions || { echo "$_v missing:"; cat "$STATE"; return 1; }
+	done
+	echo "format 1, committed versions: $(tr -d ' \n' </tmp/committed.versions)"
+}
+# journal_clean SINCE: no daemon record since SINCE (a journalctl --since
+# time) says the state record or a slot could not be read.
+journal_clean() {
+	! journalctl -q -o cat -u milspecd.service --since "$1" | grep -Ei 'state record|newer milspecd|corrupt|no longer verifies'
+}
+
+# cross_version: a downgrade to the previous release (built from the
+# recorded commit of tests/system/run.sh) and an upgrade back, each with a
+# committed slot. The previous daemon must start on what this one wrote,
+# keep the committed module live and commit a release of its own; this one
+# must then take over the slot and the record the previous one wrote.
+cross_version() {
+	_old=$(ls "$IN"/deb-old/milspecd_*.deb)
+	info "cross-version: $(basename "$_old") (previous release) over $(dpkg-query -W -f '${Version}' milspecd)"
+	_since=$(date '+%Y-%m-%d %H:%M:%S')
+	check downgrade-deb dpkg -i "$_old"
+	if wait_for 60 active && wait_for 60 prop_is CommittedVersion 1.7.0 && live_is 1.7.0 &&
+		milspecctl status >/tmp/down.status 2>&1 && grep -q 1.7.0 /tmp/down.status &&
+		state_complete 1.0.0 1.1.0 1.6.0 1.7.0 >/dev/null && journal_clean "$_since"; then
+		ok downgrade-kept "$(dpkg-query -W -f '${Version}' milspecd): active, 1.7.0 committed and live, record kept"
+	else
+		bad downgrade-kept "active $(systemctl is-active milspecd.service), committed $(prop CommittedVersion), live $(live_version): $(journalctl -q -o cat -u milspecd.service --since "$_since" | tail -n 4 | tr '\n' ' ')"
+	fi
+	publish 6
+	check downgrade-commit sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.8.0 ]'
+	_since=$(date '+%Y-%m-%d %H:%M:%S')
+	check upgrade-deb dpkg -i "$IN"/deb/milspecd_*-2_amd64.deb
+	if wait_for 60 active && wait_for 60 prop_is CommittedVersion 1.8.0 && live_is 1.8.0 &&
+		dpkg-query -W -f '${Version}' milspecd | grep -q -- '-2$' &&
+		milspecctl slots >/tmp/up.slots 2>&1 && grep -q 1.8.0 /tmp/up.slots && grep -q 1.7.0 /tmp/up.slots &&
+		journal_clean "$_since"; then
+		ok upgrade-kept "active, 1.8.0 (committed by the previous release) still committed and live, 1.7.0 still in the other slot"
+	else
+		bad upgrade-kept "active $(systemctl is-active milspecd.service), committed $(prop CommittedVersion), live $(live_version): $(journalctl -q -o cat -u milspecd.service --since "$_since" | tail -n 4 | tr '\n' ' ')"
+	fi
+	# Format 1 both ways: nothing to migrate; every committed version kept.
+	check upgrade-state state_complete 1.0.0 1.1.0 1.6.0 1.7.0 1.8.0
+}
+
 boot1() {
 	info "machine: $(cat /sys/class/dmi/id/sys_vendor) / $(cat /sys/class/dmi/id/product_name), kernel $(uname -r)"
 	serve_mirror
@@ -223,13 +274,15 @@ boot1() {
 	systemctl start milspecd.service
 	check final-active wait_for 60 active
 	info "status: $(milspecctl status 2>&1 | tr '\n' ';')"
+	cross_version
+	info "status: $(milspecctl status 2>&1 | tr '\n' ';')"
 }
 
 boot2() {
 	info "machine: $(cat /sys/class/dmi/id/sys_vendor), after a reboot"
 	check reboot-udev-started wait_for 120 udev_started
-	check reboot-committed-loaded wait_for 60 live_is 1.7.0
-	check reboot-ctl-status sh -c 'milspecctl status | grep 1.7.0'
+	check reboot-committed-loaded wait_for 60 live_is 1.8.0
+	check reboot-ctl-status sh -c 'milspecctl status | grep 1.8.0'
 	check reboot-recovery journal_has "$ID_RECOVERY"
 }
 
