@@ -95,8 +95,21 @@ pub fn init_logging() -> LogTarget {
             Err(e) => eprintln!("milspecd: cannot open the journal socket ({e}); logging to stderr"),
         }
     }
-    crate::cli::init_logging();
+    init_stderr_logging();
     LogTarget::Stderr
+}
+
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+/// Each line is escaped ([`SafeStderr`]), so no colour. For the one-shot
+/// commands, and for `milspecd run` when stderr is not the journal.
+pub fn init_stderr_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| SafeStderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
 }
 
 /// The journal id and text of a notice that is an event of its own.

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::Exit;
 use crate::config::Config;
 use crate::kernel::{Kernel, KernelError, ReadyModule};
 use crate::kernel_paths::KernelPaths;
 use crate::slots::{SlotStore, SlotTrust};
 use crate::state::StateFile;
+use milspec_cli::Exit;
 
 /// Parses modprobe's options: `name=value`, each checked like a
 /// package's parameters.

@@ -469,7 +469,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
 }
 
 fn one_line(e: anyhow::Error) -> String {
-    crate::cli::one_line(&e)
+    milspec_cli::one_line(&e)
 }
 
 fn outcome_reply(o: &Outcome) -> ActionReply {

@@ -31,7 +31,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 
 /// Whether the last component of the path may be a symbolic link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,23 +161,23 @@ pub struct RegularFile {
 /// Opens `path` for reading as described in the module documentation.
 pub fn open_regular(path: &Path, policy: OpenPolicy) -> Result<RegularFile, OpenError> {
     let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
-    let mut flags = OFlag::O_PATH;
+    let mut flags = OFlags::PATH;
     if policy.symlinks == Symlinks::Refuse {
-        flags |= OFlag::O_NOFOLLOW;
+        flags |= OFlags::NOFOLLOW;
     }
     // std adds O_CLOEXEC; with O_PATH the access mode is ignored.
-    let handle = OpenOptions::new().read(true).custom_flags(flags.bits()).open(path).map_err(io_err)?;
+    let handle = OpenOptions::new().read(true).custom_flags(flag_bits(flags)).open(path).map_err(io_err)?;
     let md = handle.metadata().map_err(io_err)?;
     check(path, &md, policy.max_size)?;
 
-    let read_flags = (OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits();
+    let read_flags = flag_bits(OFlags::NONBLOCK | OFlags::NOCTTY);
     let mut opts = OpenOptions::new();
     opts.read(true).custom_flags(read_flags);
     let file = match opts.open(format!("/proc/self/fd/{}", handle.as_raw_fd())) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut again = OpenOptions::new();
-            let nofollow = if policy.symlinks == Symlinks::Refuse { OFlag::O_NOFOLLOW.bits() } else { 0 };
+            let nofollow = if policy.symlinks == Symlinks::Refuse { flag_bits(OFlags::NOFOLLOW) } else { 0 };
             again.read(true).custom_flags(read_flags | nofollow);
             again.open(path).map_err(io_err)?
         }
@@ -188,10 +188,14 @@ pub fn open_regular(path: &Path, policy: OpenPolicy) -> Result<RegularFile, Open
         return Err(io_err(io::Error::other("the file was replaced while it was being opened")));
     }
     check(path, &metadata, policy.max_size)?;
-    let fl = fcntl(&file, FcntlArg::F_GETFL).map_err(|e| io_err(e.into()))?;
-    let fl = OFlag::from_bits_truncate(fl) & !OFlag::O_NONBLOCK;
-    fcntl(&file, FcntlArg::F_SETFL(fl)).map_err(|e| io_err(e.into()))?;
+    let fl = fcntl_getfl(&file).map_err(|e| io_err(e.into()))?;
+    fcntl_setfl(&file, fl & !OFlags::NONBLOCK).map_err(|e| io_err(e.into()))?;
     Ok(RegularFile { file, metadata })
+}
+
+/// Open flags as `OpenOptionsExt::custom_flags` takes them.
+fn flag_bits(flags: OFlags) -> i32 {
+    i32::try_from(flags.bits()).unwrap_or(0)
 }
 
 fn check(path: &Path, md: &Metadata, limit: u64) -> Result<(), OpenError> {
@@ -235,16 +239,12 @@ mod tests {
         std::fs::write(&p, b"hello").unwrap();
         assert_eq!(read_regular(&p, OpenPolicy::no_follow(5)).unwrap(), b"hello");
         let f = open_regular(&p, OpenPolicy::follow(5)).unwrap();
-        let fl = OFlag::from_bits_truncate(fcntl(&f.file, FcntlArg::F_GETFL).unwrap());
-        assert!(!fl.contains(OFlag::O_NONBLOCK), "O_NONBLOCK cleared for reading");
-        let fd = fcntl(&f.file, FcntlArg::F_GETFD).unwrap();
-        assert!(fd & libc_cloexec() != 0, "close-on-exec");
+        let fl = fcntl_getfl(&f.file).unwrap();
+        assert!(!fl.contains(OFlags::NONBLOCK), "O_NONBLOCK cleared for reading");
+        let fd = rustix::io::fcntl_getfd(&f.file).unwrap();
+        assert!(fd.contains(rustix::io::FdFlags::CLOEXEC), "close-on-exec");
         let e = read_regular(&p, OpenPolicy::follow(4)).unwrap_err();
         assert!(matches!(e, OpenError::TooLarge { size: 5, limit: 4, .. }), "{e}");
-    }
-
-    fn libc_cloexec() -> i32 {
-        nix::fcntl::FdFlag::FD_CLOEXEC.bits()
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use milspecd::cli::{init_logging, run_main};
+use milspec_cli::run_main;
 use milspecd::config::{self, Config};
 use milspecd::engine::{Engine, InstallOptions};
 use milspecd::journal;
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Recover(arg) => {
-            init_logging();
+            journal::init_stderr_logging();
             let kernel = SysKernel::new()?;
             let mut engine = Engine::open(load_config(&arg)?, &kernel)?;
             let r = engine.recover()?;
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Install { config, allow_downgrade, json, package } => {
-            init_logging();
+            journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             // A FIFO or a device is refused here, at once, before the engine opens.
             let file = milspec_format::open_package(&package, &milspec_format::Limits::DEFAULT)?;
@@ -150,13 +150,13 @@ fn main() -> ExitCode {
             milspecd::daemon::run(load_config(&arg)?, log_target, kernel_factory())
         }
         Cmd::LoadCommitted { config, params } => {
-            init_logging();
+            journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             let kernel = kernel_factory()(&cfg)?;
             milspecd::load_committed::load_committed(&cfg, &params, kernel.as_ref())
         }
         Cmd::Check { config, now, json } => {
-            init_logging();
+            journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             let poller = Poller::new(&cfg)?;
             let kernel = SysKernel::new()?;

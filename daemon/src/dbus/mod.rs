@@ -8,46 +8,13 @@
 //!   turns the worker's notices into `PropertiesChanged` and signals;
 //! - [`auth`]: who may change things (root, or polkit's
 //!   `com.dell.milspec1.manage`);
-//! - [`proxy`] and [`client`]: the client side, `milspecctl`'s commands.
+//! - the names, errors and client proxy of the interface live in the
+//!   `milspec-interface` crate, shared with `milspecctl`.
 
 pub mod auth;
-pub mod client;
-pub mod proxy;
 pub mod service;
 
-/// The well-known bus name.
-pub const BUS_NAME: &str = "com.dell.MilSpec1";
-/// The one object.
-pub const OBJECT_PATH: &str = "/com/dell/MilSpec1";
-/// The interface.
-pub const INTERFACE: &str = "com.dell.MilSpec1.Manager";
-/// The polkit action that lets a non-root caller change things.
-pub const POLKIT_ACTION: &str = "com.dell.milspec1.manage";
-/// Most events `History` returns.
-pub const MAX_HISTORY: u32 = 1000;
-
-/// D-Bus errors, named `com.dell.MilSpec1.Error.<Variant>`; the message
-/// says what to do.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "com.dell.MilSpec1.Error")]
-pub enum ManagerError {
-    #[zbus(error)]
-    ZBus(zbus::Error),
-    /// The caller is neither root nor authorized by polkit.
-    AccessDenied(String),
-    /// The package is valid but not for this host now (plan refused it).
-    Rejected(String),
-    /// The package is malformed, unsigned or fails its hashes.
-    InvalidPackage(String),
-    /// An install is in progress, or the queue is full.
-    Busy(String),
-    /// `Rollback` with no trial running.
-    NothingToRollBack(String),
-    /// The action did not finish in the time allowed.
-    Timeout(String),
-    /// Anything else; the message names the file or object and the reason.
-    Failed(String),
-}
+pub use milspec_interface::{ManagerError, BUS_NAME, INTERFACE, MAX_HISTORY, OBJECT_PATH, POLKIT_ACTION};
 
 impl From<crate::worker::ActionError> for ManagerError {
     fn from(e: crate::worker::ActionError) -> Self {

@@ -28,19 +28,19 @@ use zbus::message::Type;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::MatchRule;
 
-use super::proxy::ManagerProxyBlocking;
-use super::{BUS_NAME, INTERFACE, OBJECT_PATH};
-use crate::cli::Exit;
+use milspec_cli::Exit;
+use milspec_interface::{ManagerProxyBlocking, BUS_NAME, INTERFACE, OBJECT_PATH};
 
 /// Longest wait for the reply to any call but the long actions.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The long actions' own connection: the daemon's own limits (10 min to
 /// stage, 30 min to poll) end them first; the wait is watched meanwhile.
 const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(35 * 60);
-/// How often a waiting command pings the daemon.
-const PING_EVERY: Duration = Duration::from_secs(5);
 /// How soon a waiting command notices that the daemon left the bus.
-pub const GONE_WITHIN: Duration = Duration::from_secs(5);
+const GONE_WITHIN: Duration = Duration::from_secs(5);
+/// How often a waiting command pings the daemon: a daemon that stops
+/// answering without leaving the bus is seen within [`GONE_WITHIN`] too.
+const PING_EVERY: Duration = GONE_WITHIN;
 /// How often a waiting command looks at its watches.
 const POLL: Duration = Duration::from_millis(100);
 /// Longest wait, after an outcome, for the daemon to become idle.
@@ -667,7 +667,7 @@ pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> a
                 if json_out {
                     println!("{}", ev.to_json());
                 } else {
-                    println!("{} {}", crate::history::now_rfc3339(), ev.to_text());
+                    println!("{} {}", now_rfc3339(), ev.to_text());
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -675,4 +675,9 @@ pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> a
         }
     }
     done(0)
+}
+
+/// Now, as RFC 3339 UTC (as the daemon's history writes it).
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -1,4 +1,5 @@
-//! Shared pieces of the command-line tools: error reporting and exit codes.
+//! What the command-line tools `milspecd`, `milspecctl` and `milspec-repo`
+//! share: one escaped error line on stderr and an exit code per error.
 
 use std::process::ExitCode;
 
@@ -42,17 +43,4 @@ pub struct Exit {
 
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     e.downcast_ref::<Exit>().map_or(1, |x| x.code)
-}
-
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
-/// Each line is escaped ([`crate::journal::SafeStderr`]), so no colour.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| crate::journal::SafeStderr)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
 }

@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use milspec_cli::run_main;
 use milspec_format::package::{read_package_file, Discard, Trust, VerifiedPackage};
 use milspec_format::text::sanitize;
 use milspec_format::{Limits, TrustedKeys};
-use milspecd::cli::run_main;
-use milspecd::dbus::client as ctl_bus;
+
+mod bus;
+use bus as ctl_bus;
 
 #[derive(Parser, Debug)]
 #[command(name = "milspecctl", version, about = "Inspect, verify and control dell-milspec module updates")]

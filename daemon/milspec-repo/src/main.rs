@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use milspec_cli::run_main;
 use milspec_format::atomic;
 use milspec_format::index::{check_waves, read_unverified, Index, IndexEntry, Wave, INDEX_FILE};
 use milspec_format::keys::SecretKey;
@@ -16,7 +17,6 @@ use milspec_format::manifest::{check_param, Probation, Requires};
 use milspec_format::package::{read_package_file, Discard, Trust};
 use milspec_format::writer::{self, PackOptions};
 use milspec_format::{Limits, Sha256Digest};
-use milspecd::cli::run_main;
 use std::fs;
 
 #[derive(Parser, Debug)]
