@@ -18,9 +18,10 @@ use crate::engine::Recovery;
 use crate::journal::{self, LogTarget};
 use crate::metrics::{self, Counters, TextfileWriter};
 use crate::mirror;
+use crate::notice::Notice;
 use crate::notify::{self, Notifier};
 use crate::state::StateFile;
-use crate::worker::{self, DaemonState, KernelFactory, Notice, WorkerHandle};
+use crate::worker::{self, DaemonState, KernelFactory, WorkerHandle};
 
 /// How long a stop waits for a swap or rollback under way to reach a
 /// stable point (trial running, or old module back) before exiting anyway.

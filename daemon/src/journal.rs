@@ -19,7 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::worker::Notice;
+use crate::notice::Notice;
 
 /// A package was verified and staged; its swap begins.
 pub const INSTALL_STARTED: &str = "39c9427969954e4e8db68bf4a00b7310";

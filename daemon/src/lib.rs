@@ -20,6 +20,7 @@ pub mod load_committed;
 pub mod lock;
 pub mod metrics;
 pub mod mirror;
+pub mod notice;
 pub mod notify;
 pub mod plan;
 pub mod recovery;

@@ -22,6 +22,7 @@ use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Reco
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
+use crate::notice::Notice;
 use crate::state::{State, TrialPhase};
 
 /// Actions waiting for the worker, at most.
@@ -90,26 +91,6 @@ pub struct Published {
     pub reboot_required: bool,
     /// Refused installs and failed actions since the daemon started.
     pub failures: u64,
-}
-
-/// What the D-Bus side turns into `PropertiesChanged` and signals.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// [`Published`] (or the health it reads) may have changed.
-    Changed,
-    Swapped {
-        from: String,
-        to: String,
-    },
-    Committed {
-        version: String,
-    },
-    /// `to` is empty when nothing could be loaded or a reboot is pending.
-    RolledBack {
-        from: String,
-        to: String,
-        reason: String,
-    },
 }
 
 /// The answer to an action that was accepted.

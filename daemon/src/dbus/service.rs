@@ -21,7 +21,8 @@ use crate::health::status::Selftest;
 use crate::health::Snapshot;
 use crate::history::History;
 use crate::kernel_paths::KernelPaths;
-use crate::worker::{reply_channel, Action, ActionError, ActionReply, Notice, Published, ReplyRx, WorkerHandle};
+use crate::notice::Notice;
+use crate::worker::{reply_channel, Action, ActionError, ActionReply, Published, ReplyRx, WorkerHandle};
 
 /// Longest an `Install` call waits for its package to be read and staged.
 pub const INSTALL_REPLY_TIMEOUT: Duration = Duration::from_secs(10 * 60);

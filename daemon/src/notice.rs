@@ -1,0 +1,23 @@
+//! What the engine thread tells the D-Bus side and the journal as it
+//! goes: the worker sends [`Notice`]s, the D-Bus emitter turns them into
+//! `PropertiesChanged` and signals, and the journal names the events.
+
+/// What the D-Bus side turns into `PropertiesChanged` and signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// [`Published`] (or the health it reads) may have changed.
+    Changed,
+    Swapped {
+        from: String,
+        to: String,
+    },
+    Committed {
+        version: String,
+    },
+    /// `to` is empty when nothing could be loaded or a reboot is pending.
+    RolledBack {
+        from: String,
+        to: String,
+        reason: String,
+    },
+}
