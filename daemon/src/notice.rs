@@ -5,7 +5,7 @@
 /// What the D-Bus side turns into `PropertiesChanged` and signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// [`Published`] (or the health it reads) may have changed.
+    /// [`crate::worker::Published`] (or the health it reads) may have changed.
     Changed,
     Swapped {
         from: String,
