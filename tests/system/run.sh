@@ -58,8 +58,9 @@ KO_VARIANTS=(v1.0.0::1.0.0 v1.1.0::1.1.0 v1.2.0-warn:warn:1.2.0 v1.6.0::1.6.0 v1
 # The previous release, for the downgrade and upgrade of boot 1: the
 # daemon as it was before its formats could evolve (docs/format.md,
 # "Format versions and evolution"), built from this commit with
-# `git archive` and packaged as revision 0 of the same version, so dpkg
-# sees a downgrade. Cached per commit in $SYS_CACHE/old-deb/.
+# `git archive` and packaged with `--deb-revision 0`, which cargo deb
+# writes as no revision (0.1.0): below this tree's 0.1.0-1 and 0.1.0-2,
+# so dpkg sees a downgrade. Cached per commit in $SYS_CACHE/old-deb/.
 SYS_OLD_REF=${SYS_OLD_REF:-e71cd1aa8c94f735a71f15a8606b8c0ced3ae823}
 
 # Checks each boot must report OK (names from guest/guest.sh).
@@ -163,7 +164,7 @@ sys_old_deb() {
 		die "SYS_OLD_REF $SYS_OLD_REF is not a commit of this repository"
 	cache=$SYS_CACHE/old-deb/$commit
 	mkdir -p "$RUN/in/deb-old"
-	if ! ls "$cache"/milspecd_*-0_amd64.deb >/dev/null 2>&1; then
+	if ! ls "$cache"/milspecd_*_amd64.deb >/dev/null 2>&1; then
 		log "previous release: git archive ${commit:0:12}; cargo build --locked --release --bins; cargo deb --deb-revision 0"
 		src=$RUN/old-src
 		rm -rf "$src" "$cache.tmp"
@@ -182,7 +183,7 @@ sys_old_deb() {
 		rm -rf "$src" "$cache"
 		mv "$cache.tmp" "$cache"
 	fi
-	cp "$cache"/milspecd_*-0_amd64.deb "$RUN/in/deb-old/"
+	cp "$cache"/milspecd_*_amd64.deb "$RUN/in/deb-old/"
 }
 
 # sys_debs: the package, and a rebuild of it with the next revision (the

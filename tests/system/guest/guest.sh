@@ -158,9 +158,11 @@ state_complete() {
 	echo "format 1, committed versions: $(tr -d ' \n' </tmp/committed.versions)"
 }
 # journal_clean SINCE: no daemon record since SINCE (a journalctl --since
-# time) says the state record or a slot could not be read.
+# time) says the state record or a slot could not be read (the errors of
+# StateError and SlotError; "resumes from the state record" at a stop is
+# not one).
 journal_clean() {
-	! journalctl -q -o cat -u milspecd.service --since "$1" | grep -Ei 'state record|newer milspecd|corrupt|no longer verifies'
+	! journalctl -q -o cat -u milspecd.service --since "$1" | grep -Ei 'cannot read the state record|state record is (corrupt|format)|newer milspecd|no longer verifies'
 }
 
 # cross_version: a downgrade to the previous release (built from the
