@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::fake_kernel::{write, FakeKernel, Fault};
 use common::*;
 use milspec_format::testkit::FakeKo;
-use milspec_format::ModInfo;
 use milspecd::config::Config;
 use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery, RejectReason};
 use milspecd::history::{EventKind, History};
@@ -22,100 +21,6 @@ use milspecd::kernel_paths::KernelPaths;
 use milspecd::plan::Rejection;
 use milspecd::slot_id::SlotId;
 use milspecd::state::StateFile;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Fault {
-    Warn,
-    Busy,
-    NoLoad,
-}
-
-struct FakeKernel {
-    paths: KernelPaths,
-    faults: BTreeMap<String, Fault>,
-    start: Instant,
-    loads: RefCell<Vec<String>>,
-}
-
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
-
-impl FakeKernel {
-    fn new(root: &Path) -> Self {
-        let paths = KernelPaths::under(root, "dell_milspec");
-        write(&paths.osrelease(), &format!("{RELEASE}\n"));
-        write(&paths.boot_id(), "boot-1\n");
-        write(&paths.dmi_sys_vendor(), "Dell Inc.\n");
-        write(&paths.oops_count(), "0\n");
-        write(&paths.warn_count(), "0\n");
-        write(&paths.tainted(), "0\n");
-        write(&paths.kmsg, "");
-        FakeKernel { paths, faults: BTreeMap::new(), start: Instant::now(), loads: RefCell::new(Vec::new()) }
-    }
-
-    fn live_version(&self) -> Option<String> {
-        fs::read_to_string(self.paths.module_dir().join("version")).ok().map(|s| s.trim().to_string())
-    }
-
-    fn param(&self, name: &str) -> Option<String> {
-        fs::read_to_string(self.paths.module_param(name)).ok().map(|s| s.trim().to_string())
-    }
-
-    fn fault_of(&self, v: &str) -> Option<Fault> {
-        self.faults.get(v).copied()
-    }
-}
-
-impl Kernel for FakeKernel {
-    fn load(&self, image: &SealedModule, params: &str) -> Result<(), KernelError> {
-        let bytes = image.read_all().unwrap();
-        let info = ModInfo::parse(&bytes).unwrap();
-        let version = info.version.unwrap();
-        if self.live_version().is_some() {
-            return Err(KernelError::Load { errno: 17, detail: "already loaded".into() });
-        }
-        if self.fault_of(&version) == Some(Fault::NoLoad) {
-            return Err(KernelError::Load { errno: 8, detail: "bad module format".into() });
-        }
-        let dir = self.paths.module_dir();
-        write(&dir.join("initstate"), "live\n");
-        write(&dir.join("version"), &format!("{version}\n"));
-        write(&dir.join("refcnt"), "0\n");
-        let mut mode5 = "0".to_string();
-        for kv in params.split_whitespace() {
-            if let Some(v) = kv.strip_prefix("mode5_level=") {
-                mode5 = v.to_string();
-            }
-        }
-        write(&dir.join("parameters/mode5_level"), &format!("{mode5}\n"));
-        write(
-            &self.paths.milspec_status(),
-            &format!("version: {version}\nstate: ok\nselftest: pass\nmode5_level: {mode5}\nerrors: 0\nloaded_at: 1\n"),
-        );
-        if self.fault_of(&version) == Some(Fault::Warn) {
-            let n: u64 = fs::read_to_string(self.paths.warn_count()).unwrap().trim().parse().unwrap();
-            write(&self.paths.warn_count(), &format!("{}\n", n + 1));
-        }
-        self.loads.borrow_mut().push(version);
-        Ok(())
-    }
-
-    fn unload(&self, paths: &KernelPaths, _timeout: Duration) -> Result<(), KernelError> {
-        let v = self.live_version().unwrap_or_default();
-        if self.fault_of(&v) == Some(Fault::Busy) {
-            return Err(KernelError::Busy { module: paths.module.clone(), refcnt: "1".into(), holders: vec![] });
-        }
-        fs::remove_dir_all(paths.module_dir()).unwrap();
-        fs::remove_dir_all(paths.milspec_dir()).unwrap();
-        Ok(())
-    }
-
-    fn boottime(&self) -> Duration {
-        self.start.elapsed() + Duration::from_secs(100)
-    }
-}
 
 struct Host {
     f: Fixture,
@@ -128,7 +33,7 @@ impl Host {
     fn new() -> Self {
         let f = Fixture::new();
         let key = f.key("release", true);
-        let kernel = FakeKernel::new(&f.path("root"));
+        let kernel = FakeKernel::new(&f.path("root"), RELEASE);
         let mut cfg = Config::default();
         cfg.trust.keys_dir = f.path("trust");
         cfg.paths.state_dir = f.path("state");
@@ -358,7 +263,7 @@ impl Kernel for Stuck<'_> {
 fn stuck_module_means_rollback_pending_reboot() {
     let h = Host::new();
     h.install("1.0.0");
-    let mut k2 = FakeKernel::new(&h.f.path("root"));
+    let mut k2 = FakeKernel::new(&h.f.path("root"), RELEASE);
     k2.faults.insert("1.1.0".into(), Fault::Warn);
     let stuck = Stuck(&k2);
     let pkg = h.package("1.1.0");

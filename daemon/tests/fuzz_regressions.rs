@@ -8,20 +8,7 @@ mod daemon_harness;
 #[path = "../../fuzz/src/replay.rs"]
 mod replay;
 
-use std::path::{Path, PathBuf};
-
-/// The `fuzz/` folder of the repository.
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
-fn replay(target: &str, entry: fn(&[u8])) -> usize {
-    replay::replay(&fuzz_dir(), target, entry)
-}
-
-fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    replay::inputs(&fuzz_dir(), kind, target)
-}
+use replay::{inputs, replay};
 
 #[test]
 fn status() {

@@ -144,9 +144,23 @@ fn check_cmd(h: &Host) -> (assert_cmd::assert::Assert, Duration) {
     (a, start.elapsed())
 }
 
-fn text(a: &assert_cmd::assert::Assert) -> (String, String) {
+/// The guard of every FIFO test: `milspecd check` exits 1 within `PROMPT`
+/// (it is killed at `GUARD`). Returns its stdout and stderr.
+fn check_refused_promptly(h: &Host) -> (String, String) {
+    let (a, took) = check_cmd(h);
     let o = a.get_output();
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert_eq!(o.status.code(), Some(1), "took {took:?}\nstdout: {out}\nstderr: {err}");
+    assert!(took < PROMPT, "took {took:?}");
+    (out, err)
+}
+
+/// The same through the library: the poll fails within `PROMPT`; its error.
+fn poll_fails_promptly(h: &Host) -> String {
+    let start = Instant::now();
+    let e = h.poll().unwrap_err().to_string();
+    assert!(start.elapsed() < PROMPT, "{e} ({:?})", start.elapsed());
+    e
 }
 
 #[test]
@@ -155,10 +169,7 @@ fn fifo_as_index_json_in_a_file_mirror_fails_check_promptly() {
     p.publish(&["1.0.0"], None);
     make_fifo(&p.mirror().join("index.json"));
     let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-fifo-index");
-    let (a, took) = check_cmd(&h);
-    let (out, err) = text(&a);
-    assert_eq!(a.get_output().status.code(), Some(1), "took {took:?}\nstdout: {out}\nstderr: {err}");
-    assert!(took < PROMPT, "took {took:?}");
+    let (out, err) = check_refused_promptly(&h);
     assert!(err.contains("index.json: is a FIFO (named pipe), not a regular file"), "{err}");
     assert!(err.contains("a mirror must hold regular files only"), "{err}");
     // Not retried: refused once, on the first attempt.
@@ -167,9 +178,8 @@ fn fifo_as_index_json_in_a_file_mirror_fails_check_promptly() {
     assert!(!h.cfg.paths.state_dir.join("mirror/index.json").exists(), "no index accepted");
     assert_eq!(h.kernel.live_version(), None);
     // The same through the library: the poll fails the same way, at once.
-    let start = Instant::now();
-    let e = h.poll().unwrap_err().to_string();
-    assert!(e.contains("is a FIFO") && start.elapsed() < PROMPT, "{e} ({:?})", start.elapsed());
+    let e = poll_fails_promptly(&h);
+    assert!(e.contains("is a FIFO"), "{e}");
 }
 
 #[test]
@@ -181,16 +191,12 @@ fn fifo_as_package_file_in_a_file_mirror_is_refused_then_the_real_file_installs(
     make_fifo(&pkg);
     let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-fifo-pkg");
     // The binary first: a regression that blocks is killed at GUARD.
-    let (a, took) = check_cmd(&h);
-    let (_, err) = text(&a);
-    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
-    assert!(took < PROMPT, "took {took:?}");
+    let (_, err) = check_refused_promptly(&h);
     assert!(err.contains("dell-milspec-1.0.0.mspkg: is a FIFO (named pipe), not a regular file"), "{err}");
     assert_eq!(h.kernel.live_version(), None, "nothing installed");
     assert_eq!(h.leftover_downloads(), 0);
-    let start = Instant::now();
-    let e = h.poll().unwrap_err().to_string();
-    assert!(start.elapsed() < PROMPT && e.contains("1.0.0.mspkg: is a FIFO"), "{e}");
+    let e = poll_fails_promptly(&h);
+    assert!(e.contains("1.0.0.mspkg: is a FIFO"), "{e}");
     // A symbolic link in its place is refused as well: a mirror holds files.
     std::fs::remove_file(&pkg).unwrap();
     let elsewhere = p.path("build/elsewhere.mspkg");
@@ -211,10 +217,7 @@ fn fifo_pub_in_the_keys_dir_fails_key_loading_naming_it() {
     p.publish(&["1.0.0"], None);
     make_fifo(&p.path("trust/x.pub"));
     let h = Host::new(&p, &format!("file://{}", p.mirror().display()), "host-fifo-key");
-    let (a, took) = check_cmd(&h);
-    let (_, err) = text(&a);
-    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
-    assert!(took < PROMPT, "took {took:?}");
+    let (_, err) = check_refused_promptly(&h);
     assert!(
         err.contains("x.pub: is a FIFO (named pipe), not a regular file; a key file must be a regular file"),
         "{err}"

@@ -36,3 +36,18 @@ ensure_cargo_tool() {
 
 # The repository root.
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
+
+# parse_repeat DIE ARGS...: reads one "--repeat N" from the front of ARGS.
+# With it, N must be a positive count (else DIE "--repeat needs a positive
+# count"): sets REPEAT=N and REPEAT_SHIFT=2. Without it, leaves REPEAT as it
+# is and sets REPEAT_SHIFT=0. The caller shifts its arguments by REPEAT_SHIFT.
+# shellcheck disable=SC2034 # REPEAT and REPEAT_SHIFT are read by the caller
+parse_repeat() {
+	local die=$1
+	shift
+	REPEAT_SHIFT=0
+	[[ ${1:-} == --repeat ]] || return 0
+	[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || "$die" "--repeat needs a positive count"
+	REPEAT=$2
+	REPEAT_SHIFT=2
+}

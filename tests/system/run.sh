@@ -347,14 +347,9 @@ sys_assert() {
 
 REPEAT=1
 while (($#)); do
-	case $1 in
-	--repeat)
-		[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--repeat needs a positive count"
-		REPEAT=$2
-		shift 2
-		;;
-	*) die "usage: $0 [--repeat N]" ;;
-	esac
+	parse_repeat die "$@"
+	((REPEAT_SHIFT)) || die "usage: $0 [--repeat N]"
+	shift "$REPEAT_SHIFT"
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (debootstrap, qemu)"
 ensure_debs debootstrap qemu-system-x86 qemu-utils e2fsprogs fdisk systemd busybox-static shellcheck dpkg-dev

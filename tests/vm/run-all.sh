@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Run every VM-tier scenario in tests/vm/scenarios/ (sorted by name) and end
-# with "vm: N passed, M failed"; exits non-zero if any failed.
+# Run every VM-tier scenario in tests/vm/scenarios/ (sorted by name) but the
+# opt-in ones ("# opt-in: ..." in the header, run them with tests/vm/run.sh)
+# and end with "vm: N passed, M failed"; exits non-zero if any failed.
 #   bash tests/vm/run-all.sh              one pass
 #   bash tests/vm/run-all.sh --repeat N   N passes after one preparation,
 #                                         counting the failures of each
@@ -11,17 +12,16 @@ set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-repeat=1
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+REPEAT=1
 while (($#)); do
-	case $1 in
-	--repeat)
-		[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || vm_die "--repeat needs a positive count"
-		repeat=$2
-		shift 2
-		;;
-	*) vm_die "usage: $0 [--repeat N]" ;;
-	esac
+	parse_repeat vm_die "$@"
+	((REPEAT_SHIFT)) || vm_die "usage: $0 [--repeat N]"
+	shift "$REPEAT_SHIFT"
 done
+repeat=$REPEAT
 
 t0=$(vm_now)
 vm_prepare
@@ -34,6 +34,8 @@ for ((pass = 1; pass <= repeat; pass++)); do
 	((repeat == 1)) || vm_log "pass $pass of $repeat"
 	pass_failed=0
 	for file in "$VM_DIR"/scenarios/*.sh; do
+		# Opt-in scenarios (long benchmarks) run only by name: tests/vm/run.sh NAME.
+		[[ -z $(vm_header "$file" opt-in) ]] || continue
 		if vm_run_scenario "$file"; then
 			passed=$((passed + 1))
 		else

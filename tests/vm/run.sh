@@ -8,13 +8,13 @@ set -euo pipefail
 
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
-repeat=1
-if [[ ${1:-} == --repeat ]]; then
-	[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || vm_die "--repeat needs a positive count"
-	repeat=$2
-	shift 2
-fi
+REPEAT=1
+parse_repeat vm_die "$@"
+shift "$REPEAT_SHIFT"
+repeat=$REPEAT
 if [[ $# -ne 1 ]]; then
 	names=()
 	for f in "$VM_DIR"/scenarios/*.sh; do

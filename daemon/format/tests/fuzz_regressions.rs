@@ -8,23 +8,10 @@ mod format_harness;
 #[path = "../../../fuzz/src/replay.rs"]
 mod replay;
 
-use std::path::{Path, PathBuf};
+use replay::{inputs, replay};
 
 use format_harness::{join_parts, split_parts, trusted};
 use milspec_format::{read_package, Discard, Limits, Trust};
-
-/// The `fuzz/` folder of the repository.
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-fn replay(target: &str, entry: fn(&[u8])) -> usize {
-    replay::replay(&fuzz_dir(), target, entry)
-}
-
-fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    replay::inputs(&fuzz_dir(), kind, target)
-}
 
 #[test]
 fn text() {

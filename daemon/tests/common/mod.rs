@@ -2,6 +2,8 @@
 //! hand-made archives.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_kernel;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};

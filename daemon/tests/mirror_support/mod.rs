@@ -3,7 +3,6 @@
 //! can go all the way to a committed install on the build host.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::RefCell;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,15 +14,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use milspec_format::testkit::FakeKo;
-use milspec_format::ModInfo;
 use milspecd::check::{CheckError, CheckReport};
 use milspecd::config::{Config, SourceConfig};
 use milspecd::engine::Engine;
-use milspecd::kernel::{Kernel, KernelError, SealedModule};
-use milspecd::kernel_paths::KernelPaths;
 use milspecd::mirror::fetch::RetryPolicy;
 use milspecd::mirror::{PollOptions, Poller};
 use time::OffsetDateTime;
+
+// The mirror tests do not include `common`; attack_matrix.rs includes both,
+// so there the file is compiled twice, harmlessly (two private copies).
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/fake_kernel.rs"]
+mod fake_kernel;
+pub use fake_kernel::FakeKernel;
 
 pub const RELEASE: &str = "6.12.113+deb12-cloud-amd64";
 
@@ -429,62 +432,6 @@ fn write(p: &Path, s: &str) {
     fs::write(p, s).unwrap();
 }
 
-/// A fake kernel over a temporary /proc and /sys tree (as in engine_fake.rs).
-pub struct FakeKernel {
-    pub paths: KernelPaths,
-    start: Instant,
-    pub loads: RefCell<Vec<String>>,
-}
-
-impl FakeKernel {
-    pub fn new(root: &Path) -> Self {
-        let paths = KernelPaths::under(root, "dell_milspec");
-        write(&paths.osrelease(), &format!("{RELEASE}\n"));
-        write(&paths.boot_id(), "boot-1\n");
-        write(&paths.dmi_sys_vendor(), "Dell Inc.\n");
-        write(&paths.oops_count(), "0\n");
-        write(&paths.warn_count(), "0\n");
-        write(&paths.tainted(), "0\n");
-        write(&paths.kmsg, "");
-        FakeKernel { paths, start: Instant::now(), loads: RefCell::new(Vec::new()) }
-    }
-
-    pub fn live_version(&self) -> Option<String> {
-        fs::read_to_string(self.paths.module_dir().join("version")).ok().map(|s| s.trim().to_string())
-    }
-}
-
-impl Kernel for FakeKernel {
-    fn load(&self, image: &SealedModule, _params: &str) -> Result<(), KernelError> {
-        let bytes = image.read_all().unwrap();
-        let version = ModInfo::parse(&bytes).unwrap().version.unwrap();
-        if self.live_version().is_some() {
-            return Err(KernelError::Load { errno: 17, detail: "already loaded".into() });
-        }
-        let dir = self.paths.module_dir();
-        write(&dir.join("initstate"), "live\n");
-        write(&dir.join("version"), &format!("{version}\n"));
-        write(&dir.join("refcnt"), "0\n");
-        write(&dir.join("parameters/mode5_level"), "0\n");
-        write(
-            &self.paths.milspec_status(),
-            &format!("version: {version}\nstate: ok\nselftest: pass\nmode5_level: 0\nerrors: 0\nloaded_at: 1\n"),
-        );
-        self.loads.borrow_mut().push(version);
-        Ok(())
-    }
-
-    fn unload(&self, paths: &KernelPaths, _timeout: Duration) -> Result<(), KernelError> {
-        fs::remove_dir_all(paths.module_dir()).unwrap();
-        fs::remove_dir_all(paths.milspec_dir()).unwrap();
-        Ok(())
-    }
-
-    fn boottime(&self) -> Duration {
-        self.start.elapsed() + Duration::from_secs(100)
-    }
-}
-
 /// A fleet host: its own state folder, machine id and fake kernel.
 pub struct Host {
     pub dir: tempfile::TempDir,
@@ -495,7 +442,7 @@ pub struct Host {
 impl Host {
     pub fn new(publisher: &Publisher, url: &str, machine_id: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let kernel = FakeKernel::new(&dir.path().join("root"));
+        let kernel = FakeKernel::new(&dir.path().join("root"), RELEASE);
         write(&dir.path().join("machine-id"), &format!("{machine_id}\n"));
         let mut cfg = Config::default();
         cfg.trust.keys_dir = publisher.path("trust");

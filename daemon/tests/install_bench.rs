@@ -1,0 +1,112 @@
+//! Benchmark, not a gate (ignored by default): the time of one install
+//! through the real `milspecd run` of a `fake-kernel` build on a fake
+//! /proc,/sys tree, asked over a private `dbus-daemon` by `milspecctl
+//! install`, from the call to its outcome (the daemon's own recovery,
+//! staging, swap, the probation window, the commit and the status it
+//! reports after the action). Versions 1.0.1, 1.0.2, ... are installed one
+//! after the other over a committed 1.0.0; prints the median of N.
+//!
+//! ```sh
+//! cargo test --locked --release -p milspecd --all-features --test install_bench -- --ignored --nocapture
+//! ```
+//! `INSTALL_BENCH_RUNS=N` sets N (default 20). See docs/benchmarks.md.
+#![cfg(feature = "fake-kernel")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod attack_support;
+mod common;
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use attack_support::{ctl, show, SystemBus};
+use common::{Fixture, RELEASE};
+use milspecd::config::Config;
+use milspecd::kernel_paths::KernelPaths;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    let n = v.len();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if n % 2 == 1 {
+        ms(v[n / 2])
+    } else {
+        (ms(v[n / 2 - 1]) + ms(v[n / 2])) / 2.0
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture, in a release build"]
+fn one_install_on_the_fake_kernel() {
+    let runs: usize = std::env::var("INSTALL_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let f = Fixture::new();
+    let key = f.key("release", true);
+    let paths = KernelPaths::under(&f.path("root"), "dell_milspec");
+    let mut cfg = Config::default();
+    cfg.trust.keys_dir = f.path("trust");
+    cfg.paths.state_dir = f.path("state");
+    cfg.health.probation = Duration::from_secs(1);
+    cfg.health.checks_dir = f.path("checks");
+    cfg.kernel.proc = paths.proc.clone();
+    cfg.kernel.sys = paths.sys.clone();
+    cfg.kernel.kmsg = paths.kmsg.clone();
+    let probation = cfg.health.probation;
+    let conf = f.path("milspecd.toml");
+    fs::write(&conf, cfg.to_toml()).unwrap();
+    let versions: Vec<String> = (0..=runs).map(|i| format!("1.0.{i}")).collect();
+    let packages: Vec<_> = versions.iter().map(|v| f.pack(v, &[&key], &format!("{v}.mspkg"))).collect();
+
+    let bus = SystemBus::start(f.dir.path());
+    let log = f.path("daemon.log");
+    let _d = Daemon(
+        Command::new(assert_cmd::cargo::cargo_bin("milspecd"))
+            .args(["run", "--config"])
+            .arg(&conf)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env("MILSPECD_FAKE_KERNEL", "1")
+            .env("MILSPECD_FAKE_RELEASE", RELEASE)
+            .env_remove("FAILPOINTS")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while !ctl(&bus, false, &["status"]).status.success() {
+        assert!(start.elapsed() < Duration::from_secs(20), "milspecd did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut took = Vec::new();
+    for (i, (v, pkg)) in versions.iter().zip(&packages).enumerate() {
+        let t = Instant::now();
+        let o = ctl(&bus, false, &["install", pkg.to_str().unwrap()]);
+        let d = t.elapsed();
+        assert!(o.status.success(), "install {v}: {}\n{}", show(&o), fs::read_to_string(&log).unwrap_or_default());
+        let live = fs::read_to_string(paths.module_dir().join("version")).unwrap();
+        assert_eq!(live.trim(), v, "install {v}: not live");
+        // The first (1.0.0 onto an empty host) is the base, not a sample.
+        if i > 0 {
+            took.push(d);
+        }
+    }
+    let min = took.iter().min().unwrap().as_secs_f64() * 1000.0;
+    let max = took.iter().max().unwrap().as_secs_f64() * 1000.0;
+    let med = median_ms(took);
+    println!(
+        "BENCH one install on the fake kernel: median {med:.1} ms of {runs} (range {min:.1}-{max:.1} ms); \
+         without the {} ms probation window: {:.1} ms",
+        probation.as_millis(),
+        med - probation.as_secs_f64() * 1000.0
+    );
+}
