@@ -86,9 +86,21 @@ impl Publisher {
         self.pack_for(version, RELEASE)
     }
 
-    /// `milspec-repo publish` of freshly packed versions.
+    /// `milspec-repo publish` of these versions, each packed once: a
+    /// version published again is the same package (its manifest carries
+    /// the second it was packed, so a fresh pack would differ).
     pub fn publish(&self, versions: &[&str], waves: Option<&str>) {
-        let pkgs: Vec<PathBuf> = versions.iter().map(|v| self.pack(v)).collect();
+        let pkgs: Vec<PathBuf> = versions
+            .iter()
+            .map(|v| {
+                let packed = self.path(&format!("build/dell-milspec-{v}-{RELEASE}.mspkg"));
+                if packed.exists() {
+                    packed
+                } else {
+                    self.pack(v)
+                }
+            })
+            .collect();
         let mut cmd = bin("milspec-repo");
         cmd.arg("publish").arg("--mirror").arg(self.mirror()).arg("--key").arg(self.key());
         if let Some(w) = waves {
