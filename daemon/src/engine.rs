@@ -220,6 +220,8 @@ pub trait Observer {
     fn staged(&self, _version: &str, _slot: SlotId) {}
     /// An event was just written to the history.
     fn recorded(&self, _event: &Event) {}
+    /// A slot was just replaced: both slots as now verified.
+    fn slots_changed(&self, _slots: &[SlotView]) {}
     /// Asked every probation tick: `Some(reason)` ends the trial now and
     /// rolls it back with that reason (an operator's rollback).
     fn stop_trial(&self) -> Option<String> {
@@ -541,8 +543,11 @@ impl<'k> Engine<'k> {
             // target slot is replaced now, in one exchange of folders.
             let release = &slot.payload.kernel_release;
             let replaced = self.slots.replace(staged, self.slot_trust(release));
-            // The slot changed (or may have): read it again when next asked.
+            // The slot changed (or may have): read it again, once.
             *self.slot_views.borrow_mut() = None;
+            if let Some(o) = self.observer {
+                o.slots_changed(&self.slot_views());
+            }
             if let Err(e) = replaced {
                 warn!("cannot put {version} in slot {}: {e}", slot.id);
                 let reason = format!("cannot write slot {}: {e}", slot.id);

@@ -13,7 +13,7 @@ use crate::slot_id::SlotId;
 use crate::slots::{SlotStore, SlotTrust};
 use crate::state::{Blocked, PendingReboot, Rollback, State, StateError, StateFile, TrialPhase};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SlotView {
     pub slot: SlotId,
     pub valid: bool,

@@ -24,6 +24,7 @@ use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
 use crate::notice::Notice;
 use crate::state::{State, TrialPhase};
+use crate::status::SlotView;
 
 /// Actions waiting for the worker, at most.
 pub const QUEUE_DEPTH: usize = 4;
@@ -91,6 +92,8 @@ pub struct Published {
     pub reboot_required: bool,
     /// Refused installs and failed actions since the daemon started.
     pub failures: u64,
+    /// Both slots as last verified (after every action and every slot change).
+    pub slots: Vec<SlotView>,
 }
 
 /// The answer to an action that was accepted.
@@ -546,6 +549,7 @@ impl WorkerObserver {
                 p.active_slot = r.committed_slot.map(|s| s.to_string()).unwrap_or_default();
                 p.trial_version = r.trial.map(|t| t.version).unwrap_or_default();
                 p.reboot_required = r.pending_reboot.is_some();
+                p.slots = r.slots;
             }
             Err(e) => warn!("cannot read the state for the D-Bus properties: {e}"),
         }
@@ -554,6 +558,11 @@ impl WorkerObserver {
 }
 
 impl Observer for WorkerObserver {
+    fn slots_changed(&self, slots: &[SlotView]) {
+        self.shared.beat();
+        lock(&self.shared.published).slots = slots.to_vec();
+    }
+
     fn saved(&self, state: &State) {
         self.shared.beat();
         {

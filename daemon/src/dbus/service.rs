@@ -355,15 +355,15 @@ impl Manager {
     async fn slots(&self) -> Result<Vec<HashMap<String, String>>, ManagerError> {
         clean(
             async {
-                let report = crate::status::read(&self.cfg).map_err(|e| ManagerError::Failed(e.to_string()))?;
-                Ok(report
-                    .slots
+                // As the engine last verified them: no slot is re-read here.
+                let p = self.handle.published();
+                Ok(p.slots
                     .iter()
                     .map(|s| {
                         let mut m = HashMap::new();
                         m.insert("slot".into(), s.slot.to_string());
                         m.insert("valid".into(), s.valid.to_string());
-                        m.insert("committed".into(), (report.committed_slot == Some(s.slot)).to_string());
+                        m.insert("committed".into(), (p.active_slot == s.slot.to_string()).to_string());
                         if let Some(v) = &s.version {
                             m.insert("version".into(), v.clone());
                         }
