@@ -7,8 +7,10 @@
 //! after the other over a committed 1.0.0; prints the median of N.
 //!
 //! ```sh
-//! cargo test --locked --release -p milspecd --all-features --test install_bench -- --ignored --nocapture
+//! cargo test --locked -p milspecd --all-features --test install_bench -- --ignored --nocapture
 //! ```
+//! (the test build the other host tests use; add `--release` for an
+//! optimised one, a separate build of several minutes.)
 //! `INSTALL_BENCH_RUNS=N` sets N (default 20). See docs/benchmarks.md.
 #![cfg(feature = "fake-kernel")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -46,7 +48,7 @@ fn median_ms(mut v: Vec<Duration>) -> f64 {
 }
 
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture, in a release build"]
+#[ignore = "benchmark: run with --ignored --nocapture"]
 fn one_install_on_the_fake_kernel() {
     let runs: usize = std::env::var("INSTALL_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let f = Fixture::new();
