@@ -558,8 +558,10 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                 let states = iface.handle.take_states();
                 let r = zbus::block_on(async {
                     // Each state passed through, in order, even a brief one.
+                    // Each value is sent as it was taken here: the property
+                    // getter could already read a later state.
                     let mut shown = last.state;
-                    for s in states.into_iter().filter(|s| *s != now.state) {
+                    for s in states.into_iter().filter(|s| *s != now.state).chain([now.state]) {
                         if s != shown {
                             let changed = HashMap::from([("State", zbus::zvariant::Value::from(s.as_str()))]);
                             let iface_name = zbus::names::InterfaceName::from_static_str_unchecked(super::INTERFACE);
@@ -567,9 +569,6 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                                 .await?;
                             shown = s;
                         }
-                    }
-                    if now.state != shown {
-                        iface.state_changed(emitter).await?;
                     }
                     if now.committed_version != last.committed_version {
                         iface.committed_version_changed(emitter).await?;
