@@ -3,7 +3,6 @@
 //! the metrics textfile, systemd (status, watchdog) and D-Bus; stops
 //! cleanly on SIGTERM.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -99,7 +98,6 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
         last_keepalive: Instant::now(),
         stall_limit,
         withheld: false,
-        state_dir: cfg.paths.state_dir.clone(),
         probation: cfg.health.probation,
         stopping: stopping.clone(),
         stop_deadline: None,
@@ -193,7 +191,6 @@ struct Service {
     stall_limit: Duration,
     /// Keep-alives are being withheld (the engine looks hung).
     withheld: bool,
-    state_dir: PathBuf,
     probation: Duration,
     stopping: Arc<AtomicBool>,
     stop_deadline: Option<Instant>,
@@ -224,13 +221,9 @@ impl Service {
         journal::log_notice(&n);
         match &n {
             Notice::Changed => {}
-            Notice::Swapped { to, .. } => {
+            Notice::Swapped { to, window, .. } => {
                 self.counters.swaps += 1;
-                let window = StateFile::new(&self.state_dir)
-                    .load()
-                    .ok()
-                    .and_then(|s| s.trial)
-                    .map_or(self.probation, |t| Duration::from_millis(t.window_ms));
+                let window = if window.is_zero() { self.probation } else { *window };
                 self.trial = Some((to.clone(), Instant::now(), window));
             }
             Notice::Committed { .. } => {

@@ -116,7 +116,7 @@ pub fn init_stderr_logging() {
 pub fn notice_event(n: &Notice) -> Option<(&'static str, String)> {
     match n {
         Notice::Changed => None,
-        Notice::Swapped { from, to } => Some((SWAPPED, format!("swapped {from} -> {to}; {to} is on probation"))),
+        Notice::Swapped { from, to, .. } => Some((SWAPPED, format!("swapped {from} -> {to}; {to} is on probation"))),
         Notice::Committed { version } => Some((COMMITTED, format!("committed {version}"))),
         Notice::RolledBack { from, to, reason } => Some((
             ROLLED_BACK,
@@ -137,7 +137,7 @@ pub fn log_notice(n: &Notice) {
             let (from, to, reason) = (sanitize(from), sanitize(to), sanitize(reason));
             warn!(message_id = id, version = %from, to = %to, reason = %reason, "{text}")
         }
-        Notice::Swapped { from, to } => {
+        Notice::Swapped { from, to, .. } => {
             info!(message_id = id, version = %sanitize(to), from = %sanitize(from), "{text}")
         }
         Notice::Committed { version } => info!(message_id = id, version = %sanitize(version), "{text}"),
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn notices_map_to_their_ids() {
-        let swapped = Notice::Swapped { from: "1.0.0".into(), to: "1.1.0".into() };
+        let swapped = Notice::Swapped { from: "1.0.0".into(), to: "1.1.0".into(), window: Duration::from_secs(1) };
         let (id, text) = notice_event(&swapped).unwrap_or_default();
         assert_eq!(id, SWAPPED);
         assert!(text.contains("1.0.0 -> 1.1.0"), "{text}");

@@ -10,6 +10,8 @@ pub enum Notice {
     Swapped {
         from: String,
         to: String,
+        /// The trial's probation window, as the state record holds it.
+        window: std::time::Duration,
     },
     Committed {
         version: String,

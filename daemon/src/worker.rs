@@ -94,6 +94,8 @@ pub struct Published {
     pub failures: u64,
     /// Both slots as last verified (after every action and every slot change).
     pub slots: Vec<SlotView>,
+    /// The running trial's probation window (0: no trial).
+    pub trial_window_ms: u64,
 }
 
 /// The answer to an action that was accepted.
@@ -568,6 +570,7 @@ impl Observer for WorkerObserver {
         {
             let mut p = lock(&self.shared.published);
             p.trial_version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
+            p.trial_window_ms = state.trial.as_ref().map_or(0, |t| t.window_ms);
             p.reboot_required = state.pending_reboot.is_some();
             if let Some(t) = &state.trial {
                 let s = match t.phase {
@@ -611,7 +614,8 @@ impl Observer for WorkerObserver {
                     let msg = format!("swapped {from} -> {to}; watching {to} on probation now");
                     let _ = reply.try_send(Ok(ActionReply::new("started", to.clone(), msg)));
                 }
-                self.notify(Notice::Swapped { from, to })
+                let window = Duration::from_millis(lock(&self.shared.published).trial_window_ms);
+                self.notify(Notice::Swapped { from, to, window })
             }
             EventKind::Committed => {
                 {

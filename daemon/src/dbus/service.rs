@@ -600,7 +600,9 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                 last_health = health;
                 r
             }
-            Notice::Swapped { from, to } => zbus::block_on(Manager::swapped(emitter, &sanitize(&from), &sanitize(&to))),
+            Notice::Swapped { from, to, .. } => {
+                zbus::block_on(Manager::swapped(emitter, &sanitize(&from), &sanitize(&to)))
+            }
             Notice::Committed { version } => zbus::block_on(Manager::committed(emitter, &sanitize(&version))),
             Notice::RolledBack { from, to, reason } => {
                 zbus::block_on(Manager::rolled_back(emitter, &sanitize(&from), &sanitize(&to), &sanitize(&reason)))
