@@ -25,6 +25,7 @@ use crate::mirror::{PollOptions, Poller};
 use crate::notice::Notice;
 use crate::state::{State, TrialPhase};
 use crate::status::SlotView;
+use milspec_interface::ActionResult;
 
 /// Actions waiting for the worker, at most.
 pub const QUEUE_DEPTH: usize = 4;
@@ -99,20 +100,21 @@ pub struct Published {
 }
 
 /// The answer to an action that was accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionReply {
-    /// `started` (swap and probation under way: the outcome comes as a
-    /// `Committed` or `RolledBack` signal), `already-installed`,
-    /// `committed`, `rolled-back`, `up-to-date`, `waiting`,
-    /// `revoked-no-replacement`, `paused`, `resumed`.
-    pub result: String,
+    pub result: ActionResult,
     pub version: String,
     pub message: String,
 }
 
 impl ActionReply {
-    fn new(result: &str, version: impl Into<String>, message: impl Into<String>) -> Self {
-        ActionReply { result: result.into(), version: version.into(), message: message.into() }
+    fn new(result: ActionResult, version: impl Into<String>, message: impl Into<String>) -> Self {
+        ActionReply { result, version: version.into(), message: message.into() }
+    }
+
+    /// The answer on the bus: `(result, version, message)`.
+    pub fn into_wire(self) -> (String, String, String) {
+        (self.result.word().to_string(), self.version, self.message)
     }
 }
 
@@ -460,28 +462,34 @@ fn one_line(e: anyhow::Error) -> String {
 
 fn outcome_reply(o: &Outcome) -> ActionReply {
     match o {
-        Outcome::Committed { version, .. } => ActionReply::new("committed", version, format!("committed {version}")),
-        Outcome::AlreadyInstalled { version } => {
-            ActionReply::new("already-installed", version, format!("{version} is already installed and committed"))
+        Outcome::Committed { version, .. } => {
+            ActionReply::new(ActionResult::Committed, version, format!("committed {version}"))
         }
-        Outcome::Rejected { reason } => ActionReply::new("rejected", "", reason.to_string()),
-        Outcome::RolledBack { version, reason, .. } => ActionReply::new("rolled-back", version, reason.clone()),
+        Outcome::AlreadyInstalled { version } => ActionReply::new(
+            ActionResult::AlreadyInstalled,
+            version,
+            format!("{version} is already installed and committed"),
+        ),
+        Outcome::Rejected { reason } => ActionReply::new(ActionResult::Rejected, "", reason.to_string()),
+        Outcome::RolledBack { version, reason, .. } => {
+            ActionReply::new(ActionResult::RolledBack, version, reason.clone())
+        }
         Outcome::RollbackPendingReboot { version, reason } => {
-            ActionReply::new("rolled-back", version, format!("rollback pending reboot: {reason}"))
+            ActionReply::new(ActionResult::RolledBack, version, format!("rollback pending reboot: {reason}"))
         }
     }
 }
 
 fn recovery_reply(r: &Recovery) -> ActionReply {
     match r {
-        Recovery::Clean => ActionReply::new("clean", "", "the loaded module matches the committed slot"),
+        Recovery::Clean => ActionReply::new(ActionResult::Clean, "", "the loaded module matches the committed slot"),
         Recovery::LoadedCommitted { version } => ActionReply::new(
-            "loaded-committed",
+            ActionResult::LoadedCommitted,
             version,
             format!("no module was loaded (or an unmanaged one was replaced); loaded the committed {version}"),
         ),
         Recovery::Drift { live } => ActionReply::new(
-            "drift",
+            ActionResult::Drift,
             live.clone().unwrap_or_default(),
             format!(
                 "the loaded module ({}) matches no committed slot; left as it is ([kernel] adopt_unmanaged = false)",
@@ -489,21 +497,21 @@ fn recovery_reply(r: &Recovery) -> ActionReply {
             ),
         ),
         Recovery::StillPendingReboot { reason } => {
-            ActionReply::new("pending-reboot", "", format!("a rollback is pending a reboot: {reason}"))
+            ActionReply::new(ActionResult::PendingReboot, "", format!("a rollback is pending a reboot: {reason}"))
         }
         Recovery::Resumed(o) | Recovery::RolledBack(o) => outcome_reply(o),
         Recovery::SwapAbandoned { version } => {
-            ActionReply::new("clean", version, format!("an interrupted swap to {version} was abandoned"))
+            ActionReply::new(ActionResult::Clean, version, format!("an interrupted swap to {version} was abandoned"))
         }
     }
 }
 
 fn poll_reply(r: &CheckReport) -> ActionReply {
     match r {
-        CheckReport::UpToDate { .. } => ActionReply::new("up-to-date", "", r.to_string()),
-        CheckReport::Waiting { version, .. } => ActionReply::new("waiting", version.clone(), r.to_string()),
+        CheckReport::UpToDate { .. } => ActionReply::new(ActionResult::UpToDate, "", r.to_string()),
+        CheckReport::Waiting { version, .. } => ActionReply::new(ActionResult::Waiting, version.clone(), r.to_string()),
         CheckReport::RevokedNoReplacement { current, .. } => {
-            ActionReply::new("revoked-no-replacement", current.clone(), r.to_string())
+            ActionReply::new(ActionResult::RevokedNoReplacement, current.clone(), r.to_string())
         }
         CheckReport::Installed { version, outcome, .. } => {
             let mut a = outcome_reply(outcome);
@@ -603,7 +611,7 @@ impl Observer for WorkerObserver {
                         "{version} staged in slot {}; swapping and watching it now",
                         ev.slot.as_deref().unwrap_or("?")
                     );
-                    let _ = reply.try_send(Ok(ActionReply::new("started", version.clone(), msg)));
+                    let _ = reply.try_send(Ok(ActionReply::new(ActionResult::Started, version.clone(), msg)));
                 }
                 self.notify(Notice::Changed);
             }
@@ -612,7 +620,7 @@ impl Observer for WorkerObserver {
                 // A rollback to the other slot is answered once swapped.
                 if let Some(reply) = self.reply.borrow_mut().take() {
                     let msg = format!("swapped {from} -> {to}; watching {to} on probation now");
-                    let _ = reply.try_send(Ok(ActionReply::new("started", to.clone(), msg)));
+                    let _ = reply.try_send(Ok(ActionReply::new(ActionResult::Started, to.clone(), msg)));
                 }
                 let window = Duration::from_millis(lock(&self.shared.published).trial_window_ms);
                 self.notify(Notice::Swapped { from, to, window })

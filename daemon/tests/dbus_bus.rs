@@ -753,3 +753,94 @@ fn hostile_text_never_reaches_a_terminal_or_a_log() {
     assert!(log.contains("rejected"), "{log}");
     assert_printable("daemon log", log.as_bytes());
 }
+
+/// The members of `interface` in introspection XML, as
+/// [`milspec_interface::proxy::MEMBERS`] writes them.
+fn introspected_members(xml: &str, interface: &str) -> Vec<String> {
+    let attr = |line: &str, name: &str| -> Option<String> {
+        let key = format!("{name}=\"");
+        let start = line.find(&key)? + key.len();
+        Some(line[start..].split('"').next()?.to_string())
+    };
+    let mut members = Vec::new();
+    let mut inside = false;
+    // (kind, name, in, out) of the member being read.
+    let mut open: Option<(String, String, String, String)> = None;
+    for line in xml.lines().map(str::trim) {
+        if line.starts_with("<interface ") {
+            inside = attr(line, "name").as_deref() == Some(interface);
+        } else if line.starts_with("</interface>") {
+            inside = false;
+        } else if !inside {
+            continue;
+        } else if line.starts_with("<method ") || line.starts_with("<signal ") {
+            let kind = if line.starts_with("<method ") { "method" } else { "signal" };
+            open = Some((kind.into(), attr(line, "name").unwrap(), String::new(), String::new()));
+            if line.ends_with("/>") {
+                let (k, n, i, o) = open.take().unwrap();
+                members.push(if k == "method" {
+                    format!("method {n}({i}) -> ({o})")
+                } else {
+                    format!("signal {n}({i})")
+                });
+            }
+        } else if line.starts_with("<arg ") {
+            let m = open.as_mut().expect("an arg outside a method or signal");
+            let ty = attr(line, "type").unwrap();
+            if attr(line, "direction").as_deref() == Some("out") {
+                m.3.push_str(&ty);
+            } else {
+                m.2.push_str(&ty);
+            }
+        } else if line.starts_with("</method>") || line.starts_with("</signal>") {
+            let (k, n, i, o) = open.take().unwrap();
+            members.push(if k == "method" { format!("method {n}({i}) -> ({o})") } else { format!("signal {n}({i})") });
+        } else if line.starts_with("<property ") {
+            members.push(format!(
+                "property {} {} {}",
+                attr(line, "name").unwrap(),
+                attr(line, "type").unwrap(),
+                attr(line, "access").unwrap()
+            ));
+        }
+    }
+    members.sort();
+    members
+}
+
+/// The server's interface and the client's proxy cannot drift: the live
+/// daemon's introspection lists exactly the members the proxy declares,
+/// and every read-only method and property decodes through the proxy.
+#[test]
+fn the_served_interface_is_the_one_the_client_proxy_declares() {
+    let h = Host::new("1s");
+    let conn = zbus::blocking::connection::Builder::address(h.bus.address.as_str()).unwrap().build().unwrap();
+    let reply = conn
+        .call_method(
+            Some(milspec_interface::BUS_NAME),
+            milspec_interface::OBJECT_PATH,
+            Some("org.freedesktop.DBus.Introspectable"),
+            "Introspect",
+            &(),
+        )
+        .unwrap();
+    let xml: String = reply.body().deserialize().unwrap();
+    let mut declared: Vec<String> = milspec_interface::proxy::MEMBERS.iter().map(|m| m.to_string()).collect();
+    declared.sort();
+    assert_eq!(introspected_members(&xml, milspec_interface::INTERFACE), declared, "{xml}");
+
+    let p = milspec_interface::ManagerProxyBlocking::new(&conn).unwrap();
+    assert_eq!(p.state().unwrap(), "idle");
+    p.committed_version().unwrap();
+    p.trial_version().unwrap();
+    p.active_slot().unwrap();
+    assert!(!p.paused().unwrap());
+    p.last_error().unwrap();
+    p.last_check().unwrap();
+    assert!(!p.reboot_required().unwrap());
+    assert!(p.health().unwrap().contains_key("taint"));
+    assert_eq!(p.slots().unwrap().len(), 2);
+    p.history(10).unwrap();
+    let (result, _, _) = p.reconcile().unwrap();
+    assert!(milspec_interface::ActionResult::from_word(&result).is_some(), "{result}");
+}

@@ -3,8 +3,10 @@
 //! proxy (docs/dbus.md). No daemon logic lives here.
 
 pub mod proxy;
+pub mod result;
 
 pub use proxy::{ManagerProxy, ManagerProxyBlocking};
+pub use result::ActionResult;
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "com.dell.MilSpec1";

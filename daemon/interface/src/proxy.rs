@@ -35,3 +35,29 @@ pub trait Manager {
     #[zbus(property)]
     fn health(&self) -> zbus::Result<HashMap<String, String>>;
 }
+
+/// Every member of the interface as this proxy (and `milspecctl`'s signal
+/// reader) declares it, with its D-Bus signatures. The daemon's tests hold
+/// it against the live server's introspection, and call each method and
+/// property through [`ManagerProxyBlocking`], so the two sides cannot drift.
+pub const MEMBERS: &[&str] = &[
+    "method CheckForUpdates() -> (sss)",
+    "method History(u) -> (aa{ss})",
+    "method Install(h) -> (sss)",
+    "method Reconcile() -> (sss)",
+    "method Rollback() -> (sss)",
+    "method SetPaused(b) -> ()",
+    "method Slots() -> (aa{ss})",
+    "property ActiveSlot s read",
+    "property CommittedVersion s read",
+    "property Health a{ss} read",
+    "property LastCheck s read",
+    "property LastError s read",
+    "property Paused b read",
+    "property RebootRequired b read",
+    "property State s read",
+    "property TrialVersion s read",
+    "signal Committed(s)",
+    "signal RolledBack(sss)",
+    "signal Swapped(ss)",
+];

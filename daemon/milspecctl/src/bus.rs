@@ -29,7 +29,8 @@ use zbus::zvariant::{OwnedValue, Value};
 use zbus::MatchRule;
 
 use milspec_cli::Exit;
-use milspec_interface::{ManagerProxyBlocking, BUS_NAME, INTERFACE, OBJECT_PATH};
+use milspec_interface::{ActionResult, ManagerError, ManagerProxyBlocking, BUS_NAME, INTERFACE, OBJECT_PATH};
+use zbus::DBusError;
 
 /// Longest wait for the reply to any call but the long actions.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -190,15 +191,26 @@ fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
             .into();
         }
     }
+    // The daemon's own errors, decoded into the type it sent.
+    let e = match ManagerError::from(e) {
+        ManagerError::ZBus(e) => e,
+        ours => {
+            let short = ours.name().as_str().rsplit('.').next().unwrap_or_default().to_string();
+            let msg = clean(ours.description().unwrap_or_default());
+            let (code, text) = match ours {
+                ManagerError::AccessDenied(_) => (EXIT_DENIED, format!("access denied: {msg}")),
+                ManagerError::Rejected(_) | ManagerError::InvalidPackage(_) => (EXIT_REJECTED, msg),
+                _ => (1, format!("{short}: {msg}")),
+            };
+            return Exit { code, message: text }.into();
+        }
+    };
     if let zbus::Error::MethodError(name, msg, _) = &e {
         let msg = clean(&msg.clone().unwrap_or_default());
-        let short = name.as_str().rsplit('.').next().unwrap_or_default();
         let (code, text) = match name.as_str() {
-            "com.dell.MilSpec1.Error.AccessDenied" => (EXIT_DENIED, format!("access denied: {msg}")),
             "org.freedesktop.DBus.Error.AccessDenied" => {
                 (EXIT_DENIED, format!("access denied by the bus policy: {msg}; run as root"))
             }
-            "com.dell.MilSpec1.Error.Rejected" | "com.dell.MilSpec1.Error.InvalidPackage" => (EXIT_REJECTED, msg),
             "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => (
                 1,
                 format!(
@@ -208,7 +220,10 @@ fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
             "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.Timeout" => {
                 (1, format!("{what}: no answer in time ({msg}); see `milspecctl status`"))
             }
-            _ if name.as_str().starts_with("com.dell.MilSpec1.Error.") => (1, format!("{short}: {msg}")),
+            // An error of a newer daemon that this client does not know.
+            n if n.starts_with(&format!("{BUS_NAME}.Error.")) => {
+                (1, format!("{}: {msg}", n.rsplit('.').next().unwrap_or_default()))
+            }
             _ => (1, format!("{what}: {name}: {msg}")),
         };
         return Exit { code, message: text }.into();
@@ -497,21 +512,24 @@ fn finish(
     timeout: Duration,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (result, version, message) = clean3(reply);
-    if result == "started" {
+    let (word, version, message) = clean3(reply);
+    // A word from a newer daemon that this client does not know is shown
+    // as it came, and counts as done.
+    let result = ActionResult::from_word(&word);
+    if result == Some(ActionResult::Started) {
         if !json_out {
             println!("{message}");
         }
         return await_outcome(conn, watch, events, &version, timeout, json_out);
     }
     if json_out {
-        println!("{}", json!({"outcome": result, "version": version, "message": message}));
+        println!("{}", json!({"outcome": word, "version": version, "message": message}));
     } else {
         println!("{message}");
     }
-    done(match result.as_str() {
-        "rolled-back" => EXIT_ROLLED_BACK,
-        "rejected" => EXIT_REJECTED,
+    done(match result {
+        Some(ActionResult::RolledBack) => EXIT_ROLLED_BACK,
+        Some(ActionResult::Rejected) => EXIT_REJECTED,
         _ => 0,
     })
 }
@@ -550,7 +568,7 @@ pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
     let events = follow(&conn)?;
     let mut watch = OwnerWatch::start(&conn)?;
     let (from, to, result) = clean3(long_call(&mut watch, "rollback", |p| p.rollback())?);
-    if result == "started" {
+    if ActionResult::from_word(&result) == Some(ActionResult::Started) {
         // No trial was running: the earlier version is on trial now.
         if !json_out {
             println!("going back from {from} to {to} (the other slot); watching {to} on probation");
@@ -571,7 +589,7 @@ pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
     let reply = long_call(&mut watch, "reconcile", |p| match p.reconcile() {
         // The daemon is changing the module itself (its own unload and load
         // raise the same udev events); it reconciles when it is done.
-        Err(zbus::Error::MethodError(name, msg, _)) if name.as_str() == "com.dell.MilSpec1.Error.Busy" => {
+        Err(zbus::Error::MethodError(name, msg, _)) if name == ManagerError::Busy(String::new()).name() => {
             Ok(("busy".into(), String::new(), msg.unwrap_or_default()))
         }
         other => other,

@@ -23,6 +23,7 @@ use crate::history::History;
 use crate::kernel_paths::KernelPaths;
 use crate::notice::Notice;
 use crate::worker::{reply_channel, Action, ActionError, ActionReply, Published, ReplyRx, WorkerHandle};
+use milspec_interface::ActionResult;
 
 /// Longest an `Install` call waits for its package to be read and staged.
 pub const INSTALL_REPLY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -210,7 +211,7 @@ impl Manager {
                 let (tx, rx) = reply_channel();
                 self.handle.send(Action::Install { package: file, opts: InstallOptions::default(), reply: tx })?;
                 let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Install").await?;
-                Ok((r.result, r.version, r.message))
+                Ok(r.into_wire())
             }
             .await,
         )
@@ -230,7 +231,7 @@ impl Manager {
                 let (tx, rx) = reply_channel();
                 self.handle.send(Action::Check { force: false, reply: Some(tx) })?;
                 let r = wait_reply(rx, CHECK_REPLY_TIMEOUT, "CheckForUpdates").await?;
-                Ok((r.result, r.version, r.message))
+                Ok(r.into_wire())
             }
             .await,
         )
@@ -260,7 +261,7 @@ impl Manager {
                         let (tx, rx) = reply_channel();
                         self.handle.send(Action::Revert { reason, reply: tx })?;
                         let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Rollback").await?;
-                        return Ok((from, r.version, r.result));
+                        return Ok((from, r.version, r.result.word().to_string()));
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -272,7 +273,7 @@ impl Manager {
                     let p = self.published();
                     // Done when the engine thread has finished the install it ran.
                     if !self.handle.is_busy() {
-                        return Ok((from, p.committed_version, "rolled-back".into()));
+                        return Ok((from, p.committed_version, ActionResult::RolledBack.word().to_string()));
                     }
                     if start.elapsed() > limit {
                         return Err(ManagerError::Timeout(format!(
@@ -305,7 +306,7 @@ impl Manager {
                 self.handle.send(Action::Reconcile { reply: tx })?;
                 let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
                 let r = wait_reply(rx, limit, "Reconcile").await?;
-                Ok((r.result, r.version, r.message))
+                Ok(r.into_wire())
             }
             .await,
         )
