@@ -12,64 +12,19 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bus::SystemBus;
 use common::*;
 use milspec_format::testkit::FakeKo;
-
-/// A private system-like bus; killed on drop.
-struct Bus {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn shipped_policy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/usr/share/dbus-1/system.d")
-}
-
-impl Bus {
-    fn start(dir: &Path) -> Bus {
-        let socket = dir.join("system_bus_socket");
-        let conf = dir.join("bus.conf");
-        fs::write(
-            &conf,
-            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/system-bus.conf"))
-                .unwrap()
-                .replace("@SOCKET@", &socket.display().to_string())
-                .replace("@POLICY_DIR@", &shipped_policy_dir().display().to_string()),
-        )
-        .unwrap();
-        let child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .arg("--nofork")
-            .arg("--nopidfile")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon is missing: apt-get install dbus");
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "dbus-daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        fs::set_permissions(&socket, fs::Permissions::from_mode(0o777)).unwrap();
-        Bus { child, address: format!("unix:path={}", socket.display()) }
-    }
-}
 
 /// A host: fake kernel tree, state, keys, a bus and a running milspecd.
 struct Host {
     f: Fixture,
     key: PathBuf,
-    bus: Bus,
+    bus: SystemBus,
     daemon: Option<Child>,
 }
 
@@ -114,7 +69,7 @@ impl Host {
             ) + &extra(&f),
         )
         .unwrap();
-        let bus = Bus::start(f.dir.path());
+        let bus = SystemBus::start(f.dir.path());
         let daemon = Command::new(assert_cmd::cargo::cargo_bin("milspecd"))
             .args(["run", "--config"])
             .arg(&conf)
@@ -635,8 +590,7 @@ fn random_bytes_installed_get_a_reply_and_the_daemon_keeps_answering() {
 #[test]
 fn the_daemon_exits_non_zero_when_its_bus_goes_away() {
     let mut h = Host::new("1s");
-    let _ = h.bus.child.kill();
-    let _ = h.bus.child.wait();
+    h.bus.stop();
     let start = Instant::now();
     let status = loop {
         if let Some(s) = h.daemon.as_mut().unwrap().try_wait().unwrap() {

@@ -130,57 +130,12 @@ pub fn assert_only_refusals(what: &str, state_dir: &Path, before: usize) {
     assert!(new.iter().all(|e| e == "rejected"), "{what}: history recorded more than a refusal: {new:?}");
 }
 
-/// A private bus run by the real `dbus-daemon` on Debian's own system-bus
-/// configuration, with the policy milspecd ships added; killed on drop.
-pub struct SystemBus {
-    child: Child,
-    pub address: String,
-}
-
-impl Drop for SystemBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const DEBIAN_SYSTEM_CONF: &str = "/usr/share/dbus-1/system.conf";
-
-impl SystemBus {
-    pub fn start(dir: &Path) -> SystemBus {
-        assert!(
-            Path::new(DEBIAN_SYSTEM_CONF).exists(),
-            "{DEBIAN_SYSTEM_CONF} is missing: apt-get install dbus (tests/run-all.sh does)"
-        );
-        let socket = dir.join("bus.sock");
-        let conf = dir.join("system-bus.conf");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/usr/share/dbus-1/system.d");
-        fs::write(
-            &conf,
-            format!(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n \
-                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig>\n  \
-                 <include>{DEBIAN_SYSTEM_CONF}</include>\n  <includedir>{}</includedir>\n</busconfig>\n",
-                policy.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .arg(format!("--address=unix:path={}", socket.display()))
-            .args(["--nofork", "--nopidfile"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon is missing: apt-get install dbus");
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "dbus-daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        SystemBus { child, address: format!("unix:path={}", socket.display()) }
-    }
-}
+// The one bus launcher of the binary tests (the mirror tests and those that
+// include `common` compile it too).
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/bus.rs"]
+mod bus;
+pub use bus::SystemBus;
 
 /// `milspecd run` of a `fake-kernel` build on a bus; killed on drop.
 pub struct Daemon {

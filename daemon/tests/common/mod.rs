@@ -2,6 +2,7 @@
 //! hand-made archives.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bus;
 pub mod fake_kernel;
 
 use std::fs;
