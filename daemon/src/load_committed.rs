@@ -20,8 +20,7 @@ fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>, Exit> {
     let mut out = BTreeMap::new();
     for p in params {
         let bad = |why: String| Exit { code: 1, message: format!("module parameter `{p}`: {why}; nothing loaded") };
-        let (k, v) = p.split_once('=').ok_or_else(|| bad("expected NAME=VALUE".into()))?;
-        crate::format::manifest::check_param(k, v).map_err(|e| bad(e.to_string()))?;
+        let (k, v) = crate::format::manifest::parse_param_arg(p).map_err(|e| bad(e.to_string()))?;
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)

@@ -189,6 +189,24 @@ pub fn check_param(key: &str, value: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// Why a `NAME=VALUE` module parameter from a command line is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamArgError {
+    #[error("expected NAME=VALUE")]
+    NotKeyValue,
+    #[error(transparent)]
+    Bad(#[from] ManifestError),
+}
+
+/// Parses one `NAME=VALUE` module parameter given on a command line
+/// (`milspec-repo pack --param`, modprobe's options to `load-committed`),
+/// checked as a package's parameters are ([`check_param`]).
+pub fn parse_param_arg(arg: &str) -> Result<(&str, &str), ParamArgError> {
+    let (k, v) = arg.split_once('=').ok_or(ParamArgError::NotKeyValue)?;
+    check_param(k, v)?;
+    Ok((k, v))
+}
+
 impl Manifest {
     /// Parses and validates manifest bytes. Call this only on bytes whose
     /// signatures have been checked, or for offline inspection.

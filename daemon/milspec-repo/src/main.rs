@@ -13,7 +13,7 @@ use milspec_cli::run_main;
 use milspec_format::atomic;
 use milspec_format::index::{check_waves, read_unverified, Index, IndexEntry, Wave, INDEX_FILE};
 use milspec_format::keys::SecretKey;
-use milspec_format::manifest::{check_param, Probation, Requires};
+use milspec_format::manifest::{parse_param_arg, ParamArgError, Probation, Requires};
 use milspec_format::package::{read_package_file, Discard, Trust};
 use milspec_format::writer::{self, PackOptions};
 use milspec_format::{Limits, Sha256Digest};
@@ -238,10 +238,10 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for p in raw {
-        let Some((k, v)) = p.split_once('=') else {
-            bail!("--param `{p}` is not KEY=VALUE");
-        };
-        check_param(k, v)?;
+        let (k, v) = parse_param_arg(p).map_err(|e| match e {
+            ParamArgError::NotKeyValue => anyhow::anyhow!("--param `{p}` is not KEY=VALUE"),
+            ParamArgError::Bad(e) => e.into(),
+        })?;
         if out.insert(k.to_string(), v.to_string()).is_some() {
             bail!("--param `{k}` is given twice");
         }
