@@ -71,20 +71,8 @@ impl std::fmt::Display for CheckReport {
                 f,
                 "the running version {current} is revoked and the mirror offers no version to replace it; publish one"
             ),
-            CheckReport::Installed { version, reason, outcome, .. } => {
-                write!(f, "{version} ({reason}): {}", short_outcome(outcome))
-            }
+            CheckReport::Installed { version, reason, outcome, .. } => write!(f, "{version} ({reason}): {outcome}"),
         }
-    }
-}
-
-fn short_outcome(o: &Outcome) -> String {
-    match o {
-        Outcome::Committed { slot, .. } => format!("committed in slot {slot}"),
-        Outcome::AlreadyInstalled { .. } => "already installed".into(),
-        Outcome::Rejected { reason } => format!("rejected, nothing changed: {reason}"),
-        Outcome::RolledBack { reason, .. } => format!("rolled back: {reason}"),
-        Outcome::RollbackPendingReboot { reason, .. } => format!("rollback pending reboot: {reason}"),
     }
 }
 

@@ -54,7 +54,7 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
     let started = worker::start(cfg.clone(), kernel);
     startup.stop();
     let started = started?;
-    let recovery_text = started.recovery.describe();
+    let recovery_text = started.recovery.to_string();
     journal::log_recovery(&recovery_text, matches!(started.recovery, Recovery::Drift { .. }));
     let handle = started.handle.clone();
     // Without a bus the daemon still keeps the module healthy and

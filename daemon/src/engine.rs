@@ -177,13 +177,6 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-impl Outcome {
-    /// The [`Display`](std::fmt::Display) line, as a string.
-    pub fn describe(&self) -> String {
-        self.to_string()
-    }
-}
-
 impl std::fmt::Display for Recovery {
     /// One line for an operator.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,13 +193,6 @@ impl std::fmt::Display for Recovery {
             }
             Recovery::StillPendingReboot { reason } => write!(f, "a reboot is still needed: {reason}"),
         }
-    }
-}
-
-impl Recovery {
-    /// The [`Display`](std::fmt::Display) line, as a string.
-    pub fn describe(&self) -> String {
-        self.to_string()
     }
 }
 

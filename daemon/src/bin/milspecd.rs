@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             let kernel = SysKernel::new()?;
             let mut engine = Engine::open(load_config(&arg)?, &kernel)?;
             let r = engine.recover()?;
-            println!("recovery: {}", r.describe());
+            println!("recovery: {r}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Install { config, allow_downgrade, json, package } => {
@@ -135,13 +135,13 @@ fn main() -> ExitCode {
             let kernel = SysKernel::new()?;
             let mut engine = Engine::open(cfg, &kernel)?;
             let r = engine.recover()?;
-            info!("recovery: {}", r.describe());
+            info!("recovery: {r}");
             info!(package = %package.display(), "installing");
             let outcome = engine.install(file, InstallOptions { allow_downgrade })?;
             if json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
-                println!("{}: {}", package.display(), outcome.describe());
+                println!("{}: {outcome}", package.display());
             }
             Ok(ExitCode::from(outcome.exit_code()))
         }
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             let kernel = SysKernel::new()?;
             let mut engine = Engine::open(cfg.clone(), &kernel)?;
             let r = engine.recover()?;
-            info!("recovery: {}", r.describe());
+            info!("recovery: {r}");
             if now {
                 warn!("--now: ignoring the rollout schedule");
             }
