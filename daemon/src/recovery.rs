@@ -102,8 +102,7 @@ pub fn recovery_plan(state: &State, facts: &RecoveryFacts) -> RecoveryPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::Snapshot;
-    use crate::state::{Checkpoint, PendingReboot, Trial};
+    use crate::state::PendingReboot;
 
     const BOOT: &str = "boot-2";
 
@@ -118,26 +117,7 @@ mod tests {
     }
 
     fn trial(phase: TrialPhase, boot_id: &str) -> State {
-        State {
-            committed: Some(SlotId::A),
-            trial: Some(Trial {
-                slot: SlotId::B,
-                version: "1.1.0".parse().unwrap(),
-                sequence: 2,
-                phase,
-                boot_id: boot_id.into(),
-                started_ms: 0,
-                window_ms: 1000,
-                checkpoint: Checkpoint {
-                    slot: Some(SlotId::A),
-                    version: Some("1.0.0".into()),
-                    params: Default::default(),
-                    baseline: Snapshot::default(),
-                },
-                rollback_reason: None,
-            }),
-            ..State::default()
-        }
+        State { committed: Some(SlotId::A), trial: Some(crate::state::test_trial(phase, boot_id)), ..State::default() }
     }
 
     fn facts(live: Option<&str>, committed: Option<&str>) -> RecoveryFacts {

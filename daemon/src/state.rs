@@ -430,27 +430,34 @@ fn parse(raw: &[u8]) -> Result<(State, Option<u32>), ParseError> {
     Ok((state, migrated))
 }
 
+/// A trial of 1.1.0 in slot b over 1.0.0 committed in slot a, for the
+/// unit tests of the modules that decide on a state record.
+#[cfg(test)]
+pub(crate) fn test_trial(phase: TrialPhase, boot_id: &str) -> Trial {
+    Trial {
+        slot: SlotId::B,
+        version: "1.1.0".parse().unwrap(),
+        sequence: 2,
+        phase,
+        boot_id: boot_id.into(),
+        started_ms: 0,
+        window_ms: 1000,
+        checkpoint: Checkpoint {
+            slot: Some(SlotId::A),
+            version: Some("1.0.0".into()),
+            params: Default::default(),
+            baseline: Snapshot::default(),
+        },
+        rollback_reason: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn a_trial() -> Trial {
-        Trial {
-            slot: SlotId::B,
-            version: "1.1.0".parse().unwrap(),
-            sequence: 2,
-            phase: TrialPhase::Swapping,
-            boot_id: "b".into(),
-            started_ms: 0,
-            window_ms: 1000,
-            checkpoint: Checkpoint {
-                slot: Some(SlotId::A),
-                version: Some("1.0.0".into()),
-                params: Default::default(),
-                baseline: Snapshot::default(),
-            },
-            rollback_reason: None,
-        }
+        test_trial(TrialPhase::Swapping, "b")
     }
 
     #[test]
