@@ -76,17 +76,7 @@ impl Case {
     fn new(pkg: Pkg) -> Case {
         let f = Fixture::new();
         let key = f.key("release", true);
-        let paths = KernelPaths::under(&f.path("root"), "dell_milspec");
-        let mut cfg = Config::default();
-        cfg.trust.keys_dir = f.path("trust");
-        cfg.paths.state_dir = f.path("state");
-        cfg.health.probation = Duration::from_secs(1);
-        cfg.health.checks_dir = f.path("checks");
-        cfg.kernel.proc = paths.proc.clone();
-        cfg.kernel.sys = paths.sys.clone();
-        cfg.kernel.kmsg = paths.kmsg.clone();
-        let conf = f.path("milspecd.toml");
-        fs::write(&conf, cfg.to_toml()).unwrap();
+        let (cfg, paths, conf) = f.fake_kernel_config();
         let faults = if pkg == Pkg::OverBusy { "1.0.0=busy,1.2.0=warn" } else { "1.2.0=warn" };
         Case { f, key, conf, cfg, paths, faults }
     }

@@ -19,22 +19,10 @@ mod attack_support;
 mod common;
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attack_support::{ctl, show, SystemBus};
+use attack_support::{ctl, show, Daemon, SystemBus};
 use common::{Fixture, RELEASE};
-use milspecd::config::Config;
-use milspecd::kernel_paths::KernelPaths;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn median_ms(mut v: Vec<Duration>) -> f64 {
     v.sort();
@@ -53,41 +41,14 @@ fn one_install_on_the_fake_kernel() {
     let runs: usize = std::env::var("INSTALL_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let f = Fixture::new();
     let key = f.key("release", true);
-    let paths = KernelPaths::under(&f.path("root"), "dell_milspec");
-    let mut cfg = Config::default();
-    cfg.trust.keys_dir = f.path("trust");
-    cfg.paths.state_dir = f.path("state");
-    cfg.health.probation = Duration::from_secs(1);
-    cfg.health.checks_dir = f.path("checks");
-    cfg.kernel.proc = paths.proc.clone();
-    cfg.kernel.sys = paths.sys.clone();
-    cfg.kernel.kmsg = paths.kmsg.clone();
+    let (cfg, paths, conf) = f.fake_kernel_config();
     let probation = cfg.health.probation;
-    let conf = f.path("milspecd.toml");
-    fs::write(&conf, cfg.to_toml()).unwrap();
     let versions: Vec<String> = (0..=runs).map(|i| format!("1.0.{i}")).collect();
     let packages: Vec<_> = versions.iter().map(|v| f.pack(v, &[&key], &format!("{v}.mspkg"))).collect();
 
     let bus = SystemBus::start(f.dir.path());
     let log = f.path("daemon.log");
-    let _d = Daemon(
-        Command::new(assert_cmd::cargo::cargo_bin("milspecd"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env("MILSPECD_FAKE_KERNEL", "1")
-            .env("MILSPECD_FAKE_RELEASE", RELEASE)
-            .env_remove("FAILPOINTS")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    while !ctl(&bus, false, &["status"]).status.success() {
-        assert!(start.elapsed() < Duration::from_secs(20), "milspecd did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _d = Daemon::start(&conf, &bus, RELEASE, log.clone());
 
     let mut took = Vec::new();
     for (i, (v, pkg)) in versions.iter().zip(&packages).enumerate() {

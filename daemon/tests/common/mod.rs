@@ -33,6 +33,24 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The configuration of a `milspecd run` on the fake kernel under
+    /// `root/` (1 s probation), written to `milspecd.toml`: the config, the
+    /// fake kernel's paths and the file.
+    pub fn fake_kernel_config(&self) -> (milspecd::config::Config, milspecd::kernel_paths::KernelPaths, PathBuf) {
+        let paths = milspecd::kernel_paths::KernelPaths::under(&self.path("root"), "dell_milspec");
+        let mut cfg = milspecd::config::Config::default();
+        cfg.trust.keys_dir = self.path("trust");
+        cfg.paths.state_dir = self.path("state");
+        cfg.health.probation = std::time::Duration::from_secs(1);
+        cfg.health.checks_dir = self.path("checks");
+        cfg.kernel.proc = paths.proc.clone();
+        cfg.kernel.sys = paths.sys.clone();
+        cfg.kernel.kmsg = paths.kmsg.clone();
+        let conf = self.path("milspecd.toml");
+        fs::write(&conf, cfg.to_toml()).unwrap();
+        (cfg, paths, conf)
+    }
+
     pub fn new() -> Self {
         let f = Fixture { dir: tempfile::tempdir().unwrap() };
         fs::create_dir(f.path("keys")).unwrap();
