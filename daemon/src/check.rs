@@ -106,7 +106,7 @@ fn poll_host(engine: &Engine<'_>) -> Result<PollHost, EngineError> {
     let current_seq = status.committed_slot.and_then(|c| status.slots.iter().find(|s| s.slot == c)?.sequence);
     let current = status.committed_version.as_deref().and_then(|v| v.parse().ok()).zip(current_seq);
     Ok(PollHost {
-        kernel_release: engine.facts()?.kernel_release,
+        kernel_release: engine.kernel_release()?.to_string(),
         current,
         blocklist: status.blocklist.iter().map(|b| b.version.clone()).collect(),
         max_sequence: status.max_sequence,

@@ -367,6 +367,11 @@ impl<'k> Engine<'k> {
         Ok(status::report(state, self.slot_views(), live, Snapshot::read(&self.host.paths)))
     }
 
+    /// The running kernel's release, read once per engine.
+    pub fn kernel_release(&self) -> Result<&str, EngineError> {
+        Ok(self.host.kernel_release()?)
+    }
+
     /// What the host is now, as the planner sees it.
     pub fn facts(&self) -> Result<Facts, EngineError> {
         let state = self.load_state()?;
