@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod modinfo;
 pub mod package;
 pub mod regular;
+pub mod republish;
 pub mod signature;
 pub mod tarwrite;
 pub mod text;
