@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, InstallOptions, Outcome};
+use crate::engine::{BuildOutcome, Engine, EngineError, InstallOptions, Outcome};
 use crate::mirror::{MirrorError, PollHost, PollOptions, PollReport, Poller};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +13,8 @@ pub enum CheckError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("`{0}` is not a kernel release (1-96 characters of letters, digits and . _ + - ~)")]
+    BadRelease(String),
 }
 
 /// What one check found and did.
@@ -40,6 +42,16 @@ pub enum CheckReport {
         /// `upgrade`, or `replaces revoked <version>`.
         reason: String,
         outcome: Outcome,
+    },
+    /// The committed version republished with this kernel's build.
+    BuildAdded {
+        index_version: u64,
+        outcome: BuildOutcome,
+    },
+    /// No build for the running kernel that this host may take.
+    NoBuild {
+        index_version: u64,
+        kernel_release: String,
     },
 }
 
@@ -72,7 +84,72 @@ impl std::fmt::Display for CheckReport {
                 "the running version {current} is revoked and the mirror offers no version to replace it; publish one"
             ),
             CheckReport::Installed { version, reason, outcome, .. } => write!(f, "{version} ({reason}): {outcome}"),
+            CheckReport::BuildAdded { outcome, .. } => outcome.fmt(f),
+            CheckReport::NoBuild { kernel_release, .. } => write!(
+                f,
+                "no build for the running kernel {kernel_release}: the mirror has none this host may take; nothing loaded, polling on (publish one with milspec-repo add-build)"
+            ),
         }
+    }
+}
+
+/// What preparing for a newly installed kernel found and did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum PrepareReport {
+    /// Nothing is committed: nothing to prepare.
+    NothingCommitted { kernel_release: String },
+    /// Ready (it was, or the build was just added), or refused.
+    Build(BuildOutcome),
+    /// The committed version has no build for the kernel, on this host or
+    /// on the mirror: its first boot will start without the module.
+    NoBuild { version: String, kernel_release: String, why: String },
+}
+
+impl std::fmt::Display for PrepareReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrepareReport::NothingCommitted { kernel_release } => {
+                write!(f, "nothing is committed yet: nothing to prepare for kernel {kernel_release}")
+            }
+            PrepareReport::Build(o) => o.fmt(f),
+            PrepareReport::NoBuild { version, kernel_release, why } => write!(
+                f,
+                "WARNING: no build of {version} for kernel {kernel_release} ({why}): the first boot into it will start without dell_milspec. Hold the reboot until one is published (milspec-repo add-build), or expect the daemon to fetch it once it is"
+            ),
+        }
+    }
+}
+
+/// Kernel `release` was installed: makes the committed version ready for
+/// it before it boots, from the mirror if the slot lacks its build.
+pub fn prepare_kernel(
+    poller: Option<&Poller>,
+    engine: &mut Engine<'_>,
+    release: &str,
+    opts: PollOptions,
+) -> Result<PrepareReport, CheckError> {
+    if !milspec_format::manifest::valid_release(release) {
+        return Err(CheckError::BadRelease(milspec_format::text::sanitize_to(release, 120)));
+    }
+    let kernel_release = release.to_string();
+    let Some((version, _, has)) = engine.committed_covers(release)? else {
+        return Ok(PrepareReport::NothingCommitted { kernel_release });
+    };
+    if has {
+        return Ok(PrepareReport::Build(BuildOutcome::Ready { version, kernel_release }));
+    }
+    let no_build = |why: String| {
+        tracing::warn!(message_id = crate::journal::NO_BUILD, %version, kernel = %kernel_release, "no build of {version} for the installed kernel {kernel_release}: {why}");
+        PrepareReport::NoBuild { version: version.clone(), kernel_release: kernel_release.clone(), why }
+    };
+    let Some(poller) = poller else {
+        return Ok(no_build("no [source] to fetch one from".into()));
+    };
+    let host = poll_host(engine)?;
+    match poller.poll_build(&host, release, opts, &mut |_| {})? {
+        PollReport::AddBuild(d) => Ok(PrepareReport::Build(engine.add_build(d.file, release)?)),
+        _ => Ok(no_build("the mirror has none".into())),
     }
 }
 
@@ -97,6 +174,11 @@ pub fn check(
             let outcome = engine.install(d.file, InstallOptions { allow_downgrade: d.allow_downgrade })?;
             CheckReport::Installed { index_version: d.index_version, version: d.version, reason: d.reason, outcome }
         }
+        PollReport::AddBuild(d) => {
+            let outcome = engine.add_build(d.file, &host.kernel_release)?;
+            CheckReport::BuildAdded { index_version: d.index_version, outcome }
+        }
+        PollReport::NoBuild { index_version, kernel_release } => CheckReport::NoBuild { index_version, kernel_release },
     })
 }
 
@@ -110,5 +192,9 @@ fn poll_host(engine: &Engine<'_>) -> Result<PollHost, EngineError> {
         current,
         blocklist: status.blocklist.iter().map(|b| b.version.clone()).collect(),
         max_sequence: status.max_sequence,
+        // Nothing committed counts as nothing missing: a fresh host takes
+        // what the mirror offers for its kernel.
+        has_build: status.kernel.build != crate::kernels::KernelBuild::NoBuild,
+        blocked_builds: status.blocked_builds.iter().map(|b| (b.version.clone(), b.kernel_release.clone())).collect(),
     })
 }

@@ -187,6 +187,9 @@ pub struct KernelConfig {
     pub carry_params: Vec<String>,
     /// Replace a loaded module that matches no slot (drift). Off: report it only.
     pub adopt_unmanaged: bool,
+    /// Where installed kernels keep their modules, one folder per release
+    /// (`/lib/modules`): the kernels a build is wanted for.
+    pub modules_dir: PathBuf,
 }
 
 impl Default for KernelConfig {
@@ -198,6 +201,7 @@ impl Default for KernelConfig {
             module: "dell_milspec".into(),
             carry_params: vec!["mode5_level".into()],
             adopt_unmanaged: false,
+            modules_dir: "/lib/modules".into(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! can finish from.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use crate::lock::{LockError, StateLock};
 use crate::plan::{self, Facts, Rejection};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
-use crate::slots::{Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
+use crate::slots::{NoBuild, Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
 use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase};
 use crate::status::{self, SlotView, StatusReport};
 
@@ -85,6 +85,8 @@ pub enum RollbackRefusal {
     SameVersion { slot: SlotId, version: String },
     #[error("slot {slot} holds {version}, which is blocklisted ({reason})")]
     Blocklisted { slot: SlotId, version: String, reason: String },
+    #[error("slot {slot} holds {version}, which has no build for the running kernel {release}")]
+    NoBuild { slot: SlotId, version: String, release: String },
     #[error("slot {slot} holds {version}, which was never committed on this host (it was staged but never passed probation here); going to it would be a step forward to an untried version, not a rollback")]
     NeverCommitted { slot: SlotId, version: String },
 }
@@ -147,12 +149,32 @@ pub struct InstallOptions {
 #[serde(tag = "recovery", rename_all = "kebab-case")]
 pub enum Recovery {
     Clean,
-    LoadedCommitted { version: String },
-    Drift { live: Option<String> },
+    LoadedCommitted {
+        version: String,
+    },
+    Drift {
+        live: Option<String>,
+    },
     Resumed(Outcome),
     RolledBack(Outcome),
-    SwapAbandoned { version: String },
-    StillPendingReboot { reason: String },
+    SwapAbandoned {
+        version: String,
+    },
+    StillPendingReboot {
+        reason: String,
+    },
+    /// Nothing loaded: the committed version has no build for this kernel.
+    NoBuild(#[serde(serialize_with = "serialize_no_build")] NoBuild),
+}
+
+fn serialize_no_build<S: serde::Serializer>(nb: &NoBuild, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("NoBuild", 4)?;
+    st.serialize_field("slot", &nb.slot)?;
+    st.serialize_field("version", &nb.version)?;
+    st.serialize_field("kernel_release", &nb.release)?;
+    st.serialize_field("kernels", &nb.kernels)?;
+    st.end()
 }
 
 impl std::fmt::Display for Outcome {
@@ -192,6 +214,7 @@ impl std::fmt::Display for Recovery {
                 write!(f, "interrupted swap to {version} abandoned; old module kept")
             }
             Recovery::StillPendingReboot { reason } => write!(f, "a reboot is still needed: {reason}"),
+            Recovery::NoBuild(nb) => write!(f, "no build for this kernel: {nb}"),
         }
     }
 }
@@ -250,20 +273,22 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Streams the package's payload for this kernel into a staging folder
-/// beside the slots (never into a slot); the other kernels' payloads are
+/// Streams every build of the package into a staging folder beside the
+/// slots (never into a slot), one file per kernel release. A build the
+/// staging folder already holds (linked from the slot being extended) is
 /// verified and dropped.
 struct StageSink<'a> {
-    release: &'a str,
     staging: &'a mut Staging,
+    /// Builds that were already in the staging folder when copying began.
+    linked: BTreeSet<String>,
 }
 
 impl PayloadSink for StageSink<'_> {
     fn data(&mut self, p: &Payload, chunk: &[u8]) -> io::Result<()> {
-        if p.kernel_release == self.release {
-            self.staging.write(chunk)?;
+        if self.linked.contains(&p.kernel_release) {
+            return Ok(());
         }
-        Ok(())
+        self.staging.write(&p.kernel_release, chunk)
     }
 }
 
@@ -364,7 +389,9 @@ impl<'k> Engine<'k> {
             None => self.load_state()?,
         };
         let live = self.live();
-        Ok(status::report(state, self.slot_views(), live, Snapshot::read(&self.host.paths)))
+        let release = self.host.kernel_release().unwrap_or_default().to_string();
+        let installed = crate::kernels::installed(&self.cfg.kernel.modules_dir);
+        Ok(status::report(state, self.slot_views(), live, Snapshot::read(&self.host.paths), &release, &installed))
     }
 
     /// The running kernel's release, read once per engine.
@@ -436,7 +463,7 @@ impl<'k> Engine<'k> {
         step!("install.staging");
 
         // 4. Copy the payloads, each through its size and hash check.
-        let mut sink = StageSink { release: &facts.kernel_release, staging: &mut staging };
+        let mut sink = StageSink { staging: &mut staging, linked: BTreeSet::new() };
         let pkg = match opened.copy_payloads(&mut sink) {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
@@ -481,7 +508,7 @@ impl<'k> Engine<'k> {
         let ready = ReadyModule::from_slot(slot, &carried, self.host.limits.max_payload_size)?;
         // The module to fall back to, sealed and hashed now, so that a
         // rollback only unloads and loads.
-        let standby = fallback.and_then(|id| self.standby(id, &slot.payload.kernel_release, &carried));
+        let standby = fallback.and_then(|id| self.standby(id, &slot.release, &carried));
         let before = state.clone();
 
         // Checkpoint, saved before the old module is touched.
@@ -498,17 +525,21 @@ impl<'k> Engine<'k> {
             params: carried,
             baseline: Snapshot::read(&self.host.paths),
         };
-        state.begin_trial(Trial {
-            slot: slot.id,
-            version: slot.manifest.version.clone(),
-            sequence: slot.manifest.sequence,
-            phase: TrialPhase::Swapping,
-            boot_id: self.host.boot_id()?.to_string(),
-            started_ms: self.boottime_ms(),
-            window_ms: ms(window),
-            checkpoint: checkpoint.clone(),
-            rollback_reason: None,
-        })?;
+        let kernel = self.host.kernel_release()?.to_string();
+        state.begin_trial(
+            Trial {
+                slot: slot.id,
+                version: slot.manifest.version.clone(),
+                sequence: slot.manifest.sequence,
+                phase: TrialPhase::Swapping,
+                boot_id: self.host.boot_id()?.to_string(),
+                started_ms: self.boottime_ms(),
+                window_ms: ms(window),
+                checkpoint: checkpoint.clone(),
+                rollback_reason: None,
+            },
+            &kernel,
+        )?;
         self.save(state)?;
         info!(old = ?checkpoint.version, params = ?checkpoint.params, "checkpoint saved");
         step!("install.after-checkpoint");
@@ -532,8 +563,7 @@ impl<'k> Engine<'k> {
         if let Some(staged) = staged {
             // Past the point of no return: the old module is gone, so the
             // target slot is replaced now, in one exchange of folders.
-            let release = &slot.payload.kernel_release;
-            let replaced = self.slots.replace(staged, self.slot_trust(release));
+            let replaced = self.slots.replace(staged, self.slot_trust(&slot.release));
             // The slot changed (or may have): read it again, once.
             *self.slot_views.borrow_mut() = None;
             if let Some(o) = self.observer {
@@ -604,6 +634,9 @@ impl<'k> Engine<'k> {
         let (slot, version) = (earlier.id, earlier.manifest.version.to_string());
         if from.as_ref() == Some(&earlier.manifest.version) {
             return refuse(RollbackRefusal::SameVersion { slot, version });
+        }
+        if earlier.current().is_err() {
+            return refuse(RollbackRefusal::NoBuild { slot, version, release: release.clone() });
         }
         if let Some(b) = state.is_blocked(&earlier.manifest.version) {
             return refuse(RollbackRefusal::Blocklisted { slot, version, reason: b.reason.clone() });
@@ -726,7 +759,21 @@ impl<'k> Engine<'k> {
         detect_ms: u64,
         standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
-        let trial = state.begin_rollback(&reason, now_rfc3339())?;
+        self.roll_back_as(state, reason, detected, detect_ms, standby, false)
+    }
+
+    /// [`Self::roll_back`]; an `interrupted` trial (never judged) leaves its
+    /// version off the blocklist.
+    fn roll_back_as(
+        &self,
+        state: &mut State,
+        reason: String,
+        detected: Instant,
+        detect_ms: u64,
+        standby: Option<Standby>,
+        interrupted: bool,
+    ) -> Result<Outcome, EngineError> {
+        let trial = state.begin_rollback(&reason, now_rfc3339(), interrupted)?;
         let version = trial.version.to_string();
         self.save(state)?;
         warn!(%version, "rolling back: {}", Escaped(&reason));
@@ -755,8 +802,18 @@ impl<'k> Engine<'k> {
                 None => {
                     let release = self.host.kernel_release()?.to_string();
                     let slot = self.read_slot(id, &release)?.ok_or(EngineError::FallbackInvalid { slot: id })?;
-                    self.load_slot(&slot, &trial.checkpoint.params)?;
-                    Some(slot.manifest.version.to_string())
+                    match slot.current() {
+                        Ok(_) => {
+                            self.load_slot(&slot, &trial.checkpoint.params)?;
+                            Some(slot.manifest.version.to_string())
+                        }
+                        // Back on a kernel the checkpoint's version has no
+                        // build for: nothing to load, reported as such.
+                        Err(nb) => {
+                            warn!(message_id = crate::journal::NO_BUILD, "{}", EscapedDisplay(&nb));
+                            None
+                        }
+                    }
                 }
             },
             _ => self.live().and_then(|m| m.version),
@@ -804,6 +861,10 @@ impl<'k> Engine<'k> {
             boot_id,
             live: self.live(),
             committed: committed.as_ref().map(|s| (s.id, s.manifest.version.to_string())),
+            committed_build: committed.as_ref().is_some_and(|s| {
+                s.current().is_ok() && state.is_build_blocked(&s.manifest.version, &release).is_none()
+            }),
+            kernel_release: release.clone(),
             adopt_unmanaged: self.cfg.kernel.adopt_unmanaged,
         };
         let plan = recovery_plan(&state, &facts);
@@ -823,10 +884,16 @@ impl<'k> Engine<'k> {
         let version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
         match plan.action {
             RecoveryAction::StillPendingReboot { reason } => Ok(Recovery::StillPendingReboot { reason }),
-            RecoveryAction::RollBack { reason, note } => {
+            RecoveryAction::RollBack { reason, note, interrupted } => {
                 self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
-                let o = self.roll_back(&mut state, reason, Instant::now(), 0, None)?;
+                let o = self.roll_back_as(&mut state, reason, Instant::now(), 0, None, interrupted)?;
                 Ok(Recovery::RolledBack(o))
+            }
+            RecoveryAction::NoBuild => {
+                let slot = committed.ok_or(EngineError::NoCommittedSlot)?;
+                let nb = slot.no_build(&release);
+                warn!(message_id = crate::journal::NO_BUILD, "{}", EscapedDisplay(&nb));
+                Ok(Recovery::NoBuild(nb))
             }
             RecoveryAction::AbandonSwap => {
                 state.abandon_swap()?;
@@ -895,7 +962,208 @@ impl<'k> Engine<'k> {
     }
 }
 
+/// How adding a kernel build to the committed slot ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum BuildOutcome {
+    /// The committed slot holds a build for that kernel already.
+    Ready { version: String, kernel_release: String },
+    /// The build was verified and added to the committed slot; `loaded`
+    /// when it is the running kernel's and it was loaded (no module was).
+    Added { version: String, kernel_release: String, loaded: bool },
+    /// Refused before anything changed.
+    Rejected { reason: String },
+    /// Added, then it failed on the running kernel: unloaded, that
+    /// (version, kernel) pair blocked and the build dropped again.
+    Failed { version: String, kernel_release: String, reason: String },
+}
+
+impl std::fmt::Display for BuildOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildOutcome::Ready { version, kernel_release } => {
+                write!(f, "{version} already has a build for kernel {kernel_release}")
+            }
+            BuildOutcome::Added { version, kernel_release, loaded } => write!(
+                f,
+                "added the build of {version} for kernel {kernel_release} to the committed slot{}",
+                if *loaded { "; loaded it" } else { "" }
+            ),
+            BuildOutcome::Rejected { reason } => write!(f, "rejected, nothing changed: {reason}"),
+            BuildOutcome::Failed { version, kernel_release, reason } => write!(
+                f,
+                "the build of {version} for kernel {kernel_release} failed ({reason}); unloaded, dropped, and blocked for this kernel only"
+            ),
+        }
+    }
+}
+
 impl Engine<'_> {
+    /// Adds the build for `release` from a kernel-build republish of the
+    /// committed version (read from `reader`) to the committed slot,
+    /// without a trial: the version was proven here. The package must be a
+    /// republish of the committed manifest (same version, sequence,
+    /// parameters and builds, only builds added) and carry `release`.
+    /// The slot is rewritten by exchange, so it stays valid for every
+    /// kernel it served at every step. When `release` is the running
+    /// kernel and no module is loaded, the build is loaded and checked at
+    /// once; a failure blocks that (version, kernel) pair only.
+    pub fn add_build(&mut self, reader: impl Read, release: &str) -> Result<BuildOutcome, EngineError> {
+        let mut state = self.load_state()?;
+        let running = self.host.kernel_release()?.to_string();
+        let reject = |this: &Self, reason: String| -> Result<BuildOutcome, EngineError> {
+            warn!("kernel build refused: {}", Escaped(&reason));
+            this.record(Event::new(EventKind::Rejected).kernel(release).reason(&reason))?;
+            Ok(BuildOutcome::Rejected { reason })
+        };
+        if let Some(t) = &state.trial {
+            return reject(self, format!("a trial of {} is running; add kernel builds once it ends", t.version));
+        }
+        let id = state.committed.ok_or(EngineError::NoCommittedSlot)?;
+        let slot = self.read_slot(id, &running)?.ok_or(EngineError::NoCommittedSlot)?;
+        let version = slot.manifest.version.to_string();
+        if slot.build(release).is_some() {
+            return Ok(BuildOutcome::Ready { version, kernel_release: release.to_string() });
+        }
+        if let Some(b) = state.is_build_blocked(&slot.manifest.version, release) {
+            return reject(
+                self,
+                format!("the build of {version} for kernel {release} failed here before ({})", b.reason),
+            );
+        }
+        let mut stream = match PackageStream::new(reader, &self.host.limits) {
+            Ok(s) => s,
+            Err(e) => return reject(self, format!("package rejected: {e}")),
+        };
+        let trust = Trust::Keys { keys: &self.host.keys, threshold: self.host.threshold };
+        let opened = match stream.open(trust) {
+            Ok(o) => o,
+            Err(e) => return reject(self, format!("package rejected: {e}")),
+        };
+        match milspec_format::republish::added_builds(&slot.manifest, &opened.manifest) {
+            Err(e) => return reject(self, e.to_string()),
+            Ok(added) if !added.iter().any(|p| p.kernel_release == release) => {
+                return reject(self, format!("the republished {version} has no build for kernel {release}"));
+            }
+            Ok(_) => {}
+        }
+        let mut staging = self.slots.restage(&slot, |_| true)?;
+        step!("build.staging");
+        let mut sink = StageSink { staging: &mut staging, linked: slot.kernels().into_iter().collect() };
+        let pkg = match opened.copy_payloads(&mut sink) {
+            Ok(pkg) => pkg,
+            Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
+            Err(e) => return reject(self, format!("package rejected: {e}")),
+        };
+        let staged = self.slots.seal(staging, &pkg.manifest_bytes, &pkg.signatures, self.slot_trust(&running))?;
+        step!("build.after-stage");
+        let replaced = self.slots.replace(staged, self.slot_trust(&running));
+        *self.slot_views.borrow_mut() = None;
+        if let Some(o) = self.observer {
+            o.slots_changed(&self.slot_views());
+        }
+        let slot = replaced?;
+        step!("build.after-replace");
+        self.record(Event::new(EventKind::BuildAdded).version(&version).slot(id).kernel(release))?;
+        info!(message_id = crate::journal::BUILD_ADDED, %version, kernel = %Escaped(release), "added the build of {version} for kernel {} to slot {id}", Escaped(release));
+        let kernel_release = release.to_string();
+        if release != running || self.live().is_some() {
+            return Ok(BuildOutcome::Added { version, kernel_release, loaded: false });
+        }
+        // The running kernel had nothing to load: load it now, and check it
+        // at once against the health before.
+        let baseline = Snapshot::read(&self.host.paths);
+        let mut watcher = Watcher::arm(&self.host.paths).map_err(EngineError::Watch)?;
+        let fault = match self.load_slot(&slot, &Default::default()) {
+            Err(e) => Some(format!("load failed: {e}")),
+            Ok(()) => watcher.check_now(&baseline).map(|r| reason_text(&r)),
+        };
+        let Some(reason) = fault else {
+            self.record(
+                Event::new(EventKind::Recovered)
+                    .version(&version)
+                    .slot(id)
+                    .kernel(release)
+                    .reason("loaded the committed version's build that was just added for this kernel"),
+            )?;
+            return Ok(BuildOutcome::Added { version, kernel_release, loaded: true });
+        };
+        warn!(%version, "the build for kernel {} failed: {}", Escaped(release), Escaped(&reason));
+        // The block first, durable, then the module and the build go.
+        state.block_build(crate::state::BlockedBuild {
+            version: slot.manifest.version.clone(),
+            kernel_release: release.to_string(),
+            reason: reason.clone(),
+            at: now_rfc3339(),
+        });
+        self.save(&state)?;
+        step!("build.after-block");
+        if self.live().is_some() {
+            if let Err(e) = self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout) {
+                warn!("the failed build cannot be unloaded: {}", EscapedDisplay(&e));
+            }
+        }
+        self.drop_build_from(&slot, release)?;
+        self.record(Event::new(EventKind::BuildFailed).version(&version).slot(id).kernel(release).reason(&reason))?;
+        Ok(BuildOutcome::Failed { version, kernel_release, reason })
+    }
+
+    /// A kernel was removed: drops its build from both slots, unless it is
+    /// the running kernel. Returns the slots it was dropped from.
+    pub fn drop_build(&mut self, release: &str) -> Result<Vec<SlotId>, EngineError> {
+        let running = self.host.kernel_release()?.to_string();
+        if release == running {
+            return Ok(Vec::new());
+        }
+        let state = self.load_state()?;
+        if state.trial.is_some() {
+            return Ok(Vec::new());
+        }
+        let mut dropped = Vec::new();
+        for id in SlotId::ALL {
+            let Some(slot) = self.read_slot(id, &running)? else { continue };
+            if slot.build(release).is_none() || slot.builds.len() < 2 {
+                continue;
+            }
+            self.drop_build_from(&slot, release)?;
+            self.record(
+                Event::new(EventKind::BuildDropped)
+                    .version(slot.manifest.version.to_string())
+                    .slot(id)
+                    .kernel(release)
+                    .reason("the kernel was removed"),
+            )?;
+            dropped.push(id);
+        }
+        Ok(dropped)
+    }
+
+    /// Rewrites `slot` without its build for `release` (by exchange).
+    fn drop_build_from(&self, slot: &Slot, release: &str) -> Result<(), EngineError> {
+        let running = self.host.kernel_release()?.to_string();
+        let staging = self.slots.restage(slot, |r| r != release)?;
+        let staged = self.slots.seal(staging, &slot.manifest_bytes, &slot.signatures, self.slot_trust(&running))?;
+        step!("build.drop-staged");
+        let replaced = self.slots.replace(staged, self.slot_trust(&running));
+        *self.slot_views.borrow_mut() = None;
+        if let Some(o) = self.observer {
+            o.slots_changed(&self.slot_views());
+        }
+        replaced?;
+        Ok(())
+    }
+
+    /// The committed slot's view of `release`: its version and whether it
+    /// holds a build for it (none committed: `None`).
+    pub fn committed_covers(&self, release: &str) -> Result<Option<(String, u64, bool)>, EngineError> {
+        let state = self.load_state()?;
+        let Some(id) = state.committed else { return Ok(None) };
+        let running = self.host.kernel_release()?.to_string();
+        let Some(slot) = self.read_slot(id, &running)? else { return Ok(None) };
+        let has = slot.build(release).is_some() && state.is_build_blocked(&slot.manifest.version, release).is_none();
+        Ok(Some((slot.manifest.version.to_string(), slot.manifest.sequence, has)))
+    }
+
     /// The state record is saved before the history line of the same step,
     /// so a crash between the two leaves a swap with no outcome in the
     /// history. With no trial in the record the outcome is known: write it.

@@ -26,6 +26,12 @@ pub enum EventKind {
     Rejected,
     Drift,
     RollbackPendingReboot,
+    /// A build of the committed version for another kernel was added to its slot.
+    BuildAdded,
+    /// A build of the committed version failed on its kernel: that pair is blocked.
+    BuildFailed,
+    /// A build for a kernel that was removed was dropped from a slot.
+    BuildDropped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,11 +51,24 @@ pub struct Event {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub millis: Option<u64>,
+    /// The kernel release a build event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 impl Event {
     pub fn new(event: EventKind) -> Self {
-        Event { at: now_rfc3339(), event, version: None, slot: None, from: None, to: None, reason: None, millis: None }
+        Event {
+            at: now_rfc3339(),
+            event,
+            version: None,
+            slot: None,
+            from: None,
+            to: None,
+            reason: None,
+            millis: None,
+            kernel: None,
+        }
     }
 
     pub fn version(mut self, v: impl ToString) -> Self {
@@ -65,6 +84,11 @@ impl Event {
     pub fn from_to(mut self, from: impl ToString, to: Option<String>) -> Self {
         self.from = Some(sanitize(&from.to_string()));
         self.to = to.map(|t| sanitize(&t));
+        self
+    }
+
+    pub fn kernel(mut self, k: &str) -> Self {
+        self.kernel = Some(sanitize(k));
         self
     }
 
@@ -87,6 +111,7 @@ impl Event {
         c(&mut self.from);
         c(&mut self.to);
         c(&mut self.reason);
+        c(&mut self.kernel);
         self
     }
 

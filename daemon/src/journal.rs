@@ -36,8 +36,14 @@ pub const DRIFT: &str = "1eb05a39379a4706bb1c5ecafa6daa10";
 /// An install was refused before any swap, or an action failed.
 pub const INSTALL_FAILED: &str = "c54eacf4d68e42fc91068a04c66fc5c1";
 
+/// The committed version has no build for a kernel: the running one (nothing
+/// loaded) or one just installed (nothing ready for its first boot).
+pub const NO_BUILD: &str = "ec2095c7ed4a49969929182fe7633e92";
+/// A build of the committed version for another kernel was added to its slot.
+pub const BUILD_ADDED: &str = "a27a11028b0047159bc93c419749072d";
+
 /// Every id with a short name, in catalog order (for docs and tests).
-pub const ALL: [(&str, &str); 7] = [
+pub const ALL: [(&str, &str); 9] = [
     ("install-started", INSTALL_STARTED),
     ("swapped", SWAPPED),
     ("committed", COMMITTED),
@@ -45,6 +51,8 @@ pub const ALL: [(&str, &str); 7] = [
     ("recovery", RECOVERY),
     ("drift", DRIFT),
     ("install-failed", INSTALL_FAILED),
+    ("no-build", NO_BUILD),
+    ("build-added", BUILD_ADDED),
 ];
 
 /// The environment variable systemd sets to `DEV:INODE` of the journal

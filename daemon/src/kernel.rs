@@ -19,7 +19,7 @@ use milspec_format::Sha256Digest;
 use sha2::{Digest, Sha256};
 
 use crate::kernel_paths::KernelPaths;
-use crate::slots::Slot;
+use crate::slots::{NoBuild, Slot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -31,10 +31,12 @@ pub enum KernelError {
     Unload { module: String, detail: String },
     #[error("the kernel refused to load the module: {detail}")]
     Load { errno: i32, detail: String },
-    #[error("{}: does not match its manifest (sha256 {actual}, expected {expected}); not loaded", path.display())]
+    #[error("{}: does not match its manifest (sha256 {actual}, expected {expected}): the file changed on disk after it was verified (tampering or disk damage); not loaded: reinstall the package", path.display())]
     Hash { path: PathBuf, expected: Sha256Digest, actual: Sha256Digest },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    NoBuild(#[from] NoBuild),
 }
 
 fn holders_text(h: &[String]) -> String {
@@ -112,9 +114,12 @@ pub struct ReadyModule {
 }
 
 impl ReadyModule {
-    /// Seals the module of `slot` (at most `limit` bytes) and checks its hash.
+    /// Seals the build of `slot` for the kernel it was read for (at most
+    /// `limit` bytes) and checks its hash; [`KernelError::NoBuild`] if the
+    /// slot holds no build for that kernel.
     pub fn from_slot(slot: &Slot, carried: &BTreeMap<String, String>, limit: u64) -> Result<Self, KernelError> {
-        let image = SealedModule::from_file(&slot.module_path, &slot.payload.sha256, limit)?;
+        let build = slot.current()?;
+        let image = SealedModule::from_file(&build.path, &build.payload.sha256, limit)?;
         Ok(ReadyModule { image, params: param_string(&slot.manifest.params, carried) })
     }
 

@@ -16,6 +16,7 @@ pub mod kernel;
 #[cfg(feature = "fake-kernel")]
 pub mod kernel_fake;
 pub mod kernel_paths;
+pub mod kernels;
 pub mod load_committed;
 pub mod lock;
 pub mod metrics;

@@ -1,6 +1,12 @@
 //! `milspecd load-committed`, modprobe's `install` hook: loads the
-//! committed slot's module so that a plain `modprobe dell_milspec` or a
-//! boot-time autoload never loads a stale copy.
+//! committed slot's build for the running kernel so that a plain
+//! `modprobe dell_milspec` or a boot-time autoload never loads a stale copy.
+//!
+//! Exit codes (the start of the table in docs/operations.md):
+//! 0 loaded (or already loaded), 1 error (nothing loaded), 3 nothing
+//! committed yet, 4 the committed version has no build for the running
+//! kernel. On 3 and 4 the modprobe line falls back to the module the
+//! system installed for this kernel (DKMS), if there is one.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -13,6 +19,12 @@ use crate::kernel_paths::KernelPaths;
 use crate::slots::{SlotStore, SlotTrust};
 use crate::state::StateFile;
 use milspec_cli::Exit;
+
+/// Nothing is committed yet: modprobe falls back to the system's module.
+pub const EXIT_NOTHING_COMMITTED: u8 = 3;
+/// The committed version has no build for the running kernel: modprobe
+/// falls back to the system's module.
+pub const EXIT_NO_BUILD: u8 = 4;
 
 /// Parses modprobe's options: `name=value`, each checked like a
 /// package's parameters.
@@ -38,7 +50,7 @@ pub fn load_committed(cfg: &Config, params: &[String], kernel: &dyn Kernel) -> a
             "milspecd: no committed slot in {}; nothing loaded (modprobe falls back to the module installed by the system)",
             cfg.paths.state_dir.display()
         );
-        return Ok(ExitCode::from(3));
+        return Ok(ExitCode::from(EXIT_NOTHING_COMMITTED));
     };
     let paths = KernelPaths::from_config(&cfg.kernel);
     let release = std::fs::read_to_string(paths.osrelease())
@@ -50,6 +62,16 @@ pub fn load_committed(cfg: &Config, params: &[String], kernel: &dyn Kernel) -> a
         code: 1,
         message: format!("the committed slot {id} is not marked valid; nothing loaded: run `milspecd recover` or reinstall a package"),
     })?;
+    let blocked = state.is_build_blocked(&slot.manifest.version, release.trim()).is_some();
+    if slot.current().is_err() || blocked {
+        let nb = slot.no_build(release.trim());
+        eprintln!(
+            "milspecd: {}{}; modprobe falls back to the module installed by the system for this kernel, if any",
+            nb,
+            if blocked { " (its build failed here and is blocked)" } else { "" }
+        );
+        return Ok(ExitCode::from(EXIT_NO_BUILD));
+    }
     let ready = ReadyModule::from_slot(&slot, &given, limits.max_payload_size)
         .with_context(|| format!("committed slot {id} ({})", slot.manifest.version))?;
     let params = &ready.params;

@@ -132,6 +132,34 @@ pub fn render(s: &Snapshot) -> String {
         "1 when a faulty module could not be unloaded and a reboot is needed.",
         &[(String::new(), flag(p.reboot_required))],
     );
+    metric(
+        &mut out,
+        "milspecd_kernel_build_missing",
+        "gauge",
+        "1 when a version is committed but it has no build for the running kernel: nothing of it is loaded.",
+        &[(String::new(), flag(p.kernel_build == "no-build"))],
+    );
+    let missing: Vec<(String, String)> = p
+        .kernels_without_build
+        .iter()
+        .map(|k| (format!("{{kernel_release=\"{}\"}}", escape_label(k)), "1".into()))
+        .collect();
+    if !missing.is_empty() {
+        metric(
+            &mut out,
+            "milspecd_kernel_without_build",
+            "gauge",
+            "An installed kernel (or the running one) the committed version has no build for: its next boot starts without the module.",
+            &missing,
+        );
+    }
+    metric(
+        &mut out,
+        "milspecd_committed_kernels",
+        "gauge",
+        "How many kernel releases the committed slot holds builds for.",
+        &[(String::new(), p.committed_kernels.len().to_string())],
+    );
     if let Some(t) = s.last_check_unix {
         metric(
             &mut out,
@@ -251,6 +279,18 @@ mod tests {
         assert_eq!(sample(&t, "milspecd_paused"), Some("0".into()));
         assert_eq!(sample(&t, "milspecd_reboot_required"), Some("0".into()));
         assert_eq!(sample(&t, "milspecd_up"), Some("1".into()));
+        assert_eq!(sample(&t, "milspecd_kernel_build_missing"), Some("0".into()));
+        assert_eq!(sample(&t, "milspecd_committed_kernels"), Some("0".into()));
+        assert_eq!(t.lines().filter(|l| l.starts_with("milspecd_kernel_without_build")).count(), 0);
+        let mut s = snap();
+        s.published.kernel_build = "no-build".into();
+        s.published.kernels_without_build = vec!["6.12.115+deb12-cloud-amd64".into()];
+        let t2 = render(&s);
+        assert_eq!(sample(&t2, "milspecd_kernel_build_missing"), Some("1".into()));
+        assert_eq!(
+            sample(&t2, "milspecd_kernel_without_build{kernel_release=\"6.12.115+deb12-cloud-amd64\"}"),
+            Some("1".into())
+        );
         // Every series has its HELP and TYPE, and every line is one of the three.
         for line in t.lines() {
             if let Some(name) = line.split(['{', ' ']).next().filter(|_| !line.starts_with('#')) {

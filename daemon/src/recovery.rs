@@ -20,6 +20,10 @@ pub struct RecoveryFacts {
     /// The committed slot and the version it holds, when it is valid.
     /// Read only when the record holds no trial.
     pub committed: Option<(SlotId, String)>,
+    /// The committed slot holds a build for the running kernel.
+    pub committed_build: bool,
+    /// The running kernel's release.
+    pub kernel_release: String,
     /// `[kernel] adopt_unmanaged`: replace a loaded module that matches no slot.
     pub adopt_unmanaged: bool,
 }
@@ -38,8 +42,9 @@ pub enum RecoveryAction {
     /// The reboot a stuck rollback asked for has not happened yet.
     StillPendingReboot { reason: String },
     /// Roll the trial back to its checkpoint with `reason`; `note` is the
-    /// `recovered` history record written first.
-    RollBack { reason: String, note: String },
+    /// `recovered` history record written first. An `interrupted` trial was
+    /// never judged: its version is not blocklisted.
+    RollBack { reason: String, note: String, interrupted: bool },
     /// The swap stopped before the old module was unloaded: keep it.
     AbandonSwap,
     /// The trial module is live: check it now, then watch for the rest of
@@ -47,6 +52,9 @@ pub enum RecoveryAction {
     ResumeTrial,
     /// No module is loaded: load the committed slot.
     LoadCommitted,
+    /// No module is loaded and the committed slot has no build for the
+    /// running kernel: nothing to load; reported, never an error.
+    NoBuild,
     /// The loaded module matches no committed slot: report it, and
     /// replace it with the committed slot when `replace`.
     Drift { replace: bool },
@@ -69,13 +77,23 @@ pub fn recovery_plan(state: &State, facts: &RecoveryFacts) -> RecoveryPlan {
             let version = trial.version.to_string();
             let live_version = facts.live.as_ref().and_then(|m| m.version.clone());
             let trial_live = live_version.as_deref() == Some(version.as_str());
-            if trial.boot_id != facts.boot_id {
+            let other_kernel = state.trial_kernel.as_deref().filter(|k| *k != facts.kernel_release);
+            if let (true, Some(k), false) =
+                (trial.boot_id != facts.boot_id, other_kernel, trial.phase == TrialPhase::RollingBack)
+            {
+                let reason = format!(
+                    "the host rebooted into kernel {} during the trial of {version} on kernel {k}: the trial was interrupted before it could be judged (not blocklisted)",
+                    facts.kernel_release
+                );
+                RecoveryAction::RollBack { note: reason.clone(), reason, interrupted: true }
+            } else if trial.boot_id != facts.boot_id {
                 let reason = format!("the host rebooted during the trial of {version} (crash or panic)");
-                RecoveryAction::RollBack { note: reason.clone(), reason }
+                RecoveryAction::RollBack { note: reason.clone(), reason, interrupted: false }
             } else if trial.phase == TrialPhase::RollingBack {
                 RecoveryAction::RollBack {
                     reason: trial.rollback_reason.clone().unwrap_or_else(|| "interrupted rollback".into()),
                     note: "resuming an interrupted rollback".into(),
+                    interrupted: false,
                 }
             } else if trial.phase == TrialPhase::Swapping && !trial_live {
                 if live_version.is_some() && live_version == trial.checkpoint.version {
@@ -83,14 +101,15 @@ pub fn recovery_plan(state: &State, facts: &RecoveryFacts) -> RecoveryPlan {
                     RecoveryAction::AbandonSwap
                 } else {
                     let reason = format!("the daemon stopped in the middle of swapping to {version}");
-                    RecoveryAction::RollBack { note: reason.clone(), reason }
+                    RecoveryAction::RollBack { note: reason.clone(), reason, interrupted: false }
                 }
             } else {
                 RecoveryAction::ResumeTrial
             }
         }
         None => match (&facts.live, &facts.committed) {
-            (None, Some(_)) => RecoveryAction::LoadCommitted,
+            (None, Some(_)) if facts.committed_build => RecoveryAction::LoadCommitted,
+            (None, Some(_)) => RecoveryAction::NoBuild,
             (None, None) => RecoveryAction::Clean,
             (Some(m), Some((_, v))) if m.version.as_deref() == Some(v.as_str()) => RecoveryAction::Clean,
             (Some(_), committed) => RecoveryAction::Drift { replace: facts.adopt_unmanaged && committed.is_some() },
@@ -125,6 +144,8 @@ mod tests {
             boot_id: BOOT.into(),
             live: live.map(module),
             committed: committed.map(|v| (SlotId::A, v.to_string())),
+            committed_build: true,
+            kernel_release: "6.12.113".into(),
             adopt_unmanaged: false,
         }
     }
@@ -136,14 +157,33 @@ mod tests {
     #[test]
     fn trial_boot_changed_rolls_back() {
         let a = action(&trial(TrialPhase::Watching, "boot-1"), &facts(None, None));
-        let RecoveryAction::RollBack { reason, note } = a else { panic!("{a:?}") };
+        let RecoveryAction::RollBack { reason, note, interrupted: false } = a else { panic!("{a:?}") };
         assert_eq!(reason, "the host rebooted during the trial of 1.1.0 (crash or panic)");
         assert_eq!(note, reason);
+        // Rebooted on the kernel the trial started on: the same.
+        let mut s = trial(TrialPhase::Watching, "boot-1");
+        s.trial_kernel = Some("6.12.113".into());
+        assert!(matches!(action(&s, &facts(None, None)), RecoveryAction::RollBack { interrupted: false, .. }));
         // Whatever the phase and whatever is live.
         for phase in [TrialPhase::Swapping, TrialPhase::RollingBack] {
             let a = action(&trial(phase, "boot-1"), &facts(Some("1.1.0"), None));
             assert!(matches!(a, RecoveryAction::RollBack { .. }), "{phase:?}: {a:?}");
         }
+    }
+
+    #[test]
+    fn trial_boot_changed_into_another_kernel_rolls_back_as_interrupted() {
+        for phase in [TrialPhase::Swapping, TrialPhase::Watching] {
+            let mut s = trial(phase, "boot-1");
+            s.trial_kernel = Some("6.12.111".into());
+            let a = action(&s, &facts(None, None));
+            let RecoveryAction::RollBack { reason, interrupted: true, .. } = a else { panic!("{phase:?}: {a:?}") };
+            assert!(reason.contains("rebooted into kernel 6.12.113") && reason.contains("not blocklisted"), "{reason}");
+        }
+        // A rollback already under way goes on as it was decided.
+        let mut s = trial(TrialPhase::RollingBack, "boot-1");
+        s.trial_kernel = Some("6.12.111".into());
+        assert!(matches!(action(&s, &facts(None, None)), RecoveryAction::RollBack { interrupted: false, .. }));
     }
 
     #[test]
@@ -153,6 +193,7 @@ mod tests {
         let want = RecoveryAction::RollBack {
             reason: "interrupted rollback".into(),
             note: "resuming an interrupted rollback".into(),
+            interrupted: false,
         };
         assert_eq!(a, want);
         s.trial.as_mut().unwrap().rollback_reason = Some("kernel log: oops".into());
@@ -169,7 +210,7 @@ mod tests {
     #[test]
     fn trial_swapping_no_module_live_rolls_back() {
         let a = action(&trial(TrialPhase::Swapping, BOOT), &facts(None, None));
-        let RecoveryAction::RollBack { reason, note } = a else { panic!("{a:?}") };
+        let RecoveryAction::RollBack { reason, note, .. } = a else { panic!("{a:?}") };
         assert_eq!(reason, "the daemon stopped in the middle of swapping to 1.1.0");
         assert_eq!(note, reason);
         // A module that is neither the old nor the new one: roll back too.
@@ -211,6 +252,13 @@ mod tests {
         assert_eq!(action(&State::default(), &facts(None, None)), RecoveryAction::Clean);
         // The committed version is live: clean.
         assert_eq!(action(&s, &facts(Some("1.0.0"), Some("1.0.0"))), RecoveryAction::Clean);
+    }
+
+    #[test]
+    fn no_trial_no_module_no_build_for_this_kernel_reports_it() {
+        let s = State { committed: Some(SlotId::A), ..State::default() };
+        let f = RecoveryFacts { committed_build: false, ..facts(None, Some("1.0.0")) };
+        assert_eq!(action(&s, &f), RecoveryAction::NoBuild);
     }
 
     #[test]

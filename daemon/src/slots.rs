@@ -1,15 +1,35 @@
-//! The two A/B slots on disk: `slots/<a|b>/{manifest.json, signatures.json,
-//! module.ko, valid}` below the state folder.
+//! The two A/B slots on disk, below the state folder:
 //!
-//! A package is staged into a folder of its own beside the slots
-//! (`slots/.staging-XXXXXX`), never into a slot: the payload is written
-//! there while the package is being verified, then the signed metadata and
-//! `valid`, all read back and checked. Only once the swap is under way does
-//! [`SlotStore::replace`] put the staged folder in the target slot's place,
-//! in one atomic exchange of the two folders. A rejected package, whatever
-//! its bytes, never touches a slot. A slot without `valid` is empty as far
-//! as anyone cares.
+//! ```text
+//! slots/<a|b>/format                the slot layout's format number
+//!            /manifest.json         the package's signed manifest
+//!            /signatures.json       its signatures
+//!            /kernels/<release>.ko  one verified build per kernel release
+//!            /module.ko             the build for the kernel that ran when the
+//!                                   slot was written (what releases before
+//!                                   `kernels/` read; a hard link)
+//!            /valid                 the slot is complete
+//! ```
+//!
+//! A slot keeps every build of its package; which one loads is decided by
+//! the running kernel's release. A slot that lacks the running kernel's
+//! build is still valid: it is a normal, reported condition ([`NoBuild`]),
+//! never a damaged slot.
+//!
+//! A slot is never changed in place. A package is staged into a folder of
+//! its own beside the slots (`slots/.staging-XXXXXX`): the builds are
+//! written there while the package is being verified, then the signed
+//! metadata and `valid`, all read back and checked. Only then does
+//! [`SlotStore::replace`] put the staged folder in the slot's place, in one
+//! atomic exchange of the two folders. Adding a kernel build to a slot
+//! (or dropping one) stages the same way: the builds it keeps are hard
+//! links to the slot's files, the new build is written and verified beside
+//! them, and the exchange replaces the slot's whole record of its builds
+//! last, so a crash at any step leaves the slot as it was, valid for every
+//! kernel it served. A rejected package, whatever its bytes, never touches
+//! a slot. A slot without `valid` is empty as far as anyone cares.
 
+use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -17,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use milspec_format::atomic::sync_dir;
 use milspec_format::keys::KeyId;
+use milspec_format::text::sanitize_to;
 use milspec_format::{Limits, Manifest, Payload, SignatureSet, TrustedKeys};
 
 use crate::slot_id::SlotId;
@@ -24,13 +45,15 @@ use crate::slot_id::SlotId;
 const MANIFEST: &str = "manifest.json";
 const SIGNATURES: &str = "signatures.json";
 const MODULE: &str = "module.ko";
+const KERNELS: &str = "kernels";
 const VALID: &str = "valid";
 /// The slot layout's format number, one decimal line; a slot without the
 /// file is format 1 (docs/format.md, "Format versions and evolution").
 const FORMAT: &str = "format";
 /// The slot format this build reads and writes. A reader ignores files it
 /// does not know in a slot folder; a file an older reader must not ignore
-/// raises the format.
+/// raises the format. `kernels/` is such an ignorable addition: a reader
+/// that does not know it loads `module.ko`, as before.
 pub const SLOT_FORMAT: u32 = 1;
 /// Largest `format` file read.
 const MAX_FORMAT_FILE: u64 = 16;
@@ -45,12 +68,45 @@ pub enum SlotError {
         "slot {slot}: stored manifest no longer verifies ({why}); the slot is treated as invalid: reinstall a package"
     )]
     Untrusted { slot: SlotId, why: String },
-    #[error("slot {slot}: holds no payload for kernel {release}")]
-    NoPayload { slot: SlotId, release: String },
-    #[error("slot {slot}: module.ko does not match the manifest ({why}); the slot was left invalid")]
-    Mismatch { slot: SlotId, why: String },
+    #[error(
+        "slot {slot}: the build for kernel {release} does not match the manifest ({why}); the slot was left as it was"
+    )]
+    Mismatch { slot: SlotId, release: String, why: String },
     #[error("slot {slot}: the slot is format {found}, written by a newer milspecd; this build reads format {supported} at most, so it does not use the slot and leaves it as it is. Upgrade milspecd to the release that wrote it")]
     NewerFormat { slot: SlotId, found: u32, supported: u32 },
+    #[error(
+        "slot {slot}: holds more than {limit} files in {KERNELS}/; the slot is treated as invalid: reinstall a package"
+    )]
+    TooManyBuilds { slot: SlotId, limit: usize },
+}
+
+/// A valid slot whose package has no build for the running kernel: a
+/// normal condition (a kernel upgrade the package did not cover yet),
+/// reported as such and never treated as damage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("slot {slot} holds {version}, which has no build for kernel {release} (it has builds for {}); nothing loaded from it: publish a build of {version} for this kernel (milspec-repo add-build) or boot a kernel it covers", kernels_text(.kernels))]
+pub struct NoBuild {
+    pub slot: SlotId,
+    pub version: String,
+    pub release: String,
+    pub kernels: Vec<String>,
+}
+
+fn kernels_text(k: &[String]) -> String {
+    if k.is_empty() {
+        "no kernel".into()
+    } else {
+        k.join(", ")
+    }
+}
+
+/// One verified build a slot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// Its entry in the slot's signed manifest.
+    pub payload: Payload,
+    /// The file in the slot.
+    pub path: PathBuf,
 }
 
 /// A valid slot, as read back and verified.
@@ -58,10 +114,41 @@ pub enum SlotError {
 pub struct Slot {
     pub id: SlotId,
     pub manifest: Manifest,
-    /// The payload for the running kernel release.
-    pub payload: Payload,
-    pub module_path: PathBuf,
+    /// The signed manifest's exact bytes, and its signatures.
+    pub manifest_bytes: Vec<u8>,
+    pub signatures: SignatureSet,
+    /// Every build the slot holds, by kernel release; each is one of the
+    /// manifest's payloads.
+    pub builds: Vec<Build>,
+    /// The kernel release the slot was read for (the running one).
+    pub release: String,
     pub signers: Vec<KeyId>,
+}
+
+impl Slot {
+    /// The build for `release`, if the slot holds one.
+    pub fn build(&self, release: &str) -> Option<&Build> {
+        self.builds.iter().find(|b| b.payload.kernel_release == release)
+    }
+
+    /// The build for the kernel the slot was read for, or why there is none.
+    pub fn current(&self) -> Result<&Build, NoBuild> {
+        self.build(&self.release).ok_or_else(|| self.no_build(&self.release))
+    }
+
+    /// The kernel releases the slot holds builds for, sorted.
+    pub fn kernels(&self) -> Vec<String> {
+        self.builds.iter().map(|b| b.payload.kernel_release.clone()).collect()
+    }
+
+    pub fn no_build(&self, release: &str) -> NoBuild {
+        NoBuild {
+            slot: self.id,
+            version: self.manifest.version.to_string(),
+            release: sanitize_to(release, 120),
+            kernels: self.kernels(),
+        }
+    }
 }
 
 /// What a slot check needs: who to trust and for which kernel.
@@ -76,6 +163,11 @@ pub struct SlotTrust<'a> {
 #[derive(Debug, Clone)]
 pub struct SlotStore {
     root: PathBuf,
+}
+
+/// The file of `release`'s build inside a slot folder.
+fn build_file(dir: &Path, release: &str) -> PathBuf {
+    dir.join(KERNELS).join(format!("{release}.ko"))
 }
 
 impl SlotStore {
@@ -97,8 +189,9 @@ impl SlotStore {
         self.root.join(id.name())
     }
 
-    pub fn module_path(&self, id: SlotId) -> PathBuf {
-        self.dir(id).join(MODULE)
+    /// The build of `release` in slot `id` (whether or not it exists).
+    pub fn build_path(&self, id: SlotId, release: &str) -> PathBuf {
+        build_file(&self.dir(id), release)
     }
 
     pub fn is_valid(&self, id: SlotId) -> bool {
@@ -138,27 +231,36 @@ impl SlotStore {
     }
 
     /// Starts staging a package meant for slot `id`: a fresh folder
-    /// `slots/.staging-XXXXXX` and the module file in it to stream the
-    /// payload into. No slot is touched; dropped, it leaves nothing behind.
+    /// `slots/.staging-XXXXXX` with an empty `kernels/` to stream the
+    /// builds into. No slot is touched; dropped, it leaves nothing behind.
     pub fn stage(&self, id: SlotId) -> Result<Staging, SlotError> {
         let dir = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&self.root)
             .map_err(self.io(id, self.root.clone()))?;
-        let mp = dir.path().join(MODULE);
-        let module = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&mp)
-            .map_err(self.io(id, mp.clone()))?;
-        Ok(Staging { id, dir, module: io::BufWriter::with_capacity(256 * 1024, module) })
+        let kernels = dir.path().join(KERNELS);
+        DirBuilder::new().mode(0o700).create(&kernels).map_err(self.io(id, kernels.clone()))?;
+        Ok(Staging { id, current: None, releases: BTreeSet::new(), dir })
+    }
+
+    /// Starts staging a new record of `slot`'s builds, in place of the
+    /// slot: the builds `keep` accepts are hard links to the slot's files
+    /// (nothing is copied), more can be written with [`Staging::write`].
+    /// The slot itself is not touched.
+    pub fn restage(&self, slot: &Slot, keep: impl Fn(&str) -> bool) -> Result<Staging, SlotError> {
+        let mut staging = self.stage(slot.id)?;
+        for b in slot.builds.iter().filter(|b| keep(&b.payload.kernel_release)) {
+            let to = build_file(staging.dir.path(), &b.payload.kernel_release);
+            fs::hard_link(&b.path, &to).map_err(self.io(slot.id, to.clone()))?;
+            staging.releases.insert(b.payload.kernel_release.clone());
+        }
+        Ok(staging)
     }
 
     /// Finishes staging once the whole package verified: writes the signed
-    /// metadata beside the module, reads everything back and verifies it
-    /// (signatures, this kernel's payload hash and size), then writes
+    /// metadata beside the builds, reads everything back and verifies it
+    /// (signatures, then every build's hash and size), then writes
     /// `valid`, each file and the folder fsynced. Still no slot is touched.
     pub fn seal(
         &self,
@@ -167,13 +269,16 @@ impl SlotStore {
         signatures: &SignatureSet,
         trust: SlotTrust<'_>,
     ) -> Result<StagedSlot, SlotError> {
-        let Staging { id, dir, module } = staging;
+        let Staging { id, dir, current, releases } = staging;
         let root = dir.path().to_path_buf();
-        let mp = root.join(MODULE);
-        let file =
-            module.into_inner().map_err(|e| SlotError::Io { slot: id, path: mp.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(self.io(id, mp.clone()))?;
-        drop(file);
+        if let Some((release, file)) = current {
+            let p = build_file(&root, &release);
+            let file =
+                file.into_inner().map_err(|e| SlotError::Io { slot: id, path: p.clone(), source: e.into_error() })?;
+            file.sync_all().map_err(self.io(id, p.clone()))?;
+        }
+        let kernels = root.join(KERNELS);
+        sync_dir(&kernels).map_err(self.io(id, kernels.clone()))?;
         let write = |name: &str, data: &[u8]| -> Result<(), SlotError> {
             let p = root.join(name);
             let mut f = fs::OpenOptions::new()
@@ -188,12 +293,32 @@ impl SlotStore {
         write(FORMAT, format!("{SLOT_FORMAT}\n").as_bytes())?;
         write(MANIFEST, manifest_bytes)?;
         write(SIGNATURES, &signatures.to_bytes())?;
+        // For releases that read `module.ko` only: the running kernel's
+        // build when the slot has one, else the first.
+        let legacy = releases.get(trust.release).or_else(|| releases.iter().next());
+        if let Some(r) = legacy {
+            let to = root.join(MODULE);
+            fs::hard_link(build_file(&root, r), &to).map_err(self.io(id, to.clone()))?;
+        }
         let slot = self.read_dir(id, &root, trust)?;
-        let f = File::open(&slot.module_path).map_err(self.io(id, slot.module_path.clone()))?;
-        let (digest, size) = milspec_format::Sha256Digest::of_reader(f, trust.limits.max_payload_size)
-            .map_err(self.io(id, slot.module_path.clone()))?;
-        if size != Some(slot.payload.size) || digest != slot.payload.sha256 {
-            return Err(SlotError::Mismatch { slot: id, why: format!("sha256 {digest}, size {size:?}") });
+        for release in &releases {
+            let Some(b) = slot.build(release) else {
+                return Err(SlotError::Mismatch {
+                    slot: id,
+                    release: sanitize_to(release, 120),
+                    why: "the manifest lists no such build".into(),
+                });
+            };
+            let f = File::open(&b.path).map_err(self.io(id, b.path.clone()))?;
+            let (digest, size) = milspec_format::Sha256Digest::of_reader(f, trust.limits.max_payload_size)
+                .map_err(self.io(id, b.path.clone()))?;
+            if size != Some(b.payload.size) || digest != b.payload.sha256 {
+                return Err(SlotError::Mismatch {
+                    slot: id,
+                    release: release.clone(),
+                    why: format!("sha256 {digest}, size {size:?}"),
+                });
+            }
         }
         write(VALID, format!("{}\n", slot.manifest.version).as_bytes())?;
         sync_dir(&root).map_err(self.io(id, root.clone()))?;
@@ -238,12 +363,16 @@ impl SlotStore {
         fail::fail_point!("install.after-replace");
         fs::remove_dir_all(&staged_path).map_err(self.io(id, staged_path.clone()))?;
         sync_dir(&self.root).map_err(self.io(id, self.root.clone()))?;
-        self.read(id, trust)?.ok_or_else(|| SlotError::Mismatch { slot: id, why: "not valid after replacing".into() })
+        self.read(id, trust)?.ok_or_else(|| SlotError::Mismatch {
+            slot: id,
+            release: trust.release.to_string(),
+            why: "not valid after replacing".into(),
+        })
     }
 
     /// Reads a slot back. `Ok(None)` when the slot is not marked valid.
-    /// Signatures are checked again; the module's hash is checked when it
-    /// is loaded, on the sealed copy that is handed to the kernel.
+    /// Signatures are checked again; a build's hash is checked when it is
+    /// loaded, on the sealed copy that is handed to the kernel.
     pub fn read(&self, id: SlotId, trust: SlotTrust<'_>) -> Result<Option<Slot>, SlotError> {
         if !self.is_valid(id) {
             return Ok(None);
@@ -264,14 +393,63 @@ impl SlotStore {
         let manifest_bytes = read(MANIFEST, trust.limits.max_manifest)?;
         let sig_bytes = read(SIGNATURES, trust.limits.max_signatures_file)?;
         let untrusted = |why: String| SlotError::Untrusted { slot: id, why };
-        let sigs = SignatureSet::parse(&sig_bytes, trust.limits).map_err(|e| untrusted(e.to_string()))?;
-        let signers = sigs.check(&manifest_bytes, trust.keys, trust.threshold).map_err(|e| untrusted(e.to_string()))?;
+        let signatures = SignatureSet::parse(&sig_bytes, trust.limits).map_err(|e| untrusted(e.to_string()))?;
+        let signers =
+            signatures.check(&manifest_bytes, trust.keys, trust.threshold).map_err(|e| untrusted(e.to_string()))?;
         let manifest = Manifest::parse(&manifest_bytes, trust.limits).map_err(|e| untrusted(e.to_string()))?;
-        let payload = manifest
-            .payload_for(trust.release)
-            .cloned()
-            .ok_or_else(|| SlotError::NoPayload { slot: id, release: trust.release.to_string() })?;
-        Ok(Slot { id, manifest, payload, module_path: dir.join(MODULE), signers })
+        let builds = self.read_builds(id, dir, &manifest, trust)?;
+        Ok(Slot { id, manifest, manifest_bytes, signatures, builds, release: trust.release.to_string(), signers })
+    }
+
+    /// The builds in `dir/kernels/` the manifest lists (other files there,
+    /// such as a build written by an add that did not finish, are not part
+    /// of the slot). A slot written before `kernels/` holds one build,
+    /// `module.ko`: the payload whose hash it has; if it has none (it was
+    /// changed on disk), it stands for the running kernel's payload, so
+    /// that loading it reports the damage.
+    fn read_builds(
+        &self,
+        id: SlotId,
+        dir: &Path,
+        manifest: &Manifest,
+        trust: SlotTrust<'_>,
+    ) -> Result<Vec<Build>, SlotError> {
+        let kernels = dir.join(KERNELS);
+        let mut builds = Vec::new();
+        match fs::read_dir(&kernels) {
+            Ok(entries) => {
+                let limit = trust.limits.max_payloads * 2 + 8;
+                for (n, entry) in entries.enumerate() {
+                    if n >= limit {
+                        return Err(SlotError::TooManyBuilds { slot: id, limit });
+                    }
+                    let entry = entry.map_err(self.io(id, kernels.clone()))?;
+                    let name = entry.file_name();
+                    let Some(release) = name.to_str().and_then(|n| n.strip_suffix(".ko")) else { continue };
+                    if let Some(p) = manifest.payload_for(release) {
+                        builds.push(Build { payload: p.clone(), path: entry.path() });
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = dir.join(MODULE);
+                let found = match File::open(&path) {
+                    Ok(f) => {
+                        let (digest, size) = milspec_format::Sha256Digest::of_reader(f, trust.limits.max_payload_size)
+                            .map_err(self.io(id, path.clone()))?;
+                        manifest.payloads.iter().find(|p| p.sha256 == digest && Some(p.size) == size)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(SlotError::Io { slot: id, path, source: e }),
+                };
+                if let Some(p) = found.or_else(|| manifest.payload_for(trust.release)) {
+                    builds.push(Build { payload: p.clone(), path });
+                }
+            }
+            Err(e) => return Err(SlotError::Io { slot: id, path: kernels, source: e }),
+        }
+        builds.sort_by(|a, b| a.payload.kernel_release.cmp(&b.payload.kernel_release));
+        Ok(builds)
     }
 }
 
@@ -300,9 +478,11 @@ fn read_format(id: SlotId, dir: &Path) -> Result<u32, SlotError> {
 #[derive(Debug)]
 pub struct Staging {
     id: SlotId,
-    // Declared before `dir`: dropped first, the module file is closed
+    // Declared before `dir`: dropped first, the build file is closed
     // before its folder is removed, so its space is freed at once.
-    module: io::BufWriter<File>,
+    current: Option<(String, io::BufWriter<File>)>,
+    /// The builds in the staging folder (written or linked).
+    releases: BTreeSet<String>,
     dir: tempfile::TempDir,
 }
 
@@ -312,9 +492,30 @@ impl Staging {
         self.id
     }
 
-    /// Appends payload bytes to the staged module.
-    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.module.write_all(chunk)
+    /// Whether the staging folder holds a build for `release`.
+    pub fn has(&self, release: &str) -> bool {
+        self.releases.contains(release)
+    }
+
+    /// Appends bytes to the build of `release`: its file is created on the
+    /// first chunk (the previous build's file is then finished and fsynced).
+    pub fn write(&mut self, release: &str, chunk: &[u8]) -> io::Result<()> {
+        if self.current.as_ref().is_none_or(|(r, _)| r != release) {
+            if self.releases.contains(release) {
+                return Err(io::Error::other(format!("the build for {} is already staged", sanitize_to(release, 120))));
+            }
+            if let Some((_, done)) = self.current.take() {
+                done.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            }
+            let p = build_file(self.dir.path(), release);
+            let f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p)?;
+            self.releases.insert(release.to_string());
+            self.current = Some((release.to_string(), io::BufWriter::with_capacity(256 * 1024, f)));
+        }
+        match &mut self.current {
+            Some((_, f)) => f.write_all(chunk),
+            None => Err(io::Error::other("no build file open")),
+        }
     }
 }
 

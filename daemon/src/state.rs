@@ -30,7 +30,14 @@ const FIELDS: &[&str] = &[
     "last_rollback",
     "pending_reboot",
     "committed_versions",
+    "trial_kernel",
+    "blocked_builds",
 ];
+/// Fields of format 1 added after it was first written: a reader that does
+/// not know them may go on without them, so every record that carries one
+/// names it in its `optional` list (docs/format.md, "Format versions and
+/// evolution").
+const ADDED_FIELDS: &[&str] = &["trial_kernel", "blocked_builds"];
 const MAX_STATE_FILE: u64 = 1024 * 1024;
 /// Most blocklist entries kept; the oldest go first.
 pub const MAX_BLOCKLIST: usize = 256;
@@ -55,6 +62,18 @@ pub enum StateError {
 pub struct Blocked {
     pub version: semver::Version,
     pub sequence: u64,
+    pub reason: String,
+    pub at: String,
+}
+
+/// A build of one version for one kernel release that failed on this host:
+/// that pair is never loaded or fetched again; the version stays good for
+/// the other kernels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockedBuild {
+    pub version: semver::Version,
+    pub kernel_release: String,
     pub reason: String,
     pub at: String,
 }
@@ -139,6 +158,12 @@ pub struct State {
     /// one of these. Absent in records written before it was kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub committed_versions: Vec<semver::Version>,
+    /// The kernel release the running trial started on (with `trial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_kernel: Option<String>,
+    /// (version, kernel) builds that failed here, oldest first (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_builds: Vec<BlockedBuild>,
     /// Top-level fields a newer release wrote and listed as optional, kept
     /// as they were (with that list) so a downgrade loses none of them.
     #[serde(skip)]
@@ -156,6 +181,8 @@ impl Default for State {
             last_rollback: None,
             pending_reboot: None,
             committed_versions: Vec::new(),
+            trial_kernel: None,
+            blocked_builds: Vec::new(),
             optional: serde_json::Map::new(),
         }
     }
@@ -185,6 +212,18 @@ impl State {
         self.committed_versions.push(v.clone());
         let excess = self.committed_versions.len().saturating_sub(MAX_COMMITTED_VERSIONS);
         self.committed_versions.drain(..excess);
+    }
+
+    /// Whether the build of `v` for `release` failed here.
+    pub fn is_build_blocked(&self, v: &semver::Version, release: &str) -> Option<&BlockedBuild> {
+        self.blocked_builds.iter().find(|b| &b.version == v && b.kernel_release == release)
+    }
+
+    pub fn block_build(&mut self, entry: BlockedBuild) {
+        self.blocked_builds.retain(|b| !(b.version == entry.version && b.kernel_release == entry.kernel_release));
+        self.blocked_builds.push(entry);
+        let excess = self.blocked_builds.len().saturating_sub(MAX_BLOCKLIST);
+        self.blocked_builds.drain(..excess);
     }
 
     /// The slot a new package goes into: never the committed one.
@@ -235,8 +274,9 @@ impl State {
         Ok(t)
     }
 
-    /// No trial -> `swapping`: the checkpoint is in `trial`.
-    pub fn begin_trial(&mut self, trial: Trial) -> Result<(), TransitionError> {
+    /// No trial -> `swapping`: the checkpoint is in `trial`; `kernel` is
+    /// the release it runs on.
+    pub fn begin_trial(&mut self, trial: Trial, kernel: &str) -> Result<(), TransitionError> {
         if let Some(t) = &self.trial {
             return Err(TransitionError::TrialRunning {
                 version: trial.version.to_string(),
@@ -244,6 +284,7 @@ impl State {
             });
         }
         self.trial = Some(Trial { phase: TrialPhase::Swapping, ..trial });
+        self.trial_kernel = Some(kernel.to_string());
         Ok(())
     }
 
@@ -259,6 +300,7 @@ impl State {
     pub fn commit_trial(&mut self) -> Result<Trial, TransitionError> {
         self.trial_in("commit", &[TrialPhase::Watching])?;
         let trial = self.trial.take().ok_or(TransitionError::NoTrial { action: "commit" })?;
+        self.trial_kernel = None;
         self.committed = Some(trial.slot);
         self.max_sequence = self.max_sequence.max(trial.sequence);
         self.note_committed(&trial.version);
@@ -266,14 +308,17 @@ impl State {
     }
 
     /// Any phase -> `rolling-back`, the version blocklisted with `reason`
+    /// unless the trial was `interrupted` before it could be judged
     /// (resuming a rollback starts from `rolling-back` itself).
-    pub fn begin_rollback(&mut self, reason: &str, at: String) -> Result<Trial, TransitionError> {
+    pub fn begin_rollback(&mut self, reason: &str, at: String, interrupted: bool) -> Result<Trial, TransitionError> {
         let all = [TrialPhase::Swapping, TrialPhase::Watching, TrialPhase::RollingBack];
         let t = self.trial_in("roll back", &all)?;
         t.phase = TrialPhase::RollingBack;
         t.rollback_reason = Some(reason.to_string());
         let trial = t.clone();
-        self.block(Blocked { version: trial.version.clone(), sequence: trial.sequence, reason: reason.into(), at });
+        if !interrupted {
+            self.block(Blocked { version: trial.version.clone(), sequence: trial.sequence, reason: reason.into(), at });
+        }
         Ok(trial)
     }
 
@@ -281,6 +326,7 @@ impl State {
     pub fn end_rollback(&mut self, to: Option<String>, at: String) -> Result<Trial, TransitionError> {
         self.trial_in("finish the rollback", &[TrialPhase::RollingBack])?;
         let trial = self.trial.take().ok_or(TransitionError::NoTrial { action: "finish the rollback" })?;
+        self.trial_kernel = None;
         let reason = trial.rollback_reason.clone().unwrap_or_default();
         self.last_rollback = Some(Rollback { from: trial.version.to_string(), to, reason, at });
         Ok(trial)
@@ -297,6 +343,7 @@ impl State {
         self.trial_in("mark the rollback pending a reboot", &[TrialPhase::RollingBack])?;
         let trial =
             self.trial.take().ok_or(TransitionError::NoTrial { action: "mark the rollback pending a reboot" })?;
+        self.trial_kernel = None;
         let version = trial.version.to_string();
         self.pending_reboot = Some(PendingReboot { boot_id, stuck_version: version.clone(), reason: reason.into() });
         self.last_rollback = Some(Rollback {
@@ -312,6 +359,7 @@ impl State {
     /// unloaded; the old module stays.
     pub fn abandon_swap(&mut self) -> Result<Trial, TransitionError> {
         self.trial_in("abandon the swap", &[TrialPhase::Swapping])?;
+        self.trial_kernel = None;
         self.trial.take().ok_or(TransitionError::NoTrial { action: "abandon the swap" })
     }
 }
@@ -376,15 +424,33 @@ impl StateFile {
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let write_err =
             |e: serde_json::Error| StateError::Write { path: self.path.clone(), source: io::Error::other(e) };
-        let mut data = if state.optional.is_empty() {
-            serde_json::to_vec_pretty(state).map_err(write_err)?
-        } else {
-            let mut v = serde_json::to_value(state).map_err(write_err)?;
-            if let Some(o) = v.as_object_mut() {
-                o.extend(state.optional.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let plain = state.optional.is_empty() && state.trial_kernel.is_none() && state.blocked_builds.is_empty();
+        if plain {
+            // Byte for byte as every release of format 1 writes it.
+            let mut data = serde_json::to_vec_pretty(state).map_err(write_err)?;
+            data.push(b'\n');
+            return milspec_format::atomic::write_atomic(&self.path, &data, 0o600)
+                .map_err(|source| StateError::Write { path: self.path.clone(), source });
+        }
+        let mut v = serde_json::to_value(state).map_err(write_err)?;
+        if let Some(o) = v.as_object_mut() {
+            o.extend(state.optional.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // Name the added fields this record carries, beside those of
+            // a newer release kept from its own list.
+            let mut names: Vec<serde_json::Value> = match o.remove(milspec_format::evolution::OPTIONAL_KEY) {
+                Some(serde_json::Value::Array(a)) => a,
+                _ => Vec::new(),
+            };
+            for f in ADDED_FIELDS.iter().filter(|f| o.contains_key(**f)) {
+                if !names.iter().any(|n| n.as_str() == Some(f)) {
+                    names.push((*f).into());
+                }
             }
-            serde_json::to_vec_pretty(&v).map_err(write_err)?
-        };
+            if !names.is_empty() {
+                o.insert(milspec_format::evolution::OPTIONAL_KEY.into(), serde_json::Value::Array(names));
+            }
+        }
+        let mut data = serde_json::to_vec_pretty(&v).map_err(write_err)?;
         data.push(b'\n');
         milspec_format::atomic::write_atomic(&self.path, &data, 0o600)
             .map_err(|source| StateError::Write { path: self.path.clone(), source })
@@ -463,8 +529,8 @@ mod tests {
     #[test]
     fn transitions_happy_path_commits() {
         let mut s = State { committed: Some(SlotId::A), max_sequence: 1, ..State::default() };
-        s.begin_trial(a_trial()).unwrap();
-        assert!(matches!(s.begin_trial(a_trial()), Err(TransitionError::TrialRunning { .. })));
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        assert!(matches!(s.begin_trial(a_trial(), "6.12.113"), Err(TransitionError::TrialRunning { .. })));
         assert!(matches!(s.commit_trial(), Err(TransitionError::WrongPhase { from: "watching", .. })));
         s.loaded(42).unwrap();
         assert_eq!(s.trial.as_ref().map(|t| (t.phase, t.started_ms)), Some((TrialPhase::Watching, 42)));
@@ -478,29 +544,29 @@ mod tests {
     #[test]
     fn transitions_abandoned_path_rolls_back() {
         let mut s = State { committed: Some(SlotId::A), ..State::default() };
-        assert!(matches!(s.begin_rollback("x", "t".into()), Err(TransitionError::NoTrial { .. })));
-        s.begin_trial(a_trial()).unwrap();
+        assert!(matches!(s.begin_rollback("x", "t".into(), false), Err(TransitionError::NoTrial { .. })));
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
         assert!(matches!(s.end_rollback(None, "t".into()), Err(TransitionError::WrongPhase { .. })));
-        s.begin_rollback("oops", "t".into()).unwrap();
+        s.begin_rollback("oops", "t".into(), false).unwrap();
         assert!(s.is_blocked(&"1.1.0".parse().unwrap()).is_some());
         // Resuming an interrupted rollback starts from rolling-back.
-        s.begin_rollback("oops", "t".into()).unwrap();
+        s.begin_rollback("oops", "t".into(), false).unwrap();
         s.end_rollback(Some("1.0.0".into()), "t".into()).unwrap();
         let rb = s.last_rollback.clone().unwrap();
         assert_eq!((rb.from.as_str(), rb.to.as_deref(), rb.reason.as_str()), ("1.1.0", Some("1.0.0"), "oops"));
         assert_eq!((s.trial.is_none(), s.committed), (true, Some(SlotId::A)));
 
-        s.begin_trial(a_trial()).unwrap();
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
         assert!(matches!(
             s.rollback_pending_reboot("b".into(), "stuck", "t".into()),
             Err(TransitionError::WrongPhase { .. })
         ));
-        s.begin_rollback("stuck", "t".into()).unwrap();
+        s.begin_rollback("stuck", "t".into(), false).unwrap();
         s.rollback_pending_reboot("b".into(), "stuck", "t".into()).unwrap();
         assert_eq!(s.pending_reboot.as_ref().map(|p| p.stuck_version.as_str()), Some("1.1.0"));
         assert_eq!(s.last_rollback.as_ref().map(|r| r.reason.as_str()), Some("rollback pending reboot: stuck"));
 
-        s.begin_trial(a_trial()).unwrap();
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
         assert_eq!(s.abandon_swap().unwrap().version.to_string(), "1.1.0");
         assert!(s.trial.is_none());
     }
@@ -516,6 +582,33 @@ mod tests {
         assert_eq!(f.load().unwrap(), s);
         assert_eq!(s.target_slot(), SlotId::A);
         assert!(s.is_blocked(&"1.2.0".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn added_fields_are_listed_optional_and_an_interrupted_rollback_blocks_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path());
+        let mut s = State { committed: Some(SlotId::A), ..State::default() };
+        f.save(&s).unwrap();
+        let plain = std::fs::read_to_string(f.path()).unwrap();
+        assert!(!plain.contains("optional"), "{plain}");
+        s.begin_trial(a_trial(), "6.12.111").unwrap();
+        s.block_build(BlockedBuild {
+            version: "1.0.0".parse().unwrap(),
+            kernel_release: "6.12.113".into(),
+            reason: "load failed".into(),
+            at: "t".into(),
+        });
+        f.save(&s).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+        assert_eq!(doc["optional"], serde_json::json!(["trial_kernel", "blocked_builds"]));
+        assert_eq!(f.load().unwrap(), s);
+        assert!(s.is_build_blocked(&"1.0.0".parse().unwrap(), "6.12.113").is_some());
+        assert!(s.is_build_blocked(&"1.0.0".parse().unwrap(), "6.12.111").is_none());
+        s.begin_rollback("rebooted into another kernel", "t".into(), true).unwrap();
+        assert!(s.is_blocked(&"1.1.0".parse().unwrap()).is_none());
+        s.end_rollback(Some("1.0.0".into()), "t".into()).unwrap();
+        assert_eq!(s.trial_kernel, None);
     }
 
     #[test]

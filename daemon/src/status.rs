@@ -9,9 +9,10 @@ use crate::config::Config;
 use crate::health::Snapshot;
 use crate::kernel::{loaded_module, LoadedModule};
 use crate::kernel_paths::KernelPaths;
+use crate::kernels::{self, KernelBuild, KernelView};
 use crate::slot_id::SlotId;
 use crate::slots::{SlotStore, SlotTrust};
-use crate::state::{Blocked, PendingReboot, Rollback, State, StateError, StateFile, TrialPhase};
+use crate::state::{Blocked, BlockedBuild, PendingReboot, Rollback, State, StateError, StateFile, TrialPhase};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SlotView {
@@ -20,6 +21,8 @@ pub struct SlotView {
     pub version: Option<String>,
     pub sequence: Option<u64>,
     pub error: Option<String>,
+    /// The kernel releases the slot holds builds for.
+    pub kernels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +45,10 @@ pub struct StatusReport {
     pub last_rollback: Option<Rollback>,
     pub pending_reboot: Option<PendingReboot>,
     pub blocklist: Vec<Blocked>,
+    /// The running and installed kernels against the committed version's builds.
+    pub kernel: KernelView,
+    /// (version, kernel) builds that failed here.
+    pub blocked_builds: Vec<BlockedBuild>,
 }
 
 /// `milspecd status`: reads the state folder and the host (no lock), the
@@ -62,7 +69,15 @@ pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
         }
         Err(_) => Vec::new(),
     };
-    Ok(report(state, slots, loaded_module(&paths, &cfg.kernel.carry_params), Snapshot::read(&paths)))
+    let installed = kernels::installed(&cfg.kernel.modules_dir);
+    Ok(report(
+        state,
+        slots,
+        loaded_module(&paths, &cfg.kernel.carry_params),
+        Snapshot::read(&paths),
+        &release,
+        &installed,
+    ))
 }
 
 /// Both slots as the report shows them, each read and verified with
@@ -70,12 +85,20 @@ pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
 pub fn slot_views(store: &SlotStore, trust: Result<SlotTrust<'_>, String>) -> Vec<SlotView> {
     let mut slots = Vec::new();
     for id in SlotId::ALL {
-        let mut view = SlotView { slot: id, valid: store.is_valid(id), version: None, sequence: None, error: None };
+        let mut view = SlotView {
+            slot: id,
+            valid: store.is_valid(id),
+            version: None,
+            sequence: None,
+            error: None,
+            kernels: Vec::new(),
+        };
         match &trust {
             Ok(trust) => match store.read(id, *trust) {
                 Ok(Some(s)) => {
                     view.version = Some(s.manifest.version.to_string());
                     view.sequence = Some(s.manifest.sequence);
+                    view.kernels = s.kernels();
                 }
                 Ok(None) => {}
                 Err(e) => view.error = Some(e.to_string()),
@@ -87,11 +110,29 @@ pub fn slot_views(store: &SlotStore, trust: Result<SlotTrust<'_>, String>) -> Ve
     slots
 }
 
-/// The report from the state record, the slot views, the loaded module
-/// and a health snapshot (pure).
-pub fn report(state: State, slots: Vec<SlotView>, live: Option<LoadedModule>, health: Snapshot) -> StatusReport {
-    let committed_version =
-        state.committed.and_then(|c| slots.iter().find(|s| s.slot == c).and_then(|s| s.version.clone()));
+/// The report from the state record, the slot views, the loaded module,
+/// a health snapshot, the running kernel's release and the installed
+/// kernels (pure).
+pub fn report(
+    state: State,
+    slots: Vec<SlotView>,
+    live: Option<LoadedModule>,
+    health: Snapshot,
+    release: &str,
+    installed: &[String],
+) -> StatusReport {
+    let committed_view = state.committed.and_then(|c| slots.iter().find(|s| s.slot == c && s.version.is_some()));
+    let committed_version = committed_view.and_then(|s| s.version.clone());
+    // A build that failed here counts as none.
+    let committed_kernels = committed_view.map(|s| {
+        let v: Option<semver::Version> = s.version.as_deref().and_then(|v| v.parse().ok());
+        s.kernels
+            .iter()
+            .filter(|k| v.as_ref().is_none_or(|v| state.is_build_blocked(v, k).is_none()))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    let kernel = kernels::view(release, committed_kernels.as_deref(), installed);
     StatusReport {
         committed_slot: state.committed,
         committed_version,
@@ -108,6 +149,8 @@ pub fn report(state: State, slots: Vec<SlotView>, live: Option<LoadedModule>, he
         last_rollback: state.last_rollback,
         pending_reboot: state.pending_reboot,
         blocklist: state.blocklist,
+        kernel,
+        blocked_builds: state.blocked_builds,
     }
 }
 
@@ -164,6 +207,25 @@ impl StatusReport {
         );
         if let Some(p) = &self.pending_reboot {
             line("REBOOT NEEDED:", format!("{} is stuck: {}", p.stuck_version, p.reason));
+        }
+        let k = &self.kernel;
+        line(
+            "kernel:",
+            format!(
+                "{} ({})",
+                k.release,
+                match k.build {
+                    KernelBuild::Ready => "the committed version has a build for it",
+                    KernelBuild::NoBuild =>
+                        "NO BUILD for this kernel: nothing loaded; publish one with milspec-repo add-build",
+                    KernelBuild::NoVersion => "nothing committed",
+                }
+            ),
+        );
+        let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+        line("kernels:", list(&k.committed_kernels));
+        if !k.without_build.is_empty() {
+            line("NO BUILD FOR:", list(&k.without_build));
         }
         let blocked: Vec<_> = self.blocklist.iter().map(|b| b.version.to_string()).collect();
         line("blocklisted:", if blocked.is_empty() { "-".into() } else { blocked.join(", ") });

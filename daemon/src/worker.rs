@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::check::CheckReport;
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason};
+use crate::engine::{BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason};
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
@@ -97,6 +97,14 @@ pub struct Published {
     pub slots: Vec<SlotView>,
     /// The running trial's probation window (0: no trial).
     pub trial_window_ms: u64,
+    /// The running kernel against the committed version: `ready`,
+    /// `no-build` or `no-version`.
+    pub kernel_build: String,
+    /// The kernel releases the committed slot holds builds for.
+    pub committed_kernels: Vec<String>,
+    /// Installed kernels (and the running one) with no build of the
+    /// committed version.
+    pub kernels_without_build: Vec<String>,
 }
 
 /// The answer to an action that was accepted.
@@ -139,6 +147,11 @@ pub enum Action {
     /// back (udev): compare the kernel with the committed slot and repair
     /// as at startup ([`Engine::recover`]).
     Reconcile { reply: ReplyTx },
+    /// Kernel `release` was installed: make the committed version ready
+    /// for it (fetch and add its build) before it boots.
+    PrepareKernel { release: String, reply: ReplyTx },
+    /// Kernel `release` was removed: drop its build from the slots.
+    KernelRemoved { release: String, reply: ReplyTx },
 }
 
 struct Shared {
@@ -427,6 +440,30 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 *obs.reply.borrow_mut() = Some(reply);
                 engine.recover().map(|r| recovery_reply(&r)).map_err(|e| ActionError::Failed(one_line(e.into())))
             }
+            Action::PrepareKernel { release, reply } => {
+                *obs.reply.borrow_mut() = Some(reply);
+                let shown = crate::journal::untrusted(&release);
+                info!(kernel = %shown, "kernel {shown} installed: preparing its build");
+                let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
+                crate::check::prepare_kernel(poller.as_ref(), engine, &release, opts)
+                    .map(|r| prepare_reply(&r))
+                    .map_err(|e| ActionError::Failed(one_line(e.into())))
+            }
+            Action::KernelRemoved { release, reply } => {
+                *obs.reply.borrow_mut() = Some(reply);
+                engine
+                    .drop_build(&release)
+                    .map(|slots| {
+                        let msg = if slots.is_empty() {
+                            format!("no slot held a build for kernel {release} that is no longer needed")
+                        } else {
+                            let s: Vec<String> = slots.iter().map(ToString::to_string).collect();
+                            format!("dropped the build for kernel {release} from slot {}", s.join(", "))
+                        };
+                        ActionReply::new(ActionResult::Clean, "", msg)
+                    })
+                    .map_err(|e| ActionError::Failed(one_line(e.into())))
+            }
         };
         obs.refresh(engine);
         obs.shared.beat();
@@ -500,9 +537,25 @@ fn recovery_reply(r: &Recovery) -> ActionReply {
             ActionReply::new(ActionResult::PendingReboot, "", format!("a rollback is pending a reboot: {reason}"))
         }
         Recovery::Resumed(o) | Recovery::RolledBack(o) => outcome_reply(o),
+        Recovery::NoBuild(nb) => ActionReply::new(ActionResult::NoBuild, nb.version.clone(), nb.to_string()),
         Recovery::SwapAbandoned { version } => {
             ActionReply::new(ActionResult::Clean, version, format!("an interrupted swap to {version} was abandoned"))
         }
+    }
+}
+
+fn prepare_reply(r: &crate::check::PrepareReport) -> ActionReply {
+    use crate::check::PrepareReport;
+    let msg = r.to_string();
+    match r {
+        PrepareReport::NothingCommitted { .. } => ActionReply::new(ActionResult::Clean, "", msg),
+        PrepareReport::NoBuild { version, .. } => ActionReply::new(ActionResult::NoBuild, version.clone(), msg),
+        PrepareReport::Build(o) => match o {
+            BuildOutcome::Ready { version, .. } => ActionReply::new(ActionResult::KernelReady, version.clone(), msg),
+            BuildOutcome::Added { version, .. } => ActionReply::new(ActionResult::BuildAdded, version.clone(), msg),
+            BuildOutcome::Rejected { .. } => ActionReply::new(ActionResult::Rejected, "", msg),
+            BuildOutcome::Failed { version, .. } => ActionReply::new(ActionResult::NoBuild, version.clone(), msg),
+        },
     }
 }
 
@@ -513,6 +566,18 @@ fn poll_reply(r: &CheckReport) -> ActionReply {
         CheckReport::RevokedNoReplacement { current, .. } => {
             ActionReply::new(ActionResult::RevokedNoReplacement, current.clone(), r.to_string())
         }
+        CheckReport::BuildAdded { outcome, .. } => {
+            let msg = r.to_string();
+            match outcome {
+                BuildOutcome::Ready { version, .. } => {
+                    ActionReply::new(ActionResult::KernelReady, version.clone(), msg)
+                }
+                BuildOutcome::Added { version, .. } => ActionReply::new(ActionResult::BuildAdded, version.clone(), msg),
+                BuildOutcome::Rejected { .. } => ActionReply::new(ActionResult::Rejected, "", msg),
+                BuildOutcome::Failed { version, .. } => ActionReply::new(ActionResult::NoBuild, version.clone(), msg),
+            }
+        }
+        CheckReport::NoBuild { .. } => ActionReply::new(ActionResult::NoBuild, "", r.to_string()),
         CheckReport::Installed { version, outcome, .. } => {
             let mut a = outcome_reply(outcome);
             a.version = version.clone();
@@ -560,6 +625,9 @@ impl WorkerObserver {
                 p.trial_version = r.trial.map(|t| t.version).unwrap_or_default();
                 p.reboot_required = r.pending_reboot.is_some();
                 p.slots = r.slots;
+                p.kernel_build = r.kernel.build.as_str().to_string();
+                p.committed_kernels = r.kernel.committed_kernels;
+                p.kernels_without_build = r.kernel.without_build;
             }
             Err(e) => warn!("cannot read the state for the D-Bus properties: {e}"),
         }
@@ -660,7 +728,18 @@ impl Observer for WorkerObserver {
             EventKind::Drift => {
                 warn!(message_id = crate::journal::DRIFT, "drift: the loaded module matches no committed slot");
             }
-            EventKind::Recovered => {}
+            EventKind::Recovered | EventKind::BuildAdded | EventKind::BuildDropped => self.notify(Notice::Changed),
+            EventKind::BuildFailed => {
+                warn!(
+                    message_id = crate::journal::NO_BUILD,
+                    version = %crate::journal::untrusted(&version),
+                    kernel = %crate::journal::untrusted(ev.kernel.as_deref().unwrap_or_default()),
+                    "the build for kernel {} failed and is blocked: {}",
+                    crate::journal::untrusted(ev.kernel.as_deref().unwrap_or_default()),
+                    crate::journal::untrusted(ev.reason.as_deref().unwrap_or_default())
+                );
+                lock(&self.shared.published).failures += 1;
+            }
         }
     }
 

@@ -95,6 +95,8 @@ want=(
 	/usr/share/polkit-1/actions/com.dell.milspec1.policy
 	/usr/lib/systemd/catalog/milspecd.catalog
 	/etc/milspecd/milspecd.toml
+	/usr/lib/milspecd/kernel-hook /etc/kernel/postinst.d/milspecd /etc/kernel/postrm.d/milspecd
+	/usr/lib/kernel/install.d/50-milspecd.install
 	"/usr/src/dell-milspec-$kver/dkms.conf" "/usr/src/dell-milspec-$kver/dell-milspec.c"
 	"/usr/src/dell-milspec-$kver/Kbuild" "/usr/src/dell-milspec-$kver/Makefile"
 	"/usr/src/dell-milspec-$kver/VERSION"

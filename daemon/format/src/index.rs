@@ -539,6 +539,21 @@ pub fn select<'a>(index: &'a Index, host: &HostFacts<'_>) -> Selection<'a> {
     }
 }
 
+/// The entry that carries a build of the committed version `current`
+/// (version and sequence) for kernel `release`: a kernel-build republish
+/// of it, same version and sequence, listing `release`, not revoked. It is
+/// neither an upgrade nor a downgrade nor a replay; the host still checks
+/// the package against its committed manifest
+/// (`crate::republish::added_builds`) before it takes a single byte.
+pub fn select_build<'a>(index: &'a Index, current: (&semver::Version, u64), release: &str) -> Option<&'a IndexEntry> {
+    index.packages.iter().find(|e| {
+        &e.version == current.0
+            && e.sequence == current.1
+            && e.kernel_releases.iter().any(|r| r == release)
+            && !index.is_revoked(&e.version)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +605,24 @@ mod tests {
             Wave { after_secs: 3600, percent: 10.0 },
             Wave { after_secs: 86400, percent: 100.0 },
         ]
+    }
+
+    #[test]
+    fn select_build_finds_the_committed_version_republished_for_a_kernel() {
+        const NEW: &str = "6.12.115+deb12-cloud-amd64";
+        let mut e = entry("1.1.0", 1_001_000_000, vec![]);
+        e.kernel_releases.push(NEW.into());
+        let mut i = index(vec![entry("1.0.0", 1_000_000_000, vec![]), e, entry("1.2.0", 1_002_000_000, vec![])]);
+        let cur = v("1.1.0");
+        let got = select_build(&i, (&cur, 1_001_000_000), NEW).map(|e| e.version.to_string());
+        assert_eq!(got.as_deref(), Some("1.1.0"));
+        // Another sequence is another release, not a republish.
+        assert!(select_build(&i, (&cur, 1_001_000_001), NEW).is_none());
+        // No entry of that version lists the kernel.
+        assert!(select_build(&i, (&v("1.0.0"), 1_000_000_000), NEW).is_none());
+        // Revoked: never.
+        i.revoked.push(cur.clone());
+        assert!(select_build(&i, (&cur, 1_001_000_000), NEW).is_none());
     }
 
     #[test]

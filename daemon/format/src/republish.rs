@@ -68,16 +68,10 @@ pub fn added_builds<'a>(old: &Manifest, new: &'a Manifest) -> Result<Vec<&'a Pay
     for p in &old.payloads {
         match new.payload_for(&p.kernel_release) {
             None => {
-                return Err(RepublishError::PayloadDropped {
-                    version,
-                    release: sanitize_to(&p.kernel_release, SHOWN),
-                })
+                return Err(RepublishError::PayloadDropped { version, release: sanitize_to(&p.kernel_release, SHOWN) })
             }
             Some(n) if n != p => {
-                return Err(RepublishError::PayloadChanged {
-                    version,
-                    release: sanitize_to(&p.kernel_release, SHOWN),
-                })
+                return Err(RepublishError::PayloadChanged { version, release: sanitize_to(&p.kernel_release, SHOWN) })
             }
             Some(_) => {}
         }

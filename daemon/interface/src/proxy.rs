@@ -15,6 +15,8 @@ pub trait Manager {
     fn set_paused(&self, paused: bool) -> zbus::Result<()>;
     fn history(&self, limit: u32) -> zbus::Result<Vec<HashMap<String, String>>>;
     fn slots(&self) -> zbus::Result<Vec<HashMap<String, String>>>;
+    fn prepare_kernel(&self, release: &str) -> zbus::Result<(String, String, String)>;
+    fn kernel_removed(&self, release: &str) -> zbus::Result<(String, String, String)>;
 
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
@@ -34,6 +36,12 @@ pub trait Manager {
     fn reboot_required(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn health(&self) -> zbus::Result<HashMap<String, String>>;
+    #[zbus(property)]
+    fn kernel_build(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn committed_kernels(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn kernels_without_build(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// Every member of the interface as this proxy (and `milspecctl`'s signal
@@ -44,13 +52,18 @@ pub const MEMBERS: &[&str] = &[
     "method CheckForUpdates() -> (sss)",
     "method History(u) -> (aa{ss})",
     "method Install(h) -> (sss)",
+    "method KernelRemoved(s) -> (sss)",
+    "method PrepareKernel(s) -> (sss)",
     "method Reconcile() -> (sss)",
     "method Rollback() -> (sss)",
     "method SetPaused(b) -> ()",
     "method Slots() -> (aa{ss})",
     "property ActiveSlot s read",
+    "property CommittedKernels as read",
     "property CommittedVersion s read",
     "property Health a{ss} read",
+    "property KernelBuild s read",
+    "property KernelsWithoutBuild as read",
     "property LastCheck s read",
     "property LastError s read",
     "property Paused b read",

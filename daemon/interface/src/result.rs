@@ -31,10 +31,18 @@ pub enum ActionResult {
     Drift,
     /// A rollback waits for a reboot.
     PendingReboot,
+    /// The committed version has no build for the kernel asked about (the
+    /// running one, or one just installed), here or on the mirror.
+    NoBuild,
+    /// The committed slot holds a build for the kernel asked about.
+    KernelReady,
+    /// A build for the kernel asked about was fetched and added to the
+    /// committed slot.
+    BuildAdded,
 }
 
 impl ActionResult {
-    pub const ALL: [ActionResult; 12] = [
+    pub const ALL: [ActionResult; 15] = [
         ActionResult::Started,
         ActionResult::AlreadyInstalled,
         ActionResult::Committed,
@@ -47,6 +55,9 @@ impl ActionResult {
         ActionResult::LoadedCommitted,
         ActionResult::Drift,
         ActionResult::PendingReboot,
+        ActionResult::NoBuild,
+        ActionResult::KernelReady,
+        ActionResult::BuildAdded,
     ];
 
     /// The word on the bus.
@@ -64,6 +75,9 @@ impl ActionResult {
             ActionResult::LoadedCommitted => "loaded-committed",
             ActionResult::Drift => "drift",
             ActionResult::PendingReboot => "pending-reboot",
+            ActionResult::NoBuild => "no-build",
+            ActionResult::KernelReady => "kernel-ready",
+            ActionResult::BuildAdded => "build-added",
         }
     }
 
@@ -112,7 +126,10 @@ mod tests {
                 "clean",
                 "loaded-committed",
                 "drift",
-                "pending-reboot"
+                "pending-reboot",
+                "no-build",
+                "kernel-ready",
+                "build-added"
             ]
         );
         assert_eq!(ActionResult::from_word("paused"), None);

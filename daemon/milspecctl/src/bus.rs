@@ -3,7 +3,8 @@
 //! Exit codes: 0 done (committed, already installed, up to date), 1 error
 //! (daemon not running, busy, timeout...), 2 rejected or invalid package
 //! (nothing changed), 3 rolled back, 4 access denied, 5 the daemon left the
-//! bus (or stopped answering) while a command waited for it.
+//! bus (or stopped answering) while a command waited for it, 6 the
+//! committed version has no build for the kernel asked about.
 //!
 //! Every method call has a reply timeout of [`CALL_TIMEOUT`], except the
 //! actions that wait for the engine (`Install`, `CheckForUpdates`,
@@ -52,6 +53,8 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 pub const EXIT_DENIED: u8 = 4;
 /// The daemon left the bus (or stopped answering) while we waited.
 pub const EXIT_DAEMON_GONE: u8 = 5;
+/// The committed version has no build for the kernel asked about.
+pub const EXIT_NO_BUILD: u8 = 6;
 
 /// Daemon text, escaped before it is printed (see the module docs).
 fn clean(s: &str) -> String {
@@ -157,6 +160,38 @@ fn long_call<R: Send + 'static>(
         match rx.recv_timeout(POLL) {
             Ok(Ok(r)) => return r.map_err(|e| call_error(e, what)),
             Ok(Err(e)) => return Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => watch.check()?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("{what}: the call thread stopped"),
+        }
+    }
+}
+
+/// [`long_call`] that gives up at `deadline` (the daemon goes on).
+fn call_until<R: Send + 'static>(
+    watch: &mut OwnerWatch,
+    what: &'static str,
+    deadline: Duration,
+    call: impl FnOnce(&ManagerProxyBlocking<'_>) -> zbus::Result<R> + Send + 'static,
+) -> anyhow::Result<R> {
+    let conn = connect(LONG_CALL_TIMEOUT)?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new().name("call".into()).spawn(move || {
+        let r = proxy(&conn).map(|p| call(&p));
+        let _ = tx.send(r);
+    })?;
+    let start = Instant::now();
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(Ok(r)) => return r.map_err(|e| call_error(e, what)),
+            Ok(Err(e)) => return Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() >= deadline => return Err(Exit {
+                code: 1,
+                message: format!(
+                    "{what}: no answer within {}; the daemon goes on in the background: see `milspecctl kernels` later",
+                    humantime::format_duration(deadline)
+                ),
+            }
+            .into()),
             Err(mpsc::RecvTimeoutError::Timeout) => watch.check()?,
             Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("{what}: the call thread stopped"),
         }
@@ -387,11 +422,13 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
     let last_check = clean(&p.last_check().map_err(e)?);
     let reboot = p.reboot_required().map_err(e)?;
     let health = clean_map(p.health().map_err(e)?);
+    // A daemon from before kernel builds were tracked has no such property.
+    let kernel_build = p.kernel_build().map(|k| clean(&k)).unwrap_or_default();
     if json_out {
         let v = json!({
             "state": state, "committed_version": committed, "active_slot": slot, "trial_version": trial,
             "paused": paused, "last_error": last_error, "last_check": last_check,
-            "reboot_required": reboot, "health": health,
+            "reboot_required": reboot, "health": health, "kernel_build": kernel_build,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return done(0);
@@ -406,6 +443,17 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
         if committed.is_empty() { "-".into() } else { format!("{committed} (slot {slot})") }
     );
     println!("{:<15} {}", "trial:", dash(&trial));
+    if !kernel_build.is_empty() {
+        let what = match kernel_build.as_str() {
+            "ready" => "the committed version has a build for the running kernel",
+            "no-build" => {
+                "NO BUILD of the committed version for the running kernel: nothing loaded (milspecctl kernels)"
+            }
+            "no-version" => "nothing committed",
+            other => other,
+        };
+        println!("{:<15} {what}", "kernel:");
+    }
     println!(
         "{:<15} {} state {} selftest {} mode5_level {}",
         "module:",
@@ -600,6 +648,60 @@ pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
     } else {
         println!("{result}: {message}");
     }
+    done(0)
+}
+
+pub fn kernel_installed(release: &str, timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let mut watch = OwnerWatch::start(&conn)?;
+    let r = release.to_string();
+    let reply = call_until(&mut watch, "kernel-installed", timeout, move |p| p.prepare_kernel(&r))?;
+    let (result, version, message) = clean3(reply);
+    if json_out {
+        println!("{}", json!({"result": result, "version": version, "message": message}));
+    } else {
+        println!("{result}: {message}");
+    }
+    match ActionResult::from_word(&result) {
+        Some(ActionResult::NoBuild) => done(EXIT_NO_BUILD),
+        Some(ActionResult::Rejected) => done(EXIT_REJECTED),
+        _ => done(0),
+    }
+}
+
+pub fn kernel_removed(release: &str, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let reply = proxy(&conn)?.kernel_removed(release).map_err(|e| call_error(e, "kernel-removed"))?;
+    let (result, version, message) = clean3(reply);
+    if json_out {
+        println!("{}", json!({"result": result, "version": version, "message": message}));
+    } else {
+        println!("{message}");
+    }
+    done(0)
+}
+
+pub fn kernels(json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect(CALL_TIMEOUT)?;
+    let p = proxy(&conn)?;
+    let e = |e| call_error(e, "kernels");
+    let build = clean(&p.kernel_build().map_err(e)?);
+    let committed = clean(&p.committed_version().map_err(e)?);
+    let covered: Vec<String> = p.committed_kernels().map_err(e)?.iter().map(|k| clean(k)).collect();
+    let without: Vec<String> = p.kernels_without_build().map_err(e)?.iter().map(|k| clean(k)).collect();
+    if json_out {
+        let v = json!({
+            "kernel_build": build, "committed_version": committed,
+            "committed_kernels": covered, "kernels_without_build": without,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return done(0);
+    }
+    let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    println!("{:<15} {}", "committed:", if committed.is_empty() { "-" } else { &committed });
+    println!("{:<15} {build}", "running kernel:");
+    println!("{:<15} {}", "builds for:", list(&covered));
+    println!("{:<15} {}", "no build for:", list(&without));
     done(0)
 }
 

@@ -103,6 +103,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the running kernel and which kernels the committed version has
+    /// builds for (and which installed kernels it has none for).
+    Kernels {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell the daemon kernel RELEASE was installed (the kernel's postinst
+    /// hook runs this): it fetches and adds the committed version's build
+    /// for it now, before its first boot. Exit 0 ready (or nothing
+    /// committed), 6 no build for that kernel, 1 error or no answer in time.
+    KernelInstalled {
+        release: String,
+        /// Give up waiting after this long (the daemon goes on).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell the daemon kernel RELEASE was removed (the kernel's postrm hook
+    /// runs this): its build is dropped from the slots.
+    KernelRemoved {
+        release: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print each signal and property change as it happens, until interrupted.
     Watch {
         /// Stop after this many events.
@@ -151,6 +176,11 @@ fn main() -> ExitCode {
             Cmd::Resume { json } => return ctl_bus::set_paused(false, json),
             Cmd::History { limit, json } => return ctl_bus::history(limit, json),
             Cmd::Slots { json } => return ctl_bus::slots(json),
+            Cmd::Kernels { json } => return ctl_bus::kernels(json),
+            Cmd::KernelInstalled { release, timeout, json } => {
+                return ctl_bus::kernel_installed(&release, timeout, json)
+            }
+            Cmd::KernelRemoved { release, json } => return ctl_bus::kernel_removed(&release, json),
             Cmd::Watch { count, timeout, json } => return ctl_bus::watch(count, timeout, json),
             Cmd::Verify { keys, threshold, package } => {
                 let trusted = TrustedKeys::load_dir(&keys)?;

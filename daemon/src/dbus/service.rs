@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
-use milspec_format::text::sanitize;
+use milspec_format::text::{sanitize, sanitize_to};
 
 use super::auth::authorize;
 use super::{ManagerError, BUS_NAME, MAX_HISTORY, OBJECT_PATH};
@@ -49,6 +49,18 @@ impl Manager {
 
     fn published(&self) -> Published {
         self.handle.published()
+    }
+}
+
+/// A kernel release from a caller: checked before it goes anywhere.
+fn checked_release(release: String) -> Result<String, ManagerError> {
+    if milspec_format::manifest::valid_release(&release) {
+        Ok(release)
+    } else {
+        Err(ManagerError::Failed(format!(
+            "`{}` is not a kernel release (1-96 characters of letters, digits and . _ + - ~); nothing done",
+            sanitize_to(&release, 120)
+        )))
     }
 }
 
@@ -312,6 +324,56 @@ impl Manager {
         )
     }
 
+    /// Kernel `release` was installed (the kernel's postinst hook calls
+    /// it): makes the committed version ready for it before its first
+    /// boot, fetching and adding its build from the mirror if the
+    /// committed slot lacks one. Returns `result` (`kernel-ready`,
+    /// `build-added`, `no-build`, `rejected`, `clean` when nothing is
+    /// committed), the version and a message.
+    #[zbus(out_args("result", "version", "message"))]
+    async fn prepare_kernel(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        release: String,
+    ) -> Result<(String, String, String), ManagerError> {
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "PrepareKernel").await?;
+                let release = checked_release(release)?;
+                info!(uid, kernel = %release, "PrepareKernel");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::PrepareKernel { release, reply: tx })?;
+                let limit = self.cfg.source.as_ref().map_or(Duration::from_secs(60), |s| s.timeout * 3)
+                    + Duration::from_secs(60);
+                Ok(wait_reply(rx, limit, "PrepareKernel").await?.into_wire())
+            }
+            .await,
+        )
+    }
+
+    /// Kernel `release` was removed (the kernel's postrm hook calls it):
+    /// drops its build from the slots, unless it is the running kernel.
+    #[zbus(out_args("result", "version", "message"))]
+    async fn kernel_removed(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        release: String,
+    ) -> Result<(String, String, String), ManagerError> {
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "KernelRemoved").await?;
+                let release = checked_release(release)?;
+                info!(uid, kernel = %release, "KernelRemoved");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::KernelRemoved { release, reply: tx })?;
+                Ok(wait_reply(rx, Duration::from_secs(60), "KernelRemoved").await?.into_wire())
+            }
+            .await,
+        )
+    }
+
     /// Pauses (`true`) or resumes automatic polling; kept across restarts.
     async fn set_paused(
         &self,
@@ -351,7 +413,8 @@ impl Manager {
     }
 
     /// The two slots: `slot`, `valid` (`true`/`false`), `committed`,
-    /// `version`, `sequence`, `error` (keys present when known).
+    /// `version`, `sequence`, `error`, `kernels` (the kernel releases it
+    /// holds builds for, space separated; keys present when known).
     #[zbus(out_args("slots"))]
     async fn slots(&self) -> Result<Vec<HashMap<String, String>>, ManagerError> {
         clean(
@@ -373,6 +436,9 @@ impl Manager {
                         }
                         if let Some(e) = &s.error {
                             m.insert("error".into(), e.clone());
+                        }
+                        if s.version.is_some() {
+                            m.insert("kernels".into(), s.kernels.join(" "));
                         }
                         m
                     })
@@ -430,6 +496,27 @@ impl Manager {
     #[zbus(property)]
     async fn health(&self) -> HashMap<String, String> {
         health_map(&self.paths)
+    }
+
+    /// The running kernel against the committed version: `ready` (its
+    /// build is in the committed slot), `no-build` (nothing of the
+    /// committed version can load on it), `no-version` (nothing committed).
+    #[zbus(property)]
+    async fn kernel_build(&self) -> String {
+        self.published().kernel_build.clean()
+    }
+
+    /// The kernel releases the committed slot holds builds for.
+    #[zbus(property)]
+    async fn committed_kernels(&self) -> Vec<String> {
+        self.published().committed_kernels.clean()
+    }
+
+    /// Installed kernels (the running one included) the committed version
+    /// has no build for: booting one of them starts without the module.
+    #[zbus(property)]
+    async fn kernels_without_build(&self) -> Vec<String> {
+        self.published().kernels_without_build.clean()
     }
 
     #[zbus(signal)]
@@ -594,6 +681,15 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                     }
                     if health != last_health {
                         iface.health_changed(emitter).await?;
+                    }
+                    if now.kernel_build != last.kernel_build {
+                        iface.kernel_build_changed(emitter).await?;
+                    }
+                    if now.committed_kernels != last.committed_kernels {
+                        iface.committed_kernels_changed(emitter).await?;
+                    }
+                    if now.kernels_without_build != last.kernels_without_build {
+                        iface.kernels_without_build_changed(emitter).await?;
                     }
                     Ok::<_, zbus::Error>(())
                 });

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use milspec_format::index::{self, HostFacts, Index, IndexEntry, IndexError, Selection, VerifiedIndex, Why};
 use milspec_format::package::{PackageError, PackageStream, Trust};
+use milspec_format::text::Escaped;
 use milspec_format::{KeyError, Limits, TrustedKeys};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -76,10 +77,31 @@ pub enum MirrorError {
 /// its file is downloaded, checked against the signed index and rewound.
 #[derive(Debug)]
 pub enum PollReport {
-    UpToDate { index_version: u64, not_modified: bool },
-    Waiting { index_version: u64, version: String, position: f64, fraction: f64, next_wave: Option<String> },
-    RevokedNoReplacement { index_version: u64, current: String },
+    UpToDate {
+        index_version: u64,
+        not_modified: bool,
+    },
+    Waiting {
+        index_version: u64,
+        version: String,
+        position: f64,
+        fraction: f64,
+        next_wave: Option<String>,
+    },
+    RevokedNoReplacement {
+        index_version: u64,
+        current: String,
+    },
     Install(Download),
+    /// The committed version republished with a build for the kernel
+    /// asked about: add that build to the committed slot (no trial).
+    AddBuild(Download),
+    /// Nothing on the mirror has a build for the kernel asked about that
+    /// this host may take.
+    NoBuild {
+        index_version: u64,
+        kernel_release: String,
+    },
 }
 
 /// A package the mirror offers this host, downloaded and matched with its
@@ -104,6 +126,23 @@ pub struct PollHost {
     pub current: Option<(semver::Version, u64)>,
     pub blocklist: Vec<semver::Version>,
     pub max_sequence: u64,
+    /// The committed slot holds a usable build for `kernel_release` (or
+    /// nothing is committed).
+    pub has_build: bool,
+    /// (version, kernel) builds that failed here.
+    pub blocked_builds: Vec<(semver::Version, String)>,
+}
+
+impl PollHost {
+    /// The entry of the committed version republished with a build for
+    /// `release` that this host may take.
+    fn build_entry<'a>(&self, index: &'a Index, release: &str) -> Option<&'a IndexEntry> {
+        let (v, seq) = self.current.as_ref()?;
+        if self.blocked_builds.iter().any(|(bv, br)| bv == v && br == release) {
+            return None;
+        }
+        index::select_build(index, (v, *seq), release)
+    }
 }
 
 /// Inputs of one poll.
@@ -263,7 +302,28 @@ impl Poller {
         };
         let selection =
             decide(&vi.index, &facts).map_err(|source| MirrorError::Index { url: self.index_url(), source })?;
+        // The committed version first gets its build for this kernel: it
+        // needs no trial, and it is what a later upgrade falls back to.
+        if !host.has_build {
+            if let Some(entry) = host.build_entry(&vi.index, &host.kernel_release) {
+                return self.add_build(index_version, entry, downloading);
+            }
+        }
         let (entry, why) = match selection {
+            Selection::UpToDate
+                if !host.has_build
+                    || (host.current.is_none()
+                        && !vi.index.packages.is_empty()
+                        && !vi.index.packages.iter().any(|e| e.kernel_releases.contains(&host.kernel_release))) =>
+            {
+                let kernel_release = host.kernel_release.clone();
+                warn!(
+                    message_id = crate::journal::NO_BUILD,
+                    "the mirror has no build for the running kernel {} that this host may take; polling on",
+                    Escaped(&kernel_release)
+                );
+                return Ok(PollReport::NoBuild { index_version, kernel_release });
+            }
             Selection::UpToDate => return Ok(PollReport::UpToDate { index_version, not_modified }),
             Selection::Waiting { entry, position, fraction, next } => {
                 return Ok(PollReport::Waiting {
@@ -290,6 +350,42 @@ impl Poller {
         let file = self.download(entry)?;
         let allow_downgrade = matches!(why, Why::Revoked { .. });
         Ok(PollReport::Install(Download { index_version, version, reason, allow_downgrade, file }))
+    }
+
+    /// For a kernel just installed: fetches the index and, if it carries
+    /// the committed version republished with a build for `release`,
+    /// downloads it ([`PollReport::AddBuild`]); else [`PollReport::NoBuild`].
+    pub fn poll_build(
+        &self,
+        host: &PollHost,
+        release: &str,
+        opts: PollOptions,
+        downloading: &mut dyn FnMut(&str),
+    ) -> Result<PollReport, MirrorError> {
+        let (vi, _) = self.fetch_index(opts.now)?;
+        match host.build_entry(&vi.index, release) {
+            Some(entry) => self.add_build(vi.index.version, entry, downloading),
+            None => Ok(PollReport::NoBuild { index_version: vi.index.version, kernel_release: release.to_string() }),
+        }
+    }
+
+    fn add_build(
+        &self,
+        index_version: u64,
+        entry: &IndexEntry,
+        downloading: &mut dyn FnMut(&str),
+    ) -> Result<PollReport, MirrorError> {
+        let version = entry.version.to_string();
+        info!(%version, "pulling the republished {version} from the mirror (more kernel builds)");
+        downloading(&version);
+        let file = self.download(entry)?;
+        Ok(PollReport::AddBuild(Download {
+            index_version,
+            version,
+            reason: "kernel build".into(),
+            allow_downgrade: false,
+            file,
+        }))
     }
 
     /// Downloads an entry to a temporary file in the state folder (removed
