@@ -11,9 +11,13 @@ REPO_ROOT=$(cd "$VM_DIR/../.." && pwd)
 . "$VM_DIR/versions.env"
 
 CACHE_DIR=${MILSPEC_VM_CACHE:-$REPO_ROOT/.cache/vm}
+# Two kernels: "new" (KERNEL_RELEASE, every boot's default) and "old"
+# (KERNEL_RELEASE_OLD, for boots a scenario names in "# kernels: ...").
 KDIR=/usr/src/linux-headers-$KERNEL_RELEASE
-KERNEL_DIR=$CACHE_DIR/kernel/$KERNEL_RELEASE
-VMLINUZ=$KERNEL_DIR/vmlinuz
+KDIR_OLD=/usr/src/linux-headers-$KERNEL_RELEASE_OLD
+# The new kernel's image (tests/system/run.sh boots it).
+# shellcheck disable=SC2034
+VMLINUZ=$CACHE_DIR/kernel/$KERNEL_RELEASE/vmlinuz
 KO_DIR=$CACHE_DIR/ko
 RUNS_DIR=$CACHE_DIR/runs
 
@@ -39,9 +43,11 @@ VM_QEMU_PID=
 trap 'if [[ -n $VM_QEMU_PID ]]; then kill -TERM "$VM_QEMU_PID" 2>/dev/null; fi' EXIT
 
 VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs dbus
-	dkms shellcheck "linux-headers-$KERNEL_RELEASE")
+	dkms shellcheck "linux-headers-$KERNEL_RELEASE" "linux-headers-$KERNEL_RELEASE_OLD")
 
-# Module variants: NAME:FAULT:VERSION (empty VERSION: kmod/VERSION).
+# Module variants: NAME:FAULT:VERSION (empty VERSION: kmod/VERSION). A NAME
+# ending in "@old" is built against the old kernel's headers
+# (KERNEL_RELEASE_OLD), every other against the new kernel's.
 KO_VARIANTS=(
 	prod::
 	warn:warn:
@@ -58,6 +64,7 @@ KO_VARIANTS=(
 	v1.4.0-selftest:selftest:1.4.0
 	v1.5.0-panic:panic:1.5.0
 	v1.0.0-busy:busy:1.0.0
+	v1.1.0@old::1.1.0
 )
 
 # Rust binaries put into the guest's /usr/bin when they build.
@@ -115,7 +122,7 @@ vm_pkg_installed() {
 }
 
 vm_prereqs() {
-	local missing=() p
+	local missing=() p t0
 
 	[[ $(id -u) -eq 0 ]] || vm_die "the VM tier runs as root (it installs packages)"
 	command -v dpkg-query >/dev/null || vm_die "needs a Debian system (dpkg-query not found)"
@@ -123,22 +130,44 @@ vm_prereqs() {
 		vm_pkg_installed "$p" || missing+=("$p")
 	done
 	if ((${#missing[@]})); then
+		t0=$(vm_now)
 		vm_apt_update_once
 		vm_log "installing ${missing[*]}"
 		vm_apt -y -qq install --no-install-recommends "${missing[@]}" >&2 ||
 			vm_die "apt-get install ${missing[*]} failed"
+		vm_log "installed in $(vm_elapsed "$t0")s"
 	fi
 	[[ -d $KDIR ]] || vm_die "kernel headers not found at $KDIR"
+	[[ -d $KDIR_OLD ]] || vm_die "kernel headers not found at $KDIR_OLD"
 }
 
 # ----------------------------------------------------------------- kernel
 
-# The guest kernel: extracted from the Debian package into the cache, never
+# vm_release old|new: the kernel release of that name.
+vm_release() {
+	case $1 in
+	new) printf '%s\n' "$KERNEL_RELEASE" ;;
+	old) printf '%s\n' "$KERNEL_RELEASE_OLD" ;;
+	*) vm_die "unknown kernel '$1' (old or new)" ;;
+	esac
+}
+
+# vm_vmlinuz RELEASE: where the cache keeps that kernel's image.
+vm_vmlinuz() {
+	printf '%s\n' "$CACHE_DIR/kernel/$1/vmlinuz"
+}
+
+# vm_kernel [RELEASE]: the guest kernel of that release (default
+# KERNEL_RELEASE), extracted from the Debian package into the cache, never
 # installed on the host.
 vm_kernel() {
-	local pkg="linux-image-$KERNEL_RELEASE-unsigned" tmp deb
+	local release=${1:-$KERNEL_RELEASE} pkg tmp deb dir vmlinuz t0
 
-	[[ -s $VMLINUZ ]] && return 0
+	pkg=linux-image-$release-unsigned
+	dir=$CACHE_DIR/kernel/$release
+	vmlinuz=$dir/vmlinuz
+	[[ -s $vmlinuz ]] && return 0
+	t0=$(vm_now)
 	vm_log "fetching $pkg"
 	tmp=$(mktemp -d "$CACHE_DIR/kernel-dl.XXXXXX")
 	# apt's sandbox user cannot write into our private temporary folder
@@ -150,36 +179,49 @@ vm_kernel() {
 	deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n 1)
 	[[ -n $deb ]] || vm_die "apt-get download $pkg left no .deb"
 	dpkg-deb -x "$deb" "$tmp/root" || vm_die "dpkg-deb -x $deb failed"
-	[[ -s $tmp/root/boot/vmlinuz-$KERNEL_RELEASE ]] ||
-		vm_die "$deb has no boot/vmlinuz-$KERNEL_RELEASE"
-	mkdir -p "$KERNEL_DIR"
-	cp "$tmp/root/boot/config-$KERNEL_RELEASE" "$KERNEL_DIR/config"
-	cp "$tmp/root/boot/vmlinuz-$KERNEL_RELEASE" "$VMLINUZ.tmp"
-	mv "$VMLINUZ.tmp" "$VMLINUZ"
+	[[ -s $tmp/root/boot/vmlinuz-$release ]] ||
+		vm_die "$deb has no boot/vmlinuz-$release"
+	mkdir -p "$dir"
+	cp "$tmp/root/boot/config-$release" "$dir/config"
+	cp "$tmp/root/boot/vmlinuz-$release" "$vmlinuz.tmp"
+	mv "$vmlinuz.tmp" "$vmlinuz"
 	rm -rf "$tmp"
+	vm_log "kernel $release ready ($(vm_elapsed "$t0")s)"
 }
 
 # ---------------------------------------------------------------- modules
 
-# The inputs every module build depends on, hashed with the variant.
+# vm_variant_release NAME: the kernel release a variant is built for.
+vm_variant_release() {
+	if [[ $1 == *@old ]]; then
+		printf '%s\n' "$KERNEL_RELEASE_OLD"
+	else
+		printf '%s\n' "$KERNEL_RELEASE"
+	fi
+}
+
+# vm_kmod_inputs_hash RELEASE: the inputs every module build for RELEASE
+# depends on (sources, release, headers package, compiler), hashed.
 vm_kmod_inputs_hash() {
-	local files
+	local release=$1 files
 	mapfile -t files < <(find "$REPO_ROOT/kmod" -maxdepth 1 -type f \
 		\( -name '*.c' -o -name '*.h' -o -name Kbuild -o -name Makefile \
 		-o -name VERSION \) | LC_ALL=C sort)
 	{
 		vm_hash "${files[@]}"
-		printf '%s\n' "$KERNEL_RELEASE"
-		dpkg-query -W -f '${Version}\n' "linux-headers-$KERNEL_RELEASE"
+		printf '%s\n' "$release"
+		dpkg-query -W -f '${Version}\n' "linux-headers-$release"
 		gcc --version | head -n 1
 	} | sha256sum | cut -c1-16
 }
 
-# vm_build_ko NAME FAULT VERSION HASH: build one variant into $KO_DIR/NAME.
+# vm_build_ko NAME FAULT VERSION HASH: build one variant into $KO_DIR/NAME,
+# against the headers of the release it is for (vm_variant_release).
 vm_build_ko() {
 	local name=$1 fault=$2 version=$3 hash=$4
 	local out=$KO_DIR/$name bdir=$CACHE_DIR/kbuild/$name
-	local args=(-C "$REPO_ROOT/kmod" KDIR="$KDIR" BUILD_DIR="$bdir")
+	local args=(-C "$REPO_ROOT/kmod" KDIR="/usr/src/linux-headers-$(vm_variant_release "$name")"
+		BUILD_DIR="$bdir")
 
 	[[ -n $fault ]] && args+=(FAULT="$fault")
 	[[ -n $version ]] && args+=(VERSION="$version")
@@ -195,12 +237,18 @@ vm_build_ko() {
 
 # vm_build_kos: every variant whose inputs changed, two at a time.
 vm_build_kos() {
-	local hash spec name fault version pids=() failed=0 pid built=()
+	local hash hash_new hash_old spec name fault version pids=() failed=0 pid built=() t0
 
-	hash=$(vm_kmod_inputs_hash)
+	t0=$(vm_now)
+	hash_new=$(vm_kmod_inputs_hash "$KERNEL_RELEASE")
+	hash_old=$(vm_kmod_inputs_hash "$KERNEL_RELEASE_OLD")
 	mkdir -p "$KO_DIR" "$CACHE_DIR/kbuild"
 	for spec in "${KO_VARIANTS[@]}"; do
 		IFS=: read -r name fault version <<<"$spec"
+		[[ $name =~ ^[A-Za-z0-9][A-Za-z0-9._-]*(@old)?$ ]] ||
+			vm_die "module variant '$name': a name is [A-Za-z0-9._-], optionally ending in @old"
+		hash=$hash_new
+		[[ $name == *@old ]] && hash=$hash_old
 		if [[ -s $KO_DIR/$name/dell-milspec.ko &&
 			$(cat "$KO_DIR/$name/.inputs" 2>/dev/null) == "$hash" ]]; then
 			continue
@@ -218,7 +266,7 @@ vm_build_kos() {
 	done
 	((failed == 0)) || vm_die "module build failed (logs in $CACHE_DIR/kbuild/)"
 	if ((${#built[@]})); then
-		vm_log "built modules: ${built[*]}"
+		vm_log "built modules: ${built[*]} ($(vm_elapsed "$t0")s)"
 	fi
 }
 
@@ -329,6 +377,9 @@ vm_initramfs() {
 	install -D -m 0755 "$CACHE_DIR/vm-insmod" "$d/usr/bin/vm-insmod"
 	install -m 0755 "$VM_DIR/guest/init" "$d/init"
 	install -m 0644 "$VM_DIR"/guest/*.sh "$d/vm/"
+	# The two releases, for the guest's kernel helpers (kernel_is old).
+	printf 'KERNEL_RELEASE_NEW=%s\nKERNEL_RELEASE_OLD=%s\n' \
+		"$KERNEL_RELEASE" "$KERNEL_RELEASE_OLD" >"$d/vm/kernels.env"
 	install -m 0644 "$KO_DIR/prod/dell-milspec.ko" "$d/opt/ko/prod/"
 	if [[ $BINS_STATUS == ok ]]; then
 		for bin in "${RUST_BINS[@]}"; do
@@ -354,7 +405,8 @@ vm_prepare() {
 	t0=$(vm_now)
 	mkdir -p "$CACHE_DIR"
 	vm_prereqs
-	vm_kernel
+	vm_kernel "$KERNEL_RELEASE"
+	vm_kernel "$KERNEL_RELEASE_OLD"
 	vm_build_kos
 	vm_build_bins
 	vm_initramfs
@@ -385,6 +437,32 @@ vm_scenario_file() {
 	fi
 }
 
+# vm_boot_kernel FILE N: the kernel (old or new) boot N of the scenario runs:
+# the Nth word of its "# kernels:" header, new when it has none.
+vm_boot_kernel() {
+	local kernels
+	read -r -a kernels <<<"$(vm_header "$1" kernels)"
+	printf '%s\n' "${kernels[$2 - 1]:-new}"
+}
+
+# vm_check_kernels FILE BOOTS: a "# kernels:" header names old or new for
+# each of the BOOTS boots (or is absent); prints what is wrong otherwise.
+vm_check_kernels() {
+	local kernels k
+	read -r -a kernels <<<"$(vm_header "$1" kernels)"
+	((${#kernels[@]} == 0)) && return 0
+	if ((${#kernels[@]} != $2)); then
+		echo "'# kernels:' names ${#kernels[@]} kernel(s) for $2 boot(s)"
+		return 1
+	fi
+	for k in "${kernels[@]}"; do
+		if [[ $k != old && $k != new ]]; then
+			echo "'# kernels:' has '$k'; each boot's kernel is old or new"
+			return 1
+		fi
+	done
+}
+
 # vm_qemu_escape TEXT: qemu option values double their commas.
 vm_qemu_escape() {
 	printf '%s' "${1//,/,,}"
@@ -411,7 +489,13 @@ vm_death_lines() {
 vm_boot() {
 	local file=$1 rundir=$2 n=$3
 	local vendor product timeout smp log rc t0 needs state done_at start begun start_timeout
+	local kernel vmlinuz
 	local append="console=ttyS0 panic=-1 quiet mitigations=off milspec_vm_boot=$n"
+
+	kernel=$(vm_boot_kernel "$file" "$n")
+	vmlinuz=$(vm_vmlinuz "$(vm_release "$kernel")")
+	BOOT_KERNEL=$kernel
+	append+=" milspec_vm_kernel=$kernel"
 	append+=${VM_KERNEL_ARGS:+ $VM_KERNEL_ARGS}
 
 	vendor=$(vm_header "$file" vendor "Dell Inc.")
@@ -440,7 +524,7 @@ vm_boot() {
 		-nographic -no-reboot -nodefaults -monitor none \
 		-serial "file:$log" \
 		-smbios "type=1,manufacturer=$(vm_qemu_escape "$vendor"),product=$(vm_qemu_escape "$product")" \
-		-kernel "$VMLINUZ" -initrd "$rundir/initrd.cpio" -append "$append" \
+		-kernel "$vmlinuz" -initrd "$rundir/initrd.cpio" -append "$append" \
 		-drive "file=$rundir/state.img,if=none,id=state,format=raw,cache=unsafe" \
 		-device nvme,serial=state,drive=state \
 		</dev/null >"$rundir/qemu-boot$n.log" 2>&1 &
@@ -528,7 +612,7 @@ vm_run_host() {
 
 	timeout=$(vm_header "$file" timeout 300)
 	REPO_ROOT=$REPO_ROOT KDIR=$KDIR KO_DIR=$KO_DIR KERNEL_RELEASE=$KERNEL_RELEASE \
-		CACHE_DIR=$CACHE_DIR RUNDIR=$rundir \
+		KDIR_OLD=$KDIR_OLD KERNEL_RELEASE_OLD=$KERNEL_RELEASE_OLD CACHE_DIR=$CACHE_DIR RUNDIR=$rundir \
 		timeout --kill-after=5 "$timeout" bash "$file" >"$rundir/host.log" 2>&1 || rc=$?
 	if ((rc != 0)); then
 		tail -n 50 "$rundir/host.log"
@@ -542,7 +626,7 @@ vm_run_host() {
 # one PASS/FAIL line; returns 0 on pass.
 vm_run_scenario() {
 	local file name rundir boots n need where t0 times=() line src dst seed
-	local stage fn rc retried=0
+	local stage fn rc retried=0 kerr kernels
 
 	file=$(vm_scenario_file "$1")
 	name=$(basename "$file" .sh)
@@ -560,6 +644,13 @@ vm_run_scenario() {
 		vm_log "FAIL $name (host; log: $rundir/host.log)"
 		return 1
 	fi
+
+	boots=$(vm_header "$file" boots 1)
+	if ! kerr=$(vm_check_kernels "$file" "$boots"); then
+		vm_log "FAIL $name: $kerr"
+		return 1
+	fi
+	kernels=$(vm_header "$file" kernels)
 
 	# Per-scenario archive: the scenario itself and any declared files.
 	stage=$rundir/stage
@@ -617,7 +708,6 @@ vm_run_scenario() {
 	# A boot that dies before its scenario starts (rc 2) is tried once more:
 	# the state disk is mounted only after BEGIN, so nothing of the scenario
 	# ran. A failed assertion (rc 1) is never tried again.
-	boots=$(vm_header "$file" boots 1)
 	for ((n = 1; n <= boots; n++)); do
 		rc=0
 		vm_boot "$file" "$rundir" "$n" || rc=$?
@@ -638,7 +728,11 @@ vm_run_scenario() {
 			fi
 			return 1
 		fi
-		times+=("${BOOT_TIME}s")
+		if [[ -n $kernels ]]; then
+			times+=("${BOOT_TIME}s($BOOT_KERNEL)")
+		else
+			times+=("${BOOT_TIME}s")
+		fi
 	done
 	vm_log "PASS $name (boots: ${times[*]}; total $(vm_elapsed "$t0")s)"
 	return 0

@@ -64,6 +64,43 @@ ko() {
 	echo "$KO_ROOT/$1/dell-milspec.ko"
 }
 
+# The two kernels' releases, written by the host: KERNEL_RELEASE_NEW (every
+# boot's default) and KERNEL_RELEASE_OLD.
+if [ -f /vm/kernels.env ]; then
+	. /vm/kernels.env
+fi
+
+# kernel_release old|new: that kernel's release (as uname -r prints it).
+kernel_release() {
+	case $1 in
+	old) echo "${KERNEL_RELEASE_OLD:-}" ;;
+	new) echo "${KERNEL_RELEASE_NEW:-}" ;;
+	*) echo "kernel_release: '$1' is neither old nor new" >&2 ;;
+	esac
+}
+
+# kernel_is old|new: the running kernel is that one.
+kernel_is() {
+	[ -n "$(kernel_release "$1")" ] && [ "$(uname -r)" = "$(kernel_release "$1")" ]
+}
+
+# boot_kernel: old or new, the kernel the host booted for this boot (the
+# scenario's "# kernels:" header; new without one).
+boot_kernel() {
+	sed -n 's/.*milspec_vm_kernel=\([a-z]*\).*/\1/p' /proc/cmdline
+}
+
+# kvariant VARIANT: the name of VARIANT's build for the running kernel:
+# VARIANT@old on the old kernel, VARIANT on the new one (load "$(kvariant
+# v1.1.0)").
+kvariant() {
+	if kernel_is old; then
+		echo "$1@old"
+	else
+		echo "$1"
+	fi
+}
+
 is_loaded() {
 	[ -d "/sys/module/$MOD" ]
 }
