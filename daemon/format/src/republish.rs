@@ -30,7 +30,7 @@ pub enum RepublishError {
     #[error("not a kernel-build republish of {version}: the build for kernel {release} was dropped; a republish keeps every build it had: publish a new version instead")]
     PayloadDropped { version: String, release: String },
     /// The new manifest lists exactly the kernels of the old one.
-    #[error("not a kernel-build republish of {version}: it adds no kernel build (the same kernels as before)")]
+    #[error("not a kernel-build republish of {version}: it adds no kernel build (it lists the same kernels); to change a build, publish a new version")]
     NothingAdded { version: String },
 }
 
@@ -68,16 +68,10 @@ pub fn added_builds<'a>(old: &Manifest, new: &'a Manifest) -> Result<Vec<&'a Pay
     for p in &old.payloads {
         match new.payload_for(&p.kernel_release) {
             None => {
-                return Err(RepublishError::PayloadDropped {
-                    version,
-                    release: sanitize_to(&p.kernel_release, SHOWN),
-                })
+                return Err(RepublishError::PayloadDropped { version, release: sanitize_to(&p.kernel_release, SHOWN) })
             }
             Some(n) if n != p => {
-                return Err(RepublishError::PayloadChanged {
-                    version,
-                    release: sanitize_to(&p.kernel_release, SHOWN),
-                })
+                return Err(RepublishError::PayloadChanged { version, release: sanitize_to(&p.kernel_release, SHOWN) })
             }
             Some(_) => {}
         }
@@ -152,7 +146,8 @@ mod tests {
     #[test]
     fn every_field_of_the_release_must_stay() {
         let o = old();
-        let cases: [(&str, fn(&mut Manifest)); 9] = [
+        type Change = fn(&mut Manifest);
+        let cases: [(&str, Change); 9] = [
             ("format", |m| m.format = 2),
             ("kind", |m| m.kind = "milspec-index".into()),
             ("name", |m| m.name = "other".into()),
