@@ -15,8 +15,8 @@ use milspec_format::atomic::AtomicFile;
 use milspec_format::manifest::{payload_path, Manifest};
 use milspec_format::package::{read_package_file, Discard, Header, Trust, MANIFEST_PATH, SIGNATURES_PATH};
 use milspec_format::tarwrite::TarWriter;
-use milspec_format::{republish, sanitize, FileError, Limits, ModInfo, OpenPolicy, Payload, SecretKey};
 use milspec_format::{read_regular, Sha256Digest, SignatureSet};
+use milspec_format::{republish, sanitize, FileError, Limits, ModInfo, OpenPolicy, Payload, SecretKey};
 
 /// A new module read from disk.
 struct Build {

@@ -195,6 +195,16 @@ impl MirrorWrite {
         self.index.packages.sort_by(|a, b| a.sequence.cmp(&b.sequence).then_with(|| a.version.cmp(&b.version)));
         self.index.validate()?;
         let bytes = self.index.sign(&self.keys)?;
+        // Hosts refuse a larger index; better said here than by every host.
+        let limit = milspec_format::index::MAX_INDEX_FILE;
+        if bytes.len() as u64 > limit {
+            bail!(
+                "the signed index would be {} bytes, more than the {limit} hosts accept; nothing was written: \
+                 the mirror lists more releases and kernel builds than one index can carry \
+                 (docs/benchmarks.md, \"Index growth with kernels\")",
+                bytes.len()
+            );
+        }
         let path = self.dir.join(INDEX_FILE);
         atomic::write_atomic(&path, &bytes, 0o644)
             .with_context(|| format!("{}: cannot write the index", path.display()))?;
@@ -236,7 +246,9 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
             // the package the mirror holds may replace it.
             let held = m.dir.join(&old.path);
             let held_man = read_package_file(&held, Trust::Unverified, limits, &mut Discard)
-                .with_context(|| format!("{}: cannot read the package the mirror lists for {}", held.display(), man.version))?
+                .with_context(|| {
+                    format!("{}: cannot read the package the mirror lists for {}", held.display(), man.version)
+                })?
                 .manifest;
             let added = republish::added_builds(&held_man, &man).with_context(|| {
                 format!("{}: version {} is already on the mirror with different content", pkg.display(), man.version)

@@ -173,12 +173,30 @@ mod republish {
         assert!(e.contains("already has a build for kernel") && e.contains(OLD_KERNEL), "{e}");
         let new = w.ko(NEW_KERNEL);
         let e = w.refused(&[
-            "add-build", "--package", first, "--module", new, "--module", new, "--key", key, "--out", w.s("o.mspkg"),
+            "add-build",
+            "--package",
+            first,
+            "--module",
+            new,
+            "--module",
+            new,
+            "--key",
+            key,
+            "--out",
+            w.s("o.mspkg"),
         ]);
         assert!(e.contains("one module per kernel release"), "{e}");
         fs::write(w.p("junk.mspkg"), b"not a package").unwrap();
         let e = w.refused(&[
-            "add-build", "--package", w.s("junk.mspkg"), "--module", new, "--key", key, "--out", w.s("o.mspkg"),
+            "add-build",
+            "--package",
+            w.s("junk.mspkg"),
+            "--module",
+            new,
+            "--key",
+            key,
+            "--out",
+            w.s("o.mspkg"),
         ]);
         assert!(e.contains("not a package add-build can extend"), "{e}");
         let e = w.refused(&["add-build", "--package", first, "--module", new, "--key", key, "--out", first]);
