@@ -245,6 +245,18 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
             // Same version, other content: only a kernel-build republish of
             // the package the mirror holds may replace it.
             let held = m.dir.join(&old.path);
+            let held_file = milspec_format::open_package(&held, limits)?;
+            let (held_sha, _) = Sha256Digest::of_reader(held_file, limits.max_package_size)
+                .with_context(|| format!("{}: cannot read", held.display()))?;
+            if held_sha != old.sha256 {
+                bail!(
+                    "{}: does not match the sha256 the index lists for {} ({held_sha}, listed {}); \
+                     restore the mirror's copy before republishing",
+                    held.display(),
+                    man.version,
+                    old.sha256
+                );
+            }
             let held_man = read_package_file(&held, Trust::Unverified, limits, &mut Discard)
                 .with_context(|| {
                     format!("{}: cannot read the package the mirror lists for {}", held.display(), man.version)
@@ -257,12 +269,13 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
             let rel = republish_path(&man, &sha256);
             copy_into_mirror(pkg, &m.dir.join(&rel), limits)?;
             println!(
-                "republished {} {} (sequence {}) as {rel}, {size} bytes, sha256 {sha256}: {} kernel build(s) added ({}); rollout kept",
+                "republished {} {} (sequence {}) as {rel}, {size} bytes, sha256 {sha256}: {} kernel build(s) added ({}); {}",
                 man.name,
                 man.version,
                 man.sequence,
                 added.len(),
-                added.iter().map(|p| sanitize(&p.kernel_release)).collect::<Vec<_>>().join(", ")
+                added.iter().map(|p| sanitize(&p.kernel_release)).collect::<Vec<_>>().join(", "),
+                if waves.is_some() { "schedule replaced" } else { "rollout kept" }
             );
             old.path = rel;
             old.size = size;

@@ -228,4 +228,20 @@ mod republish {
             assert!(snapshot(&w.p("mirror")) == before, "{name}: the mirror changed");
         }
     }
+
+    #[test]
+    fn a_republish_over_a_mirror_copy_that_no_longer_matches_its_entry_is_refused() {
+        let w = Work::new();
+        let first = w.pack("first.mspkg", &[OLD_KERNEL], &[]);
+        assert!(w.publish(first, &[]).status.success());
+        let key = w.s("k.key");
+        let new = w.ko(NEW_KERNEL);
+        w.ok(&["add-build", "--package", first, "--module", new, "--key", key, "--out", w.s("second.mspkg")]);
+        // The mirror's copy replaced by another package of the same release.
+        let held = w.p("mirror").join(&w.index().packages[0].path);
+        fs::copy(w.p("second.mspkg"), &held).unwrap();
+        let o = w.publish(w.s("second.mspkg"), &[]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains("does not match the sha256 the index lists"), "{e}");
+    }
 }
