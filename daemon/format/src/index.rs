@@ -44,16 +44,25 @@ const ENTRY_FIELDS: &[&str] =
     &["name", "version", "sequence", "path", "size", "sha256", "kernel_releases", "published", "waves"];
 const WAVE_FIELDS: &[&str] = &["after_secs", "percent"];
 pub const INDEX_KIND: &str = "milspec-index";
-/// Largest index file read, envelope and signatures included.
-pub const MAX_INDEX_FILE: u64 = 1024 * 1024;
+/// Largest index file read, envelope and signatures included: 4 MiB.
+/// 1,000 releases with 64 kernel builds each (release strings like
+/// `6.12.113+deb12-cloud-amd64`) take 3.1 MB; verifying that takes a
+/// host tens of milliseconds and about 11 MiB of memory at its peak
+/// (docs/benchmarks.md, "Index growth with kernels"). The cap is the
+/// binding one: the count caps below would allow about 9 MB of text at
+/// the longest strings, which no host needs to fetch.
+pub const MAX_INDEX_FILE: u64 = 4 * 1024 * 1024;
 /// Most package entries in one index.
 pub const MAX_ENTRIES: usize = 1024;
 /// Most revoked versions in one index.
 pub const MAX_REVOKED: usize = 1024;
 /// Most waves in one rollout schedule.
 pub const MAX_WAVES: usize = 16;
-/// Most kernel releases one entry lists (a package's payload limit).
-pub const MAX_RELEASES: usize = 32;
+/// Most kernel releases one entry lists (a package's payload limit,
+/// [`Limits::max_payloads`]): 64, room for a release that lives through
+/// many kernel updates (Debian 12 shipped more than 25 kernel ABIs) in
+/// two flavours (docs/benchmarks.md, "Index growth with kernels").
+pub const MAX_RELEASES: usize = 64;
 /// Longest package path inside the mirror.
 pub const MAX_PATH_LEN: usize = 255;
 

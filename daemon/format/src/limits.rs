@@ -10,7 +10,8 @@ pub struct Limits {
     pub max_signatures_file: u64,
     /// Most signatures in `signatures.json`.
     pub max_signatures: usize,
-    /// Most payloads (kernel releases) in one package.
+    /// Most payloads (kernel releases) in one package; the index lists as
+    /// many per entry ([`crate::index::MAX_RELEASES`]).
     pub max_payloads: usize,
     /// Largest single payload in bytes.
     pub max_payload_size: u64,
@@ -23,7 +24,7 @@ impl Limits {
         max_manifest: 64 * 1024,
         max_signatures_file: 64 * 1024,
         max_signatures: 64,
-        max_payloads: 32,
+        max_payloads: 64,
         max_payload_size: 256 * 1024 * 1024,
         max_package_size: 1024 * 1024 * 1024,
     };

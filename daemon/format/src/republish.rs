@@ -30,7 +30,7 @@ pub enum RepublishError {
     #[error("not a kernel-build republish of {version}: the build for kernel {release} was dropped; a republish keeps every build it had: publish a new version instead")]
     PayloadDropped { version: String, release: String },
     /// The new manifest lists exactly the kernels of the old one.
-    #[error("not a kernel-build republish of {version}: it adds no kernel build (the same kernels as before)")]
+    #[error("not a kernel-build republish of {version}: it adds no kernel build (it lists the same kernels); to change a build, publish a new version")]
     NothingAdded { version: String },
 }
 
@@ -146,7 +146,8 @@ mod tests {
     #[test]
     fn every_field_of_the_release_must_stay() {
         let o = old();
-        let cases: [(&str, fn(&mut Manifest)); 9] = [
+        type Change = fn(&mut Manifest);
+        let cases: [(&str, Change); 9] = [
             ("format", |m| m.format = 2),
             ("kind", |m| m.kind = "milspec-index".into()),
             ("name", |m| m.name = "other".into()),

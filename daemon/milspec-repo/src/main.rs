@@ -2,6 +2,9 @@
 //! into signed packages and adds signatures, and writes the mirror that
 //! hosts pull from: packages plus one signed `index.json`.
 
+mod add_build;
+mod mirror_view;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +19,7 @@ use milspec_format::keys::SecretKey;
 use milspec_format::manifest::{parse_param_arg, ParamArgError, Probation, Requires};
 use milspec_format::package::{read_package_file, Discard, Trust};
 use milspec_format::writer::{self, PackOptions};
-use milspec_format::{Limits, Sha256Digest};
+use milspec_format::{republish, sanitize, Limits, Sha256Digest};
 use std::fs;
 
 #[derive(Parser, Debug)]
@@ -61,6 +64,25 @@ enum Cmd {
         #[arg(long, value_name = "FILE.mspkg")]
         out: PathBuf,
     },
+    /// Add builds for more kernels to a package: the same release, re-signed.
+    ///
+    /// Everything else of the manifest stays (version, sequence, params,
+    /// requirements, probation, every existing build), so `publish` can
+    /// replace the release on a mirror without restarting its rollout.
+    AddBuild {
+        /// The package to extend.
+        #[arg(long, value_name = "IN.mspkg")]
+        package: PathBuf,
+        /// A kernel module for a kernel the package has no build for (repeatable).
+        #[arg(long = "module", value_name = "KO", required = true)]
+        modules: Vec<PathBuf>,
+        /// A secret key to sign with (repeatable for several signatures).
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<PathBuf>,
+        /// The new package (must differ from --package).
+        #[arg(long, value_name = "OUT.mspkg")]
+        out: PathBuf,
+    },
     /// Add one more signature to a package, in place.
     Sign {
         #[arg(long, value_name = "KEY")]
@@ -88,6 +110,15 @@ enum Cmd {
     Refresh {
         #[command(flatten)]
         mirror: MirrorArgs,
+    },
+    /// List each release on a mirror with the kernel releases it has builds for.
+    Kernels {
+        /// The mirror folder.
+        #[arg(long, value_name = "DIR")]
+        mirror: PathBuf,
+        /// One JSON document instead of one line per release.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -164,6 +195,16 @@ impl MirrorWrite {
         self.index.packages.sort_by(|a, b| a.sequence.cmp(&b.sequence).then_with(|| a.version.cmp(&b.version)));
         self.index.validate()?;
         let bytes = self.index.sign(&self.keys)?;
+        // Hosts refuse a larger index; better said here than by every host.
+        let limit = milspec_format::index::MAX_INDEX_FILE;
+        if bytes.len() as u64 > limit {
+            bail!(
+                "the signed index would be {} bytes, more than the {limit} hosts accept; nothing was written: \
+                 the mirror lists more releases and kernel builds than one index can carry \
+                 (docs/benchmarks.md, \"Index growth with kernels\")",
+                bytes.len()
+            );
+        }
         let path = self.dir.join(INDEX_FILE);
         atomic::write_atomic(&path, &bytes, 0o644)
             .with_context(|| format!("{}: cannot write the index", path.display()))?;
@@ -189,31 +230,64 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
             entry.waves = w.clone();
         }
         if let Some(old) = m.index.packages.iter_mut().find(|e| e.version == man.version) {
-            if old.sha256 != sha256 {
+            if old.sha256 == sha256 {
+                if waves.is_some() {
+                    old.waves = entry.waves.clone();
+                }
+                println!(
+                    "{} {} is already published; schedule {}",
+                    man.name,
+                    man.version,
+                    if waves.is_some() { "updated" } else { "kept" }
+                );
+                continue;
+            }
+            // Same version, other content: only a kernel-build republish of
+            // the package the mirror holds may replace it.
+            let held = m.dir.join(&old.path);
+            let held_file = milspec_format::open_package(&held, limits)?;
+            let (held_sha, _) = Sha256Digest::of_reader(held_file, limits.max_package_size)
+                .with_context(|| format!("{}: cannot read", held.display()))?;
+            if held_sha != old.sha256 {
                 bail!(
-                    "{}: version {} is already on the mirror with different content; publish a new version",
-                    pkg.display(),
-                    man.version
+                    "{}: does not match the sha256 the index lists for {} ({held_sha}, listed {}); \
+                     restore the mirror's copy before republishing",
+                    held.display(),
+                    man.version,
+                    old.sha256
                 );
             }
-            if waves.is_some() {
-                old.waves = entry.waves.clone();
-            }
+            let held_man = read_package_file(&held, Trust::Unverified, limits, &mut Discard)
+                .with_context(|| {
+                    format!("{}: cannot read the package the mirror lists for {}", held.display(), man.version)
+                })?
+                .manifest;
+            let added = republish::added_builds(&held_man, &man).with_context(|| {
+                format!("{}: version {} is already on the mirror with different content", pkg.display(), man.version)
+            })?;
+            // A new file name: hosts may be downloading the old file.
+            let rel = republish_path(&man, &sha256);
+            copy_into_mirror(pkg, &m.dir.join(&rel), limits)?;
             println!(
-                "{} {} is already published; schedule {}",
+                "republished {} {} (sequence {}) as {rel}, {size} bytes, sha256 {sha256}: {} kernel build(s) added ({}); {}",
                 man.name,
                 man.version,
-                if waves.is_some() { "updated" } else { "kept" }
+                man.sequence,
+                added.len(),
+                added.iter().map(|p| sanitize(&p.kernel_release)).collect::<Vec<_>>().join(", "),
+                if waves.is_some() { "schedule replaced" } else { "rollout kept" }
             );
+            old.path = rel;
+            old.size = size;
+            old.sha256 = sha256;
+            old.kernel_releases = entry.kernel_releases;
+            if waves.is_some() {
+                old.waves = entry.waves;
+            }
             continue;
         }
         // The package goes in before the index that names it.
-        let dest = m.dir.join(&rel);
-        let mut out =
-            atomic::AtomicFile::create(&dest, 0o644).with_context(|| format!("{}: cannot create", dest.display()))?;
-        let mut src = milspec_format::open_package(pkg, limits)?;
-        std::io::copy(&mut src, &mut out).with_context(|| format!("{}: cannot copy", dest.display()))?;
-        out.commit().with_context(|| format!("{}: cannot write", dest.display()))?;
+        copy_into_mirror(pkg, &m.dir.join(&rel), limits)?;
         println!(
             "added {} {} (sequence {}) as {rel}, {size} bytes, sha256 {sha256}",
             man.name, man.version, man.sequence
@@ -228,6 +302,23 @@ fn publish(args: &MirrorArgs, waves: Option<Vec<Wave>>, packages: &[PathBuf], li
         index.packages.len(),
         rfc3339(index.expires)
     );
+    Ok(())
+}
+
+/// Where a republished package goes: its name carries a short hash of its
+/// bytes, so it never overwrites the file the index named before.
+fn republish_path(man: &milspec_format::Manifest, sha256: &Sha256Digest) -> String {
+    let hex = sha256.to_string();
+    format!("packages/{}-{}-{}.mspkg", man.name, man.version, &hex[..hex.len().min(12)])
+}
+
+/// Copies a package into the mirror folder, atomically.
+fn copy_into_mirror(pkg: &std::path::Path, dest: &std::path::Path, limits: &Limits) -> anyhow::Result<()> {
+    let mut out =
+        atomic::AtomicFile::create(dest, 0o644).with_context(|| format!("{}: cannot create", dest.display()))?;
+    let mut src = milspec_format::open_package(pkg, limits)?;
+    std::io::copy(&mut src, &mut out).with_context(|| format!("{}: cannot copy", dest.display()))?;
+    out.commit().with_context(|| format!("{}: cannot write", dest.display()))?;
     Ok(())
 }
 
@@ -294,6 +385,22 @@ fn main() -> ExitCode {
                     println!("  {}  {} bytes  sha256 {}", p.kernel_release, p.size, p.sha256);
                 }
             }
+            Cmd::AddBuild { package, modules, keys, out } => {
+                let keys = keys.iter().map(|k| SecretKey::load(k)).collect::<Result<Vec<_>, _>>()?;
+                let (m, added) = add_build::add_build(&package, &modules, &keys, &out, &limits)?;
+                println!(
+                    "wrote {}: {} {} (sequence {}), {} payload(s), {added} added, {} signature(s)",
+                    out.display(),
+                    m.name,
+                    m.version,
+                    m.sequence,
+                    m.payloads.len(),
+                    keys.len()
+                );
+                for p in &m.payloads[m.payloads.len() - added..] {
+                    println!("  + {}  {} bytes  sha256 {}", sanitize(&p.kernel_release), p.size, p.sha256);
+                }
+            }
             Cmd::Sign { key, package } => {
                 let key = SecretKey::load(&key)?;
                 let (m, sigs) = writer::add_signature(&package, &key, &limits)?;
@@ -323,6 +430,7 @@ fn main() -> ExitCode {
                 let index = MirrorWrite::open(&mirror)?.commit()?;
                 println!("refreshed index: version {}, expires {}", index.version, rfc3339(index.expires));
             }
+            Cmd::Kernels { mirror, json } => print!("{}", mirror_view::kernels(&mirror, json)?),
         }
         Ok(ExitCode::SUCCESS)
     })
