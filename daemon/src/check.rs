@@ -106,6 +106,19 @@ pub enum PrepareReport {
     NoBuild { version: String, kernel_release: String, why: String },
 }
 
+impl PrepareReport {
+    /// `milspecd prepare-kernel` exit codes: 0 ready (or nothing
+    /// committed), 2 refused, 6 no build for that kernel.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PrepareReport::NothingCommitted { .. }
+            | PrepareReport::Build(BuildOutcome::Ready { .. } | BuildOutcome::Added { .. }) => 0,
+            PrepareReport::Build(BuildOutcome::Rejected { .. }) => 2,
+            PrepareReport::NoBuild { .. } | PrepareReport::Build(BuildOutcome::Failed { .. }) => 6,
+        }
+    }
+}
+
 impl std::fmt::Display for PrepareReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -66,6 +66,18 @@ enum Cmd {
     },
     /// Check the configuration and print it with every default filled in.
     Config(ConfigArg),
+    /// Make the committed version ready for kernel RELEASE in the
+    /// foreground, as the daemon does when the kernel hook tells it: fetch
+    /// its build from the mirror and add it to the committed slot.
+    /// Exit 0 ready (or nothing committed), 6 no build, 2 rejected, 1 error.
+    PrepareKernel {
+        #[command(flatten)]
+        config: ConfigArg,
+        release: String,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Poll the mirror once in the foreground and say what was done.
     /// Exit 0 up to date, waiting or committed, 2 rejected, 3 rolled back, 1 error.
     Check {
@@ -154,6 +166,23 @@ fn main() -> ExitCode {
             let cfg = load_config(&config)?;
             let kernel = kernel_factory()(&cfg)?;
             milspecd::load_committed::load_committed(&cfg, &params, kernel.as_ref())
+        }
+        Cmd::PrepareKernel { config, release, json } => {
+            journal::init_stderr_logging();
+            let cfg = load_config(&config)?;
+            let poller = cfg.source.as_ref().map(|_| Poller::new(&cfg)).transpose()?;
+            let kernel = SysKernel::new()?;
+            let mut engine = Engine::open(cfg.clone(), &kernel)?;
+            let r = engine.recover()?;
+            info!("recovery: {r}");
+            let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
+            let report = milspecd::check::prepare_kernel(poller.as_ref(), &mut engine, &release, opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(ExitCode::from(report.exit_code()))
         }
         Cmd::Check { config, now, json } => {
             journal::init_stderr_logging();
