@@ -8,11 +8,12 @@
 MIRROR_PID=
 KCONF=/tmp/milspecd-kernels.toml
 
-# kernels_config: the engine config plus [source] on the loopback mirror and
-# a metrics file; left in $KCONF.
+# kernels_config [PROBATION]: the engine config plus [source] on the loopback
+# mirror and a metrics file, in $KCONF; CONF (engine.sh) names it from now on.
 kernels_config() {
 	sed "s/^probation = .*/probation = \"${1:-3s}\"/" /etc/milspecd/milspecd.toml >"$KCONF"
 	printf '\n[source]\nurl = "http://127.0.0.1:8080/"\npoll_interval = "24h"\n\n[metrics]\ntextfile = "/run/milspecd/milspecd.prom"\n' >>"$KCONF"
+	CONF=$KCONF
 	ip link set lo up
 	[ -s /etc/machine-id ] || echo 5f1c2a7e9b3d4c6a8e0f1a2b3c4d5e6f >/etc/machine-id
 }
@@ -41,7 +42,7 @@ stop_mirror() {
 
 # kjson: milspecd status --json, on one line.
 kjson() {
-	milspecd status --config "$KCONF" --json | tr -d '\n '
+	milspecd status --config "$CONF" --json | tr -d '\n '
 }
 
 # kernel_build: the status's kernel.build (ready, no-build, no-version).

@@ -23,7 +23,6 @@
 OLD=$(kernel_release old)
 NEW=$(kernel_release new)
 kernels_config 3s
-CONF=$KCONF
 
 # consistent WHAT WANT_KERNELS: after a crash and a recovery, 1.1.0 is
 # committed, valid and live, and its slot holds exactly WANT_KERNELS.
@@ -45,16 +44,27 @@ case $BOOT in
 	expect_eq "one build" "$(slot_kernels "$slot")" "$OLD"
 	serve_mirror old+new
 
-	for fp in build.staging build.after-stage; do
+	# Crashes before the exchange leave the slot as it was; after it, the
+	# slot has the build (then the running daemon drops it again, as for a
+	# removed kernel, for the next case).
+	start_bus
+	for fp in build.staging:$OLD build.after-stage:$OLD install.after-replace:"$OLD $NEW" build.after-replace:"$OLD $NEW"; do
+		want=${fp#*:}
+		fp=${fp%%:*}
 		_rc=0
 		FAILPOINTS="$fp=panic" milspecd-fp prepare-kernel --config "$CONF" "$NEW" >/tmp/fp.out 2>&1 || _rc=$?
 		[ "$_rc" != 0 ] || { cat /tmp/fp.out; fail "$fp: the crash point was not reached"; }
 		say "crashed at $fp (exit $_rc)"
-		consistent "crash at $fp" "$OLD"
+		consistent "crash at $fp" "$want"
+		if [ "$want" != "$OLD" ]; then
+			start_daemon "$CONF"
+			ctl 0 kernel-removed "$NEW"
+			stop_daemon
+			expect_eq "dropped again" "$(slot_kernels "$slot")" "$OLD"
+		fi
 	done
 
 	# The kernel's postinst hook, with the daemon running.
-	start_bus
 	start_daemon "$CONF"
 	_rc=0
 	/usr/lib/milspecd/kernel-hook installed "$NEW" >/tmp/hook.out 2>&1 || _rc=$?

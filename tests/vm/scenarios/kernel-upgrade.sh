@@ -22,7 +22,6 @@
 OLD=$(kernel_release old)
 NEW=$(kernel_release new)
 kernels_config 3s
-CONF=$KCONF
 
 case $BOOT in
 1)

@@ -1,0 +1,260 @@
+//! Kernel upgrades against the fake kernel: builds per kernel in a slot,
+//! "no build for this kernel" as a reported state, a kernel-build
+//! republish added without a trial, a refused one changing nothing, a
+//! build that fails blocked for its kernel only, and a trial interrupted
+//! by a reboot into another kernel. The real kernels are in the VM tier
+//! (tests/vm/scenarios/kernel-*.sh).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::fake_kernel::{write, FakeKernel, Fault};
+use common::*;
+use milspec_format::testkit::FakeKo;
+use milspecd::config::Config;
+use milspecd::engine::{BuildOutcome, Engine, InstallOptions, Outcome, Recovery};
+use milspecd::history::{EventKind, History};
+use milspecd::kernels::KernelBuild;
+use milspecd::state::StateFile;
+
+const OLD: &str = "6.12.111+deb12-cloud-amd64";
+const NEW: &str = "6.12.113+deb12-cloud-amd64";
+
+struct Host {
+    f: Fixture,
+    cfg: Config,
+    key: PathBuf,
+    boots: u32,
+}
+
+impl Host {
+    fn new() -> Self {
+        let f = Fixture::new();
+        let key = f.key("release", true);
+        let mut cfg = Config::default();
+        cfg.trust.keys_dir = f.path("trust");
+        cfg.paths.state_dir = f.path("state");
+        cfg.health.probation = Duration::from_millis(300);
+        cfg.health.checks_dir = f.path("checks");
+        cfg.kernel.modules_dir = f.path("modules");
+        Host { f, cfg, key, boots: 0 }
+    }
+
+    /// Boots kernel `release`: a fresh boot id, nothing loaded.
+    fn boot(&mut self, release: &str) -> FakeKernel {
+        self.boots += 1;
+        let root = self.f.path("root");
+        let _ = fs::remove_dir_all(&root);
+        let k = FakeKernel::new(&root, release);
+        write(&k.paths.boot_id(), &format!("boot-{}\n", self.boots));
+        self.cfg.kernel.proc = k.paths.proc.clone();
+        self.cfg.kernel.sys = k.paths.sys.clone();
+        self.cfg.kernel.kmsg = k.paths.kmsg.clone();
+        k
+    }
+
+    fn ko(&self, version: &str, release: &str) -> PathBuf {
+        let name = format!("m-{version}-{release}.ko");
+        self.f.ko(&name, FakeKo { version, kernel_release: release, ..FakeKo::default() })
+    }
+
+    /// A package of `version` with a build for each of `releases`.
+    fn pack(&self, version: &str, releases: &[&str], extra: &[&str], out: &str) -> PathBuf {
+        let mut cmd = repo();
+        cmd.args(["pack", "--version", version, "--key"]).arg(&self.key).arg("--out").arg(self.f.path(out));
+        for r in releases {
+            cmd.arg("--module").arg(self.ko(version, r));
+        }
+        cmd.args(extra).assert().success();
+        self.f.path(out)
+    }
+
+    /// `milspec-repo add-build`: `pkg` republished with a build for `release`.
+    fn add_build(&self, pkg: &Path, version: &str, release: &str, out: &str) -> PathBuf {
+        repo()
+            .arg("add-build")
+            .arg("--package")
+            .arg(pkg)
+            .arg("--module")
+            .arg(self.ko(version, release))
+            .arg("--key")
+            .arg(&self.key)
+            .arg("--out")
+            .arg(self.f.path(out))
+            .assert()
+            .success();
+        self.f.path(out)
+    }
+
+    fn install(&self, k: &FakeKernel, pkg: &Path) -> Outcome {
+        let mut e = Engine::open(self.cfg.clone(), k).unwrap();
+        e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap()
+    }
+
+    fn recover(&self, k: &FakeKernel) -> Recovery {
+        Engine::open(self.cfg.clone(), k).unwrap().recover().unwrap()
+    }
+
+    fn events(&self) -> Vec<EventKind> {
+        History::new(&self.cfg.paths.state_dir).read(1000).unwrap().into_iter().map(|e| e.event).collect()
+    }
+
+    /// Every file of both slots and the state record, with its bytes.
+    fn disk(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let root = &self.cfg.paths.state_dir;
+        let mut stack = vec![root.join("slots")];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((p.strip_prefix(root).unwrap().display().to_string(), fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.push(("state.json".into(), fs::read(root.join("state.json")).unwrap()));
+        out.sort();
+        out
+    }
+}
+
+#[test]
+fn a_two_kernel_package_loads_on_both_kernels_and_a_missing_build_is_reported_then_added() {
+    let mut h = Host::new();
+    let k = h.boot(OLD);
+    let both = h.pack("1.0.0", &[OLD, NEW], &[], "both.mspkg");
+    assert!(matches!(h.install(&k, &both), Outcome::Committed { .. }));
+
+    // Reboot into the new kernel: its build loads at once.
+    let k = h.boot(NEW);
+    assert_eq!(h.recover(&k), Recovery::LoadedCommitted { version: "1.0.0".into() });
+    assert_eq!(k.live_version().as_deref(), Some("1.0.0"));
+
+    // A package for the new kernel only, then back to the old kernel.
+    let one = h.pack("1.1.0", &[NEW], &[], "new-only.mspkg");
+    assert!(matches!(h.install(&k, &one), Outcome::Committed { .. }));
+    let k = h.boot(OLD);
+    let r = h.recover(&k);
+    let Recovery::NoBuild(nb) = &r else { panic!("{r:?}") };
+    assert_eq!((nb.version.as_str(), nb.release.as_str(), nb.kernels.clone()), ("1.1.0", OLD, vec![NEW.to_string()]));
+    assert!(r.to_string().contains("no build for this kernel"), "{r}");
+    assert_eq!(k.live_version(), None);
+    let e = Engine::open(h.cfg.clone(), &k).unwrap();
+    let st = e.status().unwrap();
+    assert_eq!(st.kernel.build, KernelBuild::NoBuild);
+    assert_eq!(st.kernel.without_build, vec![OLD.to_string()]);
+    drop(e);
+
+    // A release with another parameter passed off as a republish: refused,
+    // slots and state byte for byte as they were, one history record more.
+    let changed = h.pack("1.1.0", &[NEW, OLD], &["--param", "mode5_level=3"], "changed.mspkg");
+    let before = h.disk();
+    let events = h.events().len();
+    let mut e = Engine::open(h.cfg.clone(), &k).unwrap();
+    let o = e.add_build(fs::File::open(&changed).unwrap(), OLD).unwrap();
+    assert!(matches!(&o, BuildOutcome::Rejected { reason } if reason.contains("not a kernel-build republish")), "{o:?}");
+    assert_eq!(h.disk(), before);
+    assert_eq!(h.events().len(), events + 1);
+
+    // The republish with the old kernel's build: added and loaded, no trial.
+    let swaps = h.events().iter().filter(|e| **e == EventKind::Swapped).count();
+    let republished = h.add_build(&one, "1.1.0", OLD, "republished.mspkg");
+    let o = e.add_build(fs::File::open(&republished).unwrap(), OLD).unwrap();
+    assert_eq!(o, BuildOutcome::Added { version: "1.1.0".into(), kernel_release: OLD.into(), loaded: true });
+    assert_eq!(k.live_version().as_deref(), Some("1.1.0"));
+    assert_eq!(h.events().iter().filter(|e| **e == EventKind::Swapped).count(), swaps);
+    assert!(h.events().contains(&EventKind::BuildAdded));
+    let st = e.status().unwrap();
+    assert_eq!(st.kernel.build, KernelBuild::Ready);
+    assert_eq!(st.kernel.committed_kernels, vec![OLD.to_string(), NEW.to_string()]);
+    assert!(st.blocklist.is_empty());
+    // Asked again: ready, nothing changes.
+    let before = h.disk();
+    let o = e.add_build(fs::File::open(&republished).unwrap(), OLD).unwrap();
+    assert!(matches!(o, BuildOutcome::Ready { .. }), "{o:?}");
+    assert_eq!(h.disk(), before);
+
+    // The new kernel is removed: its build goes from both slots (1.0.0 in
+    // the other one had it too), the running kernel's stays.
+    let id = StateFile::new(&h.cfg.paths.state_dir).load().unwrap().committed.unwrap();
+    assert_eq!(e.drop_build(NEW).unwrap(), vec![milspecd::slot_id::SlotId::A, milspecd::slot_id::SlotId::B]);
+    assert_eq!(e.drop_build(OLD).unwrap(), vec![]);
+    assert_eq!(e.status().unwrap().kernel.committed_kernels, vec![OLD.to_string()]);
+    assert!(h.cfg.paths.state_dir.join(format!("slots/{id}/kernels/{OLD}.ko")).exists());
+    assert!(!h.cfg.paths.state_dir.join(format!("slots/{id}/kernels/{NEW}.ko")).exists());
+}
+
+#[test]
+fn a_build_that_fails_on_its_kernel_is_blocked_for_that_kernel_only() {
+    let mut h = Host::new();
+    let k = h.boot(NEW);
+    let one = h.pack("1.2.0", &[NEW], &[], "new-only.mspkg");
+    assert!(matches!(h.install(&k, &one), Outcome::Committed { .. }));
+    let mut k = h.boot(OLD);
+    k.faults.insert("1.2.0".into(), Fault::Warn);
+    let republished = h.add_build(&one, "1.2.0", OLD, "republished.mspkg");
+    let mut e = Engine::open(h.cfg.clone(), &k).unwrap();
+    let o = e.add_build(fs::File::open(&republished).unwrap(), OLD).unwrap();
+    assert!(matches!(&o, BuildOutcome::Failed { kernel_release, .. } if kernel_release == OLD), "{o:?}");
+    assert_eq!(k.live_version(), None, "the failed build was unloaded");
+    let st = e.status().unwrap();
+    assert_eq!(st.kernel.build, KernelBuild::NoBuild);
+    assert_eq!(st.kernel.committed_kernels, vec![NEW.to_string()]);
+    assert!(st.blocklist.is_empty(), "1.2.0 stays good for the new kernel");
+    assert_eq!(st.blocked_builds.len(), 1);
+    // Never fetched or added again.
+    let o = e.add_build(fs::File::open(&republished).unwrap(), OLD).unwrap();
+    assert!(matches!(&o, BuildOutcome::Rejected { reason } if reason.contains("failed here before")), "{o:?}");
+    drop(e);
+    let k = h.boot(NEW);
+    assert_eq!(h.recover(&k), Recovery::LoadedCommitted { version: "1.2.0".into() });
+}
+
+#[test]
+fn a_trial_interrupted_by_a_reboot_into_another_kernel_is_rolled_back_unjudged() {
+    let mut h = Host::new();
+    let k = h.boot(OLD);
+    let both = h.pack("1.0.0", &[OLD, NEW], &[], "both.mspkg");
+    assert!(matches!(h.install(&k, &both), Outcome::Committed { .. }));
+    // A trial of 1.1.0 starts on the old kernel, and the host reboots into
+    // the new one in the middle of it (the record as the engine left it).
+    let sf = StateFile::new(&h.cfg.paths.state_dir);
+    let mut st = sf.load().unwrap();
+    let committed = st.committed.unwrap();
+    let trial = milspecd::state::Trial {
+        slot: committed.other(),
+        version: "1.1.0".parse().unwrap(),
+        sequence: 1_001_000_000,
+        phase: milspecd::state::TrialPhase::Watching,
+        boot_id: format!("boot-{}", h.boots),
+        started_ms: 5,
+        window_ms: 30_000,
+        checkpoint: milspecd::state::Checkpoint {
+            slot: Some(committed),
+            version: Some("1.0.0".into()),
+            params: Default::default(),
+            baseline: Default::default(),
+        },
+        rollback_reason: None,
+    };
+    st.begin_trial(trial, OLD).unwrap();
+    sf.save(&st).unwrap();
+    let k = h.boot(NEW);
+    match h.recover(&k) {
+        Recovery::RolledBack(Outcome::RolledBack { to, reason, .. }) => {
+            assert_eq!(to.as_deref(), Some("1.0.0"));
+            assert!(reason.contains("interrupted") && reason.contains(NEW), "{reason}");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(k.live_version().as_deref(), Some("1.0.0"));
+    let st = sf.load().unwrap();
+    assert!(st.blocklist.is_empty(), "never judged, so never blocklisted");
+    assert!(st.trial.is_none() && st.trial_kernel.is_none());
+}
