@@ -1040,7 +1040,11 @@ impl Engine<'_> {
             Ok(o) => o,
             Err(e) => return reject(self, format!("package rejected: {e}")),
         };
+        // The slot may hold fewer builds than its manifest lists (a removed
+        // kernel's was dropped): the same manifest again brings one back.
+        let same = opened.manifest == slot.manifest;
         match milspec_format::republish::added_builds(&slot.manifest, &opened.manifest) {
+            Err(_) if same && opened.manifest.payload_for(release).is_some() => {}
             Err(e) => return reject(self, e.to_string()),
             Ok(added) if !added.iter().any(|p| p.kernel_release == release) => {
                 return reject(self, format!("the republished {version} has no build for kernel {release}"));

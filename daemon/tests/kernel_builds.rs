@@ -188,6 +188,10 @@ fn a_two_kernel_package_loads_on_both_kernels_and_a_missing_build_is_reported_th
     assert_eq!(e.status().unwrap().kernel.committed_kernels, vec![OLD.to_string()]);
     assert!(h.cfg.paths.state_dir.join(format!("slots/{id}/kernels/{OLD}.ko")).exists());
     assert!(!h.cfg.paths.state_dir.join(format!("slots/{id}/kernels/{NEW}.ko")).exists());
+    // The kernel comes back: the same republish adds its build again.
+    let o = e.add_build(fs::File::open(&republished).unwrap(), NEW).unwrap();
+    assert_eq!(o, BuildOutcome::Added { version: "1.1.0".into(), kernel_release: NEW.into(), loaded: false });
+    assert_eq!(e.status().unwrap().kernel.committed_kernels, vec![OLD.to_string(), NEW.to_string()]);
 }
 
 #[test]
