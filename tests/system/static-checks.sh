@@ -124,10 +124,12 @@ fi
 # 6. shellcheck on the scripts that ship or run in the guest.
 if command -v shellcheck >/dev/null; then
 	if out=$(shellcheck -S warning -s sh "$ROOT"/daemon/debian/postinst "$ROOT"/daemon/debian/prerm \
-		"$ROOT"/daemon/debian/postrm "$ROOT"/tests/system/guest/systest-run \
+		"$ROOT"/daemon/debian/postrm "$ROOT"/daemon/dist/usr/lib/milspecd/kernel-hook \
+		"$ROOT"/daemon/dist/etc/kernel/postinst.d/milspecd "$ROOT"/daemon/dist/etc/kernel/postrm.d/milspecd \
+		"$ROOT"/daemon/dist/usr/lib/kernel/install.d/50-milspecd.install "$ROOT"/tests/system/guest/systest-run \
 		"$ROOT"/tests/system/guest/guest.sh 2>&1) &&
 		out+=$(shellcheck -S warning -x "$ROOT"/tests/system/*.sh 2>&1); then
-		pass "shellcheck: maintainer scripts, guest and host scripts"
+		pass "shellcheck: maintainer scripts, kernel hooks, guest and host scripts"
 	else
 		flunk "shellcheck: $out"
 	fi

@@ -275,6 +275,10 @@ boot1() {
 	check modprobe-committed sh -c 'modprobe dell_milspec && [ "$(cat /sys/module/dell_milspec/version)" = 1.7.0 ]'
 	systemctl start milspecd.service
 	check final-active wait_for 60 active
+	# The kernel postinst hook, as the kernel package runs it: the running
+	# kernel is covered; one with no build anywhere gets a warning; both exit 0.
+	check kernel-hook sh -c '/etc/kernel/postinst.d/milspecd "$(uname -r)" | grep -q kernel-ready &&
+		/etc/kernel/postinst.d/milspecd 6.12.999-nobuild 2>&1 | grep -q "WARNING: no dell-milspec build for kernel 6.12.999-nobuild"'
 	info "status: $(milspecctl status 2>&1 | tr '\n' ';')"
 	cross_version
 	info "status: $(milspecctl status 2>&1 | tr '\n' ';')"

@@ -94,7 +94,9 @@ case $BOOT in
 	# The kernel-build republish: pulled, added, loaded; no trial.
 	swaps=$(history_count swapped)
 	serve_mirror new+old
+	_t0=$(uptime_ms)
 	ctl 0 check
+	say "BENCH pull-add-load (no pre-staging): $(($(uptime_ms) - _t0)) ms for the poll, download, verify, add and load; live $(uptime_ms) ms after boot"
 	expect_match "build added" "$(cat /tmp/ctl.out)" "added the build of 1.1.0 .* loaded it"
 	expect_eq "1.1.0 live on the old kernel" "$(live_version)" 1.1.0
 	expect_eq "module state" "$(status state)" ok
