@@ -864,6 +864,9 @@ impl<'k> Engine<'k> {
             committed_build: committed.as_ref().is_some_and(|s| {
                 s.current().is_ok() && state.is_build_blocked(&s.manifest.version, &release).is_none()
             }),
+            committed_blocked: committed
+                .as_ref()
+                .is_some_and(|s| state.is_build_blocked(&s.manifest.version, &release).is_some()),
             kernel_release: release.clone(),
             adopt_unmanaged: self.cfg.kernel.adopt_unmanaged,
         };
@@ -888,6 +891,21 @@ impl<'k> Engine<'k> {
                 self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
                 let o = self.roll_back_as(&mut state, reason, Instant::now(), 0, None, interrupted)?;
                 Ok(Recovery::RolledBack(o))
+            }
+            RecoveryAction::UnloadBlockedBuild => {
+                let slot = committed.ok_or(EngineError::NoCommittedSlot)?;
+                warn!(version = %slot.manifest.version, "the loaded build for this kernel failed here and is blocked: unloading it");
+                self.kernel.unload(&self.host.paths, self.cfg.health.unload_timeout)?;
+                if slot.build(&release).is_some() && slot.builds.len() > 1 {
+                    self.drop_build_from(&slot, &release)?;
+                }
+                self.record(
+                    Event::new(EventKind::Recovered)
+                        .version(slot.manifest.version.to_string())
+                        .kernel(&release)
+                        .reason("unloaded a build blocked for this kernel (it failed here)"),
+                )?;
+                Ok(Recovery::NoBuild(slot.no_build(&release)))
             }
             RecoveryAction::NoBuild => {
                 let slot = committed.ok_or(EngineError::NoCommittedSlot)?;

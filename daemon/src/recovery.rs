@@ -22,6 +22,9 @@ pub struct RecoveryFacts {
     pub committed: Option<(SlotId, String)>,
     /// The committed slot holds a build for the running kernel.
     pub committed_build: bool,
+    /// That build failed here and is blocked (a crash came between the
+    /// block and its unload).
+    pub committed_blocked: bool,
     /// The running kernel's release.
     pub kernel_release: String,
     /// `[kernel] adopt_unmanaged`: replace a loaded module that matches no slot.
@@ -55,6 +58,9 @@ pub enum RecoveryAction {
     /// No module is loaded and the committed slot has no build for the
     /// running kernel: nothing to load; reported, never an error.
     NoBuild,
+    /// The committed version's build for this kernel is loaded but
+    /// blocked (it failed here): unload it and drop it from the slot.
+    UnloadBlockedBuild,
     /// The loaded module matches no committed slot: report it, and
     /// replace it with the committed slot when `replace`.
     Drift { replace: bool },
@@ -111,6 +117,9 @@ pub fn recovery_plan(state: &State, facts: &RecoveryFacts) -> RecoveryPlan {
             (None, Some(_)) if facts.committed_build => RecoveryAction::LoadCommitted,
             (None, Some(_)) => RecoveryAction::NoBuild,
             (None, None) => RecoveryAction::Clean,
+            (Some(m), Some((_, v))) if m.version.as_deref() == Some(v.as_str()) && facts.committed_blocked => {
+                RecoveryAction::UnloadBlockedBuild
+            }
             (Some(m), Some((_, v))) if m.version.as_deref() == Some(v.as_str()) => RecoveryAction::Clean,
             (Some(_), committed) => RecoveryAction::Drift { replace: facts.adopt_unmanaged && committed.is_some() },
         },
@@ -145,6 +154,7 @@ mod tests {
             live: live.map(module),
             committed: committed.map(|v| (SlotId::A, v.to_string())),
             committed_build: true,
+            committed_blocked: false,
             kernel_release: "6.12.113".into(),
             adopt_unmanaged: false,
         }
@@ -252,6 +262,16 @@ mod tests {
         assert_eq!(action(&State::default(), &facts(None, None)), RecoveryAction::Clean);
         // The committed version is live: clean.
         assert_eq!(action(&s, &facts(Some("1.0.0"), Some("1.0.0"))), RecoveryAction::Clean);
+    }
+
+    #[test]
+    fn no_trial_a_blocked_build_live_is_unloaded() {
+        let s = State { committed: Some(SlotId::A), ..State::default() };
+        let f =
+            RecoveryFacts { committed_build: false, committed_blocked: true, ..facts(Some("1.0.0"), Some("1.0.0")) };
+        assert_eq!(action(&s, &f), RecoveryAction::UnloadBlockedBuild);
+        let f = RecoveryFacts { committed_build: false, committed_blocked: true, ..facts(None, Some("1.0.0")) };
+        assert_eq!(action(&s, &f), RecoveryAction::NoBuild);
     }
 
     #[test]

@@ -9,120 +9,13 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use common::fake_kernel::{write, FakeKernel, Fault};
-use common::*;
-use milspec_format::testkit::FakeKo;
-use milspecd::config::Config;
-use milspecd::engine::{BuildOutcome, Engine, InstallOptions, Outcome, Recovery};
-use milspecd::history::{EventKind, History};
+use common::fake_kernel::Fault;
+use common::kernel_host::{Host, NEW, OLD};
+use milspecd::engine::{BuildOutcome, Engine, Outcome, Recovery};
+use milspecd::history::EventKind;
 use milspecd::kernels::KernelBuild;
 use milspecd::state::StateFile;
-
-const OLD: &str = "6.12.111+deb12-cloud-amd64";
-const NEW: &str = "6.12.113+deb12-cloud-amd64";
-
-struct Host {
-    f: Fixture,
-    cfg: Config,
-    key: PathBuf,
-    boots: u32,
-}
-
-impl Host {
-    fn new() -> Self {
-        let f = Fixture::new();
-        let key = f.key("release", true);
-        let mut cfg = Config::default();
-        cfg.trust.keys_dir = f.path("trust");
-        cfg.paths.state_dir = f.path("state");
-        cfg.health.probation = Duration::from_millis(300);
-        cfg.health.checks_dir = f.path("checks");
-        cfg.kernel.modules_dir = f.path("modules");
-        Host { f, cfg, key, boots: 0 }
-    }
-
-    /// Boots kernel `release`: a fresh boot id, nothing loaded.
-    fn boot(&mut self, release: &str) -> FakeKernel {
-        self.boots += 1;
-        let root = self.f.path("root");
-        let _ = fs::remove_dir_all(&root);
-        let k = FakeKernel::new(&root, release);
-        write(&k.paths.boot_id(), &format!("boot-{}\n", self.boots));
-        self.cfg.kernel.proc = k.paths.proc.clone();
-        self.cfg.kernel.sys = k.paths.sys.clone();
-        self.cfg.kernel.kmsg = k.paths.kmsg.clone();
-        k
-    }
-
-    fn ko(&self, version: &str, release: &str) -> PathBuf {
-        let name = format!("m-{version}-{release}.ko");
-        self.f.ko(&name, FakeKo { version, kernel_release: release, ..FakeKo::default() })
-    }
-
-    /// A package of `version` with a build for each of `releases`.
-    fn pack(&self, version: &str, releases: &[&str], extra: &[&str], out: &str) -> PathBuf {
-        let mut cmd = repo();
-        cmd.args(["pack", "--version", version, "--key"]).arg(&self.key).arg("--out").arg(self.f.path(out));
-        for r in releases {
-            cmd.arg("--module").arg(self.ko(version, r));
-        }
-        cmd.args(extra).assert().success();
-        self.f.path(out)
-    }
-
-    /// `milspec-repo add-build`: `pkg` republished with a build for `release`.
-    fn add_build(&self, pkg: &Path, version: &str, release: &str, out: &str) -> PathBuf {
-        repo()
-            .arg("add-build")
-            .arg("--package")
-            .arg(pkg)
-            .arg("--module")
-            .arg(self.ko(version, release))
-            .arg("--key")
-            .arg(&self.key)
-            .arg("--out")
-            .arg(self.f.path(out))
-            .assert()
-            .success();
-        self.f.path(out)
-    }
-
-    fn install(&self, k: &FakeKernel, pkg: &Path) -> Outcome {
-        let mut e = Engine::open(self.cfg.clone(), k).unwrap();
-        e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap()
-    }
-
-    fn recover(&self, k: &FakeKernel) -> Recovery {
-        Engine::open(self.cfg.clone(), k).unwrap().recover().unwrap()
-    }
-
-    fn events(&self) -> Vec<EventKind> {
-        History::new(&self.cfg.paths.state_dir).read(1000).unwrap().into_iter().map(|e| e.event).collect()
-    }
-
-    /// Every file of both slots and the state record, with its bytes.
-    fn disk(&self) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        let root = &self.cfg.paths.state_dir;
-        let mut stack = vec![root.join("slots")];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push((p.strip_prefix(root).unwrap().display().to_string(), fs::read(&p).unwrap()));
-                }
-            }
-        }
-        out.push(("state.json".into(), fs::read(root.join("state.json")).unwrap()));
-        out.sort();
-        out
-    }
-}
 
 #[test]
 fn a_two_kernel_package_loads_on_both_kernels_and_a_missing_build_is_reported_then_added() {
@@ -158,7 +51,10 @@ fn a_two_kernel_package_loads_on_both_kernels_and_a_missing_build_is_reported_th
     let events = h.events().len();
     let mut e = Engine::open(h.cfg.clone(), &k).unwrap();
     let o = e.add_build(fs::File::open(&changed).unwrap(), OLD).unwrap();
-    assert!(matches!(&o, BuildOutcome::Rejected { reason } if reason.contains("not a kernel-build republish")), "{o:?}");
+    assert!(
+        matches!(&o, BuildOutcome::Rejected { reason } if reason.contains("not a kernel-build republish")),
+        "{o:?}"
+    );
     assert_eq!(h.disk(), before);
     assert_eq!(h.events().len(), events + 1);
 

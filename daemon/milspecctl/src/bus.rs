@@ -184,14 +184,16 @@ fn call_until<R: Send + 'static>(
         match rx.recv_timeout(POLL) {
             Ok(Ok(r)) => return r.map_err(|e| call_error(e, what)),
             Ok(Err(e)) => return Err(e),
-            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() >= deadline => return Err(Exit {
-                code: 1,
-                message: format!(
+            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() >= deadline => {
+                return Err(Exit {
+                    code: 1,
+                    message: format!(
                     "{what}: no answer within {}; the daemon goes on in the background: see `milspecctl kernels` later",
                     humantime::format_duration(deadline)
                 ),
+                }
+                .into())
             }
-            .into()),
             Err(mpsc::RecvTimeoutError::Timeout) => watch.check()?,
             Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("{what}: the call thread stopped"),
         }

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod fake_kernel;
+pub mod kernel_host;
 
 use std::fs;
 use std::io::Read;
