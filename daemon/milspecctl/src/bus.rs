@@ -150,23 +150,11 @@ fn long_call<R: Send + 'static>(
     what: &'static str,
     call: impl FnOnce(&ManagerProxyBlocking<'_>) -> zbus::Result<R> + Send + 'static,
 ) -> anyhow::Result<R> {
-    let conn = connect(LONG_CALL_TIMEOUT)?;
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new().name("call".into()).spawn(move || {
-        let r = proxy(&conn).map(|p| call(&p));
-        let _ = tx.send(r);
-    })?;
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(Ok(r)) => return r.map_err(|e| call_error(e, what)),
-            Ok(Err(e)) => return Err(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => watch.check()?,
-            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("{what}: the call thread stopped"),
-        }
-    }
+    call_until(watch, what, LONG_CALL_TIMEOUT, call)
 }
 
-/// [`long_call`] that gives up at `deadline` (the daemon goes on).
+/// A long action on a connection of its own, watched meanwhile; gives up
+/// at `deadline` (the daemon goes on).
 fn call_until<R: Send + 'static>(
     watch: &mut OwnerWatch,
     what: &'static str,

@@ -52,6 +52,27 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// A method about one kernel release: the caller checked, the release
+    /// checked, one action sent, its answer awaited at most `limit`.
+    async fn kernel_action(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        method: &'static str,
+        release: String,
+        make: impl FnOnce(String, crate::worker::ReplyTx) -> Action,
+        limit: Duration,
+    ) -> Result<(String, String, String), ManagerError> {
+        let uid = authorize(conn, hdr, method).await?;
+        let release = checked_release(release)?;
+        info!(uid, kernel = %release, "{method}");
+        let (tx, rx) = reply_channel();
+        self.handle.send(make(release, tx))?;
+        Ok(wait_reply(rx, limit, method).await?.into_wire())
+    }
+}
+
 /// A kernel release from a caller: checked before it goes anywhere.
 fn checked_release(release: String) -> Result<String, ManagerError> {
     if milspec_format::manifest::valid_release(&release) {
@@ -337,19 +358,10 @@ impl Manager {
         #[zbus(connection)] conn: &zbus::Connection,
         release: String,
     ) -> Result<(String, String, String), ManagerError> {
-        clean(
-            async {
-                let uid = authorize(conn, &hdr, "PrepareKernel").await?;
-                let release = checked_release(release)?;
-                info!(uid, kernel = %release, "PrepareKernel");
-                let (tx, rx) = reply_channel();
-                self.handle.send(Action::PrepareKernel { release, reply: tx })?;
-                let limit = self.cfg.source.as_ref().map_or(Duration::from_secs(60), |s| s.timeout * 3)
-                    + Duration::from_secs(60);
-                Ok(wait_reply(rx, limit, "PrepareKernel").await?.into_wire())
-            }
-            .await,
-        )
+        let limit =
+            self.cfg.source.as_ref().map_or(Duration::from_secs(60), |s| s.timeout * 3) + Duration::from_secs(60);
+        let make = |release, reply| Action::PrepareKernel { release, reply };
+        clean(self.kernel_action(conn, &hdr, "PrepareKernel", release, make, limit).await)
     }
 
     /// Kernel `release` was removed (the kernel's postrm hook calls it):
@@ -361,17 +373,8 @@ impl Manager {
         #[zbus(connection)] conn: &zbus::Connection,
         release: String,
     ) -> Result<(String, String, String), ManagerError> {
-        clean(
-            async {
-                let uid = authorize(conn, &hdr, "KernelRemoved").await?;
-                let release = checked_release(release)?;
-                info!(uid, kernel = %release, "KernelRemoved");
-                let (tx, rx) = reply_channel();
-                self.handle.send(Action::KernelRemoved { release, reply: tx })?;
-                Ok(wait_reply(rx, Duration::from_secs(60), "KernelRemoved").await?.into_wire())
-            }
-            .await,
-        )
+        let make = |release, reply| Action::KernelRemoved { release, reply };
+        clean(self.kernel_action(conn, &hdr, "KernelRemoved", release, make, Duration::from_secs(60)).await)
     }
 
     /// Pauses (`true`) or resumes automatic polling; kept across restarts.
