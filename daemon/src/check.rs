@@ -175,7 +175,7 @@ pub fn check(
     downloading: &mut dyn FnMut(&str),
 ) -> Result<CheckReport, CheckError> {
     let host = poll_host(engine)?;
-    Ok(match poller.poll(&host, opts, downloading)? {
+    let report = match poller.poll(&host, opts, downloading)? {
         PollReport::UpToDate { index_version, not_modified } => CheckReport::UpToDate { index_version, not_modified },
         PollReport::Waiting { index_version, version, position, fraction, next_wave } => {
             CheckReport::Waiting { index_version, version, position, fraction, next_wave }
@@ -192,7 +192,40 @@ pub fn check(
             CheckReport::BuildAdded { index_version: d.index_version, outcome }
         }
         PollReport::NoBuild { index_version, kernel_release } => CheckReport::NoBuild { index_version, kernel_release },
-    })
+    };
+    if !matches!(report, CheckReport::Installed { .. } | CheckReport::BuildAdded { .. }) {
+        catch_up(poller, engine, &host, opts);
+    }
+    Ok(report)
+}
+
+/// Most installed kernels a poll prepares builds for.
+const MAX_CATCH_UP: usize = 8;
+
+/// The installed kernels, other than the running one, that the committed
+/// version has no build for: each poll looks for their builds too, so a
+/// kernel installed while the daemon was down, or whose hook could not
+/// reach it, is still ready before its first boot. Its outcome is logged
+/// and recorded by the engine; a failure here never fails the poll.
+fn catch_up(poller: &Poller, engine: &mut Engine<'_>, host: &PollHost, opts: PollOptions) {
+    let wanted = host.kernels_without_build.iter().filter(|r| **r != host.kernel_release).take(MAX_CATCH_UP);
+    for release in wanted {
+        let shown = milspec_format::text::sanitize_to(release, 120);
+        let res = match poller.poll_build(host, release, opts, &mut |_| {}) {
+            Ok(PollReport::AddBuild(d)) => engine.add_build(d.file, release).map(Some).map_err(CheckError::from),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        match res {
+            Ok(Some(o)) => tracing::info!(kernel = %shown, "installed kernel {shown}: {o}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                kernel = %shown,
+                "cannot prepare the build for the installed kernel {shown}: {}",
+                crate::journal::untrusted(&e.to_string())
+            ),
+        }
+    }
 }
 
 /// The mirror's view of this host, from the engine that owns it.
@@ -209,5 +242,6 @@ fn poll_host(engine: &Engine<'_>) -> Result<PollHost, EngineError> {
         // what the mirror offers for its kernel.
         has_build: status.kernel.build != crate::kernels::KernelBuild::NoBuild,
         blocked_builds: status.blocked_builds.iter().map(|b| (b.version.clone(), b.kernel_release.clone())).collect(),
+        kernels_without_build: status.kernel.without_build.clone(),
     })
 }

@@ -158,3 +158,41 @@ fn a_trial_interrupted_by_a_reboot_into_another_kernel_is_rolled_back_unjudged()
     assert!(st.blocklist.is_empty(), "never judged, so never blocklisted");
     assert!(st.trial.is_none() && st.trial_kernel.is_none());
 }
+
+#[test]
+fn each_poll_prepares_the_installed_kernels_the_committed_version_lacks() {
+    let mut h = Host::new();
+    let k = h.boot(OLD);
+    let one = h.pack("1.1.0", &[OLD], &[], "old-only.mspkg");
+    assert!(matches!(h.install(&k, &one), Outcome::Committed { .. }));
+    // The new kernel is installed (its hook never reached the daemon) and
+    // the mirror has the republish with its build.
+    fs::create_dir_all(h.cfg.kernel.modules_dir.join(NEW)).unwrap();
+    let republished = h.add_build(&one, "1.1.0", NEW, "republished.mspkg");
+    let mirror = h.f.path("mirror");
+    common::repo()
+        .args(["publish", "--mirror"])
+        .arg(&mirror)
+        .arg("--key")
+        .arg(&h.key)
+        .arg(&republished)
+        .assert()
+        .success();
+    fs::write(h.f.path("machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let mut cfg = h.cfg.clone();
+    let mut source =
+        milspecd::config::SourceConfig { url: format!("file://{}/", mirror.display()), ..Default::default() };
+    source.machine_id_file = h.f.path("machine-id");
+    cfg.source = Some(source);
+    let poller = milspecd::mirror::Poller::new(&cfg).unwrap();
+    let mut e = Engine::open(cfg, &k).unwrap();
+    assert_eq!(e.status().unwrap().kernel.without_build, vec![NEW.to_string()]);
+    let opts = milspecd::mirror::PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
+    let r = milspecd::check::check(&poller, &mut e, opts, &mut |_| {}).unwrap();
+    assert!(matches!(r, milspecd::check::CheckReport::UpToDate { .. }), "{r:?}");
+    let st = e.status().unwrap();
+    assert_eq!(st.kernel.committed_kernels, vec![OLD.to_string(), NEW.to_string()]);
+    assert!(st.kernel.without_build.is_empty());
+    assert!(h.events().contains(&EventKind::BuildAdded));
+    assert_eq!(k.live_version().as_deref(), Some("1.1.0"));
+}

@@ -131,6 +131,9 @@ pub struct PollHost {
     pub has_build: bool,
     /// (version, kernel) builds that failed here.
     pub blocked_builds: Vec<(semver::Version, String)>,
+    /// Installed kernels (and the running one) the committed version has
+    /// no build for.
+    pub kernels_without_build: Vec<String>,
 }
 
 impl PollHost {
