@@ -161,7 +161,13 @@ pub fn prepare_kernel(
     };
     let host = poll_host(engine)?;
     match poller.poll_build(&host, release, opts, &mut |_| {})? {
-        PollReport::AddBuild(d) => Ok(PrepareReport::Build(engine.add_build(d.file, release)?)),
+        PollReport::AddBuild(d) => {
+            let o = engine.add_build(d.file, release)?;
+            if matches!(o, BuildOutcome::Rejected { .. }) {
+                poller.refuse_build(d.sha256);
+            }
+            Ok(PrepareReport::Build(o))
+        }
         _ => Ok(no_build("the mirror has none".into())),
     }
 }
@@ -189,6 +195,9 @@ pub fn check(
         }
         PollReport::AddBuild(d) => {
             let outcome = engine.add_build(d.file, &host.kernel_release)?;
+            if matches!(outcome, BuildOutcome::Rejected { .. }) {
+                poller.refuse_build(d.sha256);
+            }
             CheckReport::BuildAdded { index_version: d.index_version, outcome }
         }
         PollReport::NoBuild { index_version, kernel_release } => CheckReport::NoBuild { index_version, kernel_release },
@@ -212,7 +221,14 @@ fn catch_up(poller: &Poller, engine: &mut Engine<'_>, host: &PollHost, opts: Pol
     for release in wanted {
         let shown = milspec_format::text::sanitize_to(release, 120);
         let res = match poller.poll_build(host, release, opts, &mut |_| {}) {
-            Ok(PollReport::AddBuild(d)) => engine.add_build(d.file, release).map(Some).map_err(CheckError::from),
+            Ok(PollReport::AddBuild(d)) => {
+                let sha256 = d.sha256;
+                let o = engine.add_build(d.file, release);
+                if let Ok(BuildOutcome::Rejected { .. }) = &o {
+                    poller.refuse_build(sha256);
+                }
+                o.map(Some).map_err(CheckError::from)
+            }
             Ok(_) => Ok(None),
             Err(e) => Err(e.into()),
         };

@@ -169,22 +169,7 @@ fn each_poll_prepares_the_installed_kernels_the_committed_version_lacks() {
     // the mirror has the republish with its build.
     fs::create_dir_all(h.cfg.kernel.modules_dir.join(NEW)).unwrap();
     let republished = h.add_build(&one, "1.1.0", NEW, "republished.mspkg");
-    let mirror = h.f.path("mirror");
-    common::repo()
-        .args(["publish", "--mirror"])
-        .arg(&mirror)
-        .arg("--key")
-        .arg(&h.key)
-        .arg(&republished)
-        .assert()
-        .success();
-    fs::write(h.f.path("machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
-    let mut cfg = h.cfg.clone();
-    let mut source =
-        milspecd::config::SourceConfig { url: format!("file://{}/", mirror.display()), ..Default::default() };
-    source.machine_id_file = h.f.path("machine-id");
-    cfg.source = Some(source);
-    let poller = milspecd::mirror::Poller::new(&cfg).unwrap();
+    let (cfg, poller) = mirror_of(&h, &republished);
     let mut e = Engine::open(cfg, &k).unwrap();
     assert_eq!(e.status().unwrap().kernel.without_build, vec![NEW.to_string()]);
     let opts = milspecd::mirror::PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
@@ -195,4 +180,45 @@ fn each_poll_prepares_the_installed_kernels_the_committed_version_lacks() {
     assert!(st.kernel.without_build.is_empty());
     assert!(h.events().contains(&EventKind::BuildAdded));
     assert_eq!(k.live_version().as_deref(), Some("1.1.0"));
+}
+
+/// A `file://` mirror publishing `pkg`, and the configuration and poller
+/// of a host that pulls from it.
+fn mirror_of(h: &Host, pkg: &std::path::Path) -> (milspecd::config::Config, milspecd::mirror::Poller) {
+    let mirror = h.f.path("mirror");
+    common::repo().args(["publish", "--mirror"]).arg(&mirror).arg("--key").arg(&h.key).arg(pkg).assert().success();
+    fs::write(h.f.path("machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let mut cfg = h.cfg.clone();
+    let mut source =
+        milspecd::config::SourceConfig { url: format!("file://{}/", mirror.display()), ..Default::default() };
+    source.machine_id_file = h.f.path("machine-id");
+    cfg.source = Some(source);
+    let poller = milspecd::mirror::Poller::new(&cfg).unwrap();
+    (cfg, poller)
+}
+
+#[test]
+fn a_refused_republish_is_downloaded_and_recorded_once_not_at_every_poll() {
+    let mut h = Host::new();
+    let k = h.boot(OLD);
+    let one = h.pack("1.1.0", &[OLD], &[], "old-only.mspkg");
+    assert!(matches!(h.install(&k, &one), Outcome::Committed { .. }));
+    let k = h.boot(NEW);
+    let changed = h.pack("1.1.0", &[OLD, NEW], &["--param", "mode5_level=3"], "changed.mspkg");
+    let (cfg, poller) = mirror_of(&h, &changed);
+    let mut e = Engine::open(cfg, &k).unwrap();
+    let opts = milspecd::mirror::PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
+    let rejected = |h: &Host| h.events().iter().filter(|e| **e == EventKind::Rejected).count();
+    let r = milspecd::check::check(&poller, &mut e, opts, &mut |_| {}).unwrap();
+    assert!(
+        matches!(&r, milspecd::check::CheckReport::BuildAdded { outcome: BuildOutcome::Rejected { .. }, .. }),
+        "{r:?}"
+    );
+    assert_eq!(rejected(&h), 1);
+    for _ in 0..3 {
+        let r = milspecd::check::check(&poller, &mut e, opts, &mut |_| {}).unwrap();
+        assert!(matches!(r, milspecd::check::CheckReport::NoBuild { .. }), "{r:?}");
+    }
+    assert_eq!(rejected(&h), 1, "refused once, not at every poll");
+    assert_eq!(k.live_version(), None);
 }

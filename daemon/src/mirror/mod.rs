@@ -116,6 +116,8 @@ pub struct Download {
     pub allow_downgrade: bool,
     /// The package, open and rewound; its name is already gone.
     pub file: File,
+    /// The package's SHA-256, as the signed index gives it.
+    pub sha256: milspec_format::Sha256Digest,
 }
 
 /// The host's side of the decision, from whoever owns the host's state.
@@ -185,6 +187,10 @@ pub struct Poller {
     /// Retries per fetch; tests shorten the waits.
     pub retry: RetryPolicy,
     sleep: Box<dyn Fn(Duration) + Send + Sync>,
+    /// Kernel-build republishes this host refused (by package hash): not
+    /// downloaded again, so a bad one costs one download and one
+    /// `rejected` record, not one each poll. Kept while the daemon runs.
+    refused: std::sync::Mutex<Vec<milspec_format::Sha256Digest>>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -213,7 +219,24 @@ impl Poller {
             source,
             cfg: cfg.clone(),
             sleep: Box::new(std::thread::sleep),
+            refused: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// The engine refused the kernel-build republish `sha256`: never
+    /// offer it again (bounded: the oldest go first).
+    pub fn refuse_build(&self, sha256: milspec_format::Sha256Digest) {
+        let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if !r.contains(&sha256) {
+            if r.len() >= 64 {
+                r.remove(0);
+            }
+            r.push(sha256);
+        }
+    }
+
+    fn is_refused(&self, entry: &IndexEntry) -> bool {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&entry.sha256)
     }
 
     /// Replaces how retries wait (tests count instead of sleeping).
@@ -308,7 +331,7 @@ impl Poller {
         // The committed version first gets its build for this kernel: it
         // needs no trial, and it is what a later upgrade falls back to.
         if !host.has_build {
-            if let Some(entry) = host.build_entry(&vi.index, &host.kernel_release) {
+            if let Some(entry) = host.build_entry(&vi.index, &host.kernel_release).filter(|e| !self.is_refused(e)) {
                 return self.add_build(index_version, entry, downloading);
             }
         }
@@ -352,7 +375,14 @@ impl Poller {
         downloading(&version);
         let file = self.download(entry)?;
         let allow_downgrade = matches!(why, Why::Revoked { .. });
-        Ok(PollReport::Install(Download { index_version, version, reason, allow_downgrade, file }))
+        Ok(PollReport::Install(Download {
+            index_version,
+            version,
+            reason,
+            allow_downgrade,
+            file,
+            sha256: entry.sha256,
+        }))
     }
 
     /// For a kernel just installed: fetches the index and, if it carries
@@ -366,7 +396,7 @@ impl Poller {
         downloading: &mut dyn FnMut(&str),
     ) -> Result<PollReport, MirrorError> {
         let (vi, _) = self.fetch_index(opts.now)?;
-        match host.build_entry(&vi.index, release) {
+        match host.build_entry(&vi.index, release).filter(|e| !self.is_refused(e)) {
             Some(entry) => self.add_build(vi.index.version, entry, downloading),
             None => Ok(PollReport::NoBuild { index_version: vi.index.version, kernel_release: release.to_string() }),
         }
@@ -388,6 +418,7 @@ impl Poller {
             reason: "kernel build".into(),
             allow_downgrade: false,
             file,
+            sha256: entry.sha256,
         }))
     }
 
