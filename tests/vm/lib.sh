@@ -626,7 +626,7 @@ vm_run_host() {
 # one PASS/FAIL line; returns 0 on pass.
 vm_run_scenario() {
 	local file name rundir boots n need where t0 times=() line src dst seed
-	local stage fn rc retried=0 kerr kernels
+	local stage fn rc retried=0 kerr kernels stage_lock
 
 	file=$(vm_scenario_file "$1")
 	name=$(basename "$file" .sh)
@@ -655,6 +655,10 @@ vm_run_scenario() {
 	# Per-scenario archive: the scenario itself and any declared files.
 	stage=$rundir/stage
 	mkdir -p "$stage/vm"
+	# Staging writes shared files of the cache (keys made once, a build
+	# copied out): one scenario stages at a time when run-all runs several.
+	exec {stage_lock}>"$CACHE_DIR/.stage.lock"
+	flock "$stage_lock"
 	install -m 0644 "$file" "$stage/vm/scenario.sh"
 	cat "$BASE_CPIO" >"$rundir/initrd.cpio"
 	for need in $(vm_header "$file" needs); do
@@ -665,6 +669,7 @@ vm_run_scenario() {
 		bins)
 			if [[ $BINS_STATUS != ok ]]; then
 				vm_log "FAIL $name: needs the Rust binaries: $BINS_STATUS"
+				exec {stage_lock}>&-
 				return 1
 			fi
 			;;
@@ -673,11 +678,13 @@ vm_run_scenario() {
 			fn=vm_${need//-/_}_stage
 			if ! declare -F "$fn" >/dev/null; then
 				vm_log "FAIL $name: unknown need '$need' (built in: kmod-faults bins; no $fn)"
+				exec {stage_lock}>&-
 				return 1
 			fi
 			if ! ("$fn" "$stage") >"$rundir/stage-$need.log" 2>&1; then
 				cat "$rundir/stage-$need.log" >&2
 				vm_log "FAIL $name: staging '$need' failed"
+				exec {stage_lock}>&-
 				return 1
 			fi
 			;;
@@ -693,6 +700,7 @@ vm_run_scenario() {
 	done < <(vm_header "$file" files)
 	vm_cpio "$stage" "$rundir/scenario.cpio"
 	cat "$rundir/scenario.cpio" >>"$rundir/initrd.cpio"
+	exec {stage_lock}>&-
 
 	# The state disk survives between the boots of one scenario.
 	seed=$(vm_header "$file" state-seed)
