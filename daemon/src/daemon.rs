@@ -74,7 +74,9 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
         Some(source) => {
             info!(url = %source.url, "milspecd running; polling every {}", humantime::format_duration(source.poll_interval));
             let handle = handle.clone();
+            let bus = conn.clone();
             std::thread::Builder::new().name("poll-timer".into()).spawn(move || {
+                log_network_wait(crate::online::wait_for_network(bus.as_ref(), crate::online::FIRST_POLL_WAIT));
                 worker::run_poll_timer(&handle, source.poll_interval, || {
                     mirror::next_poll_delay(source.poll_interval, mirror::fetch::random_unit())
                         .saturating_sub(source.poll_interval)
@@ -304,5 +306,23 @@ impl Service {
         self.write_metrics(false);
         info!("stopped (state {}); the next start resumes from the state record", state.as_str());
         std::process::exit(0);
+    }
+}
+
+fn log_network_wait(w: crate::online::NetworkWait) {
+    use crate::online::NetworkWait as W;
+    match w {
+        W::Online(d) if d >= Duration::from_secs(1) => {
+            info!("network-online.target reached after {}; first poll", milspec_format::text::duration(d))
+        }
+        W::Online(_) | W::NotSystemd => {}
+        W::TimedOut(state) => warn!(
+            "network-online.target is still {state} after {}; polling anyway (a failed poll is retried at the next interval)",
+            milspec_format::text::duration(crate::online::FIRST_POLL_WAIT)
+        ),
+        W::Unknown(e) => warn!(
+            "cannot ask systemd whether the network is online ({}); polling now",
+            journal::untrusted(&e)
+        ),
     }
 }

@@ -97,7 +97,7 @@ pub enum RollbackRefusal {
 pub enum RejectReason {
     /// The package itself failed verification (signatures, manifest,
     /// payload hashes, bounds).
-    #[error("package rejected: {0}")]
+    #[error("invalid package: {0}")]
     InvalidPackage(String),
     /// The package verified, but the plan refused it for this host.
     #[error(transparent)]
@@ -177,20 +177,32 @@ fn serialize_no_build<S: serde::Serializer>(nb: &NoBuild, s: S) -> Result<S::Ok,
     st.end()
 }
 
+/// Milliseconds as a person reads them (`12 ms`, `30.0 s`).
+fn readable_ms(n: u64) -> String {
+    milspec_format::text::duration(Duration::from_millis(n))
+}
+
 impl std::fmt::Display for Outcome {
     /// One line for an operator.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Committed { version, slot, swap_ms, watched_ms } => {
-                write!(f, "committed {version} in slot {slot} (swap {swap_ms} ms, healthy for {watched_ms} ms)")
+                write!(
+                    f,
+                    "committed {version} in slot {slot} (swap {}, healthy for {})",
+                    readable_ms(*swap_ms),
+                    readable_ms(*watched_ms)
+                )
             }
             Outcome::AlreadyInstalled { version } => write!(f, "{version} is already installed and committed"),
             Outcome::Rejected { reason } => write!(f, "rejected, nothing changed: {reason}"),
             Outcome::RolledBack { version, to, reason, detect_ms, rollback_ms } => write!(
                 f,
-                "rolled back {version} -> {}: {reason}; fault seen {detect_ms} ms into probation, \
-                 old module live again {rollback_ms} ms later",
-                to.as_deref().unwrap_or("no module")
+                "rolled back {version} -> {}: {reason}; fault seen {} into probation, \
+                 old module live again {} later",
+                to.as_deref().unwrap_or("no module"),
+                readable_ms(*detect_ms),
+                readable_ms(*rollback_ms)
             ),
             Outcome::RollbackPendingReboot { version, reason } => {
                 write!(f, "rollback of {version} pending reboot: {reason}; the committed slot loads at next boot")
@@ -445,11 +457,15 @@ impl<'k> Engine<'k> {
             Err(e) => return self.reject(None, invalid(e)),
         };
 
+        // The signatures verified: the manifest's version is trusted, and
+        // every later refusal records it.
+        let offered = opened.manifest.version.to_string();
+
         // 2. Plan (pure): where it goes, or why not.
         let popts =
             plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
         let plan = match plan::plan(&state, &opened.manifest, &facts, &self.host.paths.module, popts) {
-            Err(r) => return self.reject(None, RejectReason::Plan(r)),
+            Err(r) => return self.reject(Some(&offered), RejectReason::Plan(r)),
             Ok(p) if p.already_installed => {
                 let version = facts.committed_version.clone().unwrap_or_default();
                 info!(%version, "already installed and committed; nothing to do");
@@ -467,7 +483,7 @@ impl<'k> Engine<'k> {
         let pkg = match opened.copy_payloads(&mut sink) {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
-            Err(e) => return self.reject(None, invalid(e)),
+            Err(e) => return self.reject(Some(&offered), invalid(e)),
         };
         let version = pkg.manifest.version.to_string();
         info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
@@ -1051,12 +1067,12 @@ impl Engine<'_> {
         }
         let mut stream = match PackageStream::new(reader, &self.host.limits) {
             Ok(s) => s,
-            Err(e) => return reject(self, format!("package rejected: {e}")),
+            Err(e) => return reject(self, format!("invalid package: {e}")),
         };
         let trust = Trust::Keys { keys: &self.host.keys, threshold: self.host.threshold };
         let opened = match stream.open(trust) {
             Ok(o) => o,
-            Err(e) => return reject(self, format!("package rejected: {e}")),
+            Err(e) => return reject(self, format!("invalid package: {e}")),
         };
         // The slot may hold fewer builds than its manifest lists (a removed
         // kernel's was dropped): the same manifest again brings one back.
@@ -1075,7 +1091,7 @@ impl Engine<'_> {
         let pkg = match opened.copy_payloads(&mut sink) {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
-            Err(e) => return reject(self, format!("package rejected: {e}")),
+            Err(e) => return reject(self, format!("invalid package: {e}")),
         };
         let staged = self.slots.seal(staging, &pkg.manifest_bytes, &pkg.signatures, self.slot_trust(&running))?;
         step!("build.after-stage");

@@ -23,12 +23,16 @@ pub mod metrics;
 pub mod mirror;
 pub mod notice;
 pub mod notify;
+pub mod online;
+pub mod outcome_json;
 pub mod plan;
+pub mod preflight;
 pub mod recovery;
 pub mod slot_id;
 pub mod slots;
 pub mod state;
 pub mod status;
+pub mod status_json;
 pub mod worker;
 
 pub use milspec_format as format;

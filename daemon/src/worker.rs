@@ -40,7 +40,8 @@ pub enum ActionError {
     Busy(String),
     #[error("rejected, nothing changed: {0}")]
     Rejected(String),
-    #[error("invalid package, nothing changed: {0}")]
+    /// Its text already says what was wrong ("invalid package: ...").
+    #[error("rejected, nothing changed: {0}")]
     InvalidPackage(String),
     #[error("{0}")]
     NothingToRollBack(String),
@@ -377,6 +378,8 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         obs.shared.beat();
         obs.shared.busy.store(true, Ordering::SeqCst);
         *lock(&obs.shared.stop) = None;
+        // A failed poll is logged once, by the poll itself (rate-limited).
+        let logged = matches!(action, Action::Check { .. });
         let result = match action {
             Action::Install { package, opts, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
@@ -414,6 +417,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                     Ok(r) => info!("poll: {r}"),
                     Err(e) => crate::journal::FAILED_POLLS.log("failed polls", || {
                         error!(
+                            message_id = crate::journal::INSTALL_FAILED,
                             "poll failed, nothing installed; next poll as usual: {}",
                             crate::journal::untrusted(&e.to_string())
                         )
@@ -469,7 +473,13 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         obs.shared.beat();
         let final_state = match &result {
             Err(ActionError::Failed(e)) => {
-                error!(message_id = crate::journal::INSTALL_FAILED, "action failed: {}", crate::journal::untrusted(e));
+                if !logged {
+                    error!(
+                        message_id = crate::journal::INSTALL_FAILED,
+                        "action failed: {}",
+                        crate::journal::untrusted(e)
+                    );
+                }
                 let mut p = lock(&obs.shared.published);
                 // Shown as LastError to anyone on the bus: escaped.
                 p.last_error = milspec_format::text::sanitize(e);

@@ -350,13 +350,35 @@ fn daemon_config_errors_name_the_key() {
     let f = Fixture::new();
     fs::write(f.path("c.toml"), "[health]\nprobation = \"10s\"\nbogus = 1\n").unwrap();
     daemon().args(["config", "--config"]).arg(f.path("c.toml")).assert().failure().stderr(contains("bogus"));
-    fs::write(f.path("c.toml"), "[health]\nprobation = \"10s\"\n").unwrap();
+    f.key("rel1", true);
+    let trust = format!("[trust]\nkeys_dir = \"{}\"\n", f.path("trust").display());
+    fs::write(f.path("c.toml"), format!("[health]\nprobation = \"10s\"\n{trust}")).unwrap();
     daemon()
         .args(["config", "--config"])
         .arg(f.path("c.toml"))
         .assert()
         .success()
         .stdout(contains("probation = \"10s\""));
+}
+
+/// `milspecd config` checks what `run` checks: a threshold the trusted
+/// keys cannot meet, or a missing key folder, is named, with exit 1; the
+/// effective configuration is still printed.
+#[test]
+fn daemon_config_names_what_run_would_refuse() {
+    let f = Fixture::new();
+    f.key("rel1", true);
+    let conf = f.path("c.toml");
+    fs::write(&conf, format!("[trust]\nkeys_dir = \"{}\"\nthreshold = 3\n", f.path("trust").display())).unwrap();
+    daemon()
+        .args(["config", "--config"])
+        .arg(&conf)
+        .assert()
+        .code(1)
+        .stdout(contains("threshold = 3"))
+        .stderr(contains("problem: [trust]").and(contains("threshold 3")).and(contains("1 problem(s)")));
+    fs::write(&conf, format!("[trust]\nkeys_dir = \"{}\"\n", f.path("no-keys").display())).unwrap();
+    daemon().args(["config", "--config"]).arg(&conf).assert().code(1).stderr(contains("no-keys"));
 }
 
 /// A FIFO or a device given where a package, a config file or a key folder

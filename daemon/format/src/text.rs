@@ -151,9 +151,51 @@ pub fn is_valid_dbus_string(s: &str) -> bool {
     !s.contains('\0')
 }
 
+/// A duration as a person reads it: `850 ms` below a second, `5.4 s`
+/// below a minute, then whole units (`2 min 5 s`, `1 h 30 min`, `2 d 3 h`):
+/// never more precision than a reader can use.
+pub fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    if ms < 60_000 {
+        return format!("{}.{} s", ms / 1000, (ms % 1000) / 100);
+    }
+    let s = d.as_secs();
+    let (d_, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let parts = [(d_, "d"), (h, "h"), (m, "min"), (s, "s")];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..(first + 2).min(4)]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n} {u}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_writes_them() {
+        use std::time::Duration as D;
+        let cases = [
+            (D::ZERO, "0 ms"),
+            (D::from_nanos(5_004_945_621), "5.0 s"),
+            (D::from_micros(999_999), "999 ms"),
+            (D::from_millis(5_450), "5.4 s"),
+            (D::from_secs(60), "1 min"),
+            (D::from_secs(125), "2 min 5 s"),
+            (D::from_secs(3600 + 30 * 60 + 7), "1 h 30 min"),
+            (D::from_secs(7200), "2 h"),
+            (D::from_secs(2 * 86_400 + 3 * 3600 + 59), "2 d 3 h"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(duration(d), want, "{d:?}");
+        }
+    }
 
     const HOSTILE: &[(&str, &str)] = &[
         ("\0", "\\x00"),

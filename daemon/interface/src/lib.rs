@@ -2,6 +2,7 @@
 //! serves it and by `milspecctl`: its names, its errors and the client
 //! proxy (docs/dbus.md). No daemon logic lives here.
 
+pub mod json;
 pub mod proxy;
 pub mod result;
 

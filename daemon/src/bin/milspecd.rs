@@ -11,6 +11,7 @@ use milspecd::journal;
 use milspecd::kernel::Kernel;
 use milspecd::kernel::SysKernel;
 use milspecd::mirror::{PollOptions, Poller};
+use milspecd::outcome_json;
 use milspecd::worker;
 use tracing::{info, warn};
 
@@ -64,7 +65,9 @@ enum Cmd {
         #[arg(last = true, value_name = "PARAM=VALUE")]
         params: Vec<String>,
     },
-    /// Check the configuration and print it with every default filled in.
+    /// Check the configuration as `run` does (keys, threshold, source,
+    /// health checks), print it with every default filled in, and name
+    /// each problem on stderr. Exit 0 without problems, 1 with any.
     Config(ConfigArg),
     /// Make the committed version ready for kernel RELEASE in the
     /// foreground, as the daemon does when the kernel hook tells it: fetch
@@ -119,13 +122,32 @@ fn main() -> ExitCode {
     let _failpoints = fail::FailScenario::setup();
     run_main("milspecd", || match cli.cmd {
         Cmd::Config(arg) => {
-            print!("{}", load_config(&arg)?.to_toml());
-            Ok(ExitCode::SUCCESS)
+            let cfg = load_config(&arg)?;
+            print!("{}", cfg.to_toml());
+            let problems = milspecd::preflight::problems(&cfg);
+            for p in &problems {
+                eprintln!("milspecd: problem: {}", milspec_format::text::sanitize(&p.to_string()));
+            }
+            if problems.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(milspec_cli::Exit {
+                    code: 1,
+                    message: format!(
+                        "{} problem(s) above: `milspecd run` would refuse this configuration or run without polling",
+                        problems.len()
+                    ),
+                }
+                .into())
+            }
         }
         Cmd::Status { config, json } => {
-            let report = milspecd::status::read(&load_config(&config)?)?;
+            let cfg = load_config(&config)?;
+            let report = milspecd::status::read(&cfg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let paused = worker::paused_file(&cfg.paths.state_dir).exists();
+                let out = milspecd::status_json::OfflineStatus::from_report(&report, paused);
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print!("{}", report.to_text());
             }
@@ -139,24 +161,24 @@ fn main() -> ExitCode {
             println!("recovery: {r}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Install { config, allow_downgrade, json, package } => {
+        Cmd::Install { config, allow_downgrade, json, package } => json_failure(json, || {
             journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             // A FIFO or a device is refused here, at once, before the engine opens.
             let file = milspec_format::open_package(&package, &milspec_format::Limits::DEFAULT)?;
-            let kernel = SysKernel::new()?;
-            let mut engine = Engine::open(cfg, &kernel)?;
+            let kernel = kernel_factory()(&cfg)?;
+            let mut engine = Engine::open(cfg, kernel.as_ref())?;
             let r = engine.recover()?;
             info!("recovery: {r}");
             info!(package = %package.display(), "installing");
             let outcome = engine.install(file, InstallOptions { allow_downgrade })?;
             if json {
-                println!("{}", serde_json::to_string(&outcome)?);
+                println!("{}", serde_json::to_string(&outcome_json::of_outcome(&outcome))?);
             } else {
                 println!("{}: {outcome}", package.display());
             }
             Ok(ExitCode::from(outcome.exit_code()))
-        }
+        }),
         Cmd::Run(arg) => {
             let log_target = journal::init_logging();
             milspecd::daemon::run(load_config(&arg)?, log_target, kernel_factory())
@@ -167,29 +189,29 @@ fn main() -> ExitCode {
             let kernel = kernel_factory()(&cfg)?;
             milspecd::load_committed::load_committed(&cfg, &params, kernel.as_ref())
         }
-        Cmd::PrepareKernel { config, release, json } => {
+        Cmd::PrepareKernel { config, release, json } => json_failure(json, || {
             journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             let poller = cfg.source.as_ref().map(|_| Poller::new(&cfg)).transpose()?;
-            let kernel = SysKernel::new()?;
-            let mut engine = Engine::open(cfg.clone(), &kernel)?;
+            let kernel = kernel_factory()(&cfg)?;
+            let mut engine = Engine::open(cfg.clone(), kernel.as_ref())?;
             let r = engine.recover()?;
             info!("recovery: {r}");
             let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
             let report = milspecd::check::prepare_kernel(poller.as_ref(), &mut engine, &release, opts)?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                println!("{}", serde_json::to_string(&outcome_json::of_prepare(&report))?);
             } else {
                 println!("{report}");
             }
             Ok(ExitCode::from(report.exit_code()))
-        }
-        Cmd::Check { config, now, json } => {
+        }),
+        Cmd::Check { config, now, json } => json_failure(json, || {
             journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             let poller = Poller::new(&cfg)?;
-            let kernel = SysKernel::new()?;
-            let mut engine = Engine::open(cfg.clone(), &kernel)?;
+            let kernel = kernel_factory()(&cfg)?;
+            let mut engine = Engine::open(cfg.clone(), kernel.as_ref())?;
             let r = engine.recover()?;
             info!("recovery: {r}");
             if now {
@@ -198,11 +220,25 @@ fn main() -> ExitCode {
             let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: now };
             let report = milspecd::check::check(&poller, &mut engine, opts, &mut |_| {})?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                println!("{}", serde_json::to_string(&outcome_json::of_check(&report))?);
             } else {
                 println!("{report}");
             }
             Ok(ExitCode::from(report.exit_code()))
+        }),
+    })
+}
+
+/// Runs `body`; with `--json`, a failure also prints a `failed` outcome on
+/// stdout (the error line still goes to stderr), so a script always reads
+/// one object.
+fn json_failure(json: bool, body: impl FnOnce() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    body().inspect_err(|e| {
+        if json {
+            let code = e.downcast_ref::<milspec_cli::Exit>().map_or(1, |x| x.code);
+            if let Ok(text) = serde_json::to_string(&outcome_json::of_error(&milspec_cli::one_line(e), code)) {
+                println!("{text}");
+            }
         }
     })
 }

@@ -100,7 +100,11 @@ async fn wait_reply(rx: ReplyRx, timeout: Duration, what: &str) -> Result<Action
 
 /// Reads the health the `Health` property shows, as strings.
 pub fn health_map(paths: &KernelPaths) -> HashMap<String, String> {
-    let s = Snapshot::read(paths);
+    snapshot_map(Snapshot::read(paths))
+}
+
+/// A health snapshot as the `Health` property shows it, as strings.
+pub fn snapshot_map(s: Snapshot) -> HashMap<String, String> {
     let mut m = HashMap::new();
     let n = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
     m.insert("oops_count".into(), n(s.oops_count));

@@ -131,14 +131,14 @@ impl Watcher {
         self.ignored_taint = opts.ignored_taint;
         tracing::info!(
             module = %self.paths.module,
-            window = %humantime::format_duration(window),
+            window = %milspec_format::text::duration(window),
             "probation started"
         );
         let outcome = self.run(baseline, window, opts, start, progress, stop);
         match &outcome {
             WatchOutcome::Healthy { watched } => tracing::info!(
                 module = %self.paths.module,
-                watched = %humantime::format_duration(*watched),
+                watched = %milspec_format::text::duration(*watched),
                 "probation passed"
             ),
             WatchOutcome::Unhealthy { reason, after } => tracing::warn!(

@@ -52,7 +52,7 @@ kernel_build() {
 
 # slot_kernels SLOT: the kernel releases slot SLOT holds builds for, space separated.
 slot_kernels() {
-	kjson | sed -n "s/.*{\"slot\":\"$1\",[^}]*\"kernels\":\[\([^]]*\)\].*/\1/p" | tr -d '"' | tr ',' ' '
+	kjson | sed -n "s/.*{\"schema\":\"milspec.slot\/1\",\"slot\":\"$1\",[^}]*\"kernels\":\[\([^]]*\)\].*/\1/p" | tr -d '"' | tr ',' ' '
 }
 
 # history_count EVENT: how many EVENT records the history holds.

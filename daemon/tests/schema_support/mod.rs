@@ -1,0 +1,33 @@
+//! The JSON Schemas of `docs/schema/` for the binary tests: each `--json`
+//! output is validated against the schema of its object.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+/// The schema `docs/schema/<name>.schema.json`, compiled.
+pub fn validator(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/schema/{name}.schema.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{}: not a valid schema: {e}", path.display()))
+}
+
+/// Panics with every violation if `v` does not follow schema `name`.
+pub fn assert_valid(name: &str, v: &serde_json::Value, what: &str) {
+    let errors: Vec<String> =
+        validator(name).iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what}: does not follow {name}.schema.json:\n  {}\n{v:#}", errors.join("\n  "));
+}
+
+/// Each line of `text` is one object following schema `name`.
+pub fn assert_valid_lines(name: &str, text: &str, what: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {l}"));
+            assert_valid(name, &v, what);
+            v
+        })
+        .collect()
+}
