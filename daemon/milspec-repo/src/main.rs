@@ -341,7 +341,7 @@ fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = milspec_cli::parse();
     run_main("milspec-repo", || {
         let limits = Limits::default();
         match cli.cmd {

@@ -163,7 +163,7 @@ fn describe(pkg: &VerifiedPackage) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = milspec_cli::parse();
     run_main("milspecctl", || {
         let limits = Limits::default();
         match cli.cmd {
