@@ -351,11 +351,9 @@ fn main() -> ExitCode {
                 // A folder for a secret key: the owner's alone. An existing
                 // folder is left as it is.
                 use std::os::unix::fs::DirBuilderExt;
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&out)
-                    .with_context(|| format!("{}: cannot create the key folder", sanitize(&out.display().to_string())))?;
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(&out).with_context(|| {
+                    format!("{}: cannot create the key folder", sanitize(&out.display().to_string()))
+                })?;
                 let (k, p) = key.write_pair(&out)?;
                 println!("wrote {} and {}", k.display(), p.display());
                 println!("key id {}", key.public().id());

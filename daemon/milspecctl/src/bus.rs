@@ -67,7 +67,8 @@ pub const EXIT_NO_BUILD: u8 = 6;
 pub const EXIT_NOT_RUNNING: u8 = 7;
 
 /// What every command says when milspecd is not running.
-pub const NOT_RUNNING: &str = "milspecd is not running on this host (nothing owns com.dell.MilSpec1 on the system bus; \
+pub const NOT_RUNNING: &str =
+    "milspecd is not running on this host (nothing owns com.dell.MilSpec1 on the system bus; \
      it is started by udev on Dell hardware, never by this command): see `systemctl status milspecd`";
 
 fn not_running() -> anyhow::Error {
@@ -940,8 +941,6 @@ mod tests {
     }
 
     fn dummy_message() -> zbus::Message {
-        zbus::Message::method_call("/", "Ping")
-            .and_then(|b| b.build(&()))
-            .unwrap_or_else(|e| unreachable!("{e}"))
+        zbus::Message::method_call("/", "Ping").and_then(|b| b.build(&())).unwrap_or_else(|e| unreachable!("{e}"))
     }
 }

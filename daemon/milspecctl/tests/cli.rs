@@ -133,11 +133,8 @@ impl Publisher {
     /// A milspecd configuration whose `[trust]` is the trust folder.
     fn config(&self, threshold: usize) -> PathBuf {
         let p = self.path(&format!("milspecd-{threshold}.toml"));
-        fs::write(
-            &p,
-            format!("[trust]\nkeys_dir = \"{}\"\nthreshold = {threshold}\n", self.path("trust").display()),
-        )
-        .unwrap();
+        fs::write(&p, format!("[trust]\nkeys_dir = \"{}\"\nthreshold = {threshold}\n", self.path("trust").display()))
+            .unwrap();
         p
     }
 }
