@@ -29,7 +29,7 @@ enum Cmd {
     /// Verify a package offline, with the host's trust by default: the
     /// `[trust]` keys folder and threshold of the milspecd configuration.
     /// Exit 0 trusted, 2 rejected (what `install` would refuse), 1 an I/O
-    /// or configuration error.
+    /// or configuration error (or a path that is not a regular file).
     Verify {
         /// milspecd configuration whose `[trust]` is used [default: /etc/milspecd/milspecd.toml]
         #[arg(long, value_name = "FILE")]

@@ -38,7 +38,9 @@ pub fn trust(
 }
 
 /// `verify`: exit 0 trusted, [`EXIT_REJECTED`] for a package `install`
-/// would refuse, 1 (an error) when the keys or the file cannot be read.
+/// would refuse, 1 (an error) when the keys or the file cannot be read, or
+/// the path is not a regular file (refused before reading, as `install`
+/// refuses it).
 pub fn verify(
     package: &Path,
     keys: &Path,
@@ -49,7 +51,14 @@ pub fn verify(
     let trusted = TrustedKeys::load_dir(keys)?;
     let pkg = match read_package_file(package, Trust::Keys { keys: &trusted, threshold }, limits, &mut Discard) {
         Ok(pkg) => pkg,
-        Err(e) if matches!(e.source, PackageError::Io(_) | PackageError::Sink { .. }) => return Err(e.into()),
+        Err(e)
+            if matches!(
+                e.source,
+                PackageError::Io(_) | PackageError::Sink { .. } | PackageError::NotRegularFile(_)
+            ) =>
+        {
+            return Err(e.into())
+        }
         Err(e) => {
             let message = milspec_cli::one_line(&anyhow::Error::from(e));
             return Err(Exit { code: EXIT_REJECTED, message }.into());
