@@ -171,9 +171,18 @@ fn build_file(dir: &Path, release: &str) -> PathBuf {
 }
 
 impl SlotStore {
+    /// The slots below `state_dir` as they are, for reading only: nothing
+    /// is created, and a missing folder reads as two empty slots (not
+    /// valid). What `milspecd status` and an offline `milspecctl status`
+    /// read; only [`SlotStore::open`] prepares the folders to write to.
+    pub fn at(state_dir: &Path) -> Self {
+        SlotStore { root: state_dir.join("slots") }
+    }
+
     /// Opens (and creates, mode 0700) `state_dir/slots/{a,b}`.
     pub fn open(state_dir: &Path) -> Result<Self, SlotError> {
-        let root = state_dir.join("slots");
+        let store = SlotStore::at(state_dir);
+        let root = store.root.clone();
         for id in SlotId::ALL {
             let dir = root.join(id.name());
             DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|source| SlotError::Io {
@@ -182,7 +191,7 @@ impl SlotStore {
                 source,
             })?;
         }
-        Ok(SlotStore { root })
+        Ok(store)
     }
 
     pub fn dir(&self, id: SlotId) -> PathBuf {

@@ -1,5 +1,6 @@
 //! A read-only report of slots, trial, live module and health, for
-//! `milspecd status` (and later the D-Bus properties). Takes no lock.
+//! `milspecd status` and an offline `milspecctl status` (and the engine's
+//! D-Bus properties). Takes no lock; [`read`] changes nothing on disk.
 
 use serde::Serialize;
 
@@ -52,23 +53,21 @@ pub struct StatusReport {
 }
 
 /// `milspecd status`: reads the state folder and the host (no lock), the
-/// way a process that holds no engine sees them.
+/// way a process that holds no engine sees them. Creates nothing: a
+/// missing state folder or slots folder reads as a fresh host, two empty
+/// slots.
 pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
     let state: State = StateFile::new(&cfg.paths.state_dir).load()?;
     let paths = KernelPaths::from_config(&cfg.kernel);
     let release = std::fs::read_to_string(paths.osrelease()).map(|s| s.trim().to_string()).unwrap_or_default();
     let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir);
     let limits = Limits::default();
-    let slots = match SlotStore::open(&cfg.paths.state_dir) {
-        Ok(store) => {
-            let trust = keys
-                .as_ref()
-                .map(|keys| SlotTrust { keys, threshold: cfg.trust.threshold, release: &release, limits: &limits })
-                .map_err(ToString::to_string);
-            slot_views(&store, trust)
-        }
-        Err(_) => Vec::new(),
-    };
+    let store = SlotStore::at(&cfg.paths.state_dir);
+    let trust = keys
+        .as_ref()
+        .map(|keys| SlotTrust { keys, threshold: cfg.trust.threshold, release: &release, limits: &limits })
+        .map_err(ToString::to_string);
+    let slots = slot_views(&store, trust);
     let installed = kernels::installed(&cfg.kernel.modules_dir);
     Ok(report(
         state,
@@ -81,7 +80,8 @@ pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
 }
 
 /// Both slots as the report shows them, each read and verified with
-/// `trust` (or the reason there is no trust to check them with).
+/// `trust` (or the reason there is no trust to check them with). A slot
+/// not marked valid is empty, whatever the trust: there is nothing to check.
 pub fn slot_views(store: &SlotStore, trust: Result<SlotTrust<'_>, String>) -> Vec<SlotView> {
     let mut slots = Vec::new();
     for id in SlotId::ALL {
@@ -94,6 +94,7 @@ pub fn slot_views(store: &SlotStore, trust: Result<SlotTrust<'_>, String>) -> Ve
             kernels: Vec::new(),
         };
         match &trust {
+            _ if !view.valid => {}
             Ok(trust) => match store.read(id, *trust) {
                 Ok(Some(s)) => {
                     view.version = Some(s.manifest.version.to_string());
@@ -230,5 +231,60 @@ impl StatusReport {
         let blocked: Vec<_> = self.blocklist.iter().map(|b| b.version.to_string()).collect();
         line("blocklisted:", if blocked.is_empty() { "-".into() } else { blocked.join(", ") });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::path::Path;
+
+    /// Every path below `dir`, with its kind and size.
+    fn listing(dir: &Path) -> Vec<(std::path::PathBuf, bool, u64)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    todo.push(e.path());
+                }
+                out.push((e.path(), m.is_dir(), m.len()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_fresh_host_reads_as_two_empty_slots_and_nothing_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        let text = format!(
+            "[trust]\nkeys_dir = \"{}\"\n[paths]\nstate_dir = \"{}\"\n[kernel]\nproc = \"{}\"\nsys = \"{}\"\nmodules_dir = \"{}\"\n",
+            p("keys"),
+            p("state"),
+            p("proc"),
+            p("sys"),
+            p("modules")
+        );
+        let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
+        // No state folder at all, then an empty one, then empty slot folders.
+        for make in [None, Some("state"), Some("state/slots/a")] {
+            if let Some(m) = make {
+                std::fs::create_dir_all(dir.path().join(m)).unwrap();
+            }
+            let before = listing(dir.path());
+            let r = read(&cfg).unwrap();
+            assert_eq!(listing(dir.path()), before, "status changed the disk ({make:?})");
+            assert_eq!(r.slots.len(), 2);
+            for s in &r.slots {
+                assert_eq!((s.valid, &s.version, &s.error), (false, &None, &None), "{make:?}: {s:?}");
+            }
+            let empty = r.to_text().lines().filter(|l| l.starts_with("slot ") && l.ends_with(" empty")).count();
+            assert_eq!(empty, 2, "{}", r.to_text());
+        }
     }
 }

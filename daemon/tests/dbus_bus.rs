@@ -26,6 +26,8 @@ struct Host {
     key: PathBuf,
     bus: SystemBus,
     daemon: Option<Child>,
+    conf: PathBuf,
+    faults: String,
 }
 
 impl Drop for Host {
@@ -49,6 +51,13 @@ impl Host {
 
     /// `extra`: more configuration (a `[source]`), given the fixture.
     fn with_config(probation: &str, faults: &str, extra: impl Fn(&Fixture) -> String) -> Host {
+        let mut h = Host::without_daemon(probation, faults, extra);
+        h.start_daemon();
+        h
+    }
+
+    /// The host and its bus, with no daemon yet ([`Host::start_daemon`]).
+    fn without_daemon(probation: &str, faults: &str, extra: impl Fn(&Fixture) -> String) -> Host {
         let f = Fixture::new();
         // nobody must reach the socket and the packages.
         fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -70,24 +79,38 @@ impl Host {
         )
         .unwrap();
         let bus = SystemBus::start(f.dir.path());
+        Host { f, key, bus, daemon: None, conf, faults: faults.to_string() }
+    }
+
+    /// Starts `milspecd run` (its log appended to `daemon.log`) and waits
+    /// until it answers.
+    fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "the daemon runs already");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.f.path("daemon.log")).unwrap();
         let daemon = Command::new(assert_cmd::cargo::cargo_bin("milspecd"))
             .args(["run", "--config"])
-            .arg(&conf)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .arg(&self.conf)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus.address)
             .env("MILSPECD_FAKE_KERNEL", "1")
             .env("MILSPECD_FAKE_RELEASE", RELEASE)
-            .env("MILSPECD_FAKE_FAULTS", faults)
+            .env("MILSPECD_FAKE_FAULTS", &self.faults)
             .stdout(Stdio::null())
-            .stderr(fs::File::create(f.path("daemon.log")).unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
-        let h = Host { f, key, bus, daemon: Some(daemon) };
+        self.daemon = Some(daemon);
         let start = Instant::now();
-        while !h.ctl(&["status"]).status.success() {
-            assert!(start.elapsed() < Duration::from_secs(20), "milspecd did not come up: {}", h.log());
+        while !self.ctl(&["status"]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(20), "milspecd did not come up: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        h
+    }
+
+    /// Stops the daemon as a crash would (SIGKILL).
+    fn kill_daemon(&mut self) {
+        let mut d = self.daemon.take().expect("a running daemon");
+        let _ = d.kill();
+        let _ = d.wait();
     }
 
     fn log(&self) -> String {
@@ -621,10 +644,139 @@ fn milspecctl_waiting_on_the_daemon_exits_5_when_the_daemon_dies() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(5), "the documented exit code for a daemon that left the bus");
-    // With no daemon, status says so at once.
-    let o = ctl_within(&h, &["status"], Duration::from_secs(5)).expect("status answers without a daemon");
-    assert_eq!(code(&o), 1, "{}", text(&o));
+    let _ = h.daemon.take().map(|mut d| d.wait());
+    // With no daemon, status says so at once (exit 7, "not running"), then
+    // shows the state folder as the daemon left it: the trial of 1.0.0.
+    let conf = h.conf.to_str().unwrap().to_string();
+    let o = ctl_within(&h, &["status", "--config", &conf], Duration::from_secs(5))
+        .expect("status answers without a daemon");
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().next().unwrap_or_default().starts_with("milspecd is not running"), "{}", text(&o));
+    assert!(out.lines().any(|l| l.starts_with("trial:") && l.contains("1.0.0")), "{}", text(&o));
+    // Every other command says it is not running, in the same words.
+    for args in [&["slots"][..], &["history"], &["check"], &["install", h.package("1.0.1").to_str().unwrap()]] {
+        let o = ctl_within(&h, args, Duration::from_secs(5)).expect("an answer without a daemon");
+        assert_eq!(code(&o), 7, "{args:?}: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("milspecd is not running on this host"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn status_offline_changes_nothing_on_disk() {
+    let mut h = Host::new("1s");
+    assert_eq!(code(&h.ctl(&["install", h.package("1.0.0").to_str().unwrap()])), 0);
+    h.wait_state("idle");
+    h.kill_daemon();
+    let state = h.f.path("state");
+    let before = tree(&state);
+    let conf = h.conf.to_str().unwrap().to_string();
+    for args in [&["status", "--config", &conf][..], &["status", "--json", "--config", &conf]] {
+        let o = ctl_within(&h, args, Duration::from_secs(5)).expect("status answers without a daemon");
+        assert_eq!(code(&o), 7, "{args:?}: {}", text(&o));
+        assert_eq!(tree(&state), before, "{args:?} changed the state folder");
+    }
+    let o = h.ctl(&["status", "--config", &conf]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().any(|l| l.starts_with("committed:") && l.contains("1.0.0")), "{}", text(&o));
+    let o = h.ctl(&["status", "--json", "--config", &conf]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["committed_version"], "1.0.0", "{v}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("not running"), "{}", text(&o));
+}
+
+/// Every path below `dir`, with its mode, size, times and bytes, sorted.
+fn tree(dir: &std::path::Path) -> Vec<(PathBuf, u32, u64, i64, i64, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            let data = if m.is_file() { fs::read(&p).unwrap() } else { Vec::new() };
+            out.push((p, m.mode(), m.len(), m.mtime(), m.mtime_nsec(), data));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Lines of a child's pipe as they come.
+fn lines_of(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Lines from `rx` until one contains `what` (that one last).
+fn until(rx: &std::sync::mpsc::Receiver<String>, what: &str, h: &Host) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|l: &String| l.contains(what)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no line with {what:?}; saw {seen:?}; daemon log: {}", h.log()),
+        }
+    }
+    seen
+}
+
+#[test]
+fn watch_waits_for_the_daemon_and_follows_it_across_restarts() {
+    let mut h = Host::without_daemon("1s", "", |_| String::new());
+    let mut watch = h.ctl_cmd(&["watch"], false).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = lines_of(watch.stdout.take().unwrap());
+    let err = lines_of(watch.stderr.take().unwrap());
+    let first = until(&err, "waiting for milspecd to start", &h);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    h.start_daemon();
+    until(&err, "milspecd started", &h);
+    assert_eq!(code(&h.ctl(&["pause"])), 0);
+    until(&out, "Paused: true", &h);
+
+    h.kill_daemon();
+    until(&err, "left the bus; waiting for milspecd to start again", &h);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(watch.try_wait().unwrap().is_none(), "watch ended with the daemon");
+
+    h.start_daemon();
+    until(&err, "milspecd started", &h);
+    assert_eq!(code(&h.ctl(&["resume"])), 0);
+    until(&out, "Paused: false", &h);
+    assert!(watch.try_wait().unwrap().is_none(), "watch is still following");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // "waiting for milspecd to start" was said once, at the start.
+    let rest: Vec<String> = err.try_iter().collect();
+    assert!(!rest.iter().any(|l| l.contains("waiting for milspecd to start (")), "{rest:?}");
+}
+
+#[test]
+fn a_bad_command_line_is_a_usage_error_64_in_milspecd() {
+    let milspecd = |args: &[&str]| Command::new(assert_cmd::cargo::cargo_bin("milspecd")).args(args).output().unwrap();
+    for bad in [&["no-such-command"][..], &["status", "--no-such-flag"], &["prepare-kernel"], &[]] {
+        let o = milspecd(bad);
+        assert_eq!(code(&o), 64, "{bad:?}: {}", text(&o));
+        assert!(o.stdout.is_empty(), "{bad:?}: {}", text(&o));
+    }
+    for ask in [&["--help"][..], &["status", "--help"], &["--version"]] {
+        let o = milspecd(ask);
+        assert_eq!(code(&o), 0, "{ask:?}: {}", text(&o));
+        assert!(!o.stdout.is_empty(), "{ask:?}");
+    }
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn refuse(f: &Fixture, bytes: &[u8], threshold: usize, reason: &str) {
     let before = f.listing();
     f.verify(&bad, threshold)
         .failure()
-        .code(1)
+        .code(2)
         .stdout(predicate::str::is_empty())
         .stderr(contains("bad.mspkg").and(contains(reason)).and(predicate::str::is_match("^[^\n]+\n$").unwrap()));
     assert_eq!(f.listing(), before, "verification must not write anything");

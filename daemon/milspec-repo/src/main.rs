@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Make an ed25519 key pair: NAME.key (mode 0600) and NAME.pub in DIR.
+    /// Make an ed25519 key pair: NAME.key (mode 0600) and NAME.pub in DIR
+    /// (made, mode 0700, if it does not exist).
     Keygen {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -341,12 +342,18 @@ fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = milspec_cli::parse();
     run_main("milspec-repo", || {
         let limits = Limits::default();
         match cli.cmd {
             Cmd::Keygen { out, name } => {
                 let key = SecretKey::generate(&name)?;
+                // A folder for a secret key: the owner's alone. An existing
+                // folder is left as it is.
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(&out).with_context(|| {
+                    format!("{}: cannot create the key folder", sanitize(&out.display().to_string()))
+                })?;
                 let (k, p) = key.write_pair(&out)?;
                 println!("wrote {} and {}", k.display(), p.display());
                 println!("key id {}", key.public().id());

@@ -21,11 +21,43 @@ fn names_its_version_and_commands() {
 }
 
 #[test]
-fn a_bad_command_line_is_a_usage_error() {
-    let o = repo(&["no-such-command"]);
-    assert_eq!(o.status.code(), Some(2));
-    let o = repo(&["pack", "--version", "1.0.0"]);
-    assert_eq!(o.status.code(), Some(2), "pack without --module, --key and --out");
+fn a_bad_command_line_is_a_usage_error_64_and_help_is_not() {
+    for bad in [&["no-such-command"][..], &["pack", "--version", "1.0.0"], &["keygen", "--out", "k"], &[]] {
+        let o = repo(bad);
+        assert_eq!(o.status.code(), Some(64), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.stdout.is_empty() && !o.stderr.is_empty(), "{bad:?}: usage errors go to stderr");
+    }
+    for ask in [&["--help"][..], &["keygen", "--help"], &["--version"]] {
+        let o = repo(ask);
+        assert_eq!(o.status.code(), Some(0), "{ask:?}");
+        assert!(!o.stdout.is_empty(), "{ask:?}: help and version go to stdout");
+    }
+}
+
+#[test]
+fn keygen_makes_the_key_folder_mode_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys/release");
+    let o = repo(&["keygen", "--name", "rel", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("rel.key")), 0o600);
+    assert!(out.join("rel.pub").is_file());
+    // An existing folder is used as it is, its mode kept.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let o = repo(&["keygen", "--name", "rel", "--out", shared.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode(&shared), 0o750);
+    // A path under a file cannot be made: an error, naming it.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let o = repo(&["keygen", "--name", "rel", "--out", file.join("sub").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("file/sub"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 mod republish {

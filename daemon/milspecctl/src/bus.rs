@@ -1,10 +1,18 @@
 //! `milspecctl`'s commands that talk to the daemon over the system bus.
 //!
 //! Exit codes: 0 done (committed, already installed, up to date), 1 error
-//! (daemon not running, busy, timeout...), 2 rejected or invalid package
+//! (no system bus, busy, timeout...), 2 rejected or invalid package
 //! (nothing changed), 3 rolled back, 4 access denied, 5 the daemon left the
 //! bus (or stopped answering) while a command waited for it, 6 the
-//! committed version has no build for the kernel asked about.
+//! committed version has no build for the kernel asked about, 7 milspecd is
+//! not running on this host.
+//!
+//! No command starts the daemon: it runs only where udev starts it (Dell
+//! hardware), and ships no D-Bus activation file. Every command first asks
+//! the bus whether anything owns `com.dell.MilSpec1` (`NameHasOwner`, which
+//! never activates anything) and stops with [`NOT_RUNNING`] (exit 7) if not;
+//! a call that still finds no owner (the daemon stopped in between) is
+//! reported the same way. `watch` instead waits for the name to appear.
 //!
 //! Every method call has a reply timeout of [`CALL_TIMEOUT`], except the
 //! actions that wait for the engine (`Install`, `CheckForUpdates`,
@@ -55,6 +63,48 @@ pub const EXIT_DENIED: u8 = 4;
 pub const EXIT_DAEMON_GONE: u8 = 5;
 /// The committed version has no build for the kernel asked about.
 pub const EXIT_NO_BUILD: u8 = 6;
+/// milspecd is not running on this host (nothing owns its bus name).
+pub const EXIT_NOT_RUNNING: u8 = 7;
+
+/// What every command says when milspecd is not running.
+pub const NOT_RUNNING: &str =
+    "milspecd is not running on this host (nothing owns com.dell.MilSpec1 on the system bus; \
+     it is started by udev on Dell hardware, never by this command): see `systemctl status milspecd`";
+
+fn not_running() -> anyhow::Error {
+    Exit { code: EXIT_NOT_RUNNING, message: NOT_RUNNING.into() }.into()
+}
+
+/// Whether `e` is the "milspecd is not running" of [`EXIT_NOT_RUNNING`].
+pub fn is_not_running(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Exit>().is_some_and(|x| x.code == EXIT_NOT_RUNNING)
+}
+
+/// A bus error as the bus's own typed error (`org.freedesktop.DBus.Error.*`),
+/// whether zbus decoded it already (property reads) or not (method calls).
+fn fdo_error(e: &zbus::Error) -> zbus::fdo::Error {
+    zbus::fdo::Error::from(e.clone())
+}
+
+/// Whether anything owns the daemon's name now. Asks the bus itself, so
+/// it never starts anything.
+fn has_owner(conn: &Connection) -> anyhow::Result<bool> {
+    let dbus = zbus::blocking::fdo::DBusProxy::new(conn)
+        .map_err(|e| anyhow::anyhow!("cannot talk to the system bus: {}", clean(&e.to_string())))?;
+    let name = zbus::names::BusName::try_from(BUS_NAME).map_err(zbus::Error::from)?;
+    dbus.name_has_owner(name)
+        .map_err(|e| anyhow::anyhow!("cannot ask the system bus who owns {BUS_NAME}: {}", clean(&e.to_string())))
+}
+
+/// A connection to the system bus on which the daemon is running, or
+/// [`NOT_RUNNING`].
+fn connect_daemon(timeout: Duration) -> anyhow::Result<Connection> {
+    let conn = connect(timeout)?;
+    if !has_owner(&conn)? {
+        return Err(not_running());
+    }
+    Ok(conn)
+}
 
 /// Daemon text, escaped before it is printed (see the module docs).
 fn clean(s: &str) -> String {
@@ -90,15 +140,8 @@ struct OwnerWatch {
 impl OwnerWatch {
     fn start(conn: &Connection) -> anyhow::Result<OwnerWatch> {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let rule = MatchRule::builder()
-            .msg_type(Type::Signal)
-            .sender("org.freedesktop.DBus")?
-            .interface("org.freedesktop.DBus")?
-            .member("NameOwnerChanged")?
-            .arg(0, BUS_NAME)?
-            .build();
         // Subscribed before the owner is read, so no change falls between.
-        let iter = MessageIterator::for_match_rule(rule, conn, Some(16))
+        let iter = MessageIterator::for_match_rule(owner_rule()?, conn, Some(16))
             .map_err(|e| anyhow::anyhow!("cannot watch the daemon's bus name: {e}"))?;
         let dbus = zbus::blocking::fdo::DBusProxy::new(conn).map_err(|e| call_error(e, "connect"))?;
         let name = zbus::names::BusName::try_from(BUS_NAME).map_err(zbus::Error::from)?;
@@ -204,17 +247,20 @@ fn proxy(conn: &Connection) -> anyhow::Result<ManagerProxyBlocking<'static>> {
 /// Turns a D-Bus error into an error with the right exit code and a
 /// message that says what to do.
 fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
-    // Property reads fail as org.freedesktop.DBus errors of their own type.
-    if let zbus::Error::FDO(f) = &e {
-        if matches!(**f, zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)) {
-            return Exit {
-                code: 1,
-                message: format!(
-                    "milspecd is not running (nothing owns {BUS_NAME} on the system bus): systemctl start milspecd"
-                ),
-            }
-            .into();
+    // The bus's own errors, typed: property reads come decoded, method
+    // calls as a name that zbus decodes here.
+    use zbus::fdo::Error as Fdo;
+    match fdo_error(&e) {
+        Fdo::ServiceUnknown(_) | Fdo::NameHasNoOwner(_) => return not_running(),
+        Fdo::AccessDenied(msg) => {
+            let message = format!("access denied by the bus policy: {}; run as root", clean(&msg));
+            return Exit { code: EXIT_DENIED, message }.into();
         }
+        Fdo::NoReply(msg) | Fdo::Timeout(msg) => {
+            let message = format!("{what}: no answer in time ({}); see `milspecctl status`", clean(&msg));
+            return Exit { code: 1, message }.into();
+        }
+        _ => {}
     }
     // The daemon's own errors, decoded into the type it sent.
     let e = match ManagerError::from(e) {
@@ -233,18 +279,6 @@ fn call_error(e: zbus::Error, what: &str) -> anyhow::Error {
     if let zbus::Error::MethodError(name, msg, _) = &e {
         let msg = clean(&msg.clone().unwrap_or_default());
         let (code, text) = match name.as_str() {
-            "org.freedesktop.DBus.Error.AccessDenied" => {
-                (EXIT_DENIED, format!("access denied by the bus policy: {msg}; run as root"))
-            }
-            "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => (
-                1,
-                format!(
-                    "milspecd is not running (nothing owns {BUS_NAME} on the system bus): systemctl start milspecd"
-                ),
-            ),
-            "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.Timeout" => {
-                (1, format!("{what}: no answer in time ({msg}); see `milspecctl status`"))
-            }
             // An error of a newer daemon that this client does not know.
             n if n.starts_with(&format!("{BUS_NAME}.Error.")) => {
                 (1, format!("{}: {msg}", n.rsplit('.').next().unwrap_or_default()))
@@ -321,7 +355,7 @@ fn owned_to_json(v: &OwnedValue) -> serde_json::Value {
     json!(format!("{:?}", Value::from(v.clone())))
 }
 
-fn clean_json(v: serde_json::Value) -> serde_json::Value {
+pub(crate) fn clean_json(v: serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::String(s) => serde_json::Value::String(clean(&s)),
         serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| (clean(&k), clean_json(v))).collect(),
@@ -400,7 +434,7 @@ fn follow(conn: &Connection) -> anyhow::Result<mpsc::Receiver<BusEvent>> {
 }
 
 pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let p = proxy(&conn)?;
     let e = |e| call_error(e, "status");
     let state = clean(&p.state().map_err(e)?);
@@ -583,7 +617,7 @@ pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Res
         }
         _ => e.into(),
     })?;
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let events = follow(&conn)?;
     let mut watch = OwnerWatch::start(&conn)?;
     if !json_out {
@@ -594,7 +628,7 @@ pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Res
 }
 
 pub fn check(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let events = follow(&conn)?;
     let mut watch = OwnerWatch::start(&conn)?;
     let reply = long_call(&mut watch, "check", |p| p.check_for_updates())?;
@@ -602,7 +636,7 @@ pub fn check(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let events = follow(&conn)?;
     let mut watch = OwnerWatch::start(&conn)?;
     let (from, to, result) = clean3(long_call(&mut watch, "rollback", |p| p.rollback())?);
@@ -622,7 +656,7 @@ pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let mut watch = OwnerWatch::start(&conn)?;
     let reply = long_call(&mut watch, "reconcile", |p| match p.reconcile() {
         // The daemon is changing the module itself (its own unload and load
@@ -642,7 +676,7 @@ pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn kernel_installed(release: &str, timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let mut watch = OwnerWatch::start(&conn)?;
     let r = release.to_string();
     let reply = call_until(&mut watch, "kernel-installed", timeout, move |p| p.prepare_kernel(&r))?;
@@ -660,7 +694,7 @@ pub fn kernel_installed(release: &str, timeout: Duration, json_out: bool) -> any
 }
 
 pub fn kernel_removed(release: &str, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let reply = proxy(&conn)?.kernel_removed(release).map_err(|e| call_error(e, "kernel-removed"))?;
     let (result, version, message) = clean3(reply);
     if json_out {
@@ -672,7 +706,7 @@ pub fn kernel_removed(release: &str, json_out: bool) -> anyhow::Result<ExitCode>
 }
 
 pub fn kernels(json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let p = proxy(&conn)?;
     let e = |e| call_error(e, "kernels");
     let build = clean(&p.kernel_build().map_err(e)?);
@@ -696,7 +730,7 @@ pub fn kernels(json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn set_paused(paused: bool, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     proxy(&conn)?.set_paused(paused).map_err(|e| call_error(e, if paused { "pause" } else { "resume" }))?;
     if json_out {
         println!("{}", json!({"paused": paused}));
@@ -707,7 +741,7 @@ pub fn set_paused(paused: bool, json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn history(limit: u32, json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let events: Vec<_> =
         proxy(&conn)?.history(limit).map_err(|e| call_error(e, "history"))?.into_iter().map(clean_map).collect();
     if json_out {
@@ -735,7 +769,7 @@ pub fn history(limit: u32, json_out: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
-    let conn = connect(CALL_TIMEOUT)?;
+    let conn = connect_daemon(CALL_TIMEOUT)?;
     let slots: Vec<_> = proxy(&conn)?.slots().map_err(|e| call_error(e, "slots"))?.into_iter().map(clean_map).collect();
     if json_out {
         println!("{}", serde_json::to_string_pretty(&slots)?);
@@ -755,23 +789,100 @@ pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
     done(0)
 }
 
+/// `watch`'s notes about the daemon itself (on stderr: stdout holds only
+/// the daemon's events).
+const WAITING_NOTE: &str = "milspecd is not running on this host; waiting for milspecd to start \
+     (it is started by udev on Dell hardware; see `systemctl status milspecd`)";
+const STARTED_NOTE: &str = "milspecd started; following it";
+const STOPPED_NOTE: &str = "milspecd left the bus; waiting for milspecd to start again";
+
+/// The note for a change of the owner of the daemon's name (`old` and
+/// `new` unique names, empty for none), given whether the daemon was seen
+/// running (updated). None when nothing changed for the reader, e.g. a
+/// start already seen when `watch` looked at the owner.
+fn owner_note(running: &mut bool, old: &str, new: &str) -> Option<&'static str> {
+    match (new.is_empty(), *running) {
+        (true, true) => {
+            *running = false;
+            Some(STOPPED_NOTE)
+        }
+        (true, false) => None,
+        (false, false) => {
+            *running = true;
+            Some(STARTED_NOTE)
+        }
+        // One owner replaced by another, with no gap: a new daemon.
+        (false, true) if !old.is_empty() => Some(STARTED_NOTE),
+        (false, true) => None,
+    }
+}
+
+/// The `(old, new)` owners of the daemon's name as they change, from the
+/// moment this returns.
+fn owner_changes(conn: &Connection) -> anyhow::Result<mpsc::Receiver<(String, String)>> {
+    let iter = MessageIterator::for_match_rule(owner_rule()?, conn, Some(16))
+        .map_err(|e| anyhow::anyhow!("cannot watch the daemon's bus name: {e}"))?;
+    let (tx, rx) = mpsc::sync_channel(16);
+    std::thread::Builder::new().name("owner-changes".into()).spawn(move || {
+        for msg in iter {
+            let Ok(msg) = msg else { return };
+            if let Ok((_, old, new)) = msg.body().deserialize::<(String, String, String)>() {
+                if tx.send((old, new)).is_err() {
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// `NameOwnerChanged` of the daemon's name, from the bus itself.
+fn owner_rule() -> zbus::Result<MatchRule<'static>> {
+    Ok(MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender("org.freedesktop.DBus")?
+        .interface("org.freedesktop.DBus")?
+        .member("NameOwnerChanged")?
+        .arg(0, BUS_NAME)?
+        .build())
+}
+
+/// Prints the daemon's events until `count` of them or `timeout`; waits
+/// for the daemon to start, and follows it across restarts: the signal
+/// subscription names the daemon by its well-known name, which the bus
+/// matches against whoever owns it when a signal is sent.
 pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(CALL_TIMEOUT)?;
-    let p = proxy(&conn)?;
+    // Both subscribed before the owner is asked, so no start falls between.
     let events = follow(&conn)?;
-    // Fail early, and clearly, if the daemon is not there.
-    p.state().map_err(|e| call_error(e, "watch"))?;
+    let owners = owner_changes(&conn)?;
+    let mut running = has_owner(&conn)?;
+    let note = |n: &str| eprintln!("{} {n}", now_rfc3339());
+    if !running {
+        note(WAITING_NOTE);
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut seen = 0u64;
     while count.is_none_or(|c| seen < c) {
+        loop {
+            match owners.try_recv() {
+                Ok((old, new)) => {
+                    if let Some(n) = owner_note(&mut running, &old, &new) {
+                        note(n);
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => anyhow::bail!("lost the connection to the system bus"),
+            }
+        }
         let wait = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
-            None => PING_EVERY,
+            None => POLL,
         };
         if wait.is_zero() {
             break;
         }
-        match events.recv_timeout(wait.min(PING_EVERY)) {
+        match events.recv_timeout(wait.min(POLL)) {
             Ok(ev) => {
                 seen += 1;
                 if json_out {
@@ -790,4 +901,46 @@ pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> a
 /// Now, as RFC 3339 UTC (as the daemon's history writes it).
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_says_once_when_the_daemon_starts_and_when_it_leaves() {
+        let mut running = false;
+        // A start, seen again by the subscription made before the look.
+        assert_eq!(owner_note(&mut running, "", ":1.5"), Some(STARTED_NOTE));
+        assert_eq!(owner_note(&mut running, "", ":1.5"), None);
+        assert!(running);
+        assert_eq!(owner_note(&mut running, ":1.5", ""), Some(STOPPED_NOTE));
+        assert_eq!(owner_note(&mut running, ":1.5", ""), None);
+        assert!(!running);
+        assert_eq!(owner_note(&mut running, "", ":1.9"), Some(STARTED_NOTE));
+        // Replaced with no gap: a new daemon all the same.
+        assert_eq!(owner_note(&mut running, ":1.9", ":1.12"), Some(STARTED_NOTE));
+        assert!(running);
+    }
+
+    #[test]
+    fn the_bus_errors_for_no_owner_are_not_running_typed_or_not() {
+        let typed = zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown("x".into())));
+        assert!(is_not_running(&call_error(typed, "status")));
+        for name in ["org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"] {
+            let name = zbus::names::OwnedErrorName::try_from(name).unwrap_or_else(|_| unreachable!());
+            let e = call_error(zbus::Error::MethodError(name, Some("x".into()), dummy_message()), "install");
+            assert!(is_not_running(&e), "{e}");
+            assert_eq!(e.to_string(), NOT_RUNNING);
+        }
+        let denied = zbus::names::OwnedErrorName::try_from("org.freedesktop.DBus.Error.AccessDenied")
+            .unwrap_or_else(|_| unreachable!());
+        let e = call_error(zbus::Error::MethodError(denied, None, dummy_message()), "install");
+        assert!(!is_not_running(&e));
+        assert_eq!(e.downcast_ref::<Exit>().map(|x| x.code), Some(EXIT_DENIED));
+    }
+
+    fn dummy_message() -> zbus::Message {
+        zbus::Message::method_call("/", "Ping").and_then(|b| b.build(&())).unwrap_or_else(|e| unreachable!("{e}"))
+    }
 }

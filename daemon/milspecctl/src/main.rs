@@ -1,6 +1,7 @@
 //! `milspecctl`: the operator's tool on a host. `verify` and `inspect`
 //! work offline; the other commands talk to `milspecd` over the system bus
-//! (`com.dell.MilSpec1`, docs/dbus.md).
+//! (`com.dell.MilSpec1`, docs/dbus.md), and `status` falls back to an
+//! offline view when milspecd is not running.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +11,10 @@ use clap::{Parser, Subcommand};
 use milspec_cli::run_main;
 use milspec_format::package::{read_package_file, Discard, Trust, VerifiedPackage};
 use milspec_format::text::sanitize;
-use milspec_format::{Limits, TrustedKeys};
+use milspec_format::Limits;
 
 mod bus;
+mod offline;
 use bus as ctl_bus;
 
 #[derive(Parser, Debug)]
@@ -24,25 +26,41 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Verify a package offline against a folder of trusted public keys.
+    /// Verify a package offline, with the host's trust by default: the
+    /// `[trust]` keys folder and threshold of the milspecd configuration.
+    /// Exit 0 trusted, 2 rejected (what `install` would refuse), 1 an I/O
+    /// or configuration error (or a path that is not a regular file).
     Verify {
-        /// Folder of trusted *.pub keys.
+        /// milspecd configuration whose `[trust]` is used [default: /etc/milspecd/milspecd.toml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Folder of trusted *.pub keys [default: the configuration's `[trust] keys_dir`]
         #[arg(long, value_name = "DIR")]
-        keys: PathBuf,
-        /// Distinct trusted signatures required.
-        #[arg(long, default_value_t = 1)]
-        threshold: usize,
+        keys: Option<PathBuf>,
+        /// Distinct trusted signatures required [default: the configuration's `[trust] threshold`]
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        threshold: Option<usize>,
         package: PathBuf,
     },
     /// Show what a package holds, checking its structure and hashes but not
     /// who signed it.
     Inspect {
         package: PathBuf,
+        /// Print the manifest and the signatures' key ids as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Show the daemon's state, versions, health and flags.
+    /// Show the daemon's state, versions, health and flags. With milspecd
+    /// not running, a read-only offline view of its state folder instead
+    /// (as `milspecd status`; changes nothing on disk), after a line that
+    /// says so, and exit 7. Exit 0 daemon running, 7 not running, 1 error.
     Status {
+        /// milspecd configuration naming the state folder, for the offline
+        /// view [default: /etc/milspecd/milspecd.toml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the status as JSON on stdout (offline: the document of
+        /// `milspecd status --json`, and the note on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -54,6 +72,7 @@ enum Cmd {
         /// Give up following the outcome after this long.
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Print the outcome as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +80,7 @@ enum Cmd {
     Check {
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Print the outcome as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -72,22 +92,26 @@ enum Cmd {
         /// Give up following a rollback to the other slot after this long.
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Print the outcome as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Tell the daemon the module was loaded or unloaded behind its back
     /// (the udev rule runs this); it repairs as at startup.
     Reconcile {
+        /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Pause automatic polling (kept across restarts).
     Pause {
+        /// Print the new setting as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Resume automatic polling.
     Resume {
+        /// Print the new setting as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -95,17 +119,20 @@ enum Cmd {
     History {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Print the events as a JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Show the two A/B slots.
     Slots {
+        /// Print the slots as a JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Show the running kernel and which kernels the committed version has
     /// builds for (and which installed kernels it has none for).
     Kernels {
+        /// Print the kernels as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +145,7 @@ enum Cmd {
         /// Give up waiting after this long (the daemon goes on).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
         timeout: Duration,
+        /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -125,10 +153,13 @@ enum Cmd {
     /// runs this): its build is dropped from the slots.
     KernelRemoved {
         release: String,
+        /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Print each signal and property change as it happens, until interrupted.
+    /// Print each signal and property change as it happens, until
+    /// interrupted. Waits for milspecd to start if it is not running, and
+    /// follows it across restarts (notes about that go to stderr).
     Watch {
         /// Stop after this many events.
         #[arg(long)]
@@ -136,6 +167,7 @@ enum Cmd {
         /// Stop after this long.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// Print one JSON object per event, one per line, on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -163,11 +195,16 @@ fn describe(pkg: &VerifiedPackage) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = milspec_cli::parse();
     run_main("milspecctl", || {
         let limits = Limits::default();
         match cli.cmd {
-            Cmd::Status { json } => return ctl_bus::status(json),
+            Cmd::Status { config, json } => {
+                return match ctl_bus::status(json) {
+                    Err(e) if ctl_bus::is_not_running(&e) => offline::status(config.as_deref(), json),
+                    other => other,
+                }
+            }
             Cmd::Install { package, timeout, json } => return ctl_bus::install(&package, timeout, json),
             Cmd::Check { timeout, json } => return ctl_bus::check(timeout, json),
             Cmd::Rollback { timeout, json } => return ctl_bus::rollback(timeout, json),
@@ -182,17 +219,9 @@ fn main() -> ExitCode {
             }
             Cmd::KernelRemoved { release, json } => return ctl_bus::kernel_removed(&release, json),
             Cmd::Watch { count, timeout, json } => return ctl_bus::watch(count, timeout, json),
-            Cmd::Verify { keys, threshold, package } => {
-                let trusted = TrustedKeys::load_dir(&keys)?;
-                let pkg =
-                    read_package_file(&package, Trust::Keys { keys: &trusted, threshold }, &limits, &mut Discard)?;
-                println!("{}: OK", sanitize(&package.display().to_string()));
-                describe(&pkg);
-                for id in &pkg.signers {
-                    let name = sanitize(trusted.get(id).map(|k| k.name()).unwrap_or("?"));
-                    println!("signed by: {name} ({id})");
-                }
-                println!("trust:     {} of {} required trusted signatures", pkg.signers.len(), threshold);
+            Cmd::Verify { config, keys, threshold, package } => {
+                let (keys, threshold) = offline::trust(config.as_deref(), keys, threshold)?;
+                return offline::verify(&package, &keys, threshold, &limits, describe);
             }
             Cmd::Inspect { package, json } => {
                 let pkg = read_package_file(&package, Trust::Unverified, &limits, &mut Discard)?;

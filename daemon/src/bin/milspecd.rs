@@ -48,10 +48,13 @@ enum Cmd {
     },
     /// Bring the state and the live kernel together (what `run` does first), then exit.
     Recover(ConfigArg),
-    /// Show slots, committed and trial versions, health and the last rollback.
+    /// Show slots, committed and trial versions, health and the last rollback,
+    /// read from the state folder as it is: changes nothing on disk, needs
+    /// no running daemon.
     Status {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -118,7 +121,7 @@ fn kernel_factory() -> worker::KernelFactory {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = milspec_cli::parse();
     let _failpoints = fail::FailScenario::setup();
     run_main("milspecd", || match cli.cmd {
         Cmd::Config(arg) => {
