@@ -5,7 +5,7 @@ use milspec_interface::json;
 use milspec_interface::ActionResult as R;
 
 use crate::check::{CheckReport, PrepareReport};
-use crate::engine::{BuildOutcome, Outcome, RejectReason};
+use crate::engine::{BuildOutcome, Outcome};
 
 /// An install's outcome (`milspecd install --json`).
 pub fn of_outcome(o: &Outcome) -> json::Outcome {
@@ -13,9 +13,7 @@ pub fn of_outcome(o: &Outcome) -> json::Outcome {
     match o {
         Outcome::Committed { version, .. } => out(R::Committed).version(version),
         Outcome::AlreadyInstalled { version } => out(R::AlreadyInstalled).version(version),
-        Outcome::Rejected { reason: r @ RejectReason::InvalidPackage(_) } => {
-            json::Outcome::new("invalid-package", o.to_string(), o.exit_code()).reason(&r.to_string())
-        }
+        // An invalid package is rejected too; its reason says so.
         Outcome::Rejected { reason } => out(R::Rejected).reason(&reason.to_string()),
         Outcome::RolledBack { version, to, reason, .. } => {
             out(R::RolledBack).version(version).to(to.as_deref()).reason(reason)

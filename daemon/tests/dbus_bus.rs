@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod schema_support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -144,10 +145,13 @@ impl Host {
         self.ctl_cmd(args, true).output().unwrap()
     }
 
+    /// A `--json` command's output, checked against its JSON Schema.
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let o = self.ctl(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
-        serde_json::from_slice(&o.stdout).unwrap()
+        let v = serde_json::from_slice(&o.stdout).unwrap();
+        schema_support::assert_follows(&v, &format!("milspecctl {}", args.join(" ")));
+        v
     }
 
     fn status(&self) -> serde_json::Value {
@@ -180,7 +184,7 @@ fn code(o: &Output) -> i32 {
 fn install_commit_rollback_and_every_method_over_the_bus() {
     let h = Host::new("1s");
     let s = h.status();
-    assert_eq!((s["state"].as_str(), s["committed_version"].as_str()), (Some("idle"), Some("")), "{s}");
+    assert_eq!((s["state"].as_str(), s["committed_version"].as_str()), (Some("idle"), None), "{s}");
 
     // Install from a descriptor the caller opened; the outcome is followed.
     let o = h.ctl(&["install", h.package("1.0.0").to_str().unwrap()]);
@@ -197,10 +201,11 @@ fn install_commit_rollback_and_every_method_over_the_bus() {
     let o = h.ctl(&["install", "--json", h.package("1.1.0").to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    schema_support::assert_follows(&v, "install --json");
     assert_eq!((v["outcome"].as_str(), v["version"].as_str()), (Some("committed"), Some("1.1.0")));
     let s = h.status();
-    assert_eq!((s["committed_version"].as_str(), s["active_slot"].as_str()), (Some("1.1.0"), Some("b")), "{s}");
-    assert_eq!(s["health"]["version"], "1.1.0");
+    assert_eq!((s["committed_version"].as_str(), s["committed_slot"].as_str()), (Some("1.1.0"), Some("b")), "{s}");
+    assert_eq!(s["health"]["module_version"], "1.1.0");
 
     // A faulty version: swapped, watched, rolled back on its own.
     let o = h.ctl(&["install", h.package("1.2.0").to_str().unwrap()]);
@@ -215,7 +220,7 @@ fn install_commit_rollback_and_every_method_over_the_bus() {
     let _ = watcher.kill();
     let wout = watcher.wait_with_output().unwrap();
     let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&wout.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        schema_support::assert_valid_lines("bus-event", &String::from_utf8_lossy(&wout.stdout), "watch --json");
     let signals: Vec<String> = lines
         .iter()
         .filter(|l| l["type"] == "signal")
@@ -265,8 +270,8 @@ fn install_commit_rollback_and_every_method_over_the_bus() {
     let slots = h.json(&["slots", "--json"]);
     let b = slots.as_array().unwrap().iter().find(|s| s["slot"] == "b").unwrap();
     assert_eq!(
-        (b["version"].as_str(), b["committed"].as_str(), b["valid"].as_str()),
-        (Some("1.1.0"), Some("true"), Some("true"))
+        (b["version"].as_str(), b["committed"].as_bool(), b["valid"].as_bool()),
+        (Some("1.1.0"), Some(true), Some(true))
     );
     let o = h.ctl(&["history"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("rolled-back"), "{}", text(&o));
@@ -309,8 +314,9 @@ fn install_commit_rollback_and_every_method_over_the_bus() {
     fs::remove_dir_all(h.f.path("root/proc/milspec")).unwrap();
     let o = h.ctl(&["reconcile", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    schema_support::assert_follows(&v, "reconcile --json");
     assert_eq!(
-        (v["result"].as_str(), v["version"].as_str()),
+        (v["outcome"].as_str(), v["version"].as_str()),
         (Some("loaded-committed"), Some("1.1.0")),
         "{}",
         text(&o)
@@ -333,7 +339,7 @@ fn rollback_with_no_trial_goes_back_to_the_other_slot() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("going back from 1.1.0 to 1.0.0") && out.contains("committed 1.0.0"), "{}", text(&o));
     let s = h.status();
-    assert_eq!((s["committed_version"].as_str(), s["active_slot"].as_str()), (Some("1.0.0"), Some("a")), "{s}");
+    assert_eq!((s["committed_version"].as_str(), s["committed_slot"].as_str()), (Some("1.0.0"), Some("a")), "{s}");
     let o = h.ctl(&["install", h.package("1.1.0").to_str().unwrap()]);
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("blocklisted"), "{}", text(&o));
@@ -361,7 +367,7 @@ fn rollback_with_no_trial_is_refused_when_the_module_cannot_be_unloaded() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("could not be unloaded"), "{}", text(&o));
     let s = h.status();
     assert_eq!(
-        (s["committed_version"].as_str(), s["health"]["version"].as_str()),
+        (s["committed_version"].as_str(), s["health"]["module_version"].as_str()),
         (Some("1.1.0"), Some("1.1.0")),
         "{s}"
     );
@@ -405,9 +411,9 @@ fn operator_rollback_ends_a_trial() {
     let s = h.status();
     assert_eq!(
         (s["state"].as_str(), s["committed_version"].as_str(), s["trial_version"].as_str()),
-        (Some("idle"), Some("1.0.0"), Some(""))
+        (Some("idle"), Some("1.0.0"), None)
     );
-    assert_eq!(s["health"]["version"], "1.0.0");
+    assert_eq!(s["health"]["module_version"], "1.0.0");
 }
 
 #[test]
@@ -949,4 +955,81 @@ fn the_served_interface_is_the_one_the_client_proxy_declares() {
     p.history(10).unwrap();
     let (result, _, _) = p.reconcile().unwrap();
     assert!(milspec_interface::ActionResult::from_word(&result).is_some(), "{result}");
+}
+
+/// Every `milspecctl --json` command, answered by the daemon, refused, or
+/// with the daemon gone: stdout is always JSON that follows the schema its
+/// `"schema"` key names (docs/json.md), and an outcome's `exit_code` is the
+/// process's.
+#[test]
+fn every_milspecctl_json_output_follows_its_schema() {
+    let mut h = Host::new("1s");
+    let run = |h: &Host, args: &[&str], want: i32| -> serde_json::Value {
+        let o = h.ctl(args);
+        let what = format!("milspecctl {}", args.join(" "));
+        assert_eq!(code(&o), want, "{what}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = if args[0] == "watch" {
+            serde_json::Value::Array(schema_support::assert_valid_lines("bus-event", &out, &what))
+        } else {
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{what}: not one JSON value ({e}): {out}"))
+        };
+        schema_support::assert_follows(&v, &what);
+        if v["schema"] == "milspec.outcome/1" {
+            assert_eq!(v["exit_code"], want, "{what}: {v}");
+        }
+        v
+    };
+    let p100 = h.package("1.0.0");
+    let p110 = h.package("1.1.0");
+    let v = run(&h, &["install", "--json", p100.to_str().unwrap()], 0);
+    assert_eq!(v["outcome"], "committed", "{v}");
+    let v = run(&h, &["install", "--json", p100.to_str().unwrap()], 0);
+    assert_eq!(v["outcome"], "already-installed", "{v}");
+    run(&h, &["install", "--json", p110.to_str().unwrap()], 0);
+    let v = run(&h, &["rollback", "--json"], 0);
+    assert_eq!((v["outcome"].as_str(), v["version"].as_str()), (Some("committed"), Some("1.0.0")), "{v}");
+    let v = run(&h, &["check", "--json"], 1);
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no [source]"), "{v}");
+    let v = run(&h, &["reconcile", "--json"], 0);
+    assert_eq!(v["outcome"], "clean", "{v}");
+    let watcher = h
+        .ctl_cmd(&["watch", "--json", "--count", "1", "--timeout", "20s"], false)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let v = run(&h, &["pause", "--json"], 0);
+    assert_eq!(v["outcome"], "paused", "{v}");
+    let w = watcher.wait_with_output().unwrap();
+    let events = schema_support::assert_valid_lines("bus-event", &String::from_utf8_lossy(&w.stdout), "watch --json");
+    assert_eq!((events.len(), events[0]["name"].as_str()), (1, Some("Paused")), "{events:?}");
+    run(&h, &["resume", "--json"], 0);
+    let v = run(&h, &["status", "--json"], 0);
+    assert_eq!((v["daemon"].as_str(), v["committed_version"].as_str()), (Some("running"), Some("1.0.0")), "{v}");
+    assert_eq!(v["slots"].as_array().map(Vec::len), Some(2), "{v}");
+    let v = run(&h, &["history", "--json"], 0);
+    assert!(v.as_array().unwrap().iter().any(|e| e["event"] == "committed"), "{v}");
+    run(&h, &["slots", "--json"], 0);
+    let v = run(&h, &["kernels", "--json"], 0);
+    assert_eq!(v["kernel_build"], "ready", "{v}");
+    let v = run(&h, &["kernel-installed", "--json", RELEASE], 0);
+    assert_eq!((v["outcome"].as_str(), v["kernel"].as_str()), (Some("kernel-ready"), Some(RELEASE)), "{v}");
+    run(&h, &["kernel-removed", "--json", "6.1.0-99-cloud-amd64"], 0);
+    let v = run(&h, &["inspect", "--json", p110.to_str().unwrap()], 0);
+    assert_eq!(v["verified"], false, "{v}");
+    let junk = h.f.path("junk.mspkg");
+    fs::write(&junk, b"not a package").unwrap();
+    fs::set_permissions(&junk, fs::Permissions::from_mode(0o644)).unwrap();
+    let v = run(&h, &["install", "--json", junk.to_str().unwrap()], 2);
+    assert_eq!(v["outcome"], "rejected", "{v}");
+
+    // The daemon gone: the offline status, and a refusal that says so.
+    h.kill_daemon();
+    let conf = h.f.path("milspecd.toml");
+    let v = run(&h, &["status", "--json", "--config", conf.to_str().unwrap()], 7);
+    assert_eq!((v["daemon"].as_str(), v["committed_version"].as_str()), (Some("not-running"), Some("1.0.0")), "{v}");
+    let v = run(&h, &["install", "--json", p110.to_str().unwrap()], 7);
+    assert_eq!(v["outcome"], "not-running", "{v}");
 }

@@ -88,7 +88,7 @@ fn every_milspecd_json_output_follows_its_schema() {
     // Offline status of a host that never ran: nothing is created.
     let v = json_of("status (fresh)", &h.milspecd(&["status", "--json"]), "status", 0);
     assert_eq!((v["daemon"].as_str(), v["committed_version"].as_null()), (Some("not-running"), Some(())), "{v}");
-    // (no side effect on disk: checked by the offline status tests)
+    assert!(!h.f.path("state/slots").exists(), "status created the slots folder");
 
     let pkg = h.f.pack("1.1.0", &[&h.key], "1.1.0.mspkg");
     let v = json_of("install", &h.milspecd(&["install", "--json", pkg.to_str().unwrap()]), "outcome", 0);
@@ -97,7 +97,7 @@ fn every_milspecd_json_output_follows_its_schema() {
     let junk = h.f.path("junk.mspkg");
     fs::write(&junk, b"not a package").unwrap();
     let v = json_of("install junk", &h.milspecd(&["install", "--json", junk.to_str().unwrap()]), "outcome", 2);
-    assert_eq!(v["outcome"], "invalid-package", "{v}");
+    assert_eq!(v["outcome"], "rejected", "{v}");
     assert!(v["reason"].as_str().unwrap().starts_with("invalid package: "), "{v}");
 
     let missing = h.f.path("missing.mspkg");

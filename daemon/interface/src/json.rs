@@ -27,8 +27,8 @@ pub const SLOT: &str = "milspec.slot/1";
 pub const KERNELS: &str = "milspec.kernels/1";
 /// `milspec.bus-event/1`: one event `milspecctl watch` saw.
 pub const BUS_EVENT: &str = "milspec.bus-event/1";
-/// `milspec.verify/1`: what `milspecctl verify` found in a package.
-pub const VERIFY: &str = "milspec.verify/1";
+/// `milspec.inspect/1`: a package's manifest, not verified (`milspecctl inspect`).
+pub const INSPECT: &str = "milspec.inspect/1";
 
 /// Every schema name, with the file in `docs/schema/` that defines it.
 pub const ALL: [(&str, &str); 7] = [
@@ -38,7 +38,7 @@ pub const ALL: [(&str, &str); 7] = [
     (SLOT, "slot.schema.json"),
     (KERNELS, "kernels.schema.json"),
     (BUS_EVENT, "bus-event.schema.json"),
-    (VERIFY, "verify.schema.json"),
+    (INSPECT, "inspect.schema.json"),
 ];
 
 /// An empty string is an absent value.
@@ -51,8 +51,9 @@ pub fn non_empty(s: &str) -> Option<String> {
 pub struct Outcome {
     pub schema: String,
     /// The result word: an [`crate::ActionResult`] word (`committed`,
-    /// `rolled-back`, `up-to-date`, ...) or an error word (`invalid-package`,
-    /// `access-denied`, `busy`, `timeout`, `not-running`, `gone`, `failed`).
+    /// `rolled-back`, `up-to-date`, ...), `nothing-committed`, `paused`,
+    /// `resumed`, or an error word (`access-denied`, `busy`, `timeout`,
+    /// `nothing-to-roll-back`, `not-running`, `gone`, `failed`).
     pub outcome: String,
     /// The version it is about (the one installed, offered or refused).
     pub version: Option<String>,
@@ -313,29 +314,6 @@ impl BusEvent {
     }
 }
 
-/// One signer of a package, as `milspec.verify/1` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Signer {
-    pub key_id: String,
-    pub name: String,
-}
-
-/// `milspec.verify/1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verify {
-    pub schema: String,
-    /// `valid` or `rejected`.
-    pub outcome: String,
-    pub version: Option<String>,
-    pub sequence: Option<u64>,
-    /// The kernel releases it has builds for.
-    pub kernels: Vec<String>,
-    pub signers: Vec<Signer>,
-    pub threshold: u64,
-    pub reason: Option<String>,
-    pub exit_code: u8,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +326,23 @@ mod tests {
             text,
             r#"{"schema":"milspec.outcome/1","outcome":"up-to-date","version":null,"to":null,"reason":null,"kernel":null,"message":"nothing newer","exit_code":0}"#
         );
+    }
+
+    #[test]
+    fn every_schema_file_exists_and_every_result_word_is_an_outcome() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema");
+        for (name, file) in ALL {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(schema["title"], name, "{file}");
+            assert_eq!(schema["properties"]["schema"]["const"], name, "{file}");
+        }
+        let text = std::fs::read_to_string(dir.join("outcome.schema.json")).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let words = schema["properties"]["outcome"]["enum"].as_array().unwrap();
+        for r in crate::ActionResult::ALL {
+            assert!(words.iter().any(|w| w == r.word()), "{} is not in outcome.schema.json", r.word());
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ use zbus::zvariant::{OwnedValue, Value};
 use zbus::MatchRule;
 
 use milspec_cli::Exit;
+use milspec_interface::json;
 use milspec_interface::{ActionResult, ManagerError, ManagerProxyBlocking, BUS_NAME, INTERFACE, OBJECT_PATH};
 use zbus::DBusError;
 
@@ -294,6 +295,30 @@ fn done(code: u8) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// One JSON object on one line of stdout.
+pub(crate) fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+/// One JSON value, indented, on stdout.
+pub(crate) fn print_json_pretty(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// The outcome word of a command that failed with exit `code`.
+pub fn failure_word(code: u8) -> &'static str {
+    match code {
+        EXIT_REJECTED => "rejected",
+        EXIT_ROLLED_BACK => "rolled-back",
+        EXIT_DENIED => "access-denied",
+        EXIT_DAEMON_GONE => "gone",
+        EXIT_NOT_RUNNING => "not-running",
+        _ => "failed",
+    }
+}
+
 /// One thing seen on the bus, as `watch` prints it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusEvent {
@@ -304,13 +329,29 @@ pub enum BusEvent {
 }
 
 impl BusEvent {
-    pub fn to_json(&self) -> serde_json::Value {
+    /// As `milspec.bus-event/1`, seen at `at`.
+    pub fn to_json(&self, at: &str) -> json::BusEvent {
+        let signal = |name: &str| json::BusEvent::new(at, "signal", Some(name));
         match self {
-            BusEvent::Property { name, value } => json!({"type": "property", "name": name, "value": value}),
-            BusEvent::Swapped { from, to } => json!({"type": "signal", "name": "Swapped", "from": from, "to": to}),
-            BusEvent::Committed { version } => json!({"type": "signal", "name": "Committed", "version": version}),
+            BusEvent::Property { name, value } => {
+                let mut e = json::BusEvent::new(at, "property", Some(name));
+                e.value = Some(value.clone());
+                e
+            }
+            BusEvent::Swapped { from, to } => {
+                let mut e = signal("Swapped");
+                (e.from, e.to) = (json::non_empty(from), json::non_empty(to));
+                e
+            }
+            BusEvent::Committed { version } => {
+                let mut e = signal("Committed");
+                e.version = json::non_empty(version);
+                e
+            }
             BusEvent::RolledBack { from, to, reason } => {
-                json!({"type": "signal", "name": "RolledBack", "from": from, "to": to, "reason": reason})
+                let mut e = signal("RolledBack");
+                (e.from, e.to, e.reason) = (json::non_empty(from), json::non_empty(to), json::non_empty(reason));
+                e
             }
         }
     }
@@ -449,12 +490,19 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
     // A daemon from before kernel builds were tracked has no such property.
     let kernel_build = p.kernel_build().map(|k| clean(&k)).unwrap_or_default();
     if json_out {
-        let v = json!({
-            "state": state, "committed_version": committed, "active_slot": slot, "trial_version": trial,
-            "paused": paused, "last_error": last_error, "last_check": last_check,
-            "reboot_required": reboot, "health": health, "kernel_build": kernel_build,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let mut v = json::Status::running();
+        v.state = json::non_empty(&state);
+        v.committed_version = json::non_empty(&committed);
+        v.committed_slot = json::non_empty(&slot);
+        v.trial_version = json::non_empty(&trial);
+        v.paused = paused;
+        v.reboot_required = reboot;
+        v.kernel_build = json::non_empty(&kernel_build);
+        v.last_check = json::non_empty(&last_check);
+        v.last_error = json::non_empty(&last_error);
+        v.health = json::Health::from_map(&health);
+        v.slots = p.slots().map_err(e)?.into_iter().map(clean_map).map(|m| json::Slot::from_map(&m)).collect();
+        print_json_pretty(&v)?;
         return done(0);
     }
     let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
@@ -540,7 +588,7 @@ fn await_outcome(
             Ok(BusEvent::Committed { version: v }) if v == version => {
                 settle(&p);
                 if json_out {
-                    println!("{}", json!({"outcome": "committed", "version": v}));
+                    print_json(&json::Outcome::new("committed", format!("committed {v}"), 0).version(&v))?;
                 } else {
                     println!("committed {v}");
                 }
@@ -548,10 +596,16 @@ fn await_outcome(
             }
             Ok(BusEvent::RolledBack { from, to, reason }) if from == version => {
                 settle(&p);
+                let text = format!("rolled back {from} -> {}: {reason}", if to.is_empty() { "none" } else { &to });
                 if json_out {
-                    println!("{}", json!({"outcome": "rolled-back", "version": from, "to": to, "reason": reason}));
+                    print_json(
+                        &json::Outcome::new("rolled-back", text, EXIT_ROLLED_BACK)
+                            .version(&from)
+                            .to(Some(&to))
+                            .reason(&reason),
+                    )?;
                 } else {
-                    println!("rolled back {from} -> {}: {reason}", if to.is_empty() { "none" } else { &to });
+                    println!("{text}");
                 }
                 return done(EXIT_ROLLED_BACK);
             }
@@ -594,16 +648,17 @@ fn finish(
         }
         return await_outcome(conn, watch, events, &version, timeout, json_out);
     }
-    if json_out {
-        println!("{}", json!({"outcome": word, "version": version, "message": message}));
-    } else {
-        println!("{message}");
-    }
-    done(match result {
+    let code = match result {
         Some(ActionResult::RolledBack) => EXIT_ROLLED_BACK,
         Some(ActionResult::Rejected) => EXIT_REJECTED,
         _ => 0,
-    })
+    };
+    if json_out {
+        print_json(&json::Outcome::new(&word, message, code).version(&version))?;
+    } else {
+        println!("{message}");
+    }
+    done(code)
 }
 
 pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
@@ -647,10 +702,11 @@ pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
         }
         return await_outcome(&conn, &mut watch, &events, &to, timeout, json_out);
     }
+    let text = format!("rolled back {from} -> {}", if to.is_empty() { "none" } else { &to });
     if json_out {
-        println!("{}", json!({"outcome": "rolled-back", "version": from, "to": to}));
+        print_json(&json::Outcome::new("rolled-back", text, 0).version(&from).to(Some(&to)))?;
     } else {
-        println!("rolled back {from} -> {}", if to.is_empty() { "none" } else { &to });
+        println!("{text}");
     }
     done(0)
 }
@@ -668,7 +724,7 @@ pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
     })?;
     let (result, version, message) = clean3(reply);
     if json_out {
-        println!("{}", json!({"result": result, "version": version, "message": message}));
+        print_json(&json::Outcome::new(&result, message, 0).version(&version))?;
     } else {
         println!("{result}: {message}");
     }
@@ -681,16 +737,17 @@ pub fn kernel_installed(release: &str, timeout: Duration, json_out: bool) -> any
     let r = release.to_string();
     let reply = call_until(&mut watch, "kernel-installed", timeout, move |p| p.prepare_kernel(&r))?;
     let (result, version, message) = clean3(reply);
+    let code = match ActionResult::from_word(&result) {
+        Some(ActionResult::NoBuild) => EXIT_NO_BUILD,
+        Some(ActionResult::Rejected) => EXIT_REJECTED,
+        _ => 0,
+    };
     if json_out {
-        println!("{}", json!({"result": result, "version": version, "message": message}));
+        print_json(&json::Outcome::new(&result, message, code).version(&version).kernel(&clean(release)))?;
     } else {
         println!("{result}: {message}");
     }
-    match ActionResult::from_word(&result) {
-        Some(ActionResult::NoBuild) => done(EXIT_NO_BUILD),
-        Some(ActionResult::Rejected) => done(EXIT_REJECTED),
-        _ => done(0),
-    }
+    done(code)
 }
 
 pub fn kernel_removed(release: &str, json_out: bool) -> anyhow::Result<ExitCode> {
@@ -698,7 +755,7 @@ pub fn kernel_removed(release: &str, json_out: bool) -> anyhow::Result<ExitCode>
     let reply = proxy(&conn)?.kernel_removed(release).map_err(|e| call_error(e, "kernel-removed"))?;
     let (result, version, message) = clean3(reply);
     if json_out {
-        println!("{}", json!({"result": result, "version": version, "message": message}));
+        print_json(&json::Outcome::new(&result, message, 0).version(&version).kernel(&clean(release)))?;
     } else {
         println!("{message}");
     }
@@ -714,11 +771,13 @@ pub fn kernels(json_out: bool) -> anyhow::Result<ExitCode> {
     let covered: Vec<String> = p.committed_kernels().map_err(e)?.iter().map(|k| clean(k)).collect();
     let without: Vec<String> = p.kernels_without_build().map_err(e)?.iter().map(|k| clean(k)).collect();
     if json_out {
-        let v = json!({
-            "kernel_build": build, "committed_version": committed,
-            "committed_kernels": covered, "kernels_without_build": without,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json_pretty(&json::Kernels {
+            schema: json::KERNELS.into(),
+            kernel_build: json::non_empty(&build),
+            committed_version: json::non_empty(&committed),
+            committed_kernels: covered,
+            kernels_without_build: without,
+        })?;
         return done(0);
     }
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
@@ -732,10 +791,11 @@ pub fn kernels(json_out: bool) -> anyhow::Result<ExitCode> {
 pub fn set_paused(paused: bool, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect_daemon(CALL_TIMEOUT)?;
     proxy(&conn)?.set_paused(paused).map_err(|e| call_error(e, if paused { "pause" } else { "resume" }))?;
+    let text = format!("automatic polling {}", if paused { "paused" } else { "resumed" });
     if json_out {
-        println!("{}", json!({"paused": paused}));
+        print_json(&json::Outcome::new(if paused { "paused" } else { "resumed" }, text, 0))?;
     } else {
-        println!("automatic polling {}", if paused { "paused" } else { "resumed" });
+        println!("{text}");
     }
     done(0)
 }
@@ -745,7 +805,8 @@ pub fn history(limit: u32, json_out: bool) -> anyhow::Result<ExitCode> {
     let events: Vec<_> =
         proxy(&conn)?.history(limit).map_err(|e| call_error(e, "history"))?.into_iter().map(clean_map).collect();
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&events)?);
+        let events: Vec<_> = events.iter().map(json::HistoryEvent::from_map).collect();
+        print_json_pretty(&events)?;
         return done(0);
     }
     for e in &events {
@@ -772,7 +833,8 @@ pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect_daemon(CALL_TIMEOUT)?;
     let slots: Vec<_> = proxy(&conn)?.slots().map_err(|e| call_error(e, "slots"))?.into_iter().map(clean_map).collect();
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&slots)?);
+        let slots: Vec<_> = slots.iter().map(json::Slot::from_map).collect();
+        print_json_pretty(&slots)?;
         return done(0);
     }
     for s in &slots {
@@ -886,7 +948,7 @@ pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> a
             Ok(ev) => {
                 seen += 1;
                 if json_out {
-                    println!("{}", ev.to_json());
+                    print_json(&ev.to_json(&now_rfc3339()))?;
                 } else {
                     println!("{} {}", now_rfc3339(), ev.to_text());
                 }

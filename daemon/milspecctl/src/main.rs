@@ -194,11 +194,53 @@ fn describe(pkg: &VerifiedPackage) {
     }
 }
 
+impl Cmd {
+    /// `--json` was given.
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Status { json, .. }
+            | Cmd::Install { json, .. }
+            | Cmd::Check { json, .. }
+            | Cmd::Rollback { json, .. }
+            | Cmd::Reconcile { json }
+            | Cmd::Pause { json }
+            | Cmd::Resume { json }
+            | Cmd::History { json, .. }
+            | Cmd::Slots { json }
+            | Cmd::Kernels { json }
+            | Cmd::KernelInstalled { json, .. }
+            | Cmd::KernelRemoved { json, .. }
+            | Cmd::Watch { json, .. }
+            | Cmd::Inspect { json, .. } => *json,
+            Cmd::Verify { .. } => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = milspec_cli::parse();
+    let json_out = cli.cmd.json();
     run_main("milspecctl", || {
+        // With --json a failure is also one outcome object on stdout (the
+        // error line still goes to stderr).
+        run(cli.cmd).inspect_err(|e| {
+            if json_out {
+                let code = e.downcast_ref::<milspec_cli::Exit>().map_or(1, |x| x.code);
+                let o = milspec_interface::json::Outcome::new(
+                    ctl_bus::failure_word(code),
+                    sanitize(&milspec_cli::one_line(e)),
+                    code,
+                );
+                let _ = ctl_bus::print_json(&o);
+            }
+        })
+    })
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    {
         let limits = Limits::default();
-        match cli.cmd {
+        match cmd {
             Cmd::Status { config, json } => {
                 return match ctl_bus::status(json) {
                     Err(e) if ctl_bus::is_not_running(&e) => offline::status(config.as_deref(), json),
@@ -227,6 +269,7 @@ fn main() -> ExitCode {
                 let pkg = read_package_file(&package, Trust::Unverified, &limits, &mut Discard)?;
                 if json {
                     let v = serde_json::json!({
+                        "schema": milspec_interface::json::INSPECT,
                         "manifest": pkg.manifest,
                         "signatures": pkg.signatures.key_ids().map(|k| k.to_string()).collect::<Vec<_>>(),
                         "verified": false,
@@ -241,5 +284,5 @@ fn main() -> ExitCode {
             }
         }
         Ok(ExitCode::SUCCESS)
-    })
+    }
 }

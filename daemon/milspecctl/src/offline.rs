@@ -103,7 +103,9 @@ pub fn status(config: Option<&Path>, json_out: bool) -> anyhow::Result<ExitCode>
     );
     if json_out {
         eprintln!("{note}");
-        println!("{}", serde_json::to_string_pretty(&crate::bus::clean_json(serde_json::to_value(&report)?))?);
+        let paused = milspecd::worker::paused_file(&state_dir).exists();
+        let view = milspecd::status_json::OfflineStatus::from_report(&report, paused);
+        crate::bus::print_json_pretty(&crate::bus::clean_json(serde_json::to_value(&view)?))?;
     } else {
         println!("{note}");
         print!("{}", sanitize_lines(&report.to_text()));

@@ -31,3 +31,20 @@ pub fn assert_valid_lines(name: &str, text: &str, what: &str) -> Vec<serde_json:
         })
         .collect()
 }
+
+/// `v` (an object, or a list of objects) follows the schema its own
+/// `"schema"` key names (`milspec.<kind>/1` is `docs/schema/<kind>.schema.json`).
+pub fn assert_follows(v: &serde_json::Value, what: &str) {
+    if let Some(items) = v.as_array() {
+        for item in items {
+            assert_follows(item, what);
+        }
+        return;
+    }
+    let name = v["schema"].as_str().unwrap_or_else(|| panic!("{what}: no \"schema\" key: {v}"));
+    let kind = name
+        .strip_prefix("milspec.")
+        .and_then(|k| k.strip_suffix("/1"))
+        .unwrap_or_else(|| panic!("{what}: unknown schema {name}"));
+    assert_valid(kind, v, what);
+}
