@@ -4,6 +4,7 @@
 //! over the modules here and over the shared format crate.
 
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dbus;

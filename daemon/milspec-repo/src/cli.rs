@@ -1,0 +1,148 @@
+//! The command line of `milspec-repo`: its clap definition, shared by the
+//! binary and by the generated manual page and shell completions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use milspec_format::index::{check_waves, Wave};
+
+#[derive(Parser, Debug)]
+#[command(name = "milspec-repo", version, about = "Publish signed dell-milspec module packages")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Make an ed25519 key pair: NAME.key (mode 0600) and NAME.pub in DIR
+    /// (made, mode 0700, if it does not exist).
+    Keygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Pack one .ko per kernel release into a signed package.
+    Pack {
+        /// Package version (semver), e.g. 1.2.0.
+        #[arg(long)]
+        version: semver::Version,
+        /// Anti-rollback sequence; defaults to major*10^9 + minor*10^6 + patch*10^3.
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// A kernel module; its kernel release is read from its vermagic.
+        #[arg(long = "module", value_name = "KO", required = true)]
+        modules: Vec<PathBuf>,
+        /// A default module parameter, KEY=VALUE.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Suggested probation window, e.g. 30s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        probation: Option<Duration>,
+        /// Accepted DMI sys_vendor (repeatable; default "Dell Inc.").
+        #[arg(long = "sys-vendor")]
+        sys_vendors: Vec<String>,
+        /// A secret key to sign with (repeatable for several signatures).
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE.mspkg")]
+        out: PathBuf,
+    },
+    /// Add builds for more kernels to a package: the same release, re-signed.
+    ///
+    /// Everything else of the manifest stays (version, sequence, params,
+    /// requirements, probation, every existing build), so `publish` can
+    /// replace the release on a mirror without restarting its rollout.
+    AddBuild {
+        /// The package to extend.
+        #[arg(long, value_name = "IN.mspkg")]
+        package: PathBuf,
+        /// A kernel module for a kernel the package has no build for (repeatable).
+        #[arg(long = "module", value_name = "KO", required = true)]
+        modules: Vec<PathBuf>,
+        /// A secret key to sign with (repeatable for several signatures).
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<PathBuf>,
+        /// The new package (must differ from --package).
+        #[arg(long, value_name = "OUT.mspkg")]
+        out: PathBuf,
+    },
+    /// Add one more signature to a package, in place.
+    Sign {
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        package: PathBuf,
+    },
+    /// Add packages to a mirror folder and re-sign its index with a higher version.
+    Publish {
+        #[command(flatten)]
+        mirror: MirrorArgs,
+        /// Rollout schedule, e.g. `1%,10%@1h,100%@24h` (PERCENT[@AFTER], comma separated).
+        /// Without it every host may take the packages at once.
+        #[arg(long, value_name = "SPEC", value_parser = parse_waves)]
+        waves: Option<WaveSpec>,
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<PathBuf>,
+    },
+    /// Revoke a version: hosts running it move off it on their own.
+    Revoke {
+        #[command(flatten)]
+        mirror: MirrorArgs,
+        version: semver::Version,
+    },
+    /// Re-sign the index unchanged with a higher version and a new expiry.
+    Refresh {
+        #[command(flatten)]
+        mirror: MirrorArgs,
+    },
+    /// List each release on a mirror with the kernel releases it has builds for.
+    Kernels {
+        /// The mirror folder.
+        #[arg(long, value_name = "DIR")]
+        mirror: PathBuf,
+        /// One JSON document instead of one line per release.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MirrorArgs {
+    /// The mirror folder (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub mirror: PathBuf,
+    /// A secret key to sign the index with (repeatable).
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// How long hosts accept this index; refresh before it runs out.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub expires: Duration,
+}
+
+/// A parsed `--waves` value (one argument, several waves).
+#[derive(Debug, Clone)]
+pub struct WaveSpec(pub Vec<Wave>);
+
+/// `1%,10%@1h,100%@24h`: PERCENT with an optional `@` delay after publication.
+fn parse_waves(spec: &str) -> Result<WaveSpec, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        let (pct, after) = part.split_once('@').unwrap_or((part, "0s"));
+        let percent: f64 = pct
+            .trim()
+            .strip_suffix('%')
+            .ok_or_else(|| format!("wave `{part}`: write the share as PERCENT%, e.g. 10%"))?
+            .parse()
+            .map_err(|e| format!("wave `{part}`: {e}"))?;
+        let after_secs = if after.trim() == "0" {
+            0
+        } else {
+            humantime::parse_duration(after.trim()).map_err(|e| format!("wave `{part}`: {e}"))?.as_secs()
+        };
+        out.push(Wave { after_secs, percent });
+    }
+    check_waves(&out)?;
+    Ok(WaveSpec(out))
+}
