@@ -124,6 +124,7 @@ fn run_child(c: &Case<'_>) {
     cmd.envs(c.env.iter().copied());
     let out = cmd.output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("case `{}`:\n{text}", c.name);
     assert!(out.status.success(), "case `{}` failed in its child process:\n{text}", c.name);
     assert!(text.contains("1 passed"), "case `{}`: the child ran no test:\n{text}", c.name);
 }
@@ -144,7 +145,13 @@ fn child_fetch_index() {
         ("untrusted", Err(MirrorError::Fetch(e @ FetchError::Certificate { .. }))) => {
             assert!(!e.is_transient(), "a certificate the host does not trust is not worth a retry");
             let text = e.to_string();
-            for want in ["not trusted", "update-ca-certificates", "[source] ca_file", "127.0.0.1"] {
+            println!("child case: {text}");
+            for want in [
+                "not trusted (issued by a CA this host does not trust)",
+                "update-ca-certificates",
+                "[source] ca_file",
+                "127.0.0.1",
+            ] {
                 assert!(text.contains(want), "`{want}` missing from: {text}");
             }
         }

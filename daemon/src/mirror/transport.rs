@@ -377,6 +377,20 @@ fn certificate_error(e: &ureq::Error) -> Option<&rustls::CertificateError> {
     }
 }
 
+/// The refusal in words.
+fn certificate_detail(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::UnknownIssuer => "issued by a CA this host does not trust".into(),
+        C::Expired | C::ExpiredContext { .. } => "expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => "issued for another name".into(),
+        C::Revoked => "revoked".into(),
+        C::BadSignature => "a bad signature".into(),
+        other => milspec_format::text::EscapedDisplay(other).to_string(),
+    }
+}
+
 /// What an operator does about a certificate the client refused.
 fn certificate_hint(c: &rustls::CertificateError) -> &'static str {
     use rustls::CertificateError as C;
@@ -398,8 +412,7 @@ fn certificate_hint(c: &rustls::CertificateError) -> &'static str {
 fn map_ureq(url: &str, e: ureq::Error) -> FetchError {
     let url = url.to_string();
     if let Some(c) = certificate_error(&e) {
-        let detail = milspec_format::text::EscapedDisplay(c).to_string();
-        return FetchError::Certificate { url, detail, hint: certificate_hint(c) };
+        return FetchError::Certificate { url, detail: certificate_detail(c), hint: certificate_hint(c) };
     }
     match e {
         ureq::Error::Timeout(t) => FetchError::Timeout { url, what: t.to_string() },
@@ -531,6 +544,25 @@ mod tests {
         let mut v = Vec::new();
         body.read_to_end(&mut v).unwrap();
         assert_eq!((v.as_slice(), length), (&b"x"[..], Some(1)));
+    }
+
+    #[test]
+    fn certificate_refusals_are_typed_and_final() {
+        let wrapped =
+            |c| ureq::Error::Io(io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c)));
+        let e = map_ureq("https://m/index.json", wrapped(rustls::CertificateError::UnknownIssuer));
+        assert!(matches!(e, FetchError::Certificate { .. }), "{e:?}");
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(text.contains("update-ca-certificates") && text.contains("[source] ca_file"), "{text}");
+        let e =
+            map_ureq("u", ureq::Error::Rustls(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)));
+        assert!(e.to_string().contains("expired") && e.to_string().contains("clock"), "{e}");
+        let e = map_ureq("u", wrapped(rustls::CertificateError::NotValidForName));
+        assert!(e.to_string().contains("another name"), "{e}");
+        // Other TLS trouble stays a transfer error (retried).
+        let e = map_ureq("u", ureq::Error::Rustls(rustls::Error::DecryptError));
+        assert!(matches!(e, FetchError::Transfer { .. }) && e.is_transient(), "{e:?}");
     }
 
     #[test]
