@@ -219,7 +219,7 @@ fn https_proxy_carries_the_traffic_unless_no_proxy_matches() {
     };
 
     case("through HTTPS_PROXY", &[store, ("HTTPS_PROXY", &proxy_url)], "ok");
-    assert_eq!(proxy.targets(), [target.clone()], "one CONNECT to the mirror");
+    assert_eq!(proxy.targets(), [target], "one CONNECT to the mirror");
     case("through https_proxy", &[store, ("https_proxy", &proxy_url)], "ok");
     case("through ALL_PROXY", &[store, ("ALL_PROXY", &proxy_url)], "ok");
     assert_eq!(proxy.targets().len(), 3);
