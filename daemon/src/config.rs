@@ -67,6 +67,10 @@ pub struct SourceConfig {
     pub attempts: u32,
     /// This host's stable id, for its place in rollout waves.
     pub machine_id_file: PathBuf,
+    /// Extra CA certificates (PEM) trusted for an `https://` mirror, on top
+    /// of the system store. An absolute path; not for `file://` mirrors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -79,6 +83,7 @@ impl Default for SourceConfig {
             timeout: Duration::from_secs(300),
             attempts: 4,
             machine_id_file: "/etc/machine-id".into(),
+            ca_file: None,
         }
     }
 }
@@ -340,6 +345,19 @@ impl SourceConfig {
         if self.attempts == 0 || self.attempts > 10 {
             return Err("[source] attempts must be between 1 and 10".into());
         }
+        if let Some(ca) = &self.ca_file {
+            if !ca.is_absolute() {
+                return Err(format!(
+                    "[source] ca_file `{}` must be an absolute path (e.g. /etc/milspecd/mirror-ca.pem)",
+                    milspec_format::text::Escaped(&ca.to_string_lossy())
+                ));
+            }
+            if self.url.starts_with("file://") {
+                return Err(
+                    "[source] ca_file is for https:// mirrors; a file:// mirror has no TLS: remove ca_file".into()
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -437,11 +455,18 @@ mod tests {
         let s = c.source.clone().unwrap();
         assert_eq!((s.poll_interval, s.attempts), (Duration::from_secs(3600), 4));
         assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
+        assert_eq!(s.ca_file, None);
+        let c = Config::parse("[source]\nurl = \"https://m/\"\nca_file = \"/etc/milspecd/ca.pem\"\n", Path::new("c"))
+            .unwrap();
+        assert_eq!(c.source.as_ref().and_then(|s| s.ca_file.as_deref()), Some(Path::new("/etc/milspecd/ca.pem")));
+        assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
         for (text, want) in [
             ("[source]\npoll_interval = \"1h\"\n", "url is required"),
             ("[source]\nurl = \"ftp://x\"\n", "must start with"),
             ("[source]\nurl = \"file:///m\"\nmax_package_size = 0\n", "max_package_size"),
             ("[source]\nurl = \"file:///m\"\nurll = 1\n", "urll"),
+            ("[source]\nurl = \"https://m/\"\nca_file = \"ca.pem\"\n", "ca_file `ca.pem` must be an absolute path"),
+            ("[source]\nurl = \"file:///m\"\nca_file = \"/etc/ca.pem\"\n", "a file:// mirror has no TLS"),
         ] {
             let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(e.contains(want), "{e} !~ {want}");

@@ -25,8 +25,10 @@
 //! the running version must go, which outranks anti-rollback.
 
 pub mod fetch;
+pub mod proxy;
 pub mod store;
 pub mod transport;
+pub mod trust;
 
 use std::fs::File;
 use std::io::{self, Seek};
@@ -71,6 +73,12 @@ pub enum MirrorError {
     Temp { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
+    #[error("[source] ca_file is set, but {url} is a file:// mirror, which has no TLS; remove ca_file")]
+    CaFileForFileMirror { url: String },
 }
 
 /// What one poll decided. Only [`PollReport::Install`] asks for action:
@@ -199,11 +207,35 @@ impl std::fmt::Debug for Poller {
     }
 }
 
+/// The transport for `[source]`: a `file://` folder, or HTTP(S) trusting
+/// the system CA store plus `ca_file`, through the proxy the environment
+/// names for the url (see [`proxy`]).
+pub fn open_transport(source: &SourceConfig) -> Result<Box<dyn Transport>, MirrorError> {
+    let t = Timeouts { connect: source.connect_timeout, total: source.timeout };
+    if source.url.starts_with("file://") {
+        if source.ca_file.is_some() {
+            return Err(MirrorError::CaFileForFileMirror { url: Escaped(&source.url).to_string() });
+        }
+        return Ok(transport::for_url(&source.url, t)?);
+    }
+    if !source.url.starts_with("http://") && !source.url.starts_with("https://") {
+        return Err(FetchError::Unsupported { url: source.url.clone() }.into());
+    }
+    let roots = trust::Roots::load(source.ca_file.as_deref())?;
+    let choice = proxy::from_env(&source.url)?;
+    match &choice {
+        proxy::Choice::Proxy(p) => info!("mirror: connecting through the proxy {} (from {})", p.display(), p.var),
+        proxy::Choice::Bypassed { var } => info!("mirror: the mirror's host matches {var}: connecting directly"),
+        proxy::Choice::Direct => {}
+    }
+    Ok(Box::new(transport::HttpTransport::with(t, &roots, choice.proxy())))
+}
+
 impl Poller {
     /// A poller for `[source]`, with the transport its url asks for.
     pub fn new(cfg: &Config) -> Result<Self, MirrorError> {
         let source = cfg.source.clone().ok_or(MirrorError::NoSource)?;
-        let t = transport::for_url(&source.url, Timeouts { connect: source.connect_timeout, total: source.timeout })?;
+        let t = open_transport(&source)?;
         Self::with_transport(cfg, t)
     }
 

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use milspec_format::{open_regular, FileKind, OpenError, OpenPolicy, RegularFile};
 use serde::{Deserialize, Serialize};
 
+use super::trust::Roots;
+
 /// Most redirects followed before a request fails.
 pub const MAX_REDIRECTS: u32 = 5;
 
@@ -35,6 +37,8 @@ pub enum FetchError {
     Truncated { url: String, got: u64, expected: u64 },
     #[error("{url}: sha256 {actual} differs from {expected} in the signed index; the mirror holds a different file than it lists")]
     Hash { url: String, expected: String, actual: String },
+    #[error("{url}: the server's TLS certificate is not trusted ({detail}); {hint}")]
+    Certificate { url: String, detail: String, hint: &'static str },
     #[error("{url}: transfer failed: {detail}")]
     Transfer { url: String, detail: String },
     #[error("{url}: cannot read: {source}")]
@@ -61,6 +65,7 @@ impl FetchError {
             FetchError::Status { code, .. } => *code >= 500 || *code == 408 || *code == 429,
             FetchError::NotFound { .. }
             | FetchError::Redirects { .. }
+            | FetchError::Certificate { .. }
             | FetchError::TooLarge { .. }
             | FetchError::File { .. }
             | FetchError::NotRegular { .. }
@@ -117,7 +122,8 @@ pub struct Timeouts {
     pub total: Duration,
 }
 
-/// The transport for a mirror url.
+/// The transport for a mirror url: HTTP(S) with [`HttpTransport::new`]'s
+/// defaults (the system CA store, the proxy the environment names).
 pub fn for_url(url: &str, t: Timeouts) -> Result<Box<dyn Transport>, FetchError> {
     if url.starts_with("file://") {
         Ok(Box::new(FileTransport))
@@ -309,15 +315,41 @@ impl Transport for FileTransport {
 }
 
 /// HTTP(S) through ureq and rustls; no compression (nothing to inflate),
-/// at most [`MAX_REDIRECTS`] redirects, every timeout bounded.
+/// at most [`MAX_REDIRECTS`] redirects, every timeout bounded. The roots
+/// it trusts and the proxy it uses are given explicitly
+/// ([`HttpTransport::with`]); ureq's own defaults (the built-in roots only,
+/// its own order of proxy variables) are never in force.
 #[derive(Debug)]
 pub struct HttpTransport {
     agent: ureq::Agent,
 }
 
 impl HttpTransport {
+    /// The system CA store (see [`Roots::system`]) and the proxy the
+    /// environment names for `https://` (an unusable proxy variable is
+    /// logged and ignored; [`crate::mirror::Poller::new`] refuses it instead).
     pub fn new(t: Timeouts) -> Self {
+        let proxy = match super::proxy::from_env("https://") {
+            Ok(c) => c.proxy(),
+            Err(e) => {
+                tracing::warn!("mirror: {e}; connecting directly");
+                None
+            }
+        };
+        Self::with(t, &Roots::system(), proxy)
+    }
+
+    /// Trusting exactly `roots`, through `proxy` (or directly).
+    pub fn with(t: Timeouts, roots: &Roots, proxy: Option<ureq::Proxy>) -> Self {
+        let certs: Vec<ureq::tls::Certificate<'static>> =
+            roots.certs.iter().map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned()).collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+            .build();
         let config = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .proxy(proxy)
             .timeout_connect(Some(t.connect))
             .timeout_global(Some(t.total))
             .timeout_per_read(Some(t.connect.max(Duration::from_secs(1)).min(t.total)))
@@ -331,8 +363,57 @@ impl HttpTransport {
     }
 }
 
+/// The certificate error inside a ureq error, if the failure is the
+/// server's certificate (as opposed to the network or the TLS protocol).
+fn certificate_error(e: &ureq::Error) -> Option<&rustls::CertificateError> {
+    let tls = match e {
+        ureq::Error::Rustls(t) => Some(t),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls? {
+        rustls::Error::InvalidCertificate(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The refusal in words.
+fn certificate_detail(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::UnknownIssuer => "issued by a CA this host does not trust".into(),
+        C::Expired | C::ExpiredContext { .. } => "expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => "issued for another name".into(),
+        C::Revoked => "revoked".into(),
+        C::BadSignature => "a bad signature".into(),
+        other => milspec_format::text::EscapedDisplay(other).to_string(),
+    }
+}
+
+/// What an operator does about a certificate the client refused.
+fn certificate_hint(c: &rustls::CertificateError) -> &'static str {
+    use rustls::CertificateError as C;
+    match c {
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            "renew the mirror's certificate, or check this host's clock"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the certificate does not name the host in [source] url: use the name it was issued for"
+        }
+        _ => {
+            "if the mirror uses a private or corporate CA, add that CA to the system store \
+             (copy it to /usr/local/share/ca-certificates/NAME.crt and run update-ca-certificates) \
+             or set [source] ca_file = \"/path/to/ca.pem\""
+        }
+    }
+}
+
 fn map_ureq(url: &str, e: ureq::Error) -> FetchError {
     let url = url.to_string();
+    if let Some(c) = certificate_error(&e) {
+        return FetchError::Certificate { url, detail: certificate_detail(c), hint: certificate_hint(c) };
+    }
     match e {
         ureq::Error::Timeout(t) => FetchError::Timeout { url, what: t.to_string() },
         ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => {
@@ -463,6 +544,25 @@ mod tests {
         let mut v = Vec::new();
         body.read_to_end(&mut v).unwrap();
         assert_eq!((v.as_slice(), length), (&b"x"[..], Some(1)));
+    }
+
+    #[test]
+    fn certificate_refusals_are_typed_and_final() {
+        let wrapped =
+            |c| ureq::Error::Io(io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c)));
+        let e = map_ureq("https://m/index.json", wrapped(rustls::CertificateError::UnknownIssuer));
+        assert!(matches!(e, FetchError::Certificate { .. }), "{e:?}");
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(text.contains("update-ca-certificates") && text.contains("[source] ca_file"), "{text}");
+        let e =
+            map_ureq("u", ureq::Error::Rustls(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)));
+        assert!(e.to_string().contains("expired") && e.to_string().contains("clock"), "{e}");
+        let e = map_ureq("u", wrapped(rustls::CertificateError::NotValidForName));
+        assert!(e.to_string().contains("another name"), "{e}");
+        // Other TLS trouble stays a transfer error (retried).
+        let e = map_ureq("u", ureq::Error::Rustls(rustls::Error::DecryptError));
+        assert!(matches!(e, FetchError::Transfer { .. }) && e.is_transient(), "{e:?}");
     }
 
     #[test]

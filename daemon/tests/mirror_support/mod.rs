@@ -147,6 +147,7 @@ pub struct Nginx {
     child: Child,
     pub port: u16,
     pub prefix: tempfile::TempDir,
+    tls: bool,
 }
 
 pub const NGINX_MISSING: &str = "nginx is not installed: the mirror tests need a real nginx on loopback. \
@@ -168,6 +169,16 @@ impl Nginx {
 
     /// `extra` goes inside the `server` block.
     pub fn start_with(root: &Path, workers: u32, extra: &str) -> Self {
+        Self::start_conf(root, workers, "", extra)
+    }
+
+    /// HTTPS with this certificate chain and key (PEM files).
+    pub fn start_tls(root: &Path, cert: &Path, key: &Path) -> Self {
+        let extra = format!("ssl_certificate {};\n        ssl_certificate_key {};", cert.display(), key.display());
+        Self::start_conf(root, 1, " ssl", &extra)
+    }
+
+    fn start_conf(root: &Path, workers: u32, listen_flags: &str, extra: &str) -> Self {
         let bin = nginx_binary();
         let prefix = tempfile::tempdir().unwrap();
         let p = prefix.path();
@@ -195,7 +206,7 @@ http {{
     keepalive_timeout 65;
     keepalive_requests 100000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_flags};
         root {root};
         {extra}
     }}
@@ -227,13 +238,14 @@ http {{
                 panic!("nginx failed to start: {log}");
             }
             wait_listening(port, &mut child, &p.join("error.log"));
-            return Nginx { child, port, prefix };
+            return Nginx { child, port, prefix, tls: !listen_flags.is_empty() };
         }
         unreachable!()
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// (status, bytes sent) per request, from the access log.
@@ -517,4 +529,90 @@ impl Host {
 pub fn machine_id_where(version: &str, want: impl Fn(f64) -> bool) -> String {
     let v: semver::Version = version.parse().unwrap();
     (0..100_000).map(|n| format!("{n:032x}")).find(|m| want(milspec_format::index::wave_position(m, &v))).unwrap()
+}
+
+/// A small HTTP CONNECT proxy on 127.0.0.1 that tunnels to loopback
+/// targets only and records each CONNECT target.
+pub struct ConnectProxy {
+    pub port: u16,
+    pub targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s) = (targets.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let t = t.clone();
+                std::thread::spawn(move || tunnel(conn, &t));
+            }
+        });
+        ConnectProxy { port, targets, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn tunnel(mut client: TcpStream, targets: &Mutex<Vec<String>>) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(20)));
+    // The request head, byte by byte, so nothing after it is consumed.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut b) {
+            Ok(1) if head.len() < 8192 => head.push(b[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut words = head.split(' ');
+    let (Some("CONNECT"), Some(target)) = (words.next(), words.next()) else {
+        let _ = client.write_all(b"HTTP/1.1 405 Only CONNECT\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    targets.lock().unwrap().push(target.to_string());
+    // Loopback only: a test never reaches past this machine.
+    let upstream = match target.rsplit_once(':') {
+        Some(("127.0.0.1", port)) => port.parse::<u16>().ok().and_then(|p| TcpStream::connect(("127.0.0.1", p)).ok()),
+        _ => None,
+    };
+    let Some(upstream) = upstream else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+        return;
+    }
+    let _ = upstream.set_read_timeout(Some(Duration::from_secs(20)));
+    let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut u, mut c) = (upstream, client);
+    let _ = std::io::copy(&mut u, &mut c);
+    let _ = c.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
 }
