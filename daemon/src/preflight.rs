@@ -100,4 +100,17 @@ mod tests {
         assert!(matches!(p[0], Problem::Trust(HostError::Keys(_))), "{p:?}");
         assert!(matches!(p[1], Problem::Checks { .. }), "{p:?}");
     }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        one_key(d.path());
+        let text = config(d.path(), 1).to_toml().replace(
+            &format!("url = \"file://{}/mirror\"", d.path().display()),
+            &format!("url = \"https://mirror.example/\"\nca_file = \"{}/no-ca.pem\"", d.path().display()),
+        );
+        let p = problems(&Config::parse(&text, Path::new("t.toml")).unwrap());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(matches!(p[0], Problem::Source(_)) && p[0].to_string().contains("no-ca.pem"), "{}", p[0]);
+    }
 }
