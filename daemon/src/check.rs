@@ -173,12 +173,12 @@ pub fn prepare_kernel(
 }
 
 /// Polls the mirror for this host and installs what it offers.
-/// `downloading` is told the version before its download starts.
+/// `downloading` is told how far the package's download is (first with 0).
 pub fn check(
     poller: &Poller,
     engine: &mut Engine<'_>,
     opts: PollOptions,
-    downloading: &mut dyn FnMut(&str),
+    downloading: &mut dyn FnMut(crate::mirror::DownloadProgress<'_>),
 ) -> Result<CheckReport, CheckError> {
     let host = poll_host(engine)?;
     let report = match poller.poll(&host, opts, downloading)? {

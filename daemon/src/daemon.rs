@@ -223,6 +223,13 @@ impl Service {
         journal::log_notice(&n);
         match &n {
             Notice::Changed => {}
+            Notice::Download { .. } => {
+                // Progress for the bus only: no metric changes.
+                if let Some(tx) = &self.bus_tx {
+                    let _ = tx.send(n);
+                }
+                return;
+            }
             Notice::Swapped { to, window, .. } => {
                 self.counters.swaps += 1;
                 let window = if window.is_zero() { self.probation } else { *window };

@@ -123,7 +123,7 @@ pub fn init_stderr_logging() {
 /// The journal id and text of a notice that is an event of its own.
 pub fn notice_event(n: &Notice) -> Option<(&'static str, String)> {
     match n {
-        Notice::Changed => None,
+        Notice::Changed | Notice::Download { .. } => None,
         Notice::Swapped { from, to, .. } => Some((SWAPPED, format!("swapped {from} -> {to}; {to} is on probation"))),
         Notice::Committed { version } => Some((COMMITTED, format!("committed {version}"))),
         Notice::RolledBack { from, to, reason } => Some((
@@ -149,7 +149,7 @@ pub fn log_notice(n: &Notice) {
             info!(message_id = id, version = %sanitize(to), from = %sanitize(from), "{text}")
         }
         Notice::Committed { version } => info!(message_id = id, version = %sanitize(version), "{text}"),
-        Notice::Changed => {}
+        Notice::Changed | Notice::Download { .. } => {}
     }
 }
 

@@ -16,6 +16,13 @@ pub enum Notice {
     Committed {
         version: String,
     },
+    /// A package download went on: `received` of `total` bytes (sent at
+    /// most a few times a second, and at its end).
+    Download {
+        version: String,
+        received: u64,
+        total: u64,
+    },
     /// `to` is empty when nothing could be loaded or a reboot is pending.
     RolledBack {
         from: String,

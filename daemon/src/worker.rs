@@ -31,6 +31,8 @@ use milspec_interface::ActionResult;
 pub const QUEUE_DEPTH: usize = 4;
 /// Notices waiting for the D-Bus side, at most (the worker blocks beyond).
 pub const NOTICE_DEPTH: usize = 256;
+/// Download progress goes to the bus at most this often (and at its end).
+const DOWNLOAD_NOTICE_EVERY: Duration = Duration::from_millis(250);
 /// Marker file in the state folder: automatic polling is paused.
 const PAUSED_FILE: &str = "paused";
 
@@ -98,6 +100,9 @@ pub struct Published {
     pub slots: Vec<SlotView>,
     /// The running trial's probation window (0: no trial).
     pub trial_window_ms: u64,
+    /// When the running trial's probation window ends, Unix ms (0: no
+    /// trial); for a countdown.
+    pub trial_ends_ms: u64,
     /// The running kernel against the committed version: `ready`,
     /// `no-build` or `no-version`.
     pub kernel_build: String,
@@ -404,9 +409,21 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                     )),
                     Some(p) => {
                         let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force };
-                        let mut downloading = |version: &str| {
-                            info!(%version, "downloading");
-                            obs.set_state(DaemonState::Downloading);
+                        let mut last = Instant::now();
+                        let mut downloading = |d: crate::mirror::DownloadProgress<'_>| {
+                            if d.received == 0 {
+                                info!(version = %d.version, bytes = d.total, "downloading");
+                                obs.set_state(DaemonState::Downloading);
+                            } else if d.received < d.total && last.elapsed() < DOWNLOAD_NOTICE_EVERY {
+                                return;
+                            }
+                            last = Instant::now();
+                            obs.shared.beat();
+                            obs.notify(Notice::Download {
+                                version: d.version.to_string(),
+                                received: d.received,
+                                total: d.total,
+                            });
                         };
                         crate::check::check(p, engine, opts, &mut downloading)
                             .map_err(|e| ActionError::Failed(one_line(e.into())))
@@ -633,6 +650,9 @@ impl WorkerObserver {
                 p.committed_version = r.committed_version.unwrap_or_default();
                 p.active_slot = r.committed_slot.map(|s| s.to_string()).unwrap_or_default();
                 p.trial_version = r.trial.map(|t| t.version).unwrap_or_default();
+                if p.trial_version.is_empty() {
+                    p.trial_ends_ms = 0;
+                }
                 p.reboot_required = r.pending_reboot.is_some();
                 p.slots = r.slots;
                 p.kernel_build = r.kernel.build.as_str().to_string();
@@ -655,7 +675,14 @@ impl Observer for WorkerObserver {
         self.shared.beat();
         {
             let mut p = lock(&self.shared.published);
-            p.trial_version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
+            let version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
+            p.trial_ends_ms = match &state.trial {
+                // A new trial (or its window starts now): its end, from now.
+                Some(t) if version != p.trial_version || p.trial_ends_ms == 0 => unix_ms() + t.window_ms,
+                Some(_) => p.trial_ends_ms,
+                None => 0,
+            };
+            p.trial_version = version;
             p.trial_window_ms = state.trial.as_ref().map_or(0, |t| t.window_ms);
             p.reboot_required = state.pending_reboot.is_some();
             if let Some(t) = &state.trial {
@@ -779,4 +806,9 @@ pub fn run_poll_timer(handle: &WorkerHandle, interval: Duration, jitter: impl Fn
 /// Where the paused marker lives, for documentation and tests.
 pub fn paused_file(state_dir: &Path) -> PathBuf {
     state_dir.join(PAUSED_FILE)
+}
+
+/// Now, in Unix milliseconds (the wall clock a client counts down by).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -1033,3 +1033,33 @@ fn every_milspecctl_json_output_follows_its_schema() {
     let v = run(&h, &["install", "--json", p110.to_str().unwrap()], 7);
     assert_eq!(v["outcome"], "not-running", "{v}");
 }
+
+/// `milspecctl check` (not a terminal) shows the package's download and
+/// the probation countdown as plain lines, then the outcome; `watch
+/// --json` sees the download as `DownloadProgress` signals.
+#[test]
+fn check_shows_the_download_and_the_probation_countdown() {
+    let h = Host::with_config("3s", "", |f| format!("[source]\nurl = \"file://{}\"\n", f.path("mirror").display()));
+    let pkg = h.package("1.0.0");
+    repo().args(["publish", "--mirror"]).arg(h.f.path("mirror")).arg("--key").arg(&h.key).arg(&pkg).assert().success();
+    let watcher = h.ctl_cmd(&["watch", "--json", "--timeout", "30s"], false).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let o = h.ctl(&["check"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    let at =
+        |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?}: {out}"));
+    let (start, end) = (at("downloading 1.0.0: 0% ("), at("downloading 1.0.0: 100% ("));
+    let (countdown, committed) = (at("probation of 1.0.0: "), at("committed 1.0.0"));
+    assert!(start < end && end < countdown && countdown < committed, "{out}");
+    assert!(lines[countdown].ends_with(" s left"), "{out}");
+    assert!(!out.contains('\r') && !out.contains('\x1b'), "no redrawing when stdout is not a terminal: {out:?}");
+    let mut watcher = watcher;
+    let _ = watcher.kill();
+    let w = watcher.wait_with_output().unwrap();
+    let events = schema_support::assert_valid_lines("bus-event", &String::from_utf8_lossy(&w.stdout), "watch --json");
+    let last = events.iter().rfind(|e| e["name"] == "DownloadProgress").expect("DownloadProgress seen");
+    assert_eq!(last["value"]["received"], last["value"]["total"], "{last}");
+    assert_eq!(last["version"], "1.0.0");
+}

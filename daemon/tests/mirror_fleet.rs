@@ -103,6 +103,7 @@ fn run_round(
                             &mut dl,
                             &dl_path,
                             Duration::from_secs(60),
+                            &mut |_| {},
                         ) {
                             Ok(()) => {
                                 downloads.fetch_add(1, Ordering::Relaxed);

@@ -300,6 +300,6 @@ fn publisher_commands() {
             .arg(p.key())
             .arg(&other)
             .assert()
-            .code(2);
+            .code(64); // a bad --waves is a usage error
     }
 }

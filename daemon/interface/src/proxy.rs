@@ -42,6 +42,8 @@ pub trait Manager {
     fn committed_kernels(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn kernels_without_build(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn trial_ends_at(&self) -> zbus::Result<u64>;
 }
 
 /// Every member of the interface as this proxy (and `milspecctl`'s signal
@@ -69,8 +71,10 @@ pub const MEMBERS: &[&str] = &[
     "property Paused b read",
     "property RebootRequired b read",
     "property State s read",
+    "property TrialEndsAt t read",
     "property TrialVersion s read",
     "signal Committed(s)",
+    "signal DownloadProgress(stt)",
     "signal RolledBack(sss)",
     "signal Swapped(ss)",
 ];

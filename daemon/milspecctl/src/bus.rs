@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -39,6 +39,8 @@ use zbus::MatchRule;
 
 use milspec_cli::Exit;
 use milspec_interface::json;
+
+use crate::progress::Progress;
 use milspec_interface::{ActionResult, ManagerError, ManagerProxyBlocking, BUS_NAME, INTERFACE, OBJECT_PATH};
 use zbus::DBusError;
 
@@ -133,7 +135,7 @@ fn gone_error(why: &str) -> anyhow::Error {
 /// Watches who owns `com.dell.MilSpec1` from the moment it is built: set
 /// once the owner seen at the start goes away (or the bus connection does).
 struct OwnerWatch {
-    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gone: Arc<std::sync::atomic::AtomicBool>,
     conn: Connection,
     last_ping: Instant,
 }
@@ -150,7 +152,7 @@ impl OwnerWatch {
             Ok(o) => o.to_string(),
             Err(e) => return Err(call_error(zbus::Error::from(e), "connect")),
         };
-        let gone = std::sync::Arc::new(AtomicBool::new(false));
+        let gone = Arc::new(AtomicBool::new(false));
         let flag = gone.clone();
         std::thread::Builder::new().name("owner-watch".into()).spawn(move || {
             for msg in iter {
@@ -326,6 +328,7 @@ pub enum BusEvent {
     Swapped { from: String, to: String },
     Committed { version: String },
     RolledBack { from: String, to: String, reason: String },
+    Download { version: String, received: u64, total: u64 },
 }
 
 impl BusEvent {
@@ -353,6 +356,12 @@ impl BusEvent {
                 (e.from, e.to, e.reason) = (json::non_empty(from), json::non_empty(to), json::non_empty(reason));
                 e
             }
+            BusEvent::Download { version, received, total } => {
+                let mut e = signal("DownloadProgress");
+                e.version = json::non_empty(version);
+                e.value = Some(json!({"received": received, "total": total}));
+                e
+            }
         }
     }
 
@@ -361,6 +370,9 @@ impl BusEvent {
             BusEvent::Property { name, value } => format!("{name}: {}", value_text(value)),
             BusEvent::Swapped { from, to } => format!("swapped: {from} -> {to}"),
             BusEvent::Committed { version } => format!("committed: {version}"),
+            BusEvent::Download { version, received, total } => {
+                crate::progress::download_text(version, *received, *total).trim_start().to_string()
+            }
             BusEvent::RolledBack { from, to, reason } => {
                 format!("rolled back: {from} -> {}: {reason}", if to.is_empty() { "none" } else { to })
             }
@@ -431,6 +443,10 @@ fn parse(msg: &zbus::Message) -> Vec<BusEvent> {
             .deserialize::<(String, String)>()
             .map(|(from, to)| vec![BusEvent::Swapped { from: clean(&from), to: clean(&to) }])
             .unwrap_or_default(),
+        (i, "DownloadProgress") if i == INTERFACE => body
+            .deserialize::<(String, u64, u64)>()
+            .map(|(version, received, total)| vec![BusEvent::Download { version: clean(&version), received, total }])
+            .unwrap_or_default(),
         (i, "Committed") if i == INTERFACE => body
             .deserialize::<(String,)>()
             .map(|(version,)| vec![BusEvent::Committed { version: clean(&version) }])
@@ -456,7 +472,9 @@ fn prop_order(e: &BusEvent) -> (u8, String) {
 
 /// Subscribes to the daemon's signals and property changes; events arrive
 /// on the returned channel. Subscribed before this returns.
-fn follow(conn: &Connection) -> anyhow::Result<mpsc::Receiver<BusEvent>> {
+/// The daemon's signals, parsed, as they come. With `progress`, download
+/// progress is shown there at once and not passed on.
+fn follow(conn: &Connection, progress: Option<Arc<Progress>>) -> anyhow::Result<mpsc::Receiver<BusEvent>> {
     let rule = MatchRule::builder().msg_type(Type::Signal).sender(BUS_NAME)?.path(OBJECT_PATH)?.build();
     let iter = MessageIterator::for_match_rule(rule, conn, Some(256))
         .map_err(|e| anyhow::anyhow!("cannot subscribe to the daemon's signals: {e}"))?;
@@ -465,6 +483,10 @@ fn follow(conn: &Connection) -> anyhow::Result<mpsc::Receiver<BusEvent>> {
         for msg in iter {
             let Ok(msg) = msg else { continue };
             for ev in parse(&msg) {
+                if let (Some(p), BusEvent::Download { version, received, total }) = (&progress, &ev) {
+                    p.download(version, *received, *total);
+                    continue;
+                }
                 if tx.send(ev).is_err() {
                     return;
                 }
@@ -564,10 +586,16 @@ fn await_outcome(
     version: &str,
     timeout: Duration,
     json_out: bool,
+    progress: Option<&Progress>,
 ) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + timeout;
     let p = proxy(conn)?;
+    // When the probation window ends (Unix ms), once the trial is on.
+    let mut trial_ends: Option<u64> = None;
     loop {
+        if let (Some(pg), Some(ends)) = (progress, trial_ends) {
+            pg.countdown(version, Duration::from_millis(ends.saturating_sub(unix_ms())));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Exit {
@@ -590,7 +618,7 @@ fn await_outcome(
                 if json_out {
                     print_json(&json::Outcome::new("committed", format!("committed {v}"), 0).version(&v))?;
                 } else {
-                    println!("committed {v}");
+                    say(progress, &format!("committed {v}"));
                 }
                 return done(0);
             }
@@ -605,17 +633,26 @@ fn await_outcome(
                             .reason(&reason),
                     )?;
                 } else {
-                    println!("{text}");
+                    say(progress, &text);
                 }
                 return done(EXIT_ROLLED_BACK);
             }
             Ok(ev) => {
+                let trial_on = match &ev {
+                    BusEvent::Property { name, value } => name == "State" && value == "trial",
+                    BusEvent::Swapped { .. } => true,
+                    _ => false,
+                };
+                if trial_on {
+                    // An older daemon has no such property: no countdown.
+                    trial_ends = p.trial_ends_at().ok().filter(|t| *t > 0);
+                }
                 if !json_out {
                     match &ev {
                         BusEvent::Property { name, .. } if name == "State" || name == "TrialVersion" => {
-                            println!("  {}", ev.to_text())
+                            say(progress, &format!("  {}", ev.to_text()))
                         }
-                        BusEvent::Swapped { .. } => println!("  {}", ev.to_text()),
+                        BusEvent::Swapped { .. } => say(progress, &format!("  {}", ev.to_text())),
                         _ => {}
                     }
                 }
@@ -637,6 +674,7 @@ fn finish(
     reply: (String, String, String),
     timeout: Duration,
     json_out: bool,
+    progress: Option<&Progress>,
 ) -> anyhow::Result<ExitCode> {
     let (word, version, message) = clean3(reply);
     // A word from a newer daemon that this client does not know is shown
@@ -644,9 +682,9 @@ fn finish(
     let result = ActionResult::from_word(&word);
     if result == Some(ActionResult::Started) {
         if !json_out {
-            println!("{message}");
+            say(progress, &message);
         }
-        return await_outcome(conn, watch, events, &version, timeout, json_out);
+        return await_outcome(conn, watch, events, &version, timeout, json_out, progress);
     }
     let code = match result {
         Some(ActionResult::RolledBack) => EXIT_ROLLED_BACK,
@@ -656,7 +694,7 @@ fn finish(
     if json_out {
         print_json(&json::Outcome::new(&word, message, code).version(&version))?;
     } else {
-        println!("{message}");
+        say(progress, &message);
     }
     done(code)
 }
@@ -673,26 +711,29 @@ pub fn install(package: &Path, timeout: Duration, json_out: bool) -> anyhow::Res
         _ => e.into(),
     })?;
     let conn = connect_daemon(CALL_TIMEOUT)?;
-    let events = follow(&conn)?;
+    let progress = shown_progress(json_out);
+    let events = follow(&conn, progress.clone())?;
     let mut watch = OwnerWatch::start(&conn)?;
     if !json_out {
         println!("installing {shown} through milspecd");
     }
     let reply = long_call(&mut watch, "install", move |p| p.install(zbus::zvariant::Fd::from(&file)))?;
-    finish(&conn, &mut watch, &events, reply, timeout, json_out)
+    finish(&conn, &mut watch, &events, reply, timeout, json_out, progress.as_deref())
 }
 
 pub fn check(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect_daemon(CALL_TIMEOUT)?;
-    let events = follow(&conn)?;
+    let progress = shown_progress(json_out);
+    let events = follow(&conn, progress.clone())?;
     let mut watch = OwnerWatch::start(&conn)?;
     let reply = long_call(&mut watch, "check", |p| p.check_for_updates())?;
-    finish(&conn, &mut watch, &events, reply, timeout, json_out)
+    finish(&conn, &mut watch, &events, reply, timeout, json_out, progress.as_deref())
 }
 
 pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect_daemon(CALL_TIMEOUT)?;
-    let events = follow(&conn)?;
+    let progress = shown_progress(json_out);
+    let events = follow(&conn, progress.clone())?;
     let mut watch = OwnerWatch::start(&conn)?;
     let (from, to, result) = clean3(long_call(&mut watch, "rollback", |p| p.rollback())?);
     if ActionResult::from_word(&result) == Some(ActionResult::Started) {
@@ -700,7 +741,7 @@ pub fn rollback(timeout: Duration, json_out: bool) -> anyhow::Result<ExitCode> {
         if !json_out {
             println!("going back from {from} to {to} (the other slot); watching {to} on probation");
         }
-        return await_outcome(&conn, &mut watch, &events, &to, timeout, json_out);
+        return await_outcome(&conn, &mut watch, &events, &to, timeout, json_out, progress.as_deref());
     }
     let text = format!("rolled back {from} -> {}", if to.is_empty() { "none" } else { &to });
     if json_out {
@@ -916,7 +957,7 @@ fn owner_rule() -> zbus::Result<MatchRule<'static>> {
 pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect(CALL_TIMEOUT)?;
     // Both subscribed before the owner is asked, so no start falls between.
-    let events = follow(&conn)?;
+    let events = follow(&conn, None)?;
     let owners = owner_changes(&conn)?;
     let mut running = has_owner(&conn)?;
     let note = |n: &str| eprintln!("{} {n}", now_rfc3339());
@@ -958,6 +999,24 @@ pub fn watch(count: Option<u64>, timeout: Option<Duration>, json_out: bool) -> a
         }
     }
     done(0)
+}
+
+/// Progress shown on stdout for a person (not with `--json`).
+fn shown_progress(json_out: bool) -> Option<Arc<Progress>> {
+    (!json_out).then(|| Arc::new(Progress::for_stdout()))
+}
+
+/// A line for a person, through the progress display when there is one.
+fn say(progress: Option<&Progress>, text: &str) {
+    match progress {
+        Some(p) => p.line(text),
+        None => println!("{text}"),
+    }
+}
+
+/// Now, in Unix milliseconds (the daemon's `TrialEndsAt` clock).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Now, as RFC 3339 UTC (as the daemon's history writes it).

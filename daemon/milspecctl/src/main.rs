@@ -12,6 +12,7 @@ use milspec_format::Limits;
 
 mod bus;
 mod offline;
+mod progress;
 use bus as ctl_bus;
 use milspecctl::cli::{Cli, Cmd};
 

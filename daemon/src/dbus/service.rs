@@ -526,8 +526,25 @@ impl Manager {
         self.published().kernels_without_build.clean()
     }
 
+    /// When the running trial's probation window ends, in Unix
+    /// milliseconds (0: no trial), for a countdown.
+    #[zbus(property)]
+    async fn trial_ends_at(&self) -> u64 {
+        self.published().trial_ends_ms
+    }
+
     #[zbus(signal)]
     async fn swapped(emitter: &SignalEmitter<'_>, from: &str, to: &str) -> zbus::Result<()>;
+
+    /// A package download went on: `received` of `total` bytes (a few
+    /// times a second at most, and at its end).
+    #[zbus(signal)]
+    async fn download_progress(
+        emitter: &SignalEmitter<'_>,
+        version: &str,
+        received: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     async fn committed(emitter: &SignalEmitter<'_>, version: &str) -> zbus::Result<()>;
@@ -671,6 +688,9 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                     if now.trial_version != last.trial_version {
                         iface.trial_version_changed(emitter).await?;
                     }
+                    if now.trial_ends_ms != last.trial_ends_ms {
+                        iface.trial_ends_at_changed(emitter).await?;
+                    }
                     if now.active_slot != last.active_slot {
                         iface.active_slot_changed(emitter).await?;
                     }
@@ -708,6 +728,9 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
                 zbus::block_on(Manager::swapped(emitter, &sanitize(&from), &sanitize(&to)))
             }
             Notice::Committed { version } => zbus::block_on(Manager::committed(emitter, &sanitize(&version))),
+            Notice::Download { version, received, total } => {
+                zbus::block_on(Manager::download_progress(emitter, &sanitize(&version), received, total))
+            }
             Notice::RolledBack { from, to, reason } => {
                 zbus::block_on(Manager::rolled_back(emitter, &sanitize(&from), &sanitize(&to), &sanitize(&reason)))
             }

@@ -168,6 +168,8 @@ pub fn fetch_small(
 
 /// One GET of a package of exactly `size` bytes with digest `sha256` into
 /// `out` (rewound and truncated first). `out` is good only on `Ok`.
+/// `progress` is told the bytes received so far after each chunk.
+#[allow(clippy::too_many_arguments)]
 pub fn download(
     t: &dyn Transport,
     url: &str,
@@ -176,6 +178,7 @@ pub fn download(
     out: &mut std::fs::File,
     out_path: &Path,
     total: Duration,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<(), FetchError> {
     let store = |source| FetchError::Store { path: out_path.to_path_buf(), source };
     out.set_len(0).map_err(store)?;
@@ -200,6 +203,7 @@ pub fn download(
             Err(e) => return Err(classify(url, size, e)),
         };
         out.write_all(&buf[..n]).map_err(store)?;
+        progress(g.count());
     }
     if g.count() != size {
         return Err(FetchError::Truncated { url: url.into(), got: g.count(), expected: size });

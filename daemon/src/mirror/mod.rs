@@ -81,6 +81,15 @@ pub enum MirrorError {
     CaFileForFileMirror { url: String },
 }
 
+/// How far a package download is: `received` of `total` bytes (told with
+/// 0 before the first byte, then after each chunk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadProgress<'a> {
+    pub version: &'a str,
+    pub received: u64,
+    pub total: u64,
+}
+
 /// What one poll decided. Only [`PollReport::Install`] asks for action:
 /// its file is downloaded, checked against the signed index and rewound.
 #[derive(Debug)]
@@ -339,12 +348,12 @@ impl Poller {
     }
 
     /// One poll: index, decision and, if there is one to take, the
-    /// download. `downloading` is told the version before it starts.
+    /// download. `downloading` is told how far the download is (first with 0).
     pub fn poll(
         &self,
         host: &PollHost,
         opts: PollOptions,
-        downloading: &mut dyn FnMut(&str),
+        downloading: &mut dyn FnMut(DownloadProgress<'_>),
     ) -> Result<PollReport, MirrorError> {
         let (vi, not_modified) = self.fetch_index(opts.now)?;
         let index_version = vi.index.version;
@@ -404,8 +413,8 @@ impl Poller {
         };
         let version = entry.version.to_string();
         info!(%version, "pulling {version} from the mirror ({reason})");
-        downloading(&version);
-        let file = self.download(entry)?;
+        downloading(DownloadProgress { version: &version, received: 0, total: entry.size });
+        let file = self.download(entry, downloading)?;
         let allow_downgrade = matches!(why, Why::Revoked { .. });
         Ok(PollReport::Install(Download {
             index_version,
@@ -425,7 +434,7 @@ impl Poller {
         host: &PollHost,
         release: &str,
         opts: PollOptions,
-        downloading: &mut dyn FnMut(&str),
+        downloading: &mut dyn FnMut(DownloadProgress<'_>),
     ) -> Result<PollReport, MirrorError> {
         let (vi, _) = self.fetch_index(opts.now)?;
         match host.build_entry(&vi.index, release).filter(|e| !self.is_refused(e)) {
@@ -438,12 +447,12 @@ impl Poller {
         &self,
         index_version: u64,
         entry: &IndexEntry,
-        downloading: &mut dyn FnMut(&str),
+        downloading: &mut dyn FnMut(DownloadProgress<'_>),
     ) -> Result<PollReport, MirrorError> {
         let version = entry.version.to_string();
         info!(%version, "pulling the republished {version} from the mirror (more kernel builds)");
-        downloading(&version);
-        let file = self.download(entry)?;
+        downloading(DownloadProgress { version: &version, received: 0, total: entry.size });
+        let file = self.download(entry, downloading)?;
         Ok(PollReport::AddBuild(Download {
             index_version,
             version,
@@ -457,7 +466,11 @@ impl Poller {
     /// Downloads an entry to a temporary file in the state folder (removed
     /// when dropped) and checks it against the entry. Returns the open file,
     /// rewound.
-    pub fn download(&self, entry: &IndexEntry) -> Result<File, MirrorError> {
+    pub fn download(
+        &self,
+        entry: &IndexEntry,
+        progress: &mut dyn FnMut(DownloadProgress<'_>),
+    ) -> Result<File, MirrorError> {
         let url = format!("{}{}", self.base, entry.path);
         if entry.size > self.source.max_package_size {
             return Err(MirrorError::TooLarge {
@@ -477,7 +490,9 @@ impl Poller {
         let (mut file, path) = temp.into_parts();
         let total = self.source.timeout;
         self.retry.run("package", &*self.sleep, || {
-            fetch::download(&*self.transport, &url, entry.size, &entry.sha256, &mut file, &path, total)
+            let version = entry.version.to_string();
+            let mut told = |received| progress(DownloadProgress { version: &version, received, total: entry.size });
+            fetch::download(&*self.transport, &url, entry.size, &entry.sha256, &mut file, &path, total, &mut told)
         })?;
         // Mix and match: the signed manifest must be the one the index means.
         // Only the signed header is read here: the file's bytes already match
