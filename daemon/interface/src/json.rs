@@ -29,9 +29,12 @@ pub const KERNELS: &str = "milspec.kernels/1";
 pub const BUS_EVENT: &str = "milspec.bus-event/1";
 /// `milspec.inspect/1`: a package's manifest, not verified (`milspecctl inspect`).
 pub const INSPECT: &str = "milspec.inspect/1";
+/// `milspec.mirror-kernels/1`: a mirror's releases and their kernels
+/// (`milspec-repo kernels`).
+pub const MIRROR_KERNELS: &str = "milspec.mirror-kernels/1";
 
 /// Every schema name, with the file in `docs/schema/` that defines it.
-pub const ALL: [(&str, &str); 7] = [
+pub const ALL: [(&str, &str); 8] = [
     (STATUS, "status.schema.json"),
     (OUTCOME, "outcome.schema.json"),
     (HISTORY_EVENT, "history-event.schema.json"),
@@ -39,6 +42,7 @@ pub const ALL: [(&str, &str); 7] = [
     (KERNELS, "kernels.schema.json"),
     (BUS_EVENT, "bus-event.schema.json"),
     (INSPECT, "inspect.schema.json"),
+    (MIRROR_KERNELS, "mirror-kernels.schema.json"),
 ];
 
 /// An empty string is an absent value.

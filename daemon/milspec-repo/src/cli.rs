@@ -41,7 +41,7 @@ pub enum Cmd {
         /// Suggested probation window, e.g. 30s.
         #[arg(long, value_parser = humantime::parse_duration)]
         probation: Option<Duration>,
-        /// Accepted DMI sys_vendor (repeatable; default "Dell Inc.").
+        /// Accepted DMI sys_vendor (repeatable; default: "Dell Inc." and "Dell Computer Corporation").
         #[arg(long = "sys-vendor")]
         sys_vendors: Vec<String>,
         /// A secret key to sign with (repeatable for several signatures).

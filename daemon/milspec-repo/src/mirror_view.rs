@@ -49,7 +49,11 @@ fn as_json(index: &Index) -> String {
             })
         })
         .collect();
-    let doc = serde_json::json!({ "index_version": index.version, "releases": releases });
+    let doc = serde_json::json!({
+        "schema": "milspec.mirror-kernels/1",
+        "index_version": index.version,
+        "releases": releases,
+    });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s

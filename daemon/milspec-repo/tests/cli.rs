@@ -191,6 +191,15 @@ mod republish {
         assert_eq!(lines, format!("1.1.0 sequence 1001000000: 2 kernel(s): {OLD_KERNEL} {NEW_KERNEL}\n"));
         let json: serde_json::Value =
             serde_json::from_str(&w.ok(&["kernels", "--mirror", w.s("mirror"), "--json"])).unwrap();
+        let schema_file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema/mirror-kernels.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_file).unwrap()).unwrap();
+        let errors: Vec<String> = jsonschema::draft202012::new(&schema)
+            .unwrap()
+            .iter_errors(&json)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "kernels --json does not follow mirror-kernels.schema.json: {errors:?}\n{json:#}");
         assert_eq!(json["releases"][0]["sequence"], 1_001_000_000u64);
         assert_eq!(json["releases"][0]["kernel_releases"], serde_json::json!([OLD_KERNEL, NEW_KERNEL]));
     }
