@@ -141,7 +141,7 @@ if grep -qx /etc/milspecd/milspecd.toml "$tmp/control/conffiles" &&
 	grep -q '^Recommends:.*dkms' "$tmp/control/control" &&
 	grep -q '^Depends:.*default-dbus-system-bus | dbus-system-bus' "$tmp/control/control" &&
 	! grep -q '^Depends:.*dbus,' "$tmp/control/control" &&
-	grep -q 'try-restart milspecd.service' "$tmp/control/postinst" &&
+	grep -q 'try-restart milspecd.path milspecd.service' "$tmp/control/postinst" &&
 	[[ $(grep -c 'stop milspecd' "$tmp/control/prerm") == 1 ]] &&
 	grep -B1 'stop milspecd' "$tmp/control/prerm" | grep -q '"\$1" = remove'; then
 	pass ".deb control: conffile, the system bus as a virtual dependency, Recommends dkms, restart after upgrade, no stop before it"
