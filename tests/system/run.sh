@@ -72,8 +72,7 @@ EXPECT=(""
  poll-first-install first-check swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
  journal-INSTALL_STARTED journal-SWAPPED journal-COMMITTED journal-ROLLED_BACK journal-RECOVERY
  catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active kernel-hook
- downgrade-deb downgrade-paths downgrade-kept downgrade-commit upgrade-deb upgrade-paths upgrade-kept upgrade-state
- downgrade-refused"
+ downgrade-deb downgrade-paths downgrade-kept downgrade-commit upgrade-deb upgrade-paths upgrade-kept upgrade-state"
 "reboot-udev-started reboot-committed-loaded reboot-ctl-status reboot-recovery"
 "non-dell-inactive non-dell-no-module purge purge-clean purge-dpkg")
 VENDOR=("" "Dell Inc." "Dell Inc." "LENOVO")

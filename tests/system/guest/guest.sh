@@ -235,17 +235,6 @@ cross_version() {
 	fi
 	# Format 1 both ways: nothing to migrate; every committed version kept.
 	check upgrade-state state_complete 1.0.0 1.1.0 1.6.0 1.7.0 1.8.0
-	# With milspec-repo installed, the previous milspecd (which would
-	# overwrite its file) is refused before anything is unpacked.
-	dpkg -i "$_old" >/tmp/refused.out 2>&1
-	_rc=$?
-	if [ "$_rc" != 0 ] && grep -q 'breaks milspecd' /tmp/refused.out &&
-		dpkg-query -W -f '${Version}' milspecd | grep -q -- '-3$' && active &&
-		dpkg -S /usr/bin/milspec-repo | grep -qx "milspec-repo: /usr/bin/milspec-repo"; then
-		ok downgrade-refused "exit $_rc: $(grep -m1 'breaks milspecd' /tmp/refused.out)"
-	else
-		bad downgrade-refused "exit $_rc, milspecd $(dpkg-query -W -f '${Version}' milspecd): $(one_line /tmp/refused.out)"
-	fi
 }
 
 boot1() {
