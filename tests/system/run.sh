@@ -4,11 +4,12 @@
 # The full-system test (docs/service.md): the .deb installed on a real
 # Debian 12 userland (debootstrap) with systemd, udev and the system bus,
 # booted under QEMU on the pinned kernel. Three boots on one disk: a Dell
-# identity (install, pull, swap, commit, rollback, restart and upgrade
-# mid-trial, drift, modprobe, a downgrade to the previous release and an
-# upgrade back, each with a committed slot), a reboot on it (udev starts the daemon, the
-# committed module loads), then a non-Dell identity (the daemon stays off;
-# purge leaves nothing). Each check in the guest is one marker line; this
+# identity (README.md's "Install on a host": the package before any key,
+# skipped and not failed, then the key starts it; pull, swap, commit,
+# rollback, restart and upgrade mid-trial, drift, modprobe, a downgrade to
+# the previous release and an upgrade back, each with a committed slot), a
+# reboot on it (udev starts the daemon, the committed module loads), then a
+# non-Dell identity (the daemon stays off; purge leaves nothing). Each check in the guest is one marker line; this
 # harness asserts the expected list and prints a summary with wall time.
 # Run as root: bash tests/system/run.sh
 set -euo pipefail
@@ -59,18 +60,19 @@ KO_VARIANTS=(v1.0.0::1.0.0 v1.1.0::1.1.0 v1.2.0-warn:warn:1.2.0 v1.6.0::1.6.0 v1
 # daemon as it was before its formats could evolve (docs/format.md,
 # "Format versions and evolution"), built from this commit with
 # `git archive` and packaged with `--deb-revision 0`, which cargo deb
-# writes as no revision (0.1.0): below this tree's 0.1.0-1 and 0.1.0-2,
-# so dpkg sees a downgrade. Cached per commit in $SYS_CACHE/old-deb/.
+# writes as no revision (0.1.0): below this tree's 0.1.0-2 and 0.1.0-3,
+# so dpkg sees a downgrade. It still ships milspec-repo and
+# /usr/bin/milspecd. Cached per commit in $SYS_CACHE/old-deb/.
 SYS_OLD_REF=${SYS_OLD_REF:-e71cd1aa8c94f735a71f15a8606b8c0ced3ae823}
 
 # Checks each boot must report OK (names from guest/guest.sh).
 EXPECT=(""
-"deb-install unit-active udev-started ctl-status status-text unit-verify udev-rule-test
+"deb-install fresh-skipped unit-active path-started udev-started ctl-status status-text unit-verify udev-rule-test
  polkit-authorized polkit-resume polkit-denied
- poll-first-install swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
+ poll-first-install first-check swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
  journal-INSTALL_STARTED journal-SWAPPED journal-COMMITTED journal-ROLLED_BACK journal-RECOVERY
  catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active kernel-hook
- downgrade-deb downgrade-kept downgrade-commit upgrade-deb upgrade-kept upgrade-state"
+ downgrade-deb downgrade-paths downgrade-kept downgrade-commit upgrade-deb upgrade-paths upgrade-kept upgrade-state"
 "reboot-udev-started reboot-committed-loaded reboot-ctl-status reboot-recovery"
 "non-dell-inactive non-dell-no-module purge purge-clean purge-dpkg")
 VENDOR=("" "Dell Inc." "Dell Inc." "LENOVO")
@@ -186,22 +188,22 @@ sys_old_deb() {
 	cp "$cache"/milspecd_*_amd64.deb "$RUN/in/deb-old/"
 }
 
-# sys_debs: the package, and a rebuild of it with the next revision (the
-# upgrade taken mid-trial), both from the same release build.
+# sys_debs: the two packages as daemon/debian/build-debs makes them (the
+# release build, cargo deb, lintian), and a rebuild of milspecd with the
+# next revision (the upgrade taken mid-trial), all from the same build.
 sys_debs() {
-	local out=$RUN/in/deb
+	local out=$RUN/in/deb rev
 	mkdir -p "$out"
-	# The release build is cargo's own, --locked (a no-op after the VM
-	# tier's); cargo deb only packages it.
-	log "cargo build --locked --release --bins; cargo deb -p milspecd --no-build"
-	(cd "$REPO_ROOT" && cargo build --locked --release --bins >"$RUN/cargo-deb.log" 2>&1) ||
-		{ tail -n 30 "$RUN/cargo-deb.log" >&2; die "cargo build failed (log: $RUN/cargo-deb.log)"; }
-	(cd "$REPO_ROOT" && cargo deb -p milspecd --no-build --deb-revision 1 -o "$out/" >>"$RUN/cargo-deb.log" 2>&1) ||
-		{ tail -n 30 "$RUN/cargo-deb.log" >&2; die "cargo deb failed (log: $RUN/cargo-deb.log)"; }
-	(cd "$REPO_ROOT" && cargo deb -p milspecd --no-build --deb-revision 2 -o "$out/" >>"$RUN/cargo-deb.log" 2>&1) ||
-		die "cargo deb (revision 2) failed (log: $RUN/cargo-deb.log)"
-	mkdir -p "$REPO_ROOT/target/debian"
-	cp "$out"/milspecd_*-1_amd64.deb "$REPO_ROOT/target/debian/"
+	rev=$(sed -n 's/^revision = "\(.*\)"$/\1/p' "$REPO_ROOT/daemon/Cargo.toml")
+	[[ -n $rev ]] || die "no revision in daemon/Cargo.toml [package.metadata.deb]"
+	log "daemon/debian/build-debs (cargo build --locked --release --bins; cargo deb; lintian)"
+	rm -f "$REPO_ROOT"/target/debian/milspecd_*.deb "$REPO_ROOT"/target/debian/milspec-repo_*.deb
+	sh "$REPO_ROOT/daemon/debian/build-debs" >"$RUN/build-debs.log" 2>&1 ||
+		{ tail -n 30 "$RUN/build-debs.log" >&2; die "build-debs failed (log: $RUN/build-debs.log)"; }
+	grep -a -e '^[EWI]: ' -e 'build-debs:' "$RUN/build-debs.log" >&2 || true
+	cp "$REPO_ROOT"/target/debian/milspecd_*-"$rev"_amd64.deb "$REPO_ROOT"/target/debian/milspec-repo_*-"$rev"_amd64.deb "$out/"
+	(cd "$REPO_ROOT" && cargo deb -p milspecd --no-build --deb-revision $((rev + 1)) -o "$out/" >>"$RUN/build-debs.log" 2>&1) ||
+		die "cargo deb (revision $((rev + 1))) failed (log: $RUN/build-debs.log)"
 }
 
 # sys_mirror: signed packages and five mirror snapshots, each one release
@@ -352,7 +354,7 @@ while (($#)); do
 	shift "$REPEAT_SHIFT"
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (debootstrap, qemu)"
-ensure_debs debootstrap qemu-system-x86 qemu-utils e2fsprogs fdisk systemd busybox-static shellcheck dpkg-dev
+ensure_debs debootstrap qemu-system-x86 qemu-utils e2fsprogs fdisk systemd busybox-static shellcheck dpkg-dev lintian
 ensure_cargo_tool cargo-deb cargo-deb
 mkdir -p "$SYS_CACHE"
 rm -rf "$RUN"
@@ -363,14 +365,15 @@ vm_prereqs
 vm_kernel
 vm_build_kos
 
-step "package: cargo deb -p milspecd, and the previous release's"
+step "packages: daemon/debian/build-debs (milspecd, milspec-repo, lintian), and the previous release's"
 sys_old_deb
 sys_debs
-DEB=$(ls "$RUN"/in/deb/milspecd_*-1_amd64.deb)
-log "$(basename "$DEB"): $(du -h "$DEB" | cut -f1)"
+DEB=$(ls "$RUN"/in/deb/milspecd_*-2_amd64.deb)
+REPO_DEB=$(ls "$RUN"/in/deb/milspec-repo_*_amd64.deb)
+log "$(basename "$DEB"): $(du -h "$DEB" | cut -f1); $(basename "$REPO_DEB"): $(du -h "$REPO_DEB" | cut -f1)"
 
 step "static checks: units, exposure, default config, versions, package contents"
-bash "$SYS_DIR/static-checks.sh" "$DEB"
+bash "$SYS_DIR/static-checks.sh" "$DEB" "$REPO_DEB"
 
 step "mirror and inputs"
 sys_mirror

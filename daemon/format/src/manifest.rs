@@ -21,7 +21,11 @@ const PAYLOAD_FIELDS: &[&str] = &["kernel_release", "module", "srcversion", "pat
 const PROBATION_FIELDS: &[&str] = &["window_secs"];
 pub const KIND: &str = "milspec-package";
 pub const PACKAGE_NAME: &str = "dell-milspec";
-pub const DEFAULT_SYS_VENDOR: &str = "Dell Inc.";
+/// The DMI `sys_vendor` values a package without `requires` is for: the
+/// two names Dell firmware reports, the same pair the module's own DMI
+/// table (kmod/dell-milspec.c) and the udev rule (udev/60-milspecd.rules)
+/// match.
+pub const DEFAULT_SYS_VENDORS: &[&str] = &["Dell Inc.", "Dell Computer Corporation"];
 /// Longest kernel release string accepted (also keeps tar paths short).
 pub const MAX_RELEASE_LEN: usize = 96;
 /// Longest module name the kernel accepts (`MODULE_NAME_LEN - 1`).
@@ -111,7 +115,7 @@ pub struct Requires {
 
 impl Default for Requires {
     fn default() -> Self {
-        Requires { sys_vendor: vec![DEFAULT_SYS_VENDOR.to_string()] }
+        Requires { sys_vendor: DEFAULT_SYS_VENDORS.iter().map(|v| v.to_string()).collect() }
     }
 }
 
@@ -391,6 +395,21 @@ mod tests {
         v["extra"] = 1.into();
         let e = Manifest::parse(&serde_json::to_vec(&v).unwrap(), &l).unwrap_err().to_string();
         assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+
+    #[test]
+    fn default_vendors_are_both_dell_names_and_valid() {
+        assert_eq!(Requires::default().sys_vendor, ["Dell Inc.", "Dell Computer Corporation"]);
+        assert!(DEFAULT_SYS_VENDORS.iter().all(|v| valid_sys_vendor(v)));
+        // A manifest without `requires` reads as the default pair.
+        let m = Manifest::parse(
+            &with(|v| {
+                v.as_object_mut().unwrap().remove("requires");
+            }),
+            &Limits::DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(m.requires, Requires::default());
     }
 
     fn with(f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {

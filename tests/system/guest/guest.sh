@@ -3,11 +3,14 @@
 # system bus (docs/service.md). Run by systest-run from /systest; each check
 # writes one marker line on /dev/ttyS1 that tests/system/run.sh asserts:
 #   @@SYS:OK name detail | @@SYS:FAIL name detail | @@SYS:INFO text
-# Boot 1 (Dell): install the .deb, pull, swap, commit, roll back, restart
-# and upgrade mid-trial, drift, modprobe, then a downgrade to the previous
-# release and an upgrade back, each with a committed slot. Boot 2 (Dell): after a reboot udev
-# starts the daemon and it loads the committed module. Boot 3 (not Dell): the
-# daemon stays off; purge leaves nothing behind.
+# Boot 1 (Dell): the operator path of README.md, "Install on a host": the
+# .deb first, with no key (the unit is skipped by its condition, nothing
+# fails), then the mirror drop-in and the key (milspecd.path starts the
+# daemon), the first check; then pull, swap, commit, roll back, restart and
+# upgrade mid-trial, drift, modprobe, then a downgrade to the previous
+# release and an upgrade back, each with a committed slot. Boot 2 (Dell):
+# after a reboot udev starts the daemon and it loads the committed module.
+# Boot 3 (not Dell): the daemon stays off; purge leaves nothing behind.
 
 OUT=/dev/ttyS1
 IN=/systest
@@ -76,11 +79,39 @@ serve_mirror() {
 	/usr/local/bin/busybox httpd -p 127.0.0.1:8080 -h /srv/mirror
 }
 
-# udev_started: not enabled, active, and wanted by the DMI device unit.
+# udev_started: not enabled, active, and wanted by the DMI device unit
+# (as is milspecd.path).
 udev_started() {
 	[ "$(systemctl is-enabled milspecd.service 2>&1)" = disabled ] &&
 		active &&
-		systemctl show -p WantedBy --value milspecd.service | grep -q 'sys-devices-virtual-dmi-id.device'
+		systemctl show -p WantedBy --value milspecd.service | grep -q 'sys-devices-virtual-dmi-id.device' &&
+		systemctl show -p WantedBy --value milspecd.path | grep -q 'sys-devices-virtual-dmi-id.device'
+}
+
+# unit_facts: what systemd says of the service and the path unit.
+unit_facts() {
+	echo "service: $(systemctl show -p ActiveState,SubState,Result,NRestarts,ConditionResult milspecd.service | tr '\n' ' ')"
+	echo "path: $(systemctl show -p ActiveState,SubState,Result milspecd.path | tr '\n' ' ')"
+}
+# skipped_by_condition: installed with no key: the service was started by
+# udev, skipped by its condition (inactive, not failed, no restart, no
+# start limit), and milspecd.path waits for a key.
+skipped_by_condition() {
+	unit_facts
+	[ "$(systemctl show -p ActiveState --value milspecd.service)" = inactive ] &&
+		[ "$(systemctl show -p ConditionResult --value milspecd.service)" = no ] &&
+		[ "$(systemctl show -p Result --value milspecd.service)" = success ] &&
+		[ "$(systemctl show -p NRestarts --value milspecd.service)" = 0 ] &&
+		! systemctl is-failed --quiet milspecd.service &&
+		[ "$(systemctl show -p SubState --value milspecd.path)" = waiting ]
+}
+# started_by_path: the key made milspecd.path start the service, first try.
+started_by_path() {
+	unit_facts
+	active &&
+		[ "$(systemctl show -p ConditionResult --value milspecd.service)" = yes ] &&
+		[ "$(systemctl show -p NRestarts --value milspecd.service)" = 0 ] &&
+		[ "$(systemctl show -p SubState --value milspecd.path)" = running ]
 }
 
 # trial_then_commit NAME VERSION ACTION...: start a poll for VERSION in the
@@ -170,11 +201,14 @@ journal_clean() {
 # committed slot. The previous daemon must start on what this one wrote,
 # keep the committed module live and commit a release of its own; this one
 # must then take over the slot and the record the previous one wrote.
+# The previous package also shipped /usr/bin/milspecd and milspec-repo:
+# both moves must be clean either way (milspec-repo's Breaks/Replaces).
 cross_version() {
 	_old=$(ls "$IN"/deb-old/milspecd_*.deb)
 	info "cross-version: $(basename "$_old") (previous release) over $(dpkg-query -W -f '${Version}' milspecd)"
 	_since=$(date '+%Y-%m-%d %H:%M:%S')
 	check downgrade-deb dpkg -i "$_old"
+	check downgrade-paths sh -c '[ -x /usr/bin/milspecd ] && [ ! -e /usr/sbin/milspecd ] && dpkg -S /usr/bin/milspec-repo | grep -x "milspecd: /usr/bin/milspec-repo"'
 	if wait_for 60 active && wait_for 60 prop_is CommittedVersion 1.7.0 && live_is 1.7.0 &&
 		milspecctl status >/tmp/down.status 2>&1 && grep -q 1.7.0 /tmp/down.status &&
 		state_complete 1.0.0 1.1.0 1.6.0 1.7.0 >/dev/null && journal_clean "$_since"; then
@@ -185,9 +219,14 @@ cross_version() {
 	publish 6
 	check downgrade-commit sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.8.0 ]'
 	_since=$(date '+%Y-%m-%d %H:%M:%S')
-	check upgrade-deb dpkg -i "$IN"/deb/milspecd_*-2_amd64.deb
+	# The publisher's tool comes back as a package of its own, taking over
+	# the file the previous milspecd shipped.
+	check upgrade-deb dpkg -i "$IN"/deb/milspecd_*-3_amd64.deb "$IN"/deb/milspec-repo_*_amd64.deb
+	check upgrade-paths sh -c '[ -x /usr/sbin/milspecd ] && [ ! -e /usr/bin/milspecd ] &&
+		dpkg -S /usr/bin/milspec-repo | grep -x "milspec-repo: /usr/bin/milspec-repo" &&
+		! dpkg -L milspecd | grep -q milspec-repo && milspec-repo --version'
 	if wait_for 60 active && wait_for 60 prop_is CommittedVersion 1.8.0 && live_is 1.8.0 &&
-		dpkg-query -W -f '${Version}' milspecd | grep -q -- '-2$' &&
+		dpkg-query -W -f '${Version}' milspecd | grep -q -- '-3$' &&
 		milspecctl slots >/tmp/up.slots 2>&1 && grep -q 1.8.0 /tmp/up.slots && grep -q 1.7.0 /tmp/up.slots &&
 		journal_clean "$_since"; then
 		ok upgrade-kept "active, 1.8.0 (committed by the previous release) still committed and live, 1.7.0 still in the other slot"
@@ -202,21 +241,29 @@ boot1() {
 	info "machine: $(cat /sys/class/dmi/id/sys_vendor) / $(cat /sys/class/dmi/id/product_name), kernel $(uname -r)"
 	serve_mirror
 	publish 1
-	# What a fleet's configuration management puts in place: the trusted
-	# key and a drop-in naming the mirror (by name: exercises the resolver).
-	mkdir -p /etc/milspecd/keys /etc/milspecd/conf.d
-	cp "$IN/release.pub" /etc/milspecd/keys/
-	cp "$IN/50-systest.toml" /etc/milspecd/conf.d/
-
-	check deb-install dpkg -i "$IN"/deb/milspecd_*-1_amd64.deb
+	# README.md, "Install on a host", step by step. 1: the package, before
+	# any key: the service is skipped by its condition, not failed, and
+	# stays so (longer than RestartSec=5s: no restart loop).
+	check deb-install dpkg -i "$IN"/deb/milspecd_*-2_amd64.deb
+	if wait_for 60 skipped_by_condition && sleep 7 && skipped_by_condition >/tmp/skipped.out; then
+		ok fresh-skipped "$(tr '\n' ' ' </tmp/skipped.out)"
+	else
+		bad fresh-skipped "$(unit_facts | tr '\n' ' '): $(journalctl -b -q -o cat -u milspecd.service | tail -n 3 | tr '\n' ' ')"
+	fi
+	# 2: the mirror, in a drop-in (the toml is a conffile), by name:
+	# exercises the resolver.
+	install -m 0644 "$IN/50-systest.toml" /etc/milspecd/conf.d/50-site.toml
+	# 3: the trusted key: milspecd.path starts the daemon.
+	install -m 0644 "$IN/release.pub" /etc/milspecd/keys/
 	check unit-active wait_for 120 active
+	check path-started started_by_path
 	check udev-started udev_started
 	check ctl-status milspecctl status
 	polkit_checks
 	check status-text sh -c 'systemctl show -p StatusText --value milspecd.service | grep .'
 	check unit-verify sh -c '! systemd-analyze verify milspecd.service 2>&1 | grep .'
 	info "security: $(systemd-analyze security milspecd.service 2>&1 | tail -n 1)"
-	check udev-rule-test sh -c 'udevadm test /sys/devices/virtual/dmi/id 2>&1 | grep "SYSTEMD_WANTS=milspecd.service"'
+	check udev-rule-test sh -c 'udevadm test /sys/devices/virtual/dmi/id 2>&1 | grep "SYSTEMD_WANTS=milspecd.path milspecd.service"'
 
 	# The daemon polls at start: 1.0.0 is its first install.
 	if wait_for 180 prop_is CommittedVersion 1.0.0 && live_is 1.0.0; then
@@ -224,6 +271,8 @@ boot1() {
 	else
 		bad poll-first-install "state $(prop State), committed $(prop CommittedVersion), live $(live_version): $(journalctl -b -u milspecd -q -o cat | tail -n 5 | tr '\n' ' ')"
 	fi
+	# 4: the first check (README): nothing newer than the committed 1.0.0.
+	check first-check sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.0.0 ]'
 
 	publish 2
 	check swap-commit sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.1.0 ]'
@@ -242,8 +291,8 @@ boot1() {
 	check restart-resumed journal_has "$ID_RECOVERY" 'resumed'
 
 	publish 5
-	trial_then_commit upgrade-mid-trial 1.7.0 dpkg -i "$IN"/deb/milspecd_*-2_amd64.deb
-	check upgraded sh -c 'dpkg-query -W -f "\${Version}" milspecd | grep -- "-2$"'
+	trial_then_commit upgrade-mid-trial 1.7.0 dpkg -i "$IN"/deb/milspecd_*-3_amd64.deb
+	check upgraded sh -c 'dpkg-query -W -f "\${Version}" milspecd | grep -- "-3$"'
 
 	for e in INSTALL_STARTED:$ID_INSTALL_STARTED SWAPPED:$ID_SWAPPED COMMITTED:$ID_COMMITTED \
 		ROLLED_BACK:$ID_ROLLED_BACK RECOVERY:$ID_RECOVERY; do
@@ -297,14 +346,15 @@ boot3() {
 	# Give udev's coldplug and any wants time to act before judging.
 	udevadm settle --timeout=60
 	sleep 3
-	check non-dell-inactive sh -c '! systemctl is-active --quiet milspecd.service && ! systemctl show -p WantedBy --value milspecd.service | grep -q dmi'
+	check non-dell-inactive sh -c '! systemctl is-active --quiet milspecd.service && ! systemctl show -p WantedBy --value milspecd.service | grep -q dmi &&
+		! systemctl is-active --quiet milspecd.path'
 	check non-dell-no-module test ! -e /sys/module/dell_milspec
-	check purge dpkg --purge milspecd
+	check purge dpkg --purge milspec-repo milspecd
 	left=$(find / -xdev \( -path /systest -o -path /srv -o -path /proc -o -path /sys \) -prune -o \
 		-iname '*milspec*' -print 2>/dev/null | sort | tr '\n' ' ')
 	info "left after purge: ${left:-nothing}"
 	check purge-clean test -z "$left"
-	check purge-dpkg sh -c '! dpkg-query -W -f "\${Status}" milspecd 2>/dev/null | grep -q installed'
+	check purge-dpkg sh -c '! dpkg-query -W -f "\${Status}" milspecd milspec-repo 2>/dev/null | grep -q installed'
 }
 
 # The scenario starts: from here on a failure is a failed check, never a
