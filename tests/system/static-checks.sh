@@ -59,20 +59,25 @@ else
 fi
 
 # 3. The shipped default config, as is and with [source] uncommented.
+# `milspecd config` checks what `run` checks, trusted keys included: the
+# keys folder is pointed at one made here (the only line changed).
 conf=$ROOT/daemon/dist/etc/milspecd/milspecd.toml
 milspecd=$ROOT/target/release/milspecd
-: >"$tmp/empty.toml"
-if "$milspecd" config --config "$conf" >"$tmp/conf.out" 2>&1 &&
+"$ROOT/target/release/milspec-repo" keygen --out "$tmp/keys" --name static >/dev/null
+keys_line="keys_dir = \"$tmp/keys\""
+sed "s|^keys_dir = .*|$keys_line|" "$conf" >"$tmp/shipped.toml"
+printf '[trust]\n%s\n' "$keys_line" >"$tmp/empty.toml"
+if "$milspecd" config --config "$tmp/shipped.toml" >"$tmp/conf.out" 2>&1 &&
 	"$milspecd" config --config "$tmp/empty.toml" | diff -q - "$tmp/conf.out" >/dev/null; then
 	pass "default config accepted, equal to the built-in defaults"
 else
 	flunk "default config: $(cat "$tmp/conf.out")"
 fi
-sed 's/^#\(\[source\]\|[a-z_]* = \)/\1/' "$conf" >"$tmp/source.toml"
-if "$milspecd" config --config "$tmp/source.toml" 2>&1 | grep -q '^\[source\]'; then
+sed 's/^#\(\[source\]\|[a-z_]* = \)/\1/' "$tmp/shipped.toml" >"$tmp/source.toml"
+if "$milspecd" config --config "$tmp/source.toml" >"$tmp/source.out" 2>&1 && grep -q '^\[source\]' "$tmp/source.out"; then
 	pass "default config with its [source] example uncommented accepted"
 else
-	flunk "default config's [source] example: $("$milspecd" config --config "$tmp/source.toml" 2>&1)"
+	flunk "default config's [source] example: $(cat "$tmp/source.out")"
 fi
 
 # 4. One kmod version: kmod/VERSION, the DKMS source path in the .deb, and
@@ -104,6 +109,12 @@ want=(
 	"/usr/src/dell-milspec-$kver/dkms.conf" "/usr/src/dell-milspec-$kver/dell-milspec.c"
 	"/usr/src/dell-milspec-$kver/Kbuild" "/usr/src/dell-milspec-$kver/Makefile"
 	"/usr/src/dell-milspec-$kver/VERSION"
+	/usr/share/man/man8/milspecd.8.gz /usr/share/man/man8/milspecd-run.8.gz
+	/usr/share/man/man1/milspecctl.1.gz /usr/share/man/man1/milspecctl-install.1.gz
+	/usr/share/man/man5/milspecd.toml.5.gz
+	/usr/share/bash-completion/completions/milspecd /usr/share/bash-completion/completions/milspecctl
+	/usr/share/zsh/vendor-completions/_milspecd /usr/share/zsh/vendor-completions/_milspecctl
+	/usr/share/fish/vendor_completions.d/milspecd.fish /usr/share/fish/vendor_completions.d/milspecctl.fish
 )
 missing=()
 for f in "${want[@]}"; do
@@ -156,6 +167,8 @@ dpkg-deb -e "$REPO_DEB" "$tmp/repo-control"
 ver=$(dpkg-deb -f "$DEB" Version)
 if grep -qx /usr/bin/milspec-repo "$tmp/repo-files" &&
 	grep -qx /usr/share/doc/milspec-repo/copyright "$tmp/repo-files" &&
+	grep -qx /usr/share/man/man1/milspec-repo.1.gz "$tmp/repo-files" &&
+	grep -qx /usr/share/bash-completion/completions/milspec-repo "$tmp/repo-files" &&
 	! grep -q -e milspecd -e /etc/ "$tmp/repo-files" &&
 	grep -qx 'Breaks: milspecd (<< 0.1.0-2~)' "$tmp/repo-control/control" &&
 	grep -qx 'Replaces: milspecd (<< 0.1.0-2~)' "$tmp/repo-control/control" &&

@@ -2,20 +2,31 @@
 
 use std::collections::HashMap;
 
+/// Every method is called with the no-auto-start flag: the bus never
+/// starts milspecd for a client (it runs only where udev starts it).
 #[zbus::proxy(
     interface = "com.dell.MilSpec1.Manager",
     default_service = "com.dell.MilSpec1",
     default_path = "/com/dell/MilSpec1"
 )]
 pub trait Manager {
+    #[zbus(no_autostart)]
     fn install(&self, package: zbus::zvariant::Fd<'_>) -> zbus::Result<(String, String, String)>;
+    #[zbus(no_autostart)]
     fn check_for_updates(&self) -> zbus::Result<(String, String, String)>;
+    #[zbus(no_autostart)]
     fn rollback(&self) -> zbus::Result<(String, String, String)>;
+    #[zbus(no_autostart)]
     fn reconcile(&self) -> zbus::Result<(String, String, String)>;
+    #[zbus(no_autostart)]
     fn set_paused(&self, paused: bool) -> zbus::Result<()>;
+    #[zbus(no_autostart)]
     fn history(&self, limit: u32) -> zbus::Result<Vec<HashMap<String, String>>>;
+    #[zbus(no_autostart)]
     fn slots(&self) -> zbus::Result<Vec<HashMap<String, String>>>;
+    #[zbus(no_autostart)]
     fn prepare_kernel(&self, release: &str) -> zbus::Result<(String, String, String)>;
+    #[zbus(no_autostart)]
     fn kernel_removed(&self, release: &str) -> zbus::Result<(String, String, String)>;
 
     #[zbus(property)]
