@@ -191,9 +191,8 @@ mod republish {
         assert_eq!(lines, format!("1.1.0 sequence 1001000000: 2 kernel(s): {OLD_KERNEL} {NEW_KERNEL}\n"));
         let json: serde_json::Value =
             serde_json::from_str(&w.ok(&["kernels", "--mirror", w.s("mirror"), "--json"])).unwrap();
-        let schema_file =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema/mirror-kernels.schema.json");
-        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_file).unwrap()).unwrap();
+        let schema_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema/mirror-kernels.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(&fs::read_to_string(schema_file).unwrap()).unwrap();
         let errors: Vec<String> = jsonschema::draft202012::new(&schema)
             .unwrap()
             .iter_errors(&json)
