@@ -67,7 +67,8 @@ KO_VARIANTS=(
 	v1.1.0@old::1.1.0
 )
 
-# Rust binaries put into the guest's /usr/bin when they build.
+# Rust binaries put into the guest (milspecd in /usr/sbin, the others in
+# /usr/bin, as the package installs them) when they build.
 RUST_BINS=(milspecd milspecctl milspec-repo)
 
 vm_log() {
@@ -366,7 +367,7 @@ FAULTS_CPIO=
 # vm_initramfs: the base archive (busybox, init, guest helpers, Rust binaries,
 # production module) and the archive of the other module variants.
 vm_initramfs() {
-	local stage=$CACHE_DIR/stage bin spec name d
+	local stage=$CACHE_DIR/stage bin spec name d dir
 
 	rm -rf "$stage"
 	mkdir -p "$stage/base/bin" "$stage/base/vm" "$stage/base/opt/ko/prod" \
@@ -384,7 +385,10 @@ vm_initramfs() {
 	if [[ $BINS_STATUS == ok ]]; then
 		for bin in "${RUST_BINS[@]}"; do
 			if [[ -x $REPO_ROOT/target/release/$bin ]]; then
-				vm_stage_elf "$d" "$REPO_ROOT/target/release/$bin" "/usr/bin/$bin"
+				# Where the package installs it: the daemon in /usr/sbin.
+				dir=/usr/bin
+				[[ $bin != milspecd ]] || dir=/usr/sbin
+				vm_stage_elf "$d" "$REPO_ROOT/target/release/$bin" "$dir/$bin"
 			fi
 		done
 	fi
