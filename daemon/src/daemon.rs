@@ -320,9 +320,10 @@ fn log_network_wait(w: crate::online::NetworkWait) {
     use crate::online::NetworkWait as W;
     match w {
         W::Online(d) if d >= Duration::from_secs(1) => {
-            info!("network-online.target reached after {}; first poll", milspec_format::text::duration(d))
+            info!("network-online.target is active (after {}); first poll", milspec_format::text::duration(d))
         }
-        W::Online(_) | W::NotSystemd => {}
+        W::Online(_) => info!("network-online.target is active; first poll"),
+        W::NotSystemd => {}
         W::TimedOut(state) => warn!(
             "network-online.target is still {state} after {}; polling anyway (a failed poll is retried at the next interval)",
             milspec_format::text::duration(crate::online::FIRST_POLL_WAIT)

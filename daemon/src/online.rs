@@ -41,12 +41,15 @@ pub fn wait_for_network(conn: Option<&zbus::blocking::Connection>, limit: Durati
     let Some(conn) = conn.filter(|_| Path::new("/run/systemd/system").is_dir()) else {
         return NetworkWait::NotSystemd;
     };
-    let proxy = match zbus::blocking::Proxy::new(
-        conn,
-        "org.freedesktop.systemd1",
-        TARGET_PATH,
-        "org.freedesktop.systemd1.Unit",
-    ) {
+    // Uncached: systemd sends PropertiesChanged for units only to its
+    // subscribers, so a cached ActiveState could stay "inactive" for good.
+    let proxy = match zbus::blocking::proxy::Builder::<zbus::blocking::Proxy<'_>>::new(conn)
+        .destination("org.freedesktop.systemd1")
+        .and_then(|b| b.path(TARGET_PATH))
+        .and_then(|b| b.interface("org.freedesktop.systemd1.Unit"))
+        .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
+        .and_then(|b| b.build())
+    {
         Ok(p) => p,
         Err(e) => return NetworkWait::Unknown(e.to_string()),
     };

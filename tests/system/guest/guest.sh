@@ -271,6 +271,10 @@ boot1() {
 	else
 		bad poll-first-install "state $(prop State), committed $(prop CommittedVersion), live $(live_version): $(journalctl -b -u milspecd -q -o cat | tail -n 5 | tr '\n' ' ')"
 	fi
+	# The first poll asked systemd over the bus whether network-online.target
+	# is active, and it was (no warning that it could not ask or timed out).
+	check first-poll-network sh -c 'journalctl -b -u milspecd -q -o cat | grep "network-online.target is active" &&
+		! journalctl -b -u milspecd -q -o cat | grep -e "cannot ask systemd" -e "polling anyway"'
 	# 4: the first check (README): nothing newer than the committed 1.0.0.
 	check first-check sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.0.0 ]'
 
