@@ -58,6 +58,16 @@ pub enum Cmd {
         #[arg(last = true, value_name = "PARAM=VALUE")]
         params: Vec<String>,
     },
+    /// Show what the kernel enforces for modules: whether it refuses an
+    /// unsigned module (module.sig_enforce, lockdown, Secure Boot) and the
+    /// keys it holds (/proc/keys). Reads only; exit 0, 1 on error.
+    Policy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the policy as one JSON object (milspec.host-policy/1) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration as `run` does (keys, threshold, source,
     /// health checks), print it with every default filled in, and name
     /// each problem on stderr. Exit 0 without problems, 1 with any.

@@ -75,4 +75,29 @@ impl KernelPaths {
     pub fn dmi_sys_vendor(&self) -> PathBuf {
         self.sys.join("class/dmi/id/sys_vendor")
     }
+
+    /// `/sys/kernel/security/lockdown`: `none [integrity] confidentiality`.
+    pub fn lockdown(&self) -> PathBuf {
+        self.sys.join("kernel/security/lockdown")
+    }
+
+    /// `/sys/module/module/parameters/sig_enforce`: `Y` or `N`.
+    pub fn sig_enforce(&self) -> PathBuf {
+        self.sys.join("module/module/parameters/sig_enforce")
+    }
+
+    /// The UEFI `SecureBoot` variable (EFI global variable GUID).
+    pub fn efi_secure_boot(&self) -> PathBuf {
+        self.sys.join("firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+    }
+
+    /// `/sys/firmware/efi`: present when the kernel was booted by UEFI.
+    pub fn efi_dir(&self) -> PathBuf {
+        self.sys.join("firmware/efi")
+    }
+
+    /// `/proc/keys`: the keys (and keyrings) this process may view.
+    pub fn proc_keys(&self) -> PathBuf {
+        self.proc.join("keys")
+    }
 }

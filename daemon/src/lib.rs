@@ -12,6 +12,7 @@ pub mod engine;
 pub mod health;
 pub mod history;
 pub mod host;
+pub mod host_policy;
 pub mod journal;
 pub mod kernel;
 #[cfg(feature = "fake-kernel")]

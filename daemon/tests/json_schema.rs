@@ -120,6 +120,30 @@ fn every_milspecd_json_output_follows_its_schema() {
     let v = json_of("prepare-kernel", &h.milspecd(&["prepare-kernel", "--json", RELEASE]), "outcome", 0);
     assert_eq!((v["outcome"].as_str(), v["kernel"].as_str()), (Some("kernel-ready"), Some(RELEASE)), "{v}");
 
+    // The host's module-signing policy: nothing readable, then a tree that
+    // enforces signatures through lockdown.
+    let v = json_of("policy (bare)", &h.milspecd(&["policy", "--json"]), "host-policy", 0);
+    assert_eq!(v["enforcement"]["kind"], "unknown", "{v}");
+    let root = h.f.path("root");
+    let put = |rel: &str, b: &[u8]| {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, b).unwrap();
+    };
+    put("sys/kernel/security/lockdown", b"none [integrity] confidentiality\n");
+    put("sys/module/module/parameters/sig_enforce", b"N\n");
+    put(
+        "proc/keys",
+        b"11111111 I------     1 perm 1f010000     0     0 asymmetri Fleet CA: 00aabb: X509.rsa aabb []\n",
+    );
+    let v = json_of("policy", &h.milspecd(&["policy", "--json"]), "host-policy", 0);
+    assert_eq!(
+        (v["enforcement"]["kind"].as_str(), v["enforcement"]["mode"].as_str()),
+        (Some("lockdown"), Some("integrity")),
+        "{v}"
+    );
+    assert_eq!(v["keys"][0]["skid"], "00aabb", "{v}");
+
     // The history as written is what the history-event schema describes,
     // once milspecctl shows it (the daemon's own file has no schema key).
     let hist = fs::read_to_string(h.f.path("state/history.jsonl")).unwrap();

@@ -493,7 +493,7 @@ vm_death_lines() {
 vm_boot() {
 	local file=$1 rundir=$2 n=$3
 	local vendor product timeout smp log rc t0 needs state done_at start begun start_timeout
-	local kernel vmlinuz
+	local kernel vmlinuz cmdline
 	local append="console=ttyS0 panic=-1 quiet mitigations=off milspec_vm_boot=$n"
 
 	kernel=$(vm_boot_kernel "$file" "$n")
@@ -501,6 +501,8 @@ vm_boot() {
 	BOOT_KERNEL=$kernel
 	append+=" milspec_vm_kernel=$kernel"
 	append+=${VM_KERNEL_ARGS:+ $VM_KERNEL_ARGS}
+	cmdline=$(vm_header "$file" cmdline)
+	append+=${cmdline:+ $cmdline}
 
 	vendor=$(vm_header "$file" vendor "Dell Inc.")
 	product=$(vm_header "$file" product "Latitude 5430 Rugged")

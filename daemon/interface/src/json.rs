@@ -32,9 +32,12 @@ pub const INSPECT: &str = "milspec.inspect/1";
 /// `milspec.mirror-kernels/1`: a mirror's releases and their kernels
 /// (`milspec-repo kernels`).
 pub const MIRROR_KERNELS: &str = "milspec.mirror-kernels/1";
+/// `milspec.host-policy/1`: what the kernel enforces for modules
+/// (`milspecd policy`).
+pub const HOST_POLICY: &str = "milspec.host-policy/1";
 
 /// Every schema name, with the file in `docs/schema/` that defines it.
-pub const ALL: [(&str, &str); 8] = [
+pub const ALL: [(&str, &str); 9] = [
     (STATUS, "status.schema.json"),
     (OUTCOME, "outcome.schema.json"),
     (HISTORY_EVENT, "history-event.schema.json"),
@@ -43,6 +46,7 @@ pub const ALL: [(&str, &str); 8] = [
     (BUS_EVENT, "bus-event.schema.json"),
     (INSPECT, "inspect.schema.json"),
     (MIRROR_KERNELS, "mirror-kernels.schema.json"),
+    (HOST_POLICY, "host-policy.schema.json"),
 ];
 
 /// An empty string is an absent value.

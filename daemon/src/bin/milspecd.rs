@@ -72,6 +72,17 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Policy { config, json } => {
+            let cfg = load_config(&config)?;
+            let paths = milspecd::kernel_paths::KernelPaths::from_config(&cfg.kernel);
+            let report = milspecd::host_policy::PolicyReport::new(milspecd::host_policy::read(&paths));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Recover(arg) => {
             journal::init_stderr_logging();
             let kernel = SysKernel::new()?;
