@@ -124,6 +124,7 @@ mod tests {
                 path: payload_path(REL, "dell_milspec"),
                 size: 1,
                 sha256: Sha256Digest::of(b"x"),
+                module_signer: None,
             }],
             params: Default::default(),
             probation: None,

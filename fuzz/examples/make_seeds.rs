@@ -74,7 +74,7 @@ fn main() -> Res<()> {
         let keys: Vec<SecretKey> =
             keys.iter().map(|k| SecretKey::parse(k, Path::new("seed.key"))).collect::<Result<_, _>>()?;
         let out = work.join(format!("{name}.mspkg"));
-        let manifest = writer::pack(&mods, &opts, &keys, &out, &Limits::DEFAULT)?;
+        let manifest = writer::pack(&mods, &opts, &keys, None, &out, &Limits::DEFAULT)?;
         let bytes = fs::read(&out)?;
         put(&root, "package", &format!("{name}.mspkg"), &bytes)?;
         let manifest_bytes = manifest.to_bytes();

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod modinfo;
+pub mod modsig;
 pub mod package;
 pub mod regular;
 pub mod republish;

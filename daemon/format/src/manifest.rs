@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::digest::Sha256Digest;
 use crate::evolution;
 use crate::limits::Limits;
+use crate::modsig::ModuleSigner;
 use crate::text::sanitize_to;
 
 /// The manifest format this build reads and writes (docs/format.md,
@@ -17,7 +18,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// this build cannot check is never ignored, whatever `optional` says.
 const FIELDS: &[&str] =
     &["format", "kind", "name", "version", "sequence", "created", "payloads", "params", "probation", "requires"];
-const PAYLOAD_FIELDS: &[&str] = &["kernel_release", "module", "srcversion", "path", "size", "sha256"];
+const PAYLOAD_FIELDS: &[&str] = &["kernel_release", "module", "srcversion", "path", "size", "sha256", "module_signer"];
+/// Fields a writer lists in `optional` when it uses them: a reader that
+/// predates them loads the payload as before (the kernel still checks the
+/// module's own signature).
+const WRITTEN_OPTIONAL: &[&str] = &["module_signer"];
 const PROBATION_FIELDS: &[&str] = &["window_secs"];
 pub const KIND: &str = "milspec-package";
 pub const PACKAGE_NAME: &str = "dell-milspec";
@@ -77,6 +82,8 @@ pub enum ManifestError {
     BadSrcversion(String),
     #[error("manifest version `{0}` is longer than {MAX_VERSION_LEN} characters")]
     BadVersion(String),
+    #[error("manifest payload `{path}` has an invalid module_signer: {why}")]
+    BadSigner { path: String, why: &'static str },
 }
 
 /// One kernel module build inside a package.
@@ -94,6 +101,12 @@ pub struct Payload {
     pub path: String,
     pub size: u64,
     pub sha256: Sha256Digest,
+    /// The key the module's own (kernel) signature is made with, when it
+    /// has one: checked against the module's appended signature when the
+    /// payload is read, and by a host that enforces module signatures
+    /// before it writes the payload (docs/secure-boot.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_signer: Option<ModuleSigner>,
 }
 
 /// Probation settings a publisher may suggest for this package.
@@ -288,6 +301,9 @@ impl Manifest {
                     limit: limits.max_payload_size,
                 });
             }
+            if let Some(why) = p.module_signer.as_ref().and_then(ModuleSigner::problem) {
+                return Err(ManifestError::BadSigner { path: p.path.clone(), why });
+            }
             if !seen.insert(p.kernel_release.as_str()) {
                 return Err(ManifestError::DuplicateRelease(p.kernel_release.clone()));
             }
@@ -302,7 +318,26 @@ impl Manifest {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        /// The manifest with the newer fields it uses named in `optional`,
+        /// so older readers skip them (crate::evolution) instead of
+        /// refusing the package.
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            #[serde(flatten)]
+            manifest: &'a Manifest,
+            optional: Vec<&'static str>,
+        }
+        let used: Vec<&'static str> = WRITTEN_OPTIONAL
+            .iter()
+            .copied()
+            .filter(|f| *f == "module_signer" && self.payloads.iter().any(|p| p.module_signer.is_some()))
+            .collect();
+        let mut v = if used.is_empty() {
+            serde_json::to_vec_pretty(self)
+        } else {
+            serde_json::to_vec_pretty(&Listed { manifest: self, optional: used })
+        }
+        .unwrap_or_default();
         v.push(b'\n');
         v
     }
@@ -336,6 +371,7 @@ mod tests {
                 path: payload_path("6.12.113+deb12-cloud-amd64", "dell_milspec"),
                 size: 10,
                 sha256: Sha256Digest::of(b"x"),
+                module_signer: None,
             }],
             params: [("mode5_level".to_string(), "2".to_string())].into(),
             probation: None,
@@ -422,12 +458,21 @@ mod tests {
     fn field_lists_name_every_field_of_format_1() {
         let mut m = sample();
         m.probation = Some(Probation { window_secs: Some(5) });
+        m.payloads[0].module_signer =
+            Some(ModuleSigner { name: "n".into(), key_id: "00".into(), issuer: "n".into(), serial: "01".into() });
         let mut keys = BTreeSet::new();
         evolution::all_keys(&serde_json::to_value(&m).unwrap(), &["params"], &mut keys);
         let mut listed: BTreeSet<String> =
             FIELDS.iter().chain(PAYLOAD_FIELDS).chain(PROBATION_FIELDS).map(|s| s.to_string()).collect();
         listed.insert("sys_vendor".into());
+        // The signer record is closed (deny_unknown_fields), named here.
+        listed.extend(["name", "key_id", "issuer", "serial"].map(String::from));
         assert_eq!(keys, listed);
+        // A manifest that uses the record lists it as optional for older readers.
+        let v: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(v["optional"], serde_json::json!(["module_signer"]));
+        assert_eq!(Manifest::parse(&m.to_bytes(), &Limits::DEFAULT).unwrap(), m);
+        assert!(!String::from_utf8(sample().to_bytes()).unwrap().contains("optional"));
     }
 
     #[test]

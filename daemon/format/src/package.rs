@@ -20,6 +20,7 @@ use crate::digest::Sha256Digest;
 use crate::keys::{KeyId, TrustedKeys};
 use crate::limits::Limits;
 use crate::manifest::{Manifest, ManifestError, Payload};
+use crate::modsig::{self, ModuleSigner};
 use crate::regular::{open_regular, shown, FileKind, OpenError, OpenPolicy};
 use crate::signature::{SignatureError, SignatureSet};
 use crate::text::{is_clean, sanitize_bytes, sanitize_to};
@@ -59,6 +60,8 @@ pub enum PackageError {
     SizeMismatch { path: String, expected: u64, actual: u64 },
     #[error("payload `{path}` does not match its sha256 in the manifest (manifest {expected}, content {actual}): the package is corrupt or was tampered with")]
     HashMismatch { path: String, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("payload `{path}` does not carry the module signature its manifest records ({signer}): {why}; the package was built wrong or tampered with")]
+    ModuleSignature { path: String, signer: String, why: String },
     #[error("payload `{0}` listed in the manifest is missing from the package (truncated?)")]
     MissingPayload(String),
     #[error(transparent)]
@@ -407,6 +410,8 @@ impl<'a, R: Read> Cursor<'a, R> {
             let sink_err = |source| PackageError::Sink { path: payload.path.clone(), source };
             sink.begin(payload).map_err(sink_err)?;
             let mut hasher = Sha256::new();
+            // The module's last bytes, where its kernel signature sits.
+            let mut tail = Tail::new(payload.module_signer.is_some());
             let mut left = size;
             while left > 0 {
                 let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -418,6 +423,7 @@ impl<'a, R: Read> Cursor<'a, R> {
                     Err(e) => return Err(PackageError::Io(e)),
                 };
                 hasher.update(&buf[..n]);
+                tail.push(&buf[..n]);
                 sink.data(payload, &buf[..n]).map_err(sink_err)?;
                 left -= n as u64;
             }
@@ -425,12 +431,59 @@ impl<'a, R: Read> Cursor<'a, R> {
             if actual != payload.sha256 {
                 return Err(PackageError::HashMismatch { path, expected: payload.sha256, actual });
             }
+            if let Some(signer) = &payload.module_signer {
+                check_module_signature(&path, signer, tail.bytes())?;
+            }
             sink.end(payload).map_err(sink_err)?;
         }
         if let Some(missing) = pending.keys().next() {
             return Err(PackageError::MissingPayload((*missing).to_string()));
         }
         Ok(())
+    }
+}
+
+/// The last [`modsig::MAX_TAIL`] bytes of a payload, kept only when needed.
+struct Tail {
+    keep: bool,
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    fn new(keep: bool) -> Self {
+        Tail { keep, buf: Vec::new() }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        if !self.keep {
+            return;
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() > 2 * modsig::MAX_TAIL {
+            self.buf.drain(..self.buf.len() - modsig::MAX_TAIL);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.buf.len().saturating_sub(modsig::MAX_TAIL)..]
+    }
+}
+
+/// The payload's appended signature (in `tail`, its last bytes) is the one
+/// its manifest records. The kernel verifies the signature itself at load.
+fn check_module_signature(path: &str, signer: &ModuleSigner, tail: &[u8]) -> Result<(), PackageError> {
+    let err = |why: String| PackageError::ModuleSignature { path: path.into(), signer: signer.to_string(), why };
+    match modsig::parse(tail) {
+        Ok(Some(sig)) if signer.matches(&sig) => Ok(()),
+        Ok(Some(sig)) => Err(err(format!(
+            "it is signed by issuer \"{}\", serial {}, not issuer \"{}\", serial {}",
+            sig.issuer,
+            sig.serial,
+            sanitize_to(&signer.issuer, modsig::MAX_NAME_LEN),
+            signer.serial
+        ))),
+        Ok(None) => Err(err("the module has no appended signature".into())),
+        Err(e) => Err(err(e.to_string())),
     }
 }
 

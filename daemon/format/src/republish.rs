@@ -103,6 +103,7 @@ mod tests {
             path: payload_path(release, "dell_milspec"),
             size: 4096,
             sha256: Sha256Digest::of(release.as_bytes()),
+            module_signer: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::keys::SecretKey;
 use crate::limits::Limits;
 use crate::manifest::{self, Manifest, ManifestError, Payload, Probation, Requires};
 use crate::modinfo::{ModInfo, ModInfoError};
+use crate::modsig::ModuleSigner;
 use crate::package::{self, Header, PackageError, PayloadSink, Trust, MANIFEST_PATH, SIGNATURES_PATH};
 use crate::regular::{read_regular, OpenError, OpenPolicy};
 use crate::signature::{SignatureError, SignatureSet};
@@ -47,6 +48,17 @@ pub enum WriteError {
     Write { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Open(OpenError),
+    #[error("{}: cannot sign the module: {why}", path.display())]
+    ModuleSign { path: PathBuf, why: String },
+}
+
+/// Gives each module its kernel signature as a package is packed (the
+/// publisher's tool holds the key; this crate only records the result).
+pub trait ModuleSigning {
+    /// `module` as it goes into the package (signed, or already signed by
+    /// the certificate this signer stands for) and the record of its signer;
+    /// the error says what to do.
+    fn sign(&self, module: &[u8]) -> Result<(Vec<u8>, ModuleSigner), String>;
 }
 
 /// What the publisher says about a package beyond its modules.
@@ -76,6 +88,7 @@ struct Module {
     path: PathBuf,
     bytes: Vec<u8>,
     info: ModInfo,
+    signer: Option<ModuleSigner>,
 }
 
 fn read_module(path: &Path, limits: &Limits) -> Result<Module, WriteError> {
@@ -86,16 +99,28 @@ fn read_module(path: &Path, limits: &Limits) -> Result<Module, WriteError> {
         e @ OpenError::NotRegular { .. } => WriteError::Open(e),
     })?;
     let info = ModInfo::parse(&bytes).map_err(|source| WriteError::ModInfo { path: path.to_path_buf(), source })?;
-    Ok(Module { path: path.to_path_buf(), bytes, info })
+    Ok(Module { path: path.to_path_buf(), bytes, info, signer: None })
+}
+
+/// Signs `m` with `signing`, if given: the bytes hashed are the signed ones.
+fn sign_module(mut m: Module, signing: Option<&dyn ModuleSigning>) -> Result<Module, WriteError> {
+    if let Some(s) = signing {
+        let (bytes, signer) = s.sign(&m.bytes).map_err(|why| WriteError::ModuleSign { path: m.path.clone(), why })?;
+        m.bytes = bytes;
+        m.signer = Some(signer);
+    }
+    Ok(m)
 }
 
 /// Builds a package from `.ko` files and writes it to `out`, signed by every
-/// key in `keys`. Each module is read once into memory, so the bytes hashed
-/// are the bytes stored.
+/// key in `keys`; with `signing`, each module gets its kernel signature
+/// first. Each module is read once into memory, so the bytes hashed are
+/// the bytes stored.
 pub fn pack(
     modules: &[PathBuf],
     opts: &PackOptions,
     keys: &[SecretKey],
+    signing: Option<&dyn ModuleSigning>,
     out: &Path,
     limits: &Limits,
 ) -> Result<Manifest, WriteError> {
@@ -105,7 +130,10 @@ pub fn pack(
     if keys.is_empty() {
         return Err(WriteError::NoKeys);
     }
-    let mods = modules.iter().map(|p| read_module(p, limits)).collect::<Result<Vec<_>, _>>()?;
+    let mods = modules
+        .iter()
+        .map(|p| read_module(p, limits).and_then(|m| sign_module(m, signing)))
+        .collect::<Result<Vec<_>, _>>()?;
     for (i, m) in mods.iter().enumerate() {
         // The daemon tells which slot is live by the module's own version.
         if let Some(v) = m.info.version.as_deref().filter(|v| *v != opts.version.to_string()) {
@@ -148,6 +176,7 @@ pub fn pack(
                 path: manifest::payload_path(&m.info.kernel_release, &m.info.name),
                 size: m.bytes.len() as u64,
                 sha256: Sha256Digest::of(&m.bytes),
+                module_signer: m.signer.clone(),
             })
             .collect(),
         params: opts.params.clone(),

@@ -15,6 +15,7 @@ use milspec_format::atomic::AtomicFile;
 use milspec_format::manifest::{payload_path, Manifest};
 use milspec_format::package::{read_package_file, Discard, Header, Trust, MANIFEST_PATH, SIGNATURES_PATH};
 use milspec_format::tarwrite::TarWriter;
+use milspec_format::writer::ModuleSigning;
 use milspec_format::{read_regular, Sha256Digest, SignatureSet};
 use milspec_format::{republish, sanitize, FileError, Limits, ModInfo, OpenPolicy, Payload, SecretKey};
 
@@ -29,11 +30,24 @@ fn shown(p: &Path) -> String {
     FileError::shown_path(p)
 }
 
-fn read_build(path: &Path, old: &Manifest, limits: &Limits) -> anyhow::Result<Build> {
+fn read_build(
+    path: &Path,
+    old: &Manifest,
+    signing: Option<&dyn ModuleSigning>,
+    limits: &Limits,
+) -> anyhow::Result<Build> {
     // A module named on the command line may be a link to the build tree.
     let bytes = read_regular(path, OpenPolicy::follow(limits.max_payload_size))
         .with_context(|| format!("{}: cannot read the module", shown(path)))?;
     let info = ModInfo::parse(&bytes).with_context(|| shown(path))?;
+    let (bytes, module_signer) = match signing {
+        Some(s) => {
+            let (b, signer) =
+                s.sign(&bytes).map_err(|why| anyhow::anyhow!("{}: cannot sign the module: {why}", shown(path)))?;
+            (b, Some(signer))
+        }
+        None => (bytes, None),
+    };
     let version = old.version.to_string();
     if let Some(v) = info.version.as_deref().filter(|v| *v != version) {
         bail!(
@@ -65,6 +79,7 @@ fn read_build(path: &Path, old: &Manifest, limits: &Limits) -> anyhow::Result<Bu
         srcversion: info.srcversion,
         size: bytes.len() as u64,
         sha256: Sha256Digest::of(&bytes),
+        module_signer,
     };
     Ok(Build { path: path.to_path_buf(), bytes, payload })
 }
@@ -116,6 +131,7 @@ pub fn add_build(
     input: &Path,
     modules: &[PathBuf],
     keys: &[SecretKey],
+    signing: Option<&dyn ModuleSigning>,
     out: &Path,
     limits: &Limits,
 ) -> anyhow::Result<(Manifest, usize)> {
@@ -130,7 +146,7 @@ pub fn add_build(
         .manifest;
     let mut builds: Vec<Build> = Vec::new();
     for m in modules {
-        let b = read_build(m, &old, limits)?;
+        let b = read_build(m, &old, signing, limits)?;
         if let Some(o) = builds.iter().find(|o| o.payload.kernel_release == b.payload.kernel_release) {
             bail!(
                 "{}: built for kernel {}, which {} is built for too; give one module per kernel release",

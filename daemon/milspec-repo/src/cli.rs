@@ -47,6 +47,8 @@ pub enum Cmd {
         /// A secret key to sign with (repeatable for several signatures).
         #[arg(long = "key", value_name = "KEY", required = true)]
         keys: Vec<PathBuf>,
+        #[command(flatten)]
+        module_signing: ModuleSigningArgs,
         #[arg(long, value_name = "FILE.mspkg")]
         out: PathBuf,
     },
@@ -65,9 +67,50 @@ pub enum Cmd {
         /// A secret key to sign with (repeatable for several signatures).
         #[arg(long = "key", value_name = "KEY", required = true)]
         keys: Vec<PathBuf>,
+        #[command(flatten)]
+        module_signing: ModuleSigningArgs,
         /// The new package (must differ from --package).
         #[arg(long, value_name = "OUT.mspkg")]
         out: PathBuf,
+    },
+    /// Append a kernel module signature (the format of the kernel's
+    /// scripts/sign-file) to a .ko, made with an X.509 certificate and its
+    /// RSA key, a PKCS#11 URI or an external signer command.
+    SignModule {
+        /// The module-signing certificate (PEM or DER).
+        #[arg(long = "cert", value_name = "CERT")]
+        cert: PathBuf,
+        /// Its private key: a PEM file (PKCS#8 or PKCS#1) or a pkcs11: URI
+        /// (signed with `openssl dgst -sha256 -sign URI`).
+        #[arg(long = "key", value_name = "KEY|URI", required_unless_present = "signer_cmd")]
+        key: Option<String>,
+        /// A command (run by sh -c) that reads the module on stdin and
+        /// prints its raw RSA PKCS#1 v1.5 SHA-256 signature on stdout.
+        #[arg(long = "signer-cmd", value_name = "CMD", conflicts_with = "key")]
+        signer_cmd: Option<String>,
+        /// Where the signed module goes (default: replace KO).
+        #[arg(long, value_name = "OUT.ko")]
+        out: Option<PathBuf>,
+        #[arg(value_name = "KO")]
+        module: PathBuf,
+    },
+    /// Make an RSA key and a self-signed certificate for signing modules
+    /// (extended key usage codeSigning and module signing), ready for
+    /// `mokutil --import`: NAME.key (mode 0600), NAME.pem and NAME.der in DIR.
+    MokKeygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The certificate's common name: the name hosts' kernels show.
+        #[arg(long, default_value = "milspec module signing")]
+        subject: String,
+        /// How long the certificate is valid.
+        #[arg(long, value_name = "DURATION", default_value = "3650d", value_parser = humantime::parse_duration)]
+        valid: Duration,
+        /// RSA key size.
+        #[arg(long, default_value_t = 2048, value_parser = parse_bits)]
+        bits: usize,
     },
     /// Add one more signature to a package, in place.
     Sign {
@@ -106,6 +149,30 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_bits(s: &str) -> Result<usize, String> {
+    match s {
+        "2048" | "3072" | "4096" => s.parse().map_err(|_| String::new()),
+        _ => Err("use 2048, 3072 or 4096".into()),
+    }
+}
+
+/// Kernel module signing while packing (docs/secure-boot.md).
+#[derive(clap::Args, Debug, Default)]
+pub struct ModuleSigningArgs {
+    /// Sign each module for the kernel with this certificate (PEM or DER)
+    /// and record its signer in the manifest; without --module-key or
+    /// --module-signer-cmd, every module must already be signed by it.
+    #[arg(long = "module-cert", value_name = "CERT")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key: a PEM file or a pkcs11: URI.
+    #[arg(long = "module-key", value_name = "KEY|URI", requires = "cert")]
+    pub key: Option<String>,
+    /// A command (sh -c) that signs the module on stdin: raw RSA PKCS#1
+    /// v1.5 SHA-256 signature on stdout.
+    #[arg(long = "module-signer-cmd", value_name = "CMD", requires = "cert", conflicts_with = "key")]
+    pub signer_cmd: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -4,6 +4,7 @@
 
 mod add_build;
 mod mirror_view;
+mod module_sign;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use milspec_format::manifest::{parse_param_arg, ParamArgError, Probation, Requir
 use milspec_format::package::{read_package_file, Discard, Trust};
 use milspec_format::writer::{self, PackOptions};
 use milspec_format::{republish, sanitize, Limits, Sha256Digest};
-use milspec_repo::cli::{Cli, Cmd, MirrorArgs};
+use milspec_repo::cli::{Cli, Cmd, MirrorArgs, ModuleSigningArgs};
 use std::fs;
 
 struct MirrorWrite {
@@ -200,6 +201,20 @@ fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// The module-signing key `pack` and `add-build` were given, if any.
+fn module_key(args: &ModuleSigningArgs) -> anyhow::Result<Option<module_sign::ModuleKey>> {
+    match &args.cert {
+        None => Ok(None),
+        Some(cert) => module_sign::ModuleKey::open(cert, args.key.as_deref(), args.signer_cmd.as_deref()).map(Some),
+    }
+}
+
+fn print_signer(key: &Option<module_sign::ModuleKey>) {
+    if let Some(k) = key {
+        println!("  modules signed by {}", k.signer());
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = milspec_cli::parse();
     run_main("milspec-repo", || {
@@ -217,7 +232,7 @@ fn main() -> ExitCode {
                 println!("wrote {} and {}", k.display(), p.display());
                 println!("key id {}", key.public().id());
             }
-            Cmd::Pack { version, sequence, modules, params, probation, sys_vendors, keys, out } => {
+            Cmd::Pack { version, sequence, modules, params, probation, sys_vendors, keys, module_signing, out } => {
                 let sequence = match sequence {
                     Some(s) => s,
                     None => writer::default_sequence(&version).with_context(|| {
@@ -237,7 +252,9 @@ fn main() -> ExitCode {
                         Requires { sys_vendor: sys_vendors }
                     },
                 };
-                let m = writer::pack(&modules, &opts, &keys, &out, &limits)?;
+                let mkey = module_key(&module_signing)?;
+                let signing = mkey.as_ref().map(|k| k as &dyn writer::ModuleSigning);
+                let m = writer::pack(&modules, &opts, &keys, signing, &out, &limits)?;
                 println!(
                     "wrote {}: {} {} (sequence {}), {} payload(s), {} signature(s)",
                     out.display(),
@@ -250,10 +267,13 @@ fn main() -> ExitCode {
                 for p in &m.payloads {
                     println!("  {}  {} bytes  sha256 {}", p.kernel_release, p.size, p.sha256);
                 }
+                print_signer(&mkey);
             }
-            Cmd::AddBuild { package, modules, keys, out } => {
+            Cmd::AddBuild { package, modules, keys, module_signing, out } => {
                 let keys = keys.iter().map(|k| SecretKey::load(k)).collect::<Result<Vec<_>, _>>()?;
-                let (m, added) = add_build::add_build(&package, &modules, &keys, &out, &limits)?;
+                let mkey = module_key(&module_signing)?;
+                let signing = mkey.as_ref().map(|k| k as &dyn writer::ModuleSigning);
+                let (m, added) = add_build::add_build(&package, &modules, &keys, signing, &out, &limits)?;
                 println!(
                     "wrote {}: {} {} (sequence {}), {} payload(s), {added} added, {} signature(s)",
                     out.display(),
@@ -266,6 +286,38 @@ fn main() -> ExitCode {
                 for p in &m.payloads[m.payloads.len() - added..] {
                     println!("  + {}  {} bytes  sha256 {}", sanitize(&p.kernel_release), p.size, p.sha256);
                 }
+                print_signer(&mkey);
+            }
+            Cmd::SignModule { cert, key, signer_cmd, out, module } => {
+                let mkey = module_sign::ModuleKey::open(&cert, key.as_deref(), signer_cmd.as_deref())?;
+                let out = out.unwrap_or_else(|| module.clone());
+                let sig = module_sign::sign_file(&mkey, &module, &out, limits.max_payload_size)?;
+                println!(
+                    "signed {}: signer {}, issuer \"{}\", serial {}, {}",
+                    out.display(),
+                    mkey.signer(),
+                    sig.issuer,
+                    sig.serial,
+                    sig.digest
+                );
+            }
+            Cmd::MokKeygen { out, name, subject, valid, bits } => {
+                let new = module_sign::mok_keygen(&out, &name, &subject, valid, bits)?;
+                println!(
+                    "wrote {} (private, mode 0600), {} and {}",
+                    new.key.display(),
+                    new.cert_pem.display(),
+                    new.cert_der.display()
+                );
+                println!("signer {}", new.signer);
+                println!(
+                    "sign packages with: milspec-repo pack ... --module-cert {} --module-key {}",
+                    new.cert_pem.display(),
+                    new.key.display()
+                );
+                println!("enrol on each host (Secure Boot with shim), then reboot and confirm in MokManager:");
+                println!("  mokutil --import {}", new.cert_der.display());
+                println!("or add {} to the firmware's db (docs/secure-boot.md)", new.cert_der.display());
             }
             Cmd::Sign { key, package } => {
                 let key = SecretKey::load(&key)?;

@@ -123,6 +123,7 @@ impl Publisher {
             &[ko],
             &opts,
             std::slice::from_ref(&self.key),
+            None,
             &out,
             &milspec_format::Limits::default(),
         )
