@@ -426,6 +426,7 @@ impl<'k> Engine<'k> {
             committed_version: self.committed_version(state),
             pending_reboot_this_boot: state.pending_reboot.as_ref().is_some_and(|p| p.boot_id == boot_id),
             kernel_release: release,
+            module_policy: crate::host_policy::read(&self.host.paths),
         })
     }
 
@@ -598,6 +599,15 @@ impl<'k> Engine<'k> {
         if let Err(e) = ready.load(self.kernel) {
             warn!("new module failed to load: {}", EscapedDisplay(&e));
             let detected = Instant::now();
+            if let Some(errno) = crate::kernel::host_policy_refusal(&e) {
+                // The kernel's signature or lockdown policy, not the
+                // module's fault: back to the old one, never blocklisted.
+                let reason = format!(
+                    "host policy refused the module at load ({}): {e}; not blocklisted: see milspecd policy",
+                    nix::errno::Errno::from_raw(errno)
+                );
+                return self.roll_back_as(state, reason, detected, 0, standby, true);
+            }
             return self.roll_back(state, format!("load failed: {e}"), detected, 0, standby);
         }
         let swap_ms = ms(swap_start.elapsed());

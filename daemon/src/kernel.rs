@@ -47,11 +47,24 @@ fn holders_text(h: &[String]) -> String {
     }
 }
 
+/// The errno of a load the kernel refused for its module-signing or
+/// lockdown policy (`EKEYREJECTED`, `ENOKEY`, `EPERM`), if `e` is one:
+/// a host-policy refusal, not a fault of the module.
+pub fn host_policy_refusal(e: &KernelError) -> Option<i32> {
+    match e {
+        KernelError::Load { errno, .. } if matches!(*errno, libc::EKEYREJECTED | libc::ENOKEY | libc::EPERM) => {
+            Some(*errno)
+        }
+        _ => None,
+    }
+}
+
 /// Describes a load errno the way an operator needs it.
 pub fn load_errno_text(errno: i32) -> String {
     let what = match errno {
         libc::ENOEXEC => "bad module format: not built for this kernel (vermagic or ELF mismatch)",
         libc::EKEYREJECTED => "module signature rejected (the kernel enforces module signatures)",
+        libc::ENOKEY => "module signed by a key the kernel does not hold (the kernel enforces module signatures)",
         libc::EEXIST => "a module with this name is already loaded",
         libc::ENODEV => "the module's init refused this hardware (ENODEV)",
         libc::EINVAL => "invalid module or parameters (EINVAL)",

@@ -5,6 +5,7 @@
 use milspec_format::{Manifest, Payload};
 use serde::Serialize;
 
+use crate::host_policy::HostPolicy;
 use crate::slot_id::SlotId;
 use crate::state::State;
 
@@ -19,6 +20,9 @@ pub struct Facts {
     pub committed_version: Option<String>,
     /// Whether the current boot is the one a pending reboot was asked in.
     pub pending_reboot_this_boot: bool,
+    /// What the kernel enforces for module signatures and the keys it
+    /// holds (all unknown by default: nothing is refused on its account).
+    pub module_policy: HostPolicy,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,6 +50,49 @@ pub enum Rejection {
     PendingReboot { reason: String },
     #[error("the loaded {module} {} matches no slot (drift); set [kernel] adopt_unmanaged = true to replace it", live.as_deref().unwrap_or("(unknown version)"))]
     Drift { module: String, live: Option<String> },
+    #[error("the kernel enforces module signatures ({enforcement}) and the package records no module signature for the build for {release}; the kernel would refuse it, so the live module was not touched: publish the build signed (milspec-repo pack --module-cert --module-key, docs/secure-boot.md)")]
+    UnsignedModule { release: String, enforcement: String },
+    #[error("the kernel enforces module signatures ({enforcement}) and the build for {release} is signed by {signer}, a key the kernel does not hold (it trusts: {}); the live module was not touched: enrol that certificate (docs/secure-boot.md) or publish a build signed by a trusted key", trusted_list(trusted))]
+    UntrustedSigner { release: String, signer: String, trusted: Vec<String>, enforcement: String },
+}
+
+/// Most trusted keys a refusal names.
+const MAX_TRUSTED_SHOWN: usize = 8;
+
+fn trusted_list(t: &[String]) -> String {
+    if t.is_empty() {
+        return "no keys /proc/keys shows".into();
+    }
+    let mut out = t.iter().take(MAX_TRUSTED_SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if t.len() > MAX_TRUSTED_SHOWN {
+        out += &format!(" and {} more", t.len() - MAX_TRUSTED_SHOWN);
+    }
+    out
+}
+
+/// Whether the kernel will refuse `payload`'s module for its signature,
+/// judged from the manifest's record before any payload byte is written.
+/// Only a known refusal refuses: when the kernel does not enforce, or its
+/// keys cannot be read, the load itself decides (and a refusal there rolls
+/// back without blocklisting).
+pub fn signature_refusal(policy: &HostPolicy, payload: &Payload) -> Option<Rejection> {
+    let enforcement = policy.enforcement();
+    if !enforcement.is_enforced() {
+        return None;
+    }
+    let release = payload.kernel_release.clone();
+    let Some(signer) = &payload.module_signer else {
+        return Some(Rejection::UnsignedModule { release, enforcement: enforcement.to_string() });
+    };
+    match policy.holds_key(&signer.key_id) {
+        Some(false) => Some(Rejection::UntrustedSigner {
+            release,
+            signer: signer.to_string(),
+            trusted: policy.keys.iter().flatten().map(|k| format!("\"{}\" (key id {})", k.name, k.skid)).collect(),
+            enforcement: enforcement.to_string(),
+        }),
+        Some(true) | None => None,
+    }
 }
 
 /// What to do: where the package goes and what to fall back to.
@@ -77,6 +124,9 @@ pub fn plan(state: &State, manifest: &Manifest, facts: &Facts, module: &str, opt
             vendor: facts.sys_vendor.clone(),
             accepted: manifest.requires.sys_vendor.clone(),
         });
+    }
+    if let Some(r) = signature_refusal(&facts.module_policy, &payload) {
+        return Err(r);
     }
     if let Some(b) = state.is_blocked(&manifest.version) {
         return Err(Rejection::Blocklisted { version: b.version.to_string(), reason: b.reason.clone() });
@@ -192,6 +242,33 @@ mod tests {
 
         // Blocklisted as 2.0.0: the build 2.0.0+b1 is the same release.
         assert!(matches!(run(&b, &manifest("2.0.0+b1", 10), &f), Err(Rejection::Blocklisted { .. })));
+
+        // Signature enforcement: unsigned and untrusted builds are refused,
+        // a trusted signer passes, and unknown keys leave it to the load.
+        use crate::host_policy::KernelKey;
+        use milspec_format::modsig::ModuleSigner;
+        let key = |skid: &str| KernelKey { serial: "1".into(), name: "Fleet".into(), skid: skid.into() };
+        let enforced = HostPolicy { sig_enforce: Some(true), keys: Some(vec![key("aa11")]), ..HostPolicy::default() };
+        let ef = Facts { module_policy: enforced.clone(), ..f.clone() };
+        assert!(matches!(run(&s, &manifest("2.0.0", 9), &ef), Err(Rejection::UnsignedModule { .. })));
+        let signed = |skid: &str| {
+            let mut m = manifest("2.0.0", 9);
+            m.payloads[0].module_signer = Some(ModuleSigner {
+                name: "Other".into(),
+                key_id: skid.into(),
+                issuer: "Other".into(),
+                serial: "01".into(),
+            });
+            m
+        };
+        let e = run(&s, &signed("bb22"), &ef).unwrap_err();
+        assert!(matches!(e, Rejection::UntrustedSigner { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("\"Other\" (key id bb22)") && text.contains("\"Fleet\" (key id aa11)"), "{text}");
+        assert!(run(&s, &signed("AA11"), &ef).is_ok(), "a key the kernel holds");
+        let unknown = Facts { module_policy: HostPolicy { keys: None, ..enforced }, ..f.clone() };
+        assert!(run(&s, &signed("bb22"), &unknown).is_ok(), "keys unreadable: the load decides");
+        assert!(run(&s, &manifest("2.0.0", 9), &f).is_ok(), "not enforced: unsigned loads");
 
         let drift = Facts { live_version: Some("0.1.0".into()), ..f.clone() };
         assert!(matches!(run(&s, &manifest("2.0.0", 9), &drift), Err(Rejection::Drift { .. })));

@@ -641,3 +641,68 @@ fn any_rejected_install_changes_nothing_but_one_history_line() {
     );
     assert!(rejected > cases / 2, "{rejected} of {cases} rejected");
 }
+
+/// Refuses its first load as a kernel enforcing module signatures does.
+struct KeyRejected<'a>(&'a FakeKernel, std::cell::Cell<bool>);
+
+impl Kernel for KeyRejected<'_> {
+    fn load(&self, i: &SealedModule, p: &str) -> Result<(), KernelError> {
+        if !self.1.replace(true) {
+            return Err(KernelError::Load { errno: libc::EKEYREJECTED, detail: "signature rejected".into() });
+        }
+        self.0.load(i, p)
+    }
+    fn unload(&self, paths: &KernelPaths, t: Duration) -> Result<(), KernelError> {
+        self.0.unload(paths, t)
+    }
+    fn boottime(&self) -> Duration {
+        self.0.boottime()
+    }
+}
+
+#[test]
+fn an_enforcing_kernel_refuses_an_unsigned_build_before_the_unload() {
+    let h = Host::new();
+    h.install("1.0.0");
+    let loads = h.kernel.loads.borrow().len();
+    let put = |p: std::path::PathBuf, text: &str| {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    put(h.kernel.paths.sig_enforce(), "Y\n");
+    put(
+        h.kernel.paths.proc_keys(),
+        "1a2b3c4d I------     1 perm 1f0b0000     0     0 asymmetric Fleet modules: caddfa9cd6f7a7a716a85b47a78278d5681bd0fe: X509.rsa 681bd0fe []\n",
+    );
+    let before = tree(&h.cfg.paths.state_dir);
+    let o = h.install("1.1.0");
+    let Outcome::Rejected { reason: reason @ RejectReason::Plan(Rejection::UnsignedModule { .. }) } = &o else {
+        panic!("{o:?}");
+    };
+    assert!(reason.to_string().contains("module.sig_enforce"), "{reason}");
+    assert_eq!(h.kernel.loads.borrow().len(), loads, "nothing loaded");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"), "the live module was never unloaded");
+    assert_only_one_rejected(&before, &h.cfg.paths.state_dir, "unsigned build under sig_enforce");
+}
+
+#[test]
+fn a_signature_refused_at_load_rolls_back_and_is_not_blocklisted() {
+    let h = Host::new();
+    h.install("1.0.0");
+    let kernel = KeyRejected(&h.kernel, std::cell::Cell::new(false));
+    let pkg = h.package("1.1.0");
+    let mut e = Engine::open(h.cfg.clone(), &kernel).unwrap();
+    match e.install(fs::File::open(pkg).unwrap(), InstallOptions::default()).unwrap() {
+        Outcome::RolledBack { to, reason, .. } => {
+            assert_eq!(to.as_deref(), Some("1.0.0"));
+            assert!(reason.contains("host policy refused"), "{reason}");
+        }
+        o => panic!("{o:?}"),
+    }
+    drop(e);
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"));
+    assert!(
+        h.state().is_blocked(&"1.1.0".parse().unwrap()).is_none(),
+        "a host-policy refusal is not the module's fault"
+    );
+}

@@ -262,3 +262,15 @@ pub fn text(data: &[u8]) {
         }
     }
 }
+
+/// A module's appended signature, from any bytes: refused or parsed, never
+/// a panic; what it parses is bounded, printable and covers a prefix.
+pub fn modsig(data: &[u8]) {
+    use milspec_format::modsig::{parse, MAX_NAME_LEN};
+    use milspec_format::text::is_clean;
+    if let Ok(Some(sig)) = parse(data) {
+        assert!(sig.signed_len < data.len());
+        assert!(is_clean(&sig.issuer) && sig.issuer.len() <= MAX_NAME_LEN, "{:?}", sig.issuer);
+        assert!(sig.serial.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

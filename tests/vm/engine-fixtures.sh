@@ -56,6 +56,10 @@ vm_engine_stage() {
 		"$repo" keygen --out "$keys" --name release >/dev/null
 		"$repo" keygen --out "$keys" --name stranger >/dev/null
 	fi
+	# A module-signing certificate no guest kernel trusts.
+	if [[ ! -s $keys/stranger-modules.pem ]]; then
+		"$repo" mok-keygen --out "$keys" --name stranger-modules --subject "Stranger modules" >/dev/null
+	fi
 	install -m 0644 "$keys/release.pub" "$d/etc/milspecd/keys/"
 	# The demo plays the publisher too, inside the guest.
 	install -D -m 0600 "$keys/release.key" "$d/opt/demo/release.key"
@@ -84,6 +88,10 @@ vm_engine_stage() {
 		--key "$keys/release.key" --out "$d/opt/pkg/other-kernel.mspkg" >/dev/null
 	"$repo" pack --version 1.1.0 --module "$KO_DIR/v1.1.0/dell-milspec.ko" \
 		--key "$keys/stranger.key" --out "$d/opt/pkg/untrusted.mspkg" >/dev/null
+	# Validly signed, its module signed by a certificate the kernel lacks.
+	"$repo" pack --version 1.1.0 --module "$KO_DIR/v1.1.0/dell-milspec.ko" --key "$keys/release.key" \
+		--module-cert "$keys/stranger-modules.pem" --module-key "$keys/stranger-modules.key" \
+		--out "$d/opt/pkg/modsig-untrusted.mspkg" >/dev/null || vm_die "packing modsig-untrusted failed"
 	# A validly signed newer package with one payload byte flipped, and the
 	# same package cut off inside its payload.
 	local off

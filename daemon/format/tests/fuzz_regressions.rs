@@ -19,6 +19,16 @@ fn text() {
 }
 
 #[test]
+fn modsig() {
+    assert!(replay("modsig", format_harness::modsig) >= 2);
+    // The seed is OpenSSL's `cms -sign -noattr -nocerts` output with the
+    // kernel's trailer: it parses, naming its signer.
+    let (_, signed) = inputs("seeds", "modsig").into_iter().find(|(p, _)| p.ends_with("signed")).unwrap();
+    let sig = milspec_format::modsig::parse(&signed).unwrap().unwrap();
+    assert_eq!((sig.issuer.as_str(), sig.signed_len, sig.digest.as_str()), ("Fleet modules", 17, "sha256"));
+}
+
+#[test]
 fn manifest() {
     assert!(replay("manifest", format_harness::manifest) >= 3);
 }

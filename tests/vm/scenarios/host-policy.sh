@@ -2,12 +2,14 @@
 # vm-scenario: on a kernel booted with module.sig_enforce=1, `milspecd
 #   policy` says signatures are enforced and lists the keys /proc/keys
 #   shows (the kernel's built-in Debian keys); the kernel indeed refuses
-#   the unsigned module.
+#   the unsigned module; milspecd refuses an unsigned package and one whose
+#   module is signed by a certificate the kernel lacks at plan time, before
+#   any payload byte is written, changing nothing but the history.
 # vendor: Dell Inc.
 # boots: 1
-# needs: bins
+# needs: bins engine
 # cmdline: module.sig_enforce=1
-# timeout: 60
+# timeout: 90
 
 mkdir -p /sys/kernel/security
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
@@ -35,3 +37,18 @@ if insmod "$(ko prod)" 2>/tmp/insmod.err; then
 fi
 say "insmod refused: $(cat /tmp/insmod.err)"
 check "not loaded" test ! -e "/sys/module/$MOD"
+
+# milspecd decides before the kernel does, from the manifest's record.
+. /vm/engine.sh
+install_pkg 1.1.0 2
+expect_match "unsigned: refused at plan" "$(cat /tmp/install.out)" "records no module signature"
+expect_match "unsigned: names the enforcement" "$(cat /tmp/install.out)" "module.sig_enforce is on"
+expect_eq "unsigned: nothing loaded" "$(live_version)" none
+snap_state sig0
+install_pkg modsig-untrusted 2
+out=$(cat /tmp/install.out)
+expect_match "untrusted: refused at plan" "$out" "a key the kernel does not hold"
+expect_match "untrusted: names the signer" "$out" '"Stranger modules" \(key id [0-9a-f]*\)'
+expect_match "untrusted: names a key the kernel trusts" "$out" "key id $first"
+expect_eq "untrusted: nothing loaded" "$(live_version)" none
+expect_state_same sig0 "untrusted module signer" rejected
