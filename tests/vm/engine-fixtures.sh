@@ -42,6 +42,23 @@ vm_flip_byte() {
 	printf "\\$(printf '%03o' $((b ^ 1)))" | dd of="$out" bs=1 seek="$off" conv=notrunc status=none
 }
 
+# vm_check_sign_file REPO KEY: milspec-repo sign-module writes the very
+# bytes the kernel's own scripts/sign-file (from the headers) writes for
+# the same module, key KEY.key and certificate KEY.pem.
+vm_check_sign_file() {
+	local repo=$1 key=$2 sf=$KDIR/scripts/sign-file tmp=$CACHE_DIR/sign-file-check
+	[[ -x $sf ]] || vm_die "no $sf (linux-headers-$KERNEL_RELEASE)"
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	cp "$KO_DIR/v1.1.0/dell-milspec.ko" "$tmp/unsigned.ko"
+	"$sf" sha256 "$key.key" "$key.pem" "$tmp/unsigned.ko" "$tmp/sign-file.ko" || vm_die "sign-file failed"
+	"$repo" sign-module --cert "$key.pem" --key "$key.key" --out "$tmp/milspec-repo.ko" "$tmp/unsigned.ko" \
+		>/dev/null || vm_die "milspec-repo sign-module failed"
+	cmp -s "$tmp/sign-file.ko" "$tmp/milspec-repo.ko" ||
+		vm_die "milspec-repo sign-module and the kernel's sign-file wrote different signatures"
+	rm -rf "$tmp"
+}
+
 # vm_engine_stage DIR: keys, config and packages into DIR (the guest's /).
 vm_engine_stage() {
 	local d=$1 repo=$REPO_ROOT/target/release/milspec-repo keys=$CACHE_DIR/engine-keys
@@ -92,6 +109,7 @@ vm_engine_stage() {
 	"$repo" pack --version 1.1.0 --module "$KO_DIR/v1.1.0/dell-milspec.ko" --key "$keys/release.key" \
 		--module-cert "$keys/stranger-modules.pem" --module-key "$keys/stranger-modules.key" \
 		--out "$d/opt/pkg/modsig-untrusted.mspkg" >/dev/null || vm_die "packing modsig-untrusted failed"
+	vm_check_sign_file "$repo" "$keys/stranger-modules"
 	# A validly signed newer package with one payload byte flipped, and the
 	# same package cut off inside its payload.
 	local off
