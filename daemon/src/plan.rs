@@ -125,9 +125,6 @@ pub fn plan(state: &State, manifest: &Manifest, facts: &Facts, module: &str, opt
             accepted: manifest.requires.sys_vendor.clone(),
         });
     }
-    if let Some(r) = signature_refusal(&facts.module_policy, &payload) {
-        return Err(r);
-    }
     if let Some(b) = state.is_blocked(&manifest.version) {
         return Err(Rejection::Blocklisted { version: b.version.to_string(), reason: b.reason.clone() });
     }
@@ -140,6 +137,11 @@ pub fn plan(state: &State, manifest: &Manifest, facts: &Facts, module: &str, opt
             payload,
             already_installed: true,
         });
+    }
+    // After "already installed": the live module is proof the kernel took
+    // it, whatever an older manifest records.
+    if let Some(r) = signature_refusal(&facts.module_policy, &payload) {
+        return Err(r);
     }
     if manifest.sequence < state.max_sequence && !opts.allow_downgrade {
         return Err(Rejection::Downgrade { sequence: manifest.sequence, max: state.max_sequence });
@@ -269,6 +271,8 @@ mod tests {
         let unknown = Facts { module_policy: HostPolicy { keys: None, ..enforced }, ..f.clone() };
         assert!(run(&s, &signed("bb22"), &unknown).is_ok(), "keys unreadable: the load decides");
         assert!(run(&s, &manifest("2.0.0", 9), &f).is_ok(), "not enforced: unsigned loads");
+        let same = run(&s, &manifest("1.0.0", 1), &ef).unwrap();
+        assert!(same.already_installed, "the live, committed version is never refused for its record");
 
         let drift = Facts { live_version: Some("0.1.0".into()), ..f.clone() };
         assert!(matches!(run(&s, &manifest("2.0.0", 9), &drift), Err(Rejection::Drift { .. })));
