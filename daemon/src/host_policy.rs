@@ -150,16 +150,18 @@ impl Enforcement {
 
 impl HostPolicy {
     /// The kernel's verdict on unsigned modules (pure).
+    /// Lockdown is named first: Secure Boot locks the kernel down, which
+    /// also turns `sig_enforce` on, and the lockdown is the cause.
     pub fn enforcement(&self) -> Enforcement {
-        if self.sig_enforce == Some(true) {
-            return Enforcement::SigEnforce;
-        }
         match self.lockdown {
             Some(mode @ (Lockdown::Integrity | Lockdown::Confidentiality)) => {
                 return Enforcement::Lockdown { mode };
             }
             Some(Lockdown::None) if self.sig_enforce == Some(false) => return Enforcement::NotEnforced,
             _ => {}
+        }
+        if self.sig_enforce == Some(true) {
+            return Enforcement::SigEnforce;
         }
         match (self.sig_enforce, self.secure_boot) {
             (None, _) => Enforcement::Unknown { why: "module.sig_enforce cannot be read".into() },
@@ -347,6 +349,11 @@ mod tests {
         assert!(matches!(p(Some(false), None, Some(true)).enforcement(), Enforcement::Unknown { .. }));
         assert!(matches!(p(None, None, None).enforcement(), Enforcement::Unknown { .. }));
         assert!(p(None, Some(Lockdown::Confidentiality), None).enforcement().is_enforced());
+        // Secure Boot: locked down and sig_enforce on; the lockdown is named.
+        assert_eq!(
+            p(Some(true), Some(Lockdown::Integrity), Some(true)).enforcement(),
+            Enforcement::Lockdown { mode: Lockdown::Integrity }
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ VM_INJECTED=0
 VM_QEMU_PID=
 trap 'if [[ -n $VM_QEMU_PID ]]; then kill -TERM "$VM_QEMU_PID" 2>/dev/null; fi' EXIT
 
-VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs dbus
+VM_PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc libc6-dev sparse e2fsprogs dbus xz-utils
 	dkms shellcheck "linux-headers-$KERNEL_RELEASE" "linux-headers-$KERNEL_RELEASE_OLD")
 
 # Module variants: NAME:FAULT:VERSION (empty VERSION: kmod/VERSION). A NAME
@@ -167,7 +167,7 @@ vm_kernel() {
 	pkg=linux-image-$release-unsigned
 	dir=$CACHE_DIR/kernel/$release
 	vmlinuz=$dir/vmlinuz
-	[[ -s $vmlinuz ]] && return 0
+	[[ -s $vmlinuz && -s $dir/efivarfs.ko ]] && return 0
 	t0=$(vm_now)
 	vm_log "fetching $pkg"
 	tmp=$(mktemp -d "$CACHE_DIR/kernel-dl.XXXXXX")
@@ -184,6 +184,10 @@ vm_kernel() {
 		vm_die "$deb has no boot/vmlinuz-$release"
 	mkdir -p "$dir"
 	cp "$tmp/root/boot/config-$release" "$dir/config"
+	# The kernel's own efivarfs module (signed by its build key), for the
+	# Secure Boot scenarios to read the UEFI variables.
+	xz -dc "$tmp/root/lib/modules/$release/kernel/fs/efivarfs/efivarfs.ko.xz" >"$dir/efivarfs.ko" ||
+		vm_die "$deb has no efivarfs module"
 	cp "$tmp/root/boot/vmlinuz-$release" "$vmlinuz.tmp"
 	mv "$vmlinuz.tmp" "$vmlinuz"
 	rm -rf "$tmp"
@@ -493,7 +497,7 @@ vm_death_lines() {
 vm_boot() {
 	local file=$1 rundir=$2 n=$3
 	local vendor product timeout smp log rc t0 needs state done_at start begun start_timeout
-	local kernel vmlinuz cmdline
+	local kernel vmlinuz cmdline firmware
 	local append="console=ttyS0 panic=-1 quiet mitigations=off milspec_vm_boot=$n"
 
 	kernel=$(vm_boot_kernel "$file" "$n")
@@ -503,6 +507,15 @@ vm_boot() {
 	append+=${VM_KERNEL_ARGS:+ $VM_KERNEL_ARGS}
 	cmdline=$(vm_header "$file" cmdline)
 	append+=${cmdline:+ $cmdline}
+	# Firmware other than the default BIOS: a fixture's
+	# vm_firmware_<name> RUNDIR RELEASE sets VM_FW_ARGS and VM_FW_KERNEL.
+	VM_FW_ARGS=()
+	firmware=$(vm_header "$file" firmware)
+	if [[ -n $firmware ]]; then
+		declare -F "vm_firmware_${firmware//-/_}" >/dev/null || vm_die "unknown firmware '$firmware'"
+		"vm_firmware_${firmware//-/_}" "$rundir" "$(vm_release "$kernel")"
+		vmlinuz=$VM_FW_KERNEL
+	fi
 
 	vendor=$(vm_header "$file" vendor "Dell Inc.")
 	product=$(vm_header "$file" product "Latitude 5430 Rugged")
@@ -526,7 +539,7 @@ vm_boot() {
 	: >"$log"
 	# timeout(1) is only a safety net; the loop below enforces the limit.
 	timeout --kill-after=5 $((timeout + 30)) qemu-system-x86_64 \
-		-accel tcg -cpu max -smp "$smp" -m 512 \
+		-accel tcg -cpu max -smp "$smp" -m 512 "${VM_FW_ARGS[@]}" \
 		-nographic -no-reboot -nodefaults -monitor none \
 		-serial "file:$log" \
 		-smbios "type=1,manufacturer=$(vm_qemu_escape "$vendor"),product=$(vm_qemu_escape "$product")" \
