@@ -3,7 +3,9 @@
 //! from the kernel's files under the configured `/proc` and `/sys` (so
 //! tests use a fake tree): lockdown (`/sys/kernel/security/lockdown`),
 //! `module.sig_enforce`, the UEFI `SecureBoot` variable, and the keys of
-//! `/proc/keys`. [`read`] touches the files; everything else is pure.
+//! `/proc/keys`, each placed in the system keyring that holds it (read
+//! with `keyctl(KEYCTL_READ)` on the host's own `/proc`). [`read`]
+//! touches the files and the keyrings; everything else is pure.
 
 use std::fs;
 use std::path::Path;
@@ -19,6 +21,8 @@ const MAX_KEYS: usize = 4096;
 /// The keyrings module signatures are checked against (and the blocklist).
 const SYSTEM_KEYRINGS: [&str; 5] =
     [".builtin_trusted_keys", ".secondary_trusted_keys", ".machine", ".platform", ".blacklist"];
+/// Of those, the ones whose keys the kernel trusts for modules.
+const TRUSTED_KEYRINGS: [&str; 4] = [".builtin_trusted_keys", ".secondary_trusted_keys", ".machine", ".platform"];
 
 /// The kernel's lockdown mode (`/sys/kernel/security/lockdown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,6 +45,10 @@ pub struct KernelKey {
     /// The subject key identifier, lowercase hex: what a module
     /// signature names its signer by.
     pub skid: String,
+    /// The system keyring that holds it (`.machine` for a MOK key,
+    /// `.platform` for a UEFI db key, ...); `None` when it is in none of
+    /// them or the keyrings' contents cannot be read.
+    pub keyring: Option<String>,
 }
 
 /// A system keyring, with how many keys it holds.
@@ -49,6 +57,9 @@ pub struct Keyring {
     /// `.builtin_trusted_keys`, `.secondary_trusted_keys`, `.machine`, `.platform`.
     pub name: String,
     pub keys: u64,
+    /// `/proc/keys`' serial, hex: what `keyctl` reads it by.
+    #[serde(skip)]
+    pub serial: String,
 }
 
 /// What the host says, each fact `None` when it cannot be read.
@@ -63,6 +74,10 @@ pub struct HostPolicy {
     pub keys: Option<Vec<KernelKey>>,
     /// The system keyrings `/proc/keys` shows.
     pub keyrings: Vec<Keyring>,
+    /// Whether the keyrings' contents were read, so that each key's
+    /// `keyring` is known; when not, every X.509 key counts as trusted.
+    #[serde(skip)]
+    pub keyrings_read: bool,
 }
 
 /// Whether the kernel refuses a module without a trusted signature.
@@ -134,7 +149,12 @@ impl PolicyReport {
             None => out += &format!("{:<15} unknown (/proc/keys cannot be read)\n", "kernel keys:"),
             Some(keys) => {
                 for k in keys {
-                    out += &format!("{:<15} {} (skid {})\n", "kernel key:", k.name, k.skid);
+                    let ring = k.keyring.as_deref().unwrap_or(if p.keyrings_read {
+                        "no system keyring"
+                    } else {
+                        "keyring unknown"
+                    });
+                    out += &format!("{:<15} {} (skid {}, {})\n", "kernel key:", k.name, k.skid, ring);
                 }
             }
         }
@@ -175,28 +195,53 @@ impl HostPolicy {
     }
 
     /// Whether the kernel holds a key with subject key identifier `skid`
-    /// (hex, any case); `None` when its keys cannot be read.
+    /// (hex, any case) in a keyring it trusts for modules; `None` when
+    /// its keys cannot be read.
     pub fn holds_key(&self, skid: &str) -> Option<bool> {
         let want = skid.trim().to_ascii_lowercase();
-        self.keys.as_ref().map(|keys| keys.iter().any(|k| k.skid == want))
+        self.keys.as_ref()?;
+        Some(self.trusted_keys().any(|k| k.skid == want))
+    }
+
+    /// The keys the kernel checks module signatures against: those of
+    /// the trusted system keyrings, or every X.509 key when the keyrings'
+    /// contents could not be read.
+    pub fn trusted_keys(&self) -> impl Iterator<Item = &KernelKey> {
+        let read = self.keyrings_read;
+        self.keys.iter().flatten().filter(move |k| !read || k.keyring.as_deref().is_some_and(is_trusted_keyring))
     }
 }
 
+fn is_trusted_keyring(name: &str) -> bool {
+    TRUSTED_KEYRINGS.contains(&name)
+}
+
 /// Reads the policy under `paths` (never fails: what cannot be read is
-/// `None`).
+/// `None`). The keyrings' contents are read from the kernel only when
+/// `paths` is the host's own `/proc`: a fake tree's serials name nothing.
 pub fn read(paths: &KernelPaths) -> HostPolicy {
+    if paths.proc == Path::new("/proc") {
+        read_with(paths, &keyctl_read)
+    } else {
+        read_with(paths, &|_| None)
+    }
+}
+
+/// [`read`], with `members` giving the serials (hex) a keyring holds.
+pub fn read_with(paths: &KernelPaths, members: &dyn Fn(&str) -> Option<Vec<String>>) -> HostPolicy {
     let text = |p: &Path| read_bounded(p).and_then(|b| String::from_utf8(b).ok());
     let secure_boot = if paths.efi_dir().is_dir() {
         read_bounded(&paths.efi_secure_boot()).and_then(|b| parse_efi_bool(&b))
     } else {
         None
     };
-    let (keys, keyrings) = match text(&paths.proc_keys()) {
+    let (keys, keyrings, keyrings_read) = match text(&paths.proc_keys()) {
         Some(t) => {
-            let (k, r) = parse_proc_keys(&t);
-            (Some(k), r)
+            let (mut k, r) = parse_proc_keys(&t);
+            let read = place_keys(&mut k, &r, members);
+            (Some(k), r, read)
         }
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), false),
     };
     HostPolicy {
         secure_boot,
@@ -204,7 +249,40 @@ pub fn read(paths: &KernelPaths) -> HostPolicy {
         sig_enforce: text(&paths.sig_enforce()).and_then(|t| parse_yes_no(&t)),
         keys,
         keyrings,
+        keyrings_read,
     }
+}
+
+/// Sets each key's `keyring` from the keyrings' members; whether any
+/// keyring's contents could be read.
+pub fn place_keys(keys: &mut [KernelKey], rings: &[Keyring], members: &dyn Fn(&str) -> Option<Vec<String>>) -> bool {
+    let mut read = false;
+    for ring in rings {
+        let Some(serials) = members(&ring.serial) else { continue };
+        read = true;
+        for k in keys.iter_mut().filter(|k| k.keyring.is_none() && serials.contains(&k.serial)) {
+            k.keyring = Some(ring.name.clone());
+        }
+    }
+    read
+}
+
+/// `keyctl(KEYCTL_READ)` on a keyring: the serials of its keys, as
+/// `/proc/keys` prints them (`%08x`). `None` when it cannot be read (no
+/// permission, the system call filtered, a serial that is not hex).
+fn keyctl_read(serial_hex: &str) -> Option<Vec<String>> {
+    /// `KEYCTL_READ` of `linux/keyctl.h`.
+    const KEYCTL_READ: libc::c_long = 11;
+    // Serials are positive 32-bit numbers (`key_serial_t`).
+    let serial = libc::c_long::from(u32::from_str_radix(serial_hex, 16).ok()? as i32);
+    let mut buf = vec![0i32; MAX_KEYS];
+    let len = buf.len() * size_of::<i32>();
+    // SAFETY: the kernel writes at most `len` bytes into `buf`, which
+    // holds `len` bytes, and returns the size the whole list needs.
+    #[allow(unsafe_code)]
+    let n = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_READ, serial, buf.as_mut_ptr(), len) };
+    let n = usize::try_from(n).ok()?.min(len) / size_of::<i32>();
+    Some(buf[..n].iter().map(|s| format!("{:08x}", *s as u32)).collect())
 }
 
 /// A kernel file, at most [`MAX_READ`] bytes; `None` if unreadable.
@@ -261,7 +339,7 @@ pub fn parse_proc_keys(text: &str) -> (Vec<KernelKey>, Vec<Keyring>) {
             "keyring" if SYSTEM_KEYRINGS.iter().any(|r| desc.starts_with(&format!("{r}:"))) => {
                 let (name, count) = desc.split_once(": ").unwrap_or((desc.as_str(), "0"));
                 let name = milspec_format::text::sanitize(name);
-                rings.push(Keyring { name, keys: count.trim().parse().unwrap_or(0) });
+                rings.push(Keyring { name, keys: count.trim().parse().unwrap_or(0), serial: serial.clone() });
             }
             // The type column is 9 characters wide: `asymmetri`.
             k if k.starts_with("asymmetri") && keys.len() < MAX_KEYS => {
@@ -291,6 +369,7 @@ fn parse_x509_description(serial: &str, desc: &str) -> Option<KernelKey> {
         serial: serial.to_string(),
         name: milspec_format::text::sanitize(&parts[..x509 - 1].join(": ")),
         skid: skid.to_ascii_lowercase(),
+        keyring: None,
     })
 }
 
@@ -306,7 +385,20 @@ mod tests {
 33333333 I------     1 perm 1f010000     0     0 asymmetri Fleet: module signing: AABBCCDDEEFF00112233: X509.rsa 2233 []
 0c1d2e3f I------     1 perm 1f0b0000     0     0 keyring   .platform: empty
 44444444 I--Q---     1 perm 3f010000     0     0 user      some-user-key: 12
+55555555 I--Q---     1 perm 3f010000     0     0 asymmetri Root's own: 99887766: X509.rsa 7766 []
 ";
+
+    /// What keyctl would read: the builtin keyring holds the Debian keys,
+    /// `.machine` (MOK) the fleet key; root's own key is in none of them.
+    fn members(serial: &str) -> Option<Vec<String>> {
+        let v: &[&str] = match serial {
+            "0a1b2c3d" => &["11111111", "22222222"],
+            "0b1c2d3e" => &["33333333"],
+            "0c1d2e3f" => &[],
+            _ => return None,
+        };
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
 
     #[test]
     fn proc_keys_gives_the_x509_keys_and_the_system_keyrings() {
@@ -318,10 +410,43 @@ mod tests {
                 ("Debian Secure Boot CA", "6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1"),
                 ("Debian Secure Boot Signer 2022 - linux", "7a0b1c2d3e4f"),
                 ("Fleet: module signing", "aabbccddeeff00112233"),
+                ("Root's own", "99887766"),
             ]
         );
         let rings: Vec<(&str, u64)> = rings.iter().map(|r| (r.name.as_str(), r.keys)).collect();
         assert_eq!(rings, [(".builtin_trusted_keys", 2), (".machine", 1), (".platform", 0)]);
+    }
+
+    #[test]
+    fn a_mok_key_is_placed_in_machine_and_only_system_keyring_keys_are_trusted() {
+        let (mut keys, rings) = parse_proc_keys(PROC_KEYS);
+        assert!(place_keys(&mut keys, &rings, &members));
+        let placed: Vec<(&str, Option<&str>)> = keys.iter().map(|k| (k.skid.as_str(), k.keyring.as_deref())).collect();
+        assert_eq!(
+            placed,
+            [
+                ("6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1", Some(".builtin_trusted_keys")),
+                ("7a0b1c2d3e4f", Some(".builtin_trusted_keys")),
+                ("aabbccddeeff00112233", Some(".machine")),
+                ("99887766", None),
+            ]
+        );
+        let policy =
+            HostPolicy { keys: Some(keys.clone()), keyrings: rings.clone(), keyrings_read: true, ..Default::default() };
+        assert_eq!(policy.holds_key("AABBCCDDEEFF00112233"), Some(true), "a MOK key signs modules");
+        assert_eq!(policy.holds_key("99887766"), Some(false), "a key outside the system keyrings does not");
+        assert_eq!(policy.trusted_keys().count(), 3);
+        // A key on the blocklist keyring is not trusted either.
+        let mut blocked = keys.clone();
+        blocked[2].keyring = Some(".blacklist".into());
+        let policy = HostPolicy { keys: Some(blocked), keyrings_read: true, ..Default::default() };
+        assert_eq!(policy.holds_key("aabbccddeeff00112233"), Some(false));
+        // Keyrings unreadable: every X.509 key counts (the load decides the rest).
+        let (mut keys, rings) = parse_proc_keys(PROC_KEYS);
+        assert!(!place_keys(&mut keys, &rings, &|_| None));
+        let policy = HostPolicy { keys: Some(keys), keyrings: rings, ..Default::default() };
+        assert_eq!(policy.holds_key("99887766"), Some(true));
+        assert_eq!(policy.trusted_keys().count(), 4);
     }
 
     #[test]
@@ -370,6 +495,9 @@ mod tests {
         put(paths.efi_secure_boot(), &[6, 0, 0, 0, 1]);
         put(paths.proc_keys(), PROC_KEYS.as_bytes());
         let policy = read(&paths);
+        assert!(!policy.keyrings_read, "a fake tree's keyrings are never read from the kernel");
+        let policy = read_with(&paths, &members);
+        assert!(policy.keyrings_read);
         assert_eq!(policy.secure_boot, Some(true));
         assert_eq!(policy.enforcement(), Enforcement::Lockdown { mode: Lockdown::Integrity });
         assert_eq!(policy.holds_key("AABBCCDDEEFF00112233"), Some(true));

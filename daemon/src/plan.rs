@@ -88,7 +88,7 @@ pub fn signature_refusal(policy: &HostPolicy, payload: &Payload) -> Option<Rejec
         Some(false) => Some(Rejection::UntrustedSigner {
             release,
             signer: signer.to_string(),
-            trusted: policy.keys.iter().flatten().map(|k| format!("\"{}\" (key id {})", k.name, k.skid)).collect(),
+            trusted: policy.trusted_keys().map(|k| format!("\"{}\" (key id {})", k.name, k.skid)).collect(),
             enforcement: enforcement.to_string(),
         }),
         Some(true) | None => None,
@@ -249,7 +249,7 @@ mod tests {
         // a trusted signer passes, and unknown keys leave it to the load.
         use crate::host_policy::KernelKey;
         use milspec_format::modsig::ModuleSigner;
-        let key = |skid: &str| KernelKey { serial: "1".into(), name: "Fleet".into(), skid: skid.into() };
+        let key = |skid: &str| KernelKey { serial: "1".into(), name: "Fleet".into(), skid: skid.into(), keyring: None };
         let enforced = HostPolicy { sig_enforce: Some(true), keys: Some(vec![key("aa11")]), ..HostPolicy::default() };
         let ef = Facts { module_policy: enforced.clone(), ..f.clone() };
         assert!(matches!(run(&s, &manifest("2.0.0", 9), &ef), Err(Rejection::UnsignedModule { .. })));

@@ -30,6 +30,7 @@ expect_eq "keys listed" "$got" "$want"
 check "the kernel holds its built-in keys" test "$want" -ge 1
 first=$(sed -n 's/.* asymmetri [^:]*: \([0-9a-f]*\): X509.*/\1/p' /proc/keys | head -n 1)
 expect_match "the first key's skid" "$json" "\"skid\":\"$first\""
+expect_match "keys placed in the builtin keyring (keyctl)" "$json" '"keyring":".builtin_trusted_keys"'
 expect_match "builtin keyring counted" "$json" '"name":".builtin_trusted_keys","keys":[1-9]'
 # What the policy says is what the kernel does: the unsigned module is refused.
 if insmod "$(ko prod)" 2>/tmp/insmod.err; then

@@ -35,7 +35,9 @@ json=$(milspecd policy --json | tr -d '\n')
 expect_match "Secure Boot read from efivarfs" "$json" '"secure_boot": *true'
 expect_match "lockdown read" "$json" '"lockdown": *"integrity"'
 expect_match "enforced through lockdown" "$json" '"enforcement": *\{ *"kind": *"lockdown", *"mode": *"integrity" *\}'
-expect_match "the fleet key listed" "$json" "\"skid\": *\"$skid\""
+expect_match "the fleet key listed, in .platform (UEFI db)" "$json" "\"skid\": *\"$skid\", *\"keyring\": *\".platform\""
+expect_match "the kernel's build key in .builtin_trusted_keys" "$json" '"keyring": *".builtin_trusted_keys"'
+expect_no_match "every key placed in its keyring" "$json" '"keyring": *null'
 expect_match "platform keyring counted" "$json" '"name": *".platform", *"keys": *1'
 
 # The kernel refuses an unsigned module by itself.
