@@ -68,6 +68,19 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The compliance report for an auditor: Secure Boot, lockdown,
+    /// module.sig_enforce and the kernel's keys, the kernel's taint
+    /// decoded, the machine, the trusted package keys and threshold, the
+    /// committed slot and the live module (its version, SHA-256 and
+    /// signer). Reads only, without the daemon; a fact that cannot be read
+    /// is shown as unknown. Exit 0, 1 on error.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the report as one JSON object (milspec.report/1) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration as `run` does (keys, threshold, source,
     /// health checks), print it with every default filled in, and name
     /// each problem on stderr. Exit 0 without problems, 1 with any.

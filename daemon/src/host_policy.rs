@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kernel_paths::KernelPaths;
 
@@ -25,7 +25,7 @@ const SYSTEM_KEYRINGS: [&str; 5] =
 const TRUSTED_KEYRINGS: [&str; 4] = [".builtin_trusted_keys", ".secondary_trusted_keys", ".machine", ".platform"];
 
 /// The kernel's lockdown mode (`/sys/kernel/security/lockdown`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Lockdown {
     None,
@@ -36,7 +36,7 @@ pub enum Lockdown {
 }
 
 /// A key the kernel holds, as `/proc/keys` describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelKey {
     /// `/proc/keys`' serial, hex.
     pub serial: String,
@@ -52,7 +52,7 @@ pub struct KernelKey {
 }
 
 /// A system keyring, with how many keys it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Keyring {
     /// `.builtin_trusted_keys`, `.secondary_trusted_keys`, `.machine`, `.platform`.
     pub name: String,
@@ -63,7 +63,7 @@ pub struct Keyring {
 }
 
 /// What the host says, each fact `None` when it cannot be read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPolicy {
     /// The UEFI SecureBoot variable; `None` without UEFI or unreadable.
     pub secure_boot: Option<bool>,
@@ -81,7 +81,7 @@ pub struct HostPolicy {
 }
 
 /// Whether the kernel refuses a module without a trusted signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Enforcement {
     /// Refused: `module.sig_enforce=1` (or a kernel built to force it).
@@ -115,10 +115,11 @@ fn lockdown_word(l: Lockdown) -> &'static str {
     }
 }
 
-/// `milspecd policy --json`: `milspec.host-policy/1` (docs/json.md).
-#[derive(Debug, Clone, Serialize)]
+/// `milspecd policy --json`: `milspec.host-policy/1` (docs/json.md); also
+/// the `module_signing` of a compliance report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReport {
-    pub schema: &'static str,
+    pub schema: String,
     /// Whether the kernel refuses a module without a trusted signature.
     pub enforcement: Enforcement,
     #[serde(flatten)]
@@ -127,7 +128,7 @@ pub struct PolicyReport {
 
 impl PolicyReport {
     pub fn new(policy: HostPolicy) -> Self {
-        PolicyReport { schema: "milspec.host-policy/1", enforcement: policy.enforcement(), policy }
+        PolicyReport { schema: milspec_interface::json::HOST_POLICY.into(), enforcement: policy.enforcement(), policy }
     }
 
     /// Lines for a person.
@@ -286,7 +287,7 @@ fn keyctl_read(serial_hex: &str) -> Option<Vec<String>> {
 }
 
 /// A kernel file, at most [`MAX_READ`] bytes; `None` if unreadable.
-fn read_bounded(p: &Path) -> Option<Vec<u8>> {
+pub fn read_bounded(p: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
     fs::File::open(p).ok()?.take(MAX_READ).read_to_end(&mut out).ok()?;

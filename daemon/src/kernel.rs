@@ -187,8 +187,12 @@ pub struct LoadedModule {
     pub params: BTreeMap<String, String>,
 }
 
+/// Longest `/sys/module` attribute read (sysfs gives at most a page).
+const MAX_SYSFS_ATTR: u64 = 4096;
+
 fn read_trimmed(p: &Path) -> Option<String> {
-    let s = fs::read_to_string(p).ok()?;
+    let mut s = String::new();
+    File::open(p).ok()?.take(MAX_SYSFS_ATTR).read_to_string(&mut s).ok()?;
     Some(s.trim().to_string()).filter(|s| !s.is_empty())
 }
 

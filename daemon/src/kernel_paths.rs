@@ -76,6 +76,11 @@ impl KernelPaths {
         self.sys.join("class/dmi/id/sys_vendor")
     }
 
+    /// `/sys/class/dmi/id/product_name`: the machine's model.
+    pub fn dmi_product_name(&self) -> PathBuf {
+        self.sys.join("class/dmi/id/product_name")
+    }
+
     /// `/sys/kernel/security/lockdown`: `none [integrity] confidentiality`.
     pub fn lockdown(&self) -> PathBuf {
         self.sys.join("kernel/security/lockdown")

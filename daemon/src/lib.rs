@@ -30,6 +30,7 @@ pub mod outcome_json;
 pub mod plan;
 pub mod preflight;
 pub mod recovery;
+pub mod report;
 pub mod slot_id;
 pub mod slots;
 pub mod state;

@@ -423,7 +423,7 @@ fn a_non_root_caller_reads_but_changes_nothing() {
     let pkg = h.package("1.1.0");
 
     // Reads are open to anyone.
-    for args in [&["status"][..], &["status", "--json"], &["history"], &["slots", "--json"]] {
+    for args in [&["status"][..], &["status", "--json"], &["history"], &["slots", "--json"], &["report"]] {
         let o = h.nobody(args);
         assert_eq!(code(&o), 0, "{args:?}: {}", text(&o));
     }
@@ -953,6 +953,8 @@ fn the_served_interface_is_the_one_the_client_proxy_declares() {
     assert!(p.health().unwrap().contains_key("taint"));
     assert_eq!(p.slots().unwrap().len(), 2);
     p.history(10).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&p.report().unwrap()).unwrap();
+    schema_support::assert_valid("report", &report, "Report");
     let (result, _, _) = p.reconcile().unwrap();
     assert!(milspec_interface::ActionResult::from_word(&result).is_some(), "{result}");
 }
@@ -1012,6 +1014,8 @@ fn every_milspecctl_json_output_follows_its_schema() {
     let v = run(&h, &["history", "--json"], 0);
     assert!(v.as_array().unwrap().iter().any(|e| e["event"] == "committed"), "{v}");
     run(&h, &["slots", "--json"], 0);
+    let v = run(&h, &["report", "--json"], 0);
+    assert_eq!(v["committed"]["version"], "1.0.0", "{v}");
     let v = run(&h, &["kernels", "--json"], 0);
     assert_eq!(v["kernel_build"], "ready", "{v}");
     let v = run(&h, &["kernel-installed", "--json", RELEASE], 0);
@@ -1032,6 +1036,80 @@ fn every_milspecctl_json_output_follows_its_schema() {
     assert_eq!((v["daemon"].as_str(), v["committed_version"].as_str()), (Some("not-running"), Some("1.0.0")), "{v}");
     let v = run(&h, &["install", "--json", p110.to_str().unwrap()], 7);
     assert_eq!(v["outcome"], "not-running", "{v}");
+    let v = run(&h, &["report", "--json"], 7);
+    assert_eq!(v["outcome"], "not-running", "{v}");
+}
+
+/// `Report` on the bus: the daemon reads the host's facts (a Secure Boot
+/// host locked down in integrity mode, a MOK key in `.machine`, a
+/// tainted kernel, a hostile DMI string) and the committed build live;
+/// any caller may read it (a report changes nothing), through the proxy
+/// and through `milspecctl report`, as JSON that follows its schema and as
+/// lines, nothing unprintable in either.
+#[test]
+fn the_report_method_gives_the_compliance_facts_to_any_caller() {
+    let h = Host::new("1s");
+    assert_eq!(code(&h.ctl(&["install", h.package("1.0.0").to_str().unwrap()])), 0);
+    let root = h.f.path("root");
+    let put = |rel: &str, b: &[u8]| {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, b).unwrap();
+    };
+    put("sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", &[6, 0, 0, 0, 1]);
+    put("sys/kernel/security/lockdown", b"none [integrity] confidentiality\n");
+    put("sys/module/module/parameters/sig_enforce", b"N\n");
+    put(
+        "proc/keys",
+        b"0a1b2c3d I------     1 perm 1f0b0000     0     0 keyring   .builtin_trusted_keys: 1\n\
+          11111111 I------     1 perm 1f010000     0     0 asymmetri Debian Secure Boot CA: 6ccece7e: X509.rsa 7e []\n\
+          0b1c2d3e I------     1 perm 1f0f0000     0     0 keyring   .machine: 1\n\
+          33333333 I------     1 perm 1f010000     0     0 asymmetri Fleet modules 2027: a1b2c3d4: X509.rsa c3d4 []\n",
+    );
+    put("proc/sys/kernel/tainted", b"4608\n");
+    put("sys/class/dmi/id/sys_vendor", b"Dell Inc.\n");
+    put("sys/class/dmi/id/product_name", b"Latitude\x1b]0;owned\x07 \xe2\x80\xae Rugged\n");
+
+    let conn = zbus::blocking::connection::Builder::address(h.bus.address.as_str()).unwrap().build().unwrap();
+    let answer = milspec_interface::ManagerProxyBlocking::new(&conn).unwrap().report().unwrap();
+    assert_printable("Report", answer.as_bytes());
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    schema_support::assert_valid("report", &v, "Report");
+    assert_eq!(v["module_signing"]["enforcement"]["kind"], "lockdown", "{v}");
+    assert_eq!(v["module_signing"]["keyrings"][1]["name"], ".machine", "{v}");
+    assert_eq!(v["module_signing"]["keys"][1]["skid"], "a1b2c3d4", "{v}");
+    let bits: Vec<u64> = v["taint"]["flags"].as_array().unwrap().iter().map(|f| f["bit"].as_u64().unwrap()).collect();
+    assert_eq!((v["taint"]["value"].as_u64(), bits), (Some(4608), vec![9, 12]), "{v}");
+    assert_eq!(v["host"]["sys_vendor"], "Dell Inc.", "{v}");
+    assert_eq!(v["committed"]["version"], "1.0.0", "{v}");
+    assert_eq!(v["live_module"]["committed_build"], true, "{v}");
+    assert_eq!(v["live_module"]["sha256"].as_str().map(str::len), Some(64), "{v}");
+
+    // As nobody, through milspecctl: the same facts.
+    let o = h.nobody(&["report", "--json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_output_printable("milspecctl report --json (nobody)", &o);
+    let mine: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    schema_support::assert_follows(&mine, "milspecctl report --json");
+    assert_eq!(mine["host"], v["host"]);
+    assert_eq!(mine["live_module"], v["live_module"]);
+    let o = h.nobody(&["report"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_output_printable("milspecctl report (nobody)", &o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "module signing: enforced: the kernel is locked down (integrity)\n",
+        "secure boot:    on\n",
+        "keyring:        .machine (1 keys)\n",
+        "kernel key:     Fleet modules 2027 (skid a1b2c3d4)\n",
+        "taint:          4608 (WO)\n",
+        "taint flag:     W (bit 9): kernel issued warning\n",
+        "vendor:         Dell Inc.\n",
+        "live module:    1.0.0 (the committed build)\n",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    assert!(h.log().lines().all(|l| !l.contains('\x1b')), "{}", h.log());
 }
 
 /// `milspecctl check` (not a terminal) shows the package's download and

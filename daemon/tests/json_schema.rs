@@ -144,6 +144,37 @@ fn every_milspecd_json_output_follows_its_schema() {
     );
     assert_eq!(v["keys"][0]["skid"], "00aabb", "{v}");
 
+    // The compliance report: a Secure Boot host locked down, with a MOK
+    // key in `.machine`, the committed build live.
+    put("sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", &[6, 0, 0, 0, 1]);
+    put(
+        "proc/keys",
+        b"0b1c2d3e I------     1 perm 1f0f0000     0     0 keyring   .machine: 1\n\
+          33333333 I------     1 perm 1f010000     0     0 asymmetri Fleet modules: a1b2c3: X509.rsa b2c3 []\n",
+    );
+    put("proc/sys/kernel/tainted", b"12289\n");
+    put("sys/class/dmi/id/product_name", b"Latitude 7330 Rugged\x1b[2J\n");
+    let v = json_of("report", &h.milspecd(&["report", "--json"]), "report", 0);
+    assert_eq!(v["module_signing"]["enforcement"]["kind"], "lockdown", "{v}");
+    assert_eq!(v["module_signing"]["keyrings"][0]["name"], ".machine", "{v}");
+    assert_eq!(v["module_signing"]["secure_boot"], true, "{v}");
+    let letters: Vec<&str> =
+        v["taint"]["flags"].as_array().unwrap().iter().map(|f| f["letter"].as_str().unwrap()).collect();
+    assert_eq!(letters, ["P", "O", "E"], "{v}");
+    assert_eq!(v["host"]["product_name"], "Latitude 7330 Rugged\\x1b[2J", "{v}");
+    assert_eq!((v["committed"]["version"].as_str(), v["committed"]["slot"].is_string()), (Some("1.2.0"), true), "{v}");
+    assert_eq!(v["committed"]["running_kernel_build"], true, "{v}");
+    assert_eq!(v["package_trust"]["keys"].as_array().map(Vec::len), Some(1), "{v}");
+    let m = &v["live_module"];
+    assert_eq!((m["loaded"].as_bool(), m["version"].as_str()), (Some(true), Some("1.2.0")), "{v}");
+    assert_eq!((m["committed_build"].as_bool(), m["file_matches"].as_bool()), (Some(true), Some(true)), "{v}");
+    assert_eq!(m["sha256"].as_str().map(str::len), Some(64), "{v}");
+    let text = h.milspecd(&["report"]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("secure boot:    on\n") && text.contains("taint flag:     P (bit 0): "), "{text}");
+    assert!(!text.contains('\x1b'), "{text}");
+
     // The history as written is what the history-event schema describes,
     // once milspecctl shows it (the daemon's own file has no schema key).
     let hist = fs::read_to_string(h.f.path("state/history.jsonl")).unwrap();

@@ -36,8 +36,12 @@ pub const MIRROR_KERNELS: &str = "milspec.mirror-kernels/1";
 /// (`milspecd policy`).
 pub const HOST_POLICY: &str = "milspec.host-policy/1";
 
+/// `milspec.report/1`: the compliance report (`milspecd report`,
+/// `milspecctl report`, the `Report` method).
+pub const REPORT: &str = "milspec.report/1";
+
 /// Every schema name, with the file in `docs/schema/` that defines it.
-pub const ALL: [(&str, &str); 9] = [
+pub const ALL: [(&str, &str); 10] = [
     (STATUS, "status.schema.json"),
     (OUTCOME, "outcome.schema.json"),
     (HISTORY_EVENT, "history-event.schema.json"),
@@ -47,6 +51,7 @@ pub const ALL: [(&str, &str); 9] = [
     (INSPECT, "inspect.schema.json"),
     (MIRROR_KERNELS, "mirror-kernels.schema.json"),
     (HOST_POLICY, "host-policy.schema.json"),
+    (REPORT, "report.schema.json"),
 ];
 
 /// An empty string is an absent value.
@@ -351,6 +356,19 @@ mod tests {
         for r in crate::ActionResult::ALL {
             assert!(words.iter().any(|w| w == r.word()), "{} is not in outcome.schema.json", r.word());
         }
+    }
+
+    #[test]
+    fn the_report_schema_holds_the_host_policy_schema_as_it_is() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema");
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+        };
+        let mut policy = read("host-policy.schema.json");
+        let obj = policy.as_object_mut().unwrap();
+        obj.remove("$schema");
+        obj.remove("$id");
+        assert_eq!(read("report.schema.json")["$defs"]["host_policy"], policy, "copy host-policy.schema.json again");
     }
 
     #[test]

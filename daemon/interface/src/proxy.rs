@@ -25,6 +25,8 @@ pub trait Manager {
     #[zbus(no_autostart)]
     fn slots(&self) -> zbus::Result<Vec<HashMap<String, String>>>;
     #[zbus(no_autostart)]
+    fn report(&self) -> zbus::Result<String>;
+    #[zbus(no_autostart)]
     fn prepare_kernel(&self, release: &str) -> zbus::Result<(String, String, String)>;
     #[zbus(no_autostart)]
     fn kernel_removed(&self, release: &str) -> zbus::Result<(String, String, String)>;
@@ -68,6 +70,7 @@ pub const MEMBERS: &[&str] = &[
     "method KernelRemoved(s) -> (sss)",
     "method PrepareKernel(s) -> (sss)",
     "method Reconcile() -> (sss)",
+    "method Report() -> (s)",
     "method Rollback() -> (sss)",
     "method SetPaused(b) -> ()",
     "method Slots() -> (aa{ss})",

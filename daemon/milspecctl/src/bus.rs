@@ -892,6 +892,31 @@ pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
     done(0)
 }
 
+/// The daemon's compliance report: its JSON escaped again, checked to be
+/// a `milspec.report/1`, then printed as JSON or as lines.
+pub fn report(json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect_daemon(CALL_TIMEOUT)?;
+    let text = proxy(&conn)?.report().map_err(|e| call_error(e, "report"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("report: the daemon's answer is not JSON: {e}"))?;
+    let v = clean_json(v);
+    if v["schema"] != json::REPORT {
+        anyhow::bail!(
+            "report: the daemon answered a {}, this milspecctl reads {}; use the milspecctl of the daemon's release",
+            clean(&v["schema"].to_string()),
+            json::REPORT
+        );
+    }
+    let report: milspecd::report::Report =
+        serde_json::from_value(v).map_err(|e| anyhow::anyhow!("report: not a {} object: {e}", json::REPORT))?;
+    if json_out {
+        print_json_pretty(&report)?;
+    } else {
+        print!("{}", report.to_text());
+    }
+    done(0)
+}
+
 /// `watch`'s notes about the daemon itself (on stderr: stdout holds only
 /// the daemon's events).
 const WAITING_NOTE: &str = "milspecd is not running on this host; waiting for milspecd to start \

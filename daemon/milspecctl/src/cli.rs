@@ -118,6 +118,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the daemon's compliance report for an auditor: Secure Boot,
+    /// lockdown, module.sig_enforce and the kernel's keys, the kernel's
+    /// taint decoded, the machine, the trusted package keys and threshold,
+    /// the committed slot and the live module (version, SHA-256, signer).
+    /// Read-only; `milspecd report` reads the same without the daemon.
+    /// Exit 0, 7 not running, 1 error.
+    Report {
+        /// Print the report as one JSON object (milspec.report/1) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running kernel and which kernels the committed version has
     /// builds for (and which installed kernels it has none for).
     Kernels {
@@ -175,6 +186,7 @@ impl Cmd {
             | Cmd::Resume { json }
             | Cmd::History { json, .. }
             | Cmd::Slots { json }
+            | Cmd::Report { json }
             | Cmd::Kernels { json }
             | Cmd::KernelInstalled { json, .. }
             | Cmd::KernelRemoved { json, .. }

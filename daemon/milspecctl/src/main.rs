@@ -75,6 +75,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Cmd::Resume { json } => return ctl_bus::set_paused(false, json),
             Cmd::History { limit, json } => return ctl_bus::history(limit, json),
             Cmd::Slots { json } => return ctl_bus::slots(json),
+            Cmd::Report { json } => return ctl_bus::report(json),
             Cmd::Kernels { json } => return ctl_bus::kernels(json),
             Cmd::KernelInstalled { release, timeout, json } => {
                 return ctl_bus::kernel_installed(&release, timeout, json)

@@ -34,7 +34,7 @@ fn names_its_version_and_commands() {
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("milspecctl {}", env!("CARGO_PKG_VERSION")));
     let help = String::from_utf8_lossy(&milspecctl(&["--help"]).stdout).into_owned();
-    for cmd in ["verify", "inspect", "status", "install", "check", "rollback", "history", "slots", "watch"] {
+    for cmd in ["verify", "inspect", "status", "install", "check", "rollback", "history", "slots", "report", "watch"] {
         assert!(help.contains(cmd), "`{cmd}` missing from --help:\n{help}");
     }
 }
@@ -213,8 +213,10 @@ const BUS_COMMANDS: &[&[&str]] = &[
     &["kernels"],
     &["kernel-installed", "6.1.0-test"],
     &["kernel-removed", "6.1.0-test"],
+    &["report"],
     &["check", "--json"],
     &["history", "--json"],
+    &["report", "--json"],
 ];
 
 #[test]

@@ -83,6 +83,16 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Report { config, json } => {
+            let cfg = load_config(&config)?;
+            let report = milspecd::report::read(&cfg);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Recover(arg) => {
             journal::init_stderr_logging();
             let kernel = SysKernel::new()?;

@@ -455,6 +455,24 @@ impl Manager {
         )
     }
 
+    /// The compliance report (`milspec.report/1`, docs/json.md) as one
+    /// JSON text, read now from the kernel's files, the trusted keys and
+    /// the state folder. Read-only, so open to every caller as the
+    /// properties are; every string in it is escaped.
+    #[zbus(out_args("report"))]
+    async fn report(&self) -> Result<String, ManagerError> {
+        let report = crate::report::read(&self.cfg);
+        let text = serde_json::to_string(&report)
+            .map_err(|e| ManagerError::Failed(format!("cannot write the report: {e}")).clean())?;
+        // Each string was escaped when the report was built; serde_json
+        // escapes what is left of the C0 range. A report is longer than one
+        // message line may be, so it is checked, never cut.
+        if !milspec_format::text::is_clean(&text) {
+            return Err(ManagerError::Failed("the report holds unprintable text; see `milspecd report`".into()));
+        }
+        Ok(text)
+    }
+
     /// `idle`, `checking`, `downloading`, `staged`, `swapping`, `trial`,
     /// `rolling-back` or `error`.
     #[zbus(property)]

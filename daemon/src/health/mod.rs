@@ -28,9 +28,50 @@ pub const TAINT_UNSIGNED_MODULE: u64 = 1 << 13;
 /// Taint bits that loading the module sets by itself, ignored by default.
 pub const DEFAULT_IGNORED_TAINT: u64 = TAINT_OOT_MODULE | TAINT_UNSIGNED_MODULE;
 
-/// The kernel's taint letters, by bit number.
-const TAINT_LETTERS: [char; 20] =
-    ['P', 'F', 'S', 'R', 'M', 'B', 'U', 'D', 'A', 'W', 'C', 'I', 'O', 'E', 'L', 'K', 'X', 'T', 'N', 'J'];
+/// The kernel's taint flags by bit number: letter and meaning, as the
+/// kernel's `Documentation/admin-guide/tainted-kernels.rst` gives them.
+pub const TAINT_FLAGS: [(char, &str); 20] = [
+    ('P', "proprietary module was loaded"),
+    ('F', "module was force loaded"),
+    ('S', "kernel running on an out of specification system"),
+    ('R', "module was force unloaded"),
+    ('M', "processor reported a Machine Check Exception (MCE)"),
+    ('B', "bad page referenced or some unexpected page flags"),
+    ('U', "taint requested by userspace application"),
+    ('D', "kernel died recently, i.e. there was an OOPS or BUG"),
+    ('A', "ACPI table overridden by user"),
+    ('W', "kernel issued warning"),
+    ('C', "staging driver was loaded"),
+    ('I', "workaround for bug in platform firmware applied"),
+    ('O', "externally-built (\"out-of-tree\") module was loaded"),
+    ('E', "unsigned module was loaded"),
+    ('L', "soft lockup occurred"),
+    ('K', "kernel has been live patched"),
+    ('X', "auxiliary taint, defined for and used by distros"),
+    ('T', "kernel was built with the struct randomization plugin"),
+    ('N', "an in-kernel test has been run"),
+    ('J', "userspace used a mutating debug operation in fwctl"),
+];
+
+/// One set bit of the kernel's taint mask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaintFlag {
+    pub bit: u32,
+    /// The kernel's letter; `None` for a bit this table does not know.
+    pub letter: Option<char>,
+    pub meaning: String,
+}
+
+/// Every set bit of `bits`, lowest first, with its letter and meaning (pure).
+pub fn decode_taint(bits: u64) -> Vec<TaintFlag> {
+    (0..64u32)
+        .filter(|bit| bits & (1u64 << bit) != 0)
+        .map(|bit| match TAINT_FLAGS.get(bit as usize) {
+            Some((letter, meaning)) => TaintFlag { bit, letter: Some(*letter), meaning: (*meaning).to_string() },
+            None => TaintFlag { bit, letter: None, meaning: format!("taint bit {bit}, unknown to this milspecd") },
+        })
+        .collect()
+}
 
 /// Why a module on probation is judged unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,11 +146,11 @@ impl fmt::Display for Unhealthy {
 /// Names taint bits the way the kernel does: `W (bit 9), D (bit 7)`,
 /// lowest bit first; bits without a letter as `bit 25`.
 pub fn taint_letters(bits: u64) -> String {
-    (0..64)
-        .filter(|bit| bits & (1u64 << bit) != 0)
-        .map(|bit| match TAINT_LETTERS.get(bit) {
-            Some(letter) => format!("{letter} (bit {bit})"),
-            None => format!("bit {bit}"),
+    decode_taint(bits)
+        .iter()
+        .map(|f| match f.letter {
+            Some(letter) => format!("{letter} (bit {})", f.bit),
+            None => format!("bit {}", f.bit),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -118,6 +159,22 @@ pub fn taint_letters(bits: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_taint_bit_is_decoded_with_its_letter_and_meaning() {
+        assert_eq!(decode_taint(0), []);
+        let all: String = decode_taint((1 << 20) - 1).iter().filter_map(|f| f.letter).collect();
+        assert_eq!(all, "PFSRMBUDAWCIOELKXTNJ");
+        let f = decode_taint(DEFAULT_IGNORED_TAINT | (1 << 9));
+        let got: Vec<(u32, Option<char>)> = f.iter().map(|f| (f.bit, f.letter)).collect();
+        assert_eq!(got, [(9, Some('W')), (12, Some('O')), (13, Some('E'))]);
+        assert_eq!(f[0].meaning, "kernel issued warning");
+        assert_eq!(f[2].meaning, "unsigned module was loaded");
+        let unknown = decode_taint(1 << 63);
+        assert_eq!((unknown[0].bit, unknown[0].letter), (63, None));
+        assert!(unknown[0].meaning.contains("63"), "{unknown:?}");
+        assert!(decode_taint(u64::MAX).iter().all(|f| !f.meaning.is_empty()));
+    }
 
     #[test]
     fn taint_names() {
