@@ -58,7 +58,6 @@ pub struct Keyring {
     pub name: String,
     pub keys: u64,
     /// `/proc/keys`' serial, hex: what `keyctl` reads it by.
-    #[serde(skip)]
     pub serial: String,
 }
 
@@ -76,7 +75,6 @@ pub struct HostPolicy {
     pub keyrings: Vec<Keyring>,
     /// Whether the keyrings' contents were read, so that each key's
     /// `keyring` is known; when not, every X.509 key counts as trusted.
-    #[serde(skip)]
     pub keyrings_read: bool,
 }
 

@@ -575,7 +575,7 @@ mod tests {
             "lockdown:       integrity\n",
             "module signing: enforced: the kernel is locked down (integrity)\n",
             "keyring:        .machine (1 keys)\n",
-            "kernel key:     Example fleet modules 2027 (skid a1b2c3d4e5f60718293a)\n",
+            "kernel key:     Example fleet modules 2027 (skid a1b2c3d4e5f60718293a, keyring unknown)\n",
             "taint:          12288 (OE)\n",
             "taint flag:     E (bit 13): unsigned module was loaded\n",
             "product:        Latitude 7330 Rugged Extreme\n",

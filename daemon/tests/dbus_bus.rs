@@ -1101,7 +1101,7 @@ fn the_report_method_gives_the_compliance_facts_to_any_caller() {
         "module signing: enforced: the kernel is locked down (integrity)\n",
         "secure boot:    on\n",
         "keyring:        .machine (1 keys)\n",
-        "kernel key:     Fleet modules 2027 (skid a1b2c3d4)\n",
+        "kernel key:     Fleet modules 2027 (skid a1b2c3d4, keyring unknown)\n",
         "taint:          4608 (WO)\n",
         "taint flag:     W (bit 9): kernel issued warning\n",
         "vendor:         Dell Inc.\n",

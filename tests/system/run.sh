@@ -69,7 +69,7 @@ SYS_OLD_REF=${SYS_OLD_REF:-e71cd1aa8c94f735a71f15a8606b8c0ced3ae823}
 EXPECT=(""
 "deb-install fresh-skipped unit-active path-started udev-started ctl-status status-text unit-verify udev-rule-test
  polkit-authorized polkit-resume polkit-denied
- poll-first-install first-poll-network first-check swap-commit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
+ poll-first-install first-poll-network first-check swap-commit report-under-unit rollback restart-mid-trial restart-resumed upgrade-mid-trial upgraded
  journal-INSTALL_STARTED journal-SWAPPED journal-COMMITTED journal-ROLLED_BACK journal-RECOVERY
  catalog metrics watchdog drift-reported udev-drift-remove modprobe-committed final-active kernel-hook
  downgrade-deb downgrade-paths downgrade-kept downgrade-commit upgrade-deb upgrade-paths upgrade-kept upgrade-state"

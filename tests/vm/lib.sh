@@ -10,6 +10,10 @@ REPO_ROOT=$(cd "$VM_DIR/../.." && pwd)
 # shellcheck source=tests/vm/versions.env
 . "$VM_DIR/versions.env"
 
+# The tier builds into and stages from the repository's own target/: a
+# CARGO_TARGET_DIR set elsewhere would build one place and stage another.
+unset CARGO_TARGET_DIR
+
 CACHE_DIR=${MILSPEC_VM_CACHE:-$REPO_ROOT/.cache/vm}
 # Two kernels: "new" (KERNEL_RELEASE, every boot's default) and "old"
 # (KERNEL_RELEASE_OLD, for boots a scenario names in "# kernels: ...").

@@ -129,11 +129,32 @@ pub fn list_checks(dir: &Path) -> io::Result<Vec<PathBuf>> {
 pub fn run_check(path: &Path, kind: CheckKind, timeout: Duration) -> CheckResult {
     let file_name = path.file_name().unwrap_or(path.as_os_str()).to_string_lossy();
     let name = format!("{}/{file_name}", kind.dir_name());
-    let failure = match Running::spawn(path) {
+    let failure = match spawn_retrying(path) {
         Ok(running) => running.finish(timeout),
         Err(e) => Some(format!("cannot run {}: {e}", path.display())),
     };
     CheckResult { name, failure }
+}
+
+/// Tries of a check whose file is busy (`ETXTBSY`), and the pause between.
+const BUSY_TRIES: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// [`Running::spawn`], tried again while the file is busy being written:
+/// a check replaced at that moment (configuration management), or a
+/// write descriptor held for an instant by a child forked elsewhere in
+/// the process before its exec closes it.
+fn spawn_retrying(path: &Path) -> io::Result<Running> {
+    let mut tries = 1;
+    loop {
+        match Running::spawn(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < BUSY_TRIES => {
+                tries += 1;
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A started check and the tails of its output.

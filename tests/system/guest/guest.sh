@@ -280,6 +280,20 @@ boot1() {
 
 	publish 2
 	check swap-commit sh -c 'milspecctl check && [ "$(cat /sys/module/dell_milspec/version)" = 1.1.0 ]'
+	# The compliance report from the daemon under its hardened unit: it
+	# reads /proc/keys and places every key in its keyring (keyctl is not
+	# filtered), its taint is the kernel's, the live 1.1.0 is the
+	# committed build.
+	milspecctl report --json 2>&1 | tr -d '\n' | sed 's/  */ /g' >/tmp/report.json
+	check report-under-unit sh -c 'r=$(cat /tmp/report.json) &&
+		echo "$r" | grep -q "\"schema\": \"milspec.report/1\"" &&
+		echo "$r" | grep -q "\"keyring\": \".builtin_trusted_keys\"" &&
+		! echo "$r" | grep -q "\"keys\": null" &&
+		! echo "$r" | grep -q "\"keyring\": null" &&
+		echo "$r" | grep -q "\"taint\": { \"value\": $(cat /proc/sys/kernel/tainted)," &&
+		echo "$r" | grep -q "\"live_module\": { \"loaded\": true, \"version\": \"1.1.0\"" &&
+		echo "$r" | grep -q "\"committed_build\": true" && echo "$r" | grep -q "\"file_matches\": true" ||
+		{ echo "$r"; exit 1; }'
 
 	publish 3
 	milspecctl check >/tmp/rb.out 2>&1

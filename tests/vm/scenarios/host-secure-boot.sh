@@ -10,7 +10,7 @@
 # vendor: Dell Inc.
 # boots: 1
 # firmware: secure-boot
-# needs: bins engine secure-boot
+# needs: bins engine secure-boot dbus
 # timeout: 120
 
 mkdir -p /sys/kernel/security
@@ -75,3 +75,49 @@ install_pkg fleet-1.1.0 0
 expect_eq "fleet 1.1.0 swapped in" "$(live_version)" 1.1.0
 expect_eq "fleet 1.1.0 committed" "$(history_last committed version)" 1.1.0
 [ "$(grep -c "^$MOD " /proc/modules)" = 1 ] || fail "not exactly one $MOD"
+
+# The compliance report, read locally, by the daemon over the system bus,
+# and by an unprivileged caller, against what the kernel says.
+. /vm/dbus.sh
+start_bus
+start_daemon "$CONF"
+milspecctl report | sed 's/^/    report| /'
+one_line() { tr -d '\n' | sed 's/  */ /g; s/"at": "[^"]*",//'; }
+# ere TEXT: TEXT as an extended regular expression that matches only itself.
+ere() { printf '%s' "$1" | sed 's/[][\\.*^$+?(){}|]/\\&/g'; }
+milspecd report --config "$CONF" --json | one_line >/tmp/report-local.json
+milspecctl report --json | one_line >/tmp/report-bus.json
+as_nobody 0 report --json
+one_line </tmp/ctl.out >/tmp/report-nobody.json
+stop_daemon
+r=$(cat /tmp/report-bus.json)
+expect_match "report: schema" "$r" '"schema": "milspec.report/1"'
+expect_match "report: Secure Boot" "$r" '"secure_boot": true'
+expect_match "report: lockdown" "$r" "\"lockdown\": \"$(sed 's/.*\[\([a-z]*\)\].*/\1/' /sys/kernel/security/lockdown)\""
+expect_match "report: sig_enforce" "$r" '"sig_enforce": true'
+expect_match "report: the fleet key in .platform" "$r" "\"skid\": \"$skid\", \"keyring\": \".platform\""
+# Every system keyring of /proc/keys, with its count.
+awk '$8 == "keyring" && $9 ~ /^\.(builtin_trusted_keys|secondary_trusted_keys|machine|platform|blacklist):$/ {
+	n = ($10 == "empty") ? 0 : $10; sub(/:$/, "", $9); print $9, n }' /proc/keys >/tmp/rings
+check "the kernel shows its system keyrings" test -s /tmp/rings
+while read -r ring n; do
+	expect_match "report: keyring $ring ($n)" "$r" "\"name\": \"$ring\", \"keys\": $n,"
+done </tmp/rings
+expect_match "report: taint value" "$r" "\"taint\": \\{ \"value\": $(cat /proc/sys/kernel/tainted),"
+expect_match "report: kernel release" "$r" "\"kernel_release\": \"$(ere "$(uname -r)")\""
+expect_match "report: DMI vendor" "$r" "\"sys_vendor\": \"$(ere "$(cat /sys/class/dmi/id/sys_vendor)")\""
+expect_match "report: threshold" "$r" '"threshold": 1'
+expect_match "report: committed 1.1.0" "$r" '"committed": \{ "slot": "[ab]", "version": "1.1.0"'
+expect_match "report: the committed slot covers this kernel" "$r" "\"kernels\": \\[ \"$(ere "$(uname -r)")\" \\]"
+expect_match "report: live 1.1.0" "$r" "\"live_module\": \\{ \"loaded\": true, \"version\": \"$(live_version)\""
+expect_match "report: the live module is the committed build" "$r" '"committed_build": true'
+expect_match "report: its file matches" "$r" '"file_matches": true'
+sum=$(sha256sum "$STATE"/slots/*/kernels/"$(uname -r)".ko | awk '{ print $1 }' | sort -u)
+found=
+for s in $sum; do
+	if printf '%s\n' "$r" | grep -q "\"sha256\": \"$s\""; then found=$s; fi
+done
+check "report: the live build's SHA-256 is a slot file's" test -n "$found"
+expect_match "report: the signer is the fleet key, trusted" "$r" "\"key_id\": \"$skid\".*\"signer_trusted\": true"
+check "report: the same locally and over the bus" cmp -s /tmp/report-local.json /tmp/report-bus.json
+check "report: the same for an unprivileged caller" cmp -s /tmp/report-bus.json /tmp/report-nobody.json
