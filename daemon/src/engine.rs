@@ -72,6 +72,31 @@ pub enum EngineError {
     NothingToRollBack(RollbackRefusal),
 }
 
+/// What an operator's unblock did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unblock {
+    /// Taken off the blocklist; the entry it had.
+    Unblocked(Blocked),
+    /// Not on the blocklist: nothing changed.
+    NotBlocked { version: String, blocked: Vec<String> },
+}
+
+impl std::fmt::Display for Unblock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unblock::Unblocked(b) => {
+                write!(f, "{} is off the blocklist (blocked since {}: {})", b.version, b.at, Escaped(&b.reason))
+            }
+            Unblock::NotBlocked { version, blocked } if blocked.is_empty() => {
+                write!(f, "{} is not blocklisted; the blocklist is empty", Escaped(version))
+            }
+            Unblock::NotBlocked { version, blocked } => {
+                write!(f, "{} is not blocklisted; blocklisted here: {}", Escaped(version), blocked.join(", "))
+            }
+        }
+    }
+}
+
 /// Why a rollback to the other slot (no trial running) is refused. Each is
 /// decided before anything is touched: nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -631,6 +656,31 @@ impl<'k> Engine<'k> {
             }
             other => other,
         })
+    }
+
+    /// An operator takes `version` (any build of its release) off the
+    /// blocklist, so the mirror or an install may bring it again. The
+    /// state record is saved first, then an `unblocked` record names the
+    /// actor and the entry's old reason. A version that is not
+    /// blocklisted changes nothing but one `rejected` record.
+    pub fn unblock(&mut self, version: &semver::Version, actor: &str) -> Result<Unblock, EngineError> {
+        let mut state = self.load_state()?;
+        let Some(entry) = state.unblock(version) else {
+            let blocked: Vec<String> = state.blocklist.iter().map(|b| b.version.to_string()).collect();
+            let refusal = Unblock::NotBlocked { version: version.to_string(), blocked };
+            self.record(
+                Event::new(EventKind::Rejected).version(version).reason(format!("unblock by {actor}: {refusal}")),
+            )?;
+            return Ok(refusal);
+        };
+        self.save(&state)?;
+        self.record(
+            Event::new(EventKind::Unblocked)
+                .version(&entry.version)
+                .reason(format!("unblocked by {actor}; blocked since {}: {}", entry.at, entry.reason)),
+        )?;
+        info!(version = %entry.version, actor, "{} taken off the blocklist", entry.version);
+        Ok(Unblock::Unblocked(entry))
     }
 
     /// An operator's rollback while no trial runs: back to the version kept

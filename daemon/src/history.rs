@@ -32,6 +32,8 @@ pub enum EventKind {
     BuildFailed,
     /// A build for a kernel that was removed was dropped from a slot.
     BuildDropped,
+    /// An operator took a version off the blocklist.
+    Unblocked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,6 +200,13 @@ impl State {
         self.blocklist.drain(..excess);
     }
 
+    /// Takes `v` (any build of its release) off the blocklist: the entry
+    /// removed, `None` when it was not there.
+    pub fn unblock(&mut self, v: &semver::Version) -> Option<Blocked> {
+        let i = self.blocklist.iter().position(|b| milspec_format::version::same_release(&b.version, v))?;
+        Some(self.blocklist.remove(i))
+    }
+
     /// Whether `v` was ever committed on this host (as far as this record
     /// knows: see [`State::committed_versions`]).
     pub fn was_committed(&self, v: &semver::Version) -> bool {
@@ -632,6 +639,19 @@ mod tests {
         let e = f.load().unwrap_err().to_string();
         assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
         assert_eq!(std::fs::read(f.path()).unwrap(), b"{\"format\":1,\"committed\":\"a\"");
+    }
+
+    #[test]
+    fn unblock_takes_the_release_off_and_nothing_else() {
+        let mut s = State::default();
+        let at = "2026-12-01T00:00:00Z".to_string();
+        s.block(Blocked { version: "1.2.0+b1".parse().unwrap(), sequence: 9, reason: "warn".into(), at: at.clone() });
+        s.block(Blocked { version: "1.3.0".parse().unwrap(), sequence: 10, reason: "oops".into(), at });
+        assert!(s.unblock(&"1.4.0".parse().unwrap()).is_none());
+        let gone = s.unblock(&"1.2.0".parse().unwrap()).expect("1.2.0+b1 is the same release");
+        assert_eq!((gone.version.to_string(), gone.reason.as_str()), ("1.2.0+b1".into(), "warn"));
+        assert!(s.is_blocked(&"1.2.0".parse().unwrap()).is_none());
+        assert!(s.is_blocked(&"1.3.0".parse().unwrap()).is_some(), "the other entry stays");
     }
 
     #[test]

@@ -228,8 +228,20 @@ impl StatusReport {
         if !k.without_build.is_empty() {
             line("NO BUILD FOR:", list(&k.without_build));
         }
-        let blocked: Vec<_> = self.blocklist.iter().map(|b| b.version.to_string()).collect();
-        line("blocklisted:", if blocked.is_empty() { "-".into() } else { blocked.join(", ") });
+        if self.blocklist.is_empty() {
+            line("blocklisted:", "-".into());
+        }
+        for b in &self.blocklist {
+            line(
+                "blocklisted:",
+                format!(
+                    "{} since {}: {}",
+                    b.version,
+                    milspec_format::text::sanitize(&b.at),
+                    milspec_format::text::sanitize(&b.reason)
+                ),
+            );
+        }
         out
     }
 }

@@ -18,7 +18,9 @@ use tracing::{error, info, warn};
 
 use crate::check::CheckReport;
 use crate::config::Config;
-use crate::engine::{BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason};
+use crate::engine::{
+    BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason, Unblock,
+};
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
@@ -158,6 +160,9 @@ pub enum Action {
     PrepareKernel { release: String, reply: ReplyTx },
     /// Kernel `release` was removed: drop its build from the slots.
     KernelRemoved { release: String, reply: ReplyTx },
+    /// Take `version` off the blocklist ([`Engine::unblock`]); `actor`
+    /// names who asked (`uid N`).
+    Unblock { version: semver::Version, actor: String, reply: ReplyTx },
 }
 
 struct Shared {
@@ -470,6 +475,16 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                     .map(|r| prepare_reply(&r))
                     .map_err(|e| ActionError::Failed(one_line(e.into())))
             }
+            Action::Unblock { version, actor, reply } => {
+                *obs.reply.borrow_mut() = Some(reply);
+                match engine.unblock(&version, &actor) {
+                    Ok(u @ Unblock::Unblocked(_)) => {
+                        Ok(ActionReply::new(ActionResult::Unblocked, version.to_string(), u.to_string()))
+                    }
+                    Ok(u @ Unblock::NotBlocked { .. }) => Err(ActionError::Rejected(u.to_string())),
+                    Err(e) => Err(ActionError::Failed(one_line(e.into()))),
+                }
+            }
             Action::KernelRemoved { release, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
                 engine
@@ -766,6 +781,15 @@ impl Observer for WorkerObserver {
                 warn!(message_id = crate::journal::DRIFT, "drift: the loaded module matches no committed slot");
             }
             EventKind::Recovered | EventKind::BuildAdded | EventKind::BuildDropped => self.notify(Notice::Changed),
+            EventKind::Unblocked => {
+                warn!(
+                    version = %crate::journal::untrusted(&version),
+                    "{} taken off the blocklist: {}",
+                    crate::journal::untrusted(&version),
+                    crate::journal::untrusted(ev.reason.as_deref().unwrap_or_default())
+                );
+                self.notify(Notice::Changed);
+            }
             EventKind::BuildFailed => {
                 warn!(
                     message_id = crate::journal::NO_BUILD,

@@ -495,12 +495,13 @@ fn unreadable_package() {
         .next()
         .unwrap();
     // The only string arguments are kernel releases (checked against the
-    // release character set before use); never a path.
+    // release character set before use) and Unblock's version (parsed as
+    // a semantic version); never a path.
     let string_in: Vec<&str> =
         manager.lines().filter(|l| l.contains(r#"type="s""#) && l.contains(r#"direction="in""#)).collect();
-    assert_eq!(string_in.len(), 2, "PrepareKernel and KernelRemoved take a release: {manager}");
+    assert_eq!(string_in.len(), 3, "PrepareKernel and KernelRemoved take a release, Unblock a version: {manager}");
     assert!(
-        string_in.iter().all(|l| l.contains(r#"name="release""#)),
+        string_in.iter().all(|l| l.contains(r#"name="release""#) || l.contains(r#"name="version""#)),
         "a method takes a string argument (a path?): {manager}"
     );
     assert!(manager.contains(r#"type="h""#), "Install takes a descriptor: {manager}");

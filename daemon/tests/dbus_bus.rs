@@ -433,7 +433,14 @@ fn a_non_root_caller_reads_but_changes_nothing() {
 
     // Every change is refused by the daemon, with exit 4.
     let before = h.json(&["history", "--json", "--limit", "1000"]);
-    for args in [&["install", pkg.to_str().unwrap()][..], &["check"], &["rollback"], &["pause"], &["resume"]] {
+    for args in [
+        &["install", pkg.to_str().unwrap()][..],
+        &["check"],
+        &["rollback"],
+        &["pause"],
+        &["resume"],
+        &["unblock", "1.0.0"],
+    ] {
         let o = h.nobody(args);
         assert_eq!(code(&o), 4, "{args:?}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
@@ -953,6 +960,7 @@ fn the_served_interface_is_the_one_the_client_proxy_declares() {
     assert!(p.health().unwrap().contains_key("taint"));
     assert_eq!(p.slots().unwrap().len(), 2);
     p.history(10).unwrap();
+    assert!(p.blocklist().unwrap().is_empty());
     let report: serde_json::Value = serde_json::from_str(&p.report().unwrap()).unwrap();
     schema_support::assert_valid("report", &report, "Report");
     let (result, _, _) = p.reconcile().unwrap();
@@ -991,6 +999,25 @@ fn every_milspecctl_json_output_follows_its_schema() {
     run(&h, &["install", "--json", p110.to_str().unwrap()], 0);
     let v = run(&h, &["rollback", "--json"], 0);
     assert_eq!((v["outcome"].as_str(), v["version"].as_str()), (Some("committed"), Some("1.0.0")), "{v}");
+    // The version left behind is blocklisted: status lists it with its
+    // reason and time; an unblock takes it off, once.
+    let v = run(&h, &["status", "--json"], 0);
+    assert_eq!(v["blocklist"][0]["version"], "1.1.0", "{v}");
+    assert!(v["blocklist"][0]["reason"].as_str().unwrap().contains("rollback requested by the operator"), "{v}");
+    assert!(v["blocklist"][0]["at"].as_str().unwrap().starts_with("20"), "{v}");
+    let o = h.ctl(&["status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("blocked:        1.1.0 since 20"), "{}", text(&o));
+    let v = run(&h, &["unblock", "--json", "1.1.0"], 0);
+    assert_eq!((v["outcome"].as_str(), v["version"].as_str()), (Some("unblocked"), Some("1.1.0")), "{v}");
+    let v = run(&h, &["unblock", "--json", "1.1.0"], 2);
+    assert_eq!(v["outcome"], "rejected", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("not blocklisted"), "{v}");
+    let v = run(&h, &["unblock", "--json", "1.1.0\u{1b}[31m"], 1);
+    assert!(v["message"].as_str().unwrap().contains("is not a version"), "{v}");
+    let v = run(&h, &["status", "--json"], 0);
+    assert_eq!(v["blocklist"], serde_json::json!([]), "{v}");
+    let hist = h.json(&["history", "--json", "--limit", "3"]);
+    assert!(hist.to_string().contains("unblocked by uid 0"), "{hist}");
     let v = run(&h, &["check", "--json"], 1);
     assert_eq!(v["outcome"], "failed", "{v}");
     assert!(v["message"].as_str().unwrap().contains("no [source]"), "{v}");

@@ -14,7 +14,7 @@ use common::fake_kernel::{write, FakeKernel, Fault};
 use common::*;
 use milspec_format::testkit::FakeKo;
 use milspecd::config::Config;
-use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery, RejectReason};
+use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery, RejectReason, Unblock};
 use milspecd::history::{EventKind, History};
 use milspecd::kernel::{Kernel, KernelError, SealedModule};
 use milspecd::kernel_paths::KernelPaths;
@@ -145,6 +145,40 @@ fn rollback_loads_the_committed_module_made_ready_before_the_swap() {
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
     let s = h.state();
     assert_eq!((s.committed, s.trial.is_none()), (Some(SlotId::A), true));
+}
+
+/// An operator's unblock takes the version off the blocklist and names who
+/// did it; the next install of it is tried again. A version that is not
+/// blocklisted changes nothing but one `rejected` record.
+#[test]
+fn an_unblocked_version_is_installed_again_and_the_unblock_is_recorded() {
+    let mut h = Host::new();
+    h.kernel.faults.insert("1.2.0".into(), Fault::Warn);
+    h.install("1.1.0");
+    assert!(matches!(h.install("1.2.0"), Outcome::RolledBack { .. }));
+    assert!(matches!(h.install("1.2.0"), Outcome::Rejected { .. }), "blocklisted");
+
+    let state_file = h.cfg.paths.state_dir.join("state.json");
+    let before = fs::read(&state_file).unwrap();
+    let events = h.history().len();
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    let u = e.unblock(&"1.3.0".parse().unwrap(), "uid 0").unwrap();
+    assert!(matches!(&u, Unblock::NotBlocked { blocked, .. } if blocked == &["1.2.0"]), "{u:?}");
+    assert!(u.to_string().contains("1.3.0 is not blocklisted; blocklisted here: 1.2.0"), "{u}");
+    assert_eq!(fs::read(&state_file).unwrap(), before, "a refused unblock changes no byte of the state");
+    assert_eq!(h.history()[events..], [EventKind::Rejected]);
+
+    let u = e.unblock(&"1.2.0".parse().unwrap(), "uid 0").unwrap();
+    assert!(matches!(&u, Unblock::Unblocked(b) if b.version.to_string() == "1.2.0"), "{u:?}");
+    drop(e);
+    assert!(h.state().blocklist.is_empty());
+    let last = History::new(&h.cfg.paths.state_dir).read(1).unwrap().pop().unwrap();
+    assert_eq!((last.event, last.version.as_deref()), (EventKind::Unblocked, Some("1.2.0")));
+    let reason = last.reason.unwrap();
+    assert!(reason.contains("unblocked by uid 0") && reason.contains("warn_count rose"), "{reason}");
+    // Fixed (here: the fault is gone), it installs and commits.
+    h.kernel.faults.clear();
+    assert!(matches!(h.install("1.2.0"), Outcome::Committed { .. }));
 }
 
 #[test]

@@ -216,6 +216,33 @@ pub struct Status {
     pub last_error: Option<String>,
     pub health: Health,
     pub slots: Vec<Slot>,
+    /// The versions this host refuses (from the daemon's `Blocklist`);
+    /// absent from a daemon that predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocklist: Option<Vec<BlockedVersion>>,
+}
+
+/// One blocklist entry: a version this host refuses, why and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedVersion {
+    pub version: String,
+    pub sequence: u64,
+    pub reason: String,
+    /// When it was blocked (RFC 3339).
+    pub at: String,
+}
+
+impl BlockedVersion {
+    /// From a `Blocklist` dict (already escaped by the caller).
+    pub fn from_map(m: &HashMap<String, String>) -> Self {
+        let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+        BlockedVersion {
+            version: get("version"),
+            sequence: m.get("sequence").and_then(|s| s.parse().ok()).unwrap_or(0),
+            reason: get("reason"),
+            at: get("at"),
+        }
+    }
 }
 
 impl Status {
@@ -242,6 +269,7 @@ impl Status {
             last_error: None,
             health: Health::default(),
             slots: Vec::new(),
+            blocklist: None,
         }
     }
 }

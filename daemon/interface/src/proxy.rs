@@ -19,6 +19,10 @@ pub trait Manager {
     #[zbus(no_autostart)]
     fn reconcile(&self) -> zbus::Result<(String, String, String)>;
     #[zbus(no_autostart)]
+    fn unblock(&self, version: &str) -> zbus::Result<(String, String, String)>;
+    #[zbus(no_autostart)]
+    fn blocklist(&self) -> zbus::Result<Vec<HashMap<String, String>>>;
+    #[zbus(no_autostart)]
     fn set_paused(&self, paused: bool) -> zbus::Result<()>;
     #[zbus(no_autostart)]
     fn history(&self, limit: u32) -> zbus::Result<Vec<HashMap<String, String>>>;
@@ -64,6 +68,7 @@ pub trait Manager {
 /// it against the live server's introspection, and call each method and
 /// property through [`ManagerProxyBlocking`], so the two sides cannot drift.
 pub const MEMBERS: &[&str] = &[
+    "method Blocklist() -> (aa{ss})",
     "method CheckForUpdates() -> (sss)",
     "method History(u) -> (aa{ss})",
     "method Install(h) -> (sss)",
@@ -74,6 +79,7 @@ pub const MEMBERS: &[&str] = &[
     "method Rollback() -> (sss)",
     "method SetPaused(b) -> ()",
     "method Slots() -> (aa{ss})",
+    "method Unblock(s) -> (sss)",
     "property ActiveSlot s read",
     "property CommittedKernels as read",
     "property CommittedVersion s read",

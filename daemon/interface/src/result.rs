@@ -39,10 +39,12 @@ pub enum ActionResult {
     /// A build for the kernel asked about was fetched and added to the
     /// committed slot.
     BuildAdded,
+    /// A version was taken off the blocklist.
+    Unblocked,
 }
 
 impl ActionResult {
-    pub const ALL: [ActionResult; 15] = [
+    pub const ALL: [ActionResult; 16] = [
         ActionResult::Started,
         ActionResult::AlreadyInstalled,
         ActionResult::Committed,
@@ -58,6 +60,7 @@ impl ActionResult {
         ActionResult::NoBuild,
         ActionResult::KernelReady,
         ActionResult::BuildAdded,
+        ActionResult::Unblocked,
     ];
 
     /// The word on the bus.
@@ -78,6 +81,7 @@ impl ActionResult {
             ActionResult::NoBuild => "no-build",
             ActionResult::KernelReady => "kernel-ready",
             ActionResult::BuildAdded => "build-added",
+            ActionResult::Unblocked => "unblocked",
         }
     }
 
@@ -129,7 +133,8 @@ mod tests {
                 "pending-reboot",
                 "no-build",
                 "kernel-ready",
-                "build-added"
+                "build-added",
+                "unblocked"
             ]
         );
         assert_eq!(ActionResult::from_word("paused"), None);

@@ -511,6 +511,9 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
     let health = clean_map(p.health().map_err(e)?);
     // A daemon from before kernel builds were tracked has no such property.
     let kernel_build = p.kernel_build().map(|k| clean(&k)).unwrap_or_default();
+    // A daemon from before the blocklist was served has no such method.
+    let blocklist: Option<Vec<json::BlockedVersion>> =
+        p.blocklist().ok().map(|b| b.into_iter().map(clean_map).map(|m| json::BlockedVersion::from_map(&m)).collect());
     if json_out {
         let mut v = json::Status::running();
         v.state = json::non_empty(&state);
@@ -524,6 +527,7 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
         v.last_error = json::non_empty(&last_error);
         v.health = json::Health::from_map(&health);
         v.slots = p.slots().map_err(e)?.into_iter().map(clean_map).map(|m| json::Slot::from_map(&m)).collect();
+        v.blocklist = blocklist;
         print_json_pretty(&v)?;
         return done(0);
     }
@@ -560,6 +564,15 @@ pub fn status(json_out: bool) -> anyhow::Result<ExitCode> {
     println!("{:<15} {}", "paused:", yes(paused));
     println!("{:<15} {}", "last check:", dash(&last_check));
     println!("{:<15} {}", "last error:", dash(&last_error));
+    match blocklist.as_deref() {
+        None => {}
+        Some([]) => println!("{:<15} -", "blocked:"),
+        Some(blocked) => {
+            for b in blocked {
+                println!("{:<15} {} since {}: {}", "blocked:", b.version, b.at, b.reason);
+            }
+        }
+    }
     if reboot {
         println!("{:<15} the faulty module is stuck; the committed version loads at the next boot", "REBOOT NEEDED:");
     }
@@ -763,6 +776,18 @@ pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
         }
         other => other,
     })?;
+    let (result, version, message) = clean3(reply);
+    if json_out {
+        print_json(&json::Outcome::new(&result, message, 0).version(&version))?;
+    } else {
+        println!("{result}: {message}");
+    }
+    done(0)
+}
+
+pub fn unblock(version: &str, json_out: bool) -> anyhow::Result<ExitCode> {
+    let conn = connect_daemon(CALL_TIMEOUT)?;
+    let reply = proxy(&conn)?.unblock(version).map_err(|e| call_error(e, "unblock"))?;
     let (result, version, message) = clean3(reply);
     if json_out {
         print_json(&json::Outcome::new(&result, message, 0).version(&version))?;

@@ -92,6 +92,15 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a version off this host's blocklist (root or polkit), so the
+    /// mirror or an install may bring it again; the history records who.
+    Unblock {
+        /// The version (any build of its release: 1.2.0 covers 1.2.0+b1).
+        version: String,
+        /// Print the outcome as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pause automatic polling (kept across restarts).
     Pause {
         /// Print the new setting as one JSON object on stdout.
@@ -182,6 +191,7 @@ impl Cmd {
             | Cmd::Check { json, .. }
             | Cmd::Rollback { json, .. }
             | Cmd::Reconcile { json }
+            | Cmd::Unblock { json, .. }
             | Cmd::Pause { json }
             | Cmd::Resume { json }
             | Cmd::History { json, .. }

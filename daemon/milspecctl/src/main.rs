@@ -71,6 +71,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Cmd::Check { timeout, json } => return ctl_bus::check(timeout, json),
             Cmd::Rollback { timeout, json } => return ctl_bus::rollback(timeout, json),
             Cmd::Reconcile { json } => return ctl_bus::reconcile(json),
+            Cmd::Unblock { version, json } => return ctl_bus::unblock(&version, json),
             Cmd::Pause { json } => return ctl_bus::set_paused(true, json),
             Cmd::Resume { json } => return ctl_bus::set_paused(false, json),
             Cmd::History { limit, json } => return ctl_bus::history(limit, json),

@@ -85,6 +85,17 @@ fn checked_release(release: String) -> Result<String, ManagerError> {
     }
 }
 
+/// A version from a caller: at most 64 characters of a semantic version.
+fn checked_version(version: &str) -> Result<semver::Version, ManagerError> {
+    let parsed = (version.len() <= 64).then(|| version.parse::<semver::Version>().ok()).flatten();
+    parsed.ok_or_else(|| {
+        ManagerError::Failed(format!(
+            "`{}` is not a version (a semantic version such as 1.2.0, at most 64 characters); nothing done",
+            sanitize_to(version, 80)
+        ))
+    })
+}
+
 async fn wait_reply(rx: ReplyRx, timeout: Duration, what: &str) -> Result<ActionReply, ManagerError> {
     let recv =
         async { rx.recv().await.map_err(|_| ManagerError::Failed(format!("{what}: the engine thread stopped"))) };
@@ -379,6 +390,57 @@ impl Manager {
     ) -> Result<(String, String, String), ManagerError> {
         let make = |release, reply| Action::KernelRemoved { release, reply };
         clean(self.kernel_action(conn, &hdr, "KernelRemoved", release, make, Duration::from_secs(60)).await)
+    }
+
+    /// Takes `version` (any build of its release) off this host's
+    /// blocklist, so the mirror or an install may bring it again; the
+    /// history records who did it and why it had been blocked. Returns
+    /// `result` `unblocked`, the version and a message; a version that
+    /// is not blocklisted is `Rejected` (nothing changed but that record).
+    #[zbus(out_args("result", "version", "message"))]
+    async fn unblock(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        version: String,
+    ) -> Result<(String, String, String), ManagerError> {
+        clean(
+            async {
+                let uid = authorize(conn, &hdr, "Unblock").await?;
+                let version = checked_version(&version)?;
+                info!(uid, %version, "Unblock");
+                let (tx, rx) = reply_channel();
+                self.handle.send(Action::Unblock { version, actor: format!("uid {uid}"), reply: tx })?;
+                Ok(wait_reply(rx, Duration::from_secs(60), "Unblock").await?.into_wire())
+            }
+            .await,
+        )
+    }
+
+    /// The versions blocklisted on this host, oldest first; each a dict
+    /// of `version`, `sequence`, `reason` and `at` (when it was blocked).
+    #[zbus(out_args("blocked"))]
+    async fn blocklist(&self) -> Result<Vec<HashMap<String, String>>, ManagerError> {
+        clean(
+            async {
+                let state = crate::state::StateFile::new(&self.cfg.paths.state_dir)
+                    .load()
+                    .map_err(|e| ManagerError::Failed(format!("cannot read the state record: {e}")))?;
+                Ok(state
+                    .blocklist
+                    .iter()
+                    .map(|b| {
+                        HashMap::from([
+                            ("version".to_string(), sanitize(&b.version.to_string())),
+                            ("sequence".to_string(), b.sequence.to_string()),
+                            ("reason".to_string(), sanitize(&b.reason)),
+                            ("at".to_string(), sanitize(&b.at)),
+                        ])
+                    })
+                    .collect())
+            }
+            .await,
+        )
     }
 
     /// Pauses (`true`) or resumes automatic polling; kept across restarts.

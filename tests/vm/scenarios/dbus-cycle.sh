@@ -3,7 +3,8 @@
 #   milspecd run serves com.dell.MilSpec1; install and commit 1.0.0 and
 #   1.1.0, a faulty 1.2.0 rolled back on its own, an operator's rollback
 #   with no trial (back to the other slot) and one in the middle of a
-#   trial, a module removed behind the daemon's back repaired by Reconcile,
+#   trial, the version it left blocklisted listed by status and unblocked
+#   (root only, recorded) and installed again, a module removed behind the daemon's back repaired by Reconcile,
 #   and every change refused to uid 65534 while its reads are answered.
 # vendor: Dell Inc.
 # boots: 1
@@ -76,6 +77,22 @@ expect_match "committed" "$(cat /tmp/ctl.out)" "committed 1.0.0"
 expect_eq "live version" "$(live_version)" 1.0.0
 ctl 2 install "$PKG/1.1.0.mspkg"
 expect_match "left version blocklisted" "$(cat /tmp/ctl.out)" "blocklisted"
+
+say "-- unblock: the operator lets 1.1.0 in again, and it is recorded who did"
+ctl 0 status
+expect_match "status: blocked with reason and time" "$(cat /tmp/ctl.out)" \
+	"blocked: +1\.1\.0 since 20[0-9-]+T[0-9:.]+Z: rollback requested by the operator \(uid 0\)"
+h0=$(wc -l <"$STATE/history.jsonl")
+as_nobody 4 unblock 1.1.0
+expect_eq "nobody: history unchanged" "$(wc -l <"$STATE/history.jsonl")" "$h0"
+ctl 0 unblock 1.1.0
+expect_match "unblocked" "$(cat /tmp/ctl.out)" "unblocked: 1\.1\.0 is off the blocklist"
+check "the history names who unblocked it" sh -c "grep '\"event\":\"unblocked\"' '$STATE/history.jsonl' | grep -q 'unblocked by uid 0'"
+ctl 2 unblock 1.1.0
+expect_match "a second unblock is refused" "$(cat /tmp/ctl.out)" "not blocklisted"
+ctl 0 install "$PKG/1.1.0.mspkg"
+expect_match "installed again" "$(cat /tmp/ctl.out)" "committed 1.1.0"
+expect_eq "live version" "$(live_version)" 1.1.0
 
 say "-- operator rollback in the middle of a 60 s trial"
 stop_daemon
