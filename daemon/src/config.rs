@@ -166,6 +166,10 @@ pub struct HealthConfig {
     pub unload_timeout: Duration,
     /// Ask for a reboot when a faulty module cannot be unloaded.
     pub reboot_on_stuck_module: bool,
+    /// Trials that may end without a verdict (the host rebooted or lost
+    /// power during them, with no evidence against the module) before the
+    /// version is blocklisted: each is tried again meanwhile.
+    pub inconclusive_retries: u32,
 }
 
 impl Default for HealthConfig {
@@ -176,6 +180,7 @@ impl Default for HealthConfig {
             check_timeout: Duration::from_secs(10),
             unload_timeout: Duration::from_secs(5),
             reboot_on_stuck_module: false,
+            inconclusive_retries: 1,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::plan::{self, Facts, Rejection};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
 use crate::slots::{NoBuild, Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
-use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase};
+use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase, Verdict};
 use crate::status::{self, SlotView, StatusReport};
 
 /// Marks a durable step; with the `failpoints` feature a test can crash
@@ -631,7 +631,7 @@ impl<'k> Engine<'k> {
                     "host policy refused the module at load ({}): {e}; not blocklisted: see milspecd policy",
                     nix::errno::Errno::from_raw(errno)
                 );
-                return self.roll_back_as(state, reason, detected, 0, standby, true);
+                return self.roll_back_as(state, reason, detected, 0, standby, Verdict::Unjudged);
             }
             return self.roll_back(state, format!("load failed: {e}"), detected, 0, standby);
         }
@@ -835,11 +835,11 @@ impl<'k> Engine<'k> {
         detect_ms: u64,
         standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
-        self.roll_back_as(state, reason, detected, detect_ms, standby, false)
+        self.roll_back_as(state, reason, detected, detect_ms, standby, Verdict::Guilty)
     }
 
-    /// [`Self::roll_back`]; an `interrupted` trial (never judged) leaves its
-    /// version off the blocklist.
+    /// [`Self::roll_back`], the version judged by `verdict` (a trial never
+    /// judged, or cut short by a reboot, is not blocklisted at once).
     fn roll_back_as(
         &self,
         state: &mut State,
@@ -847,9 +847,10 @@ impl<'k> Engine<'k> {
         detected: Instant,
         detect_ms: u64,
         standby: Option<Standby>,
-        interrupted: bool,
+        verdict: Verdict,
     ) -> Result<Outcome, EngineError> {
-        let trial = state.begin_rollback(&reason, now_rfc3339(), interrupted)?;
+        let trial = state.begin_rollback(&reason, now_rfc3339(), verdict)?;
+        let reason = trial.rollback_reason.clone().unwrap_or(reason);
         let version = trial.version.to_string();
         self.save(state)?;
         warn!(%version, "rolling back: {}", Escaped(&reason));
@@ -933,6 +934,7 @@ impl<'k> Engine<'k> {
             (None, Some(id)) if !still_pending => self.read_slot(id, &release)?,
             _ => None,
         };
+        let facts_boot = boot_id.clone();
         let facts = RecoveryFacts {
             boot_id,
             live: self.live(),
@@ -945,6 +947,12 @@ impl<'k> Engine<'k> {
                 .is_some_and(|s| state.is_build_blocked(&s.manifest.version, &release).is_some()),
             kernel_release: release.clone(),
             adopt_unmanaged: self.cfg.kernel.adopt_unmanaged,
+            // Only a trial cut short by a reboot asks for the evidence.
+            panic_evidence: state.trial.as_ref().filter(|t| t.boot_id != facts_boot).and_then(|_| {
+                let since = std::fs::metadata(self.state_file.path()).and_then(|m| m.modified()).ok()?;
+                crate::panic_evidence::read(&self.host.paths.pstore(), &self.host.paths.module, since)
+            }),
+            inconclusive_retries: self.cfg.health.inconclusive_retries,
         };
         let plan = recovery_plan(&state, &facts);
 
@@ -963,9 +971,9 @@ impl<'k> Engine<'k> {
         let version = state.trial.as_ref().map(|t| t.version.to_string()).unwrap_or_default();
         match plan.action {
             RecoveryAction::StillPendingReboot { reason } => Ok(Recovery::StillPendingReboot { reason }),
-            RecoveryAction::RollBack { reason, note, interrupted } => {
+            RecoveryAction::RollBack { reason, note, verdict } => {
                 self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
-                let o = self.roll_back_as(&mut state, reason, Instant::now(), 0, None, interrupted)?;
+                let o = self.roll_back_as(&mut state, reason, Instant::now(), 0, None, verdict)?;
                 Ok(Recovery::RolledBack(o))
             }
             RecoveryAction::UnloadBlockedBuild => {

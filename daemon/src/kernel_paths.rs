@@ -96,6 +96,11 @@ impl KernelPaths {
         self.sys.join("firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c")
     }
 
+    /// `/sys/fs/pstore`: records of the last crashes, kept across a reboot.
+    pub fn pstore(&self) -> PathBuf {
+        self.sys.join("fs/pstore")
+    }
+
     /// `/sys/firmware/efi`: present when the kernel was booted by UEFI.
     pub fn efi_dir(&self) -> PathBuf {
         self.sys.join("firmware/efi")

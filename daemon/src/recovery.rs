@@ -8,7 +8,7 @@
 
 use crate::kernel::LoadedModule;
 use crate::slot_id::SlotId;
-use crate::state::{State, TrialPhase};
+use crate::state::{State, TrialPhase, Verdict};
 
 /// What recovery found on the host, read just before deciding.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,11 @@ pub struct RecoveryFacts {
     pub kernel_release: String,
     /// `[kernel] adopt_unmanaged`: replace a loaded module that matches no slot.
     pub adopt_unmanaged: bool,
+    /// A panic record kept across the reboot (pstore) that names the
+    /// module in a call trace, written since the trial's last save.
+    pub panic_evidence: Option<String>,
+    /// `[health] inconclusive_retries`.
+    pub inconclusive_retries: u32,
 }
 
 /// What recovery does.
@@ -45,9 +50,10 @@ pub enum RecoveryAction {
     /// The reboot a stuck rollback asked for has not happened yet.
     StillPendingReboot { reason: String },
     /// Roll the trial back to its checkpoint with `reason`; `note` is the
-    /// `recovered` history record written first. An `interrupted` trial was
-    /// never judged: its version is not blocklisted.
-    RollBack { reason: String, note: String, interrupted: bool },
+    /// `recovered` history record written first; `verdict` judges the
+    /// version (a trial cut short by a reboot is inconclusive, unless a
+    /// panic record names the module).
+    RollBack { reason: String, note: String, verdict: Verdict },
     /// The swap stopped before the old module was unloaded: keep it.
     AbandonSwap,
     /// The trial module is live: check it now, then watch for the rest of
@@ -84,30 +90,38 @@ pub fn recovery_plan(state: &State, facts: &RecoveryFacts) -> RecoveryPlan {
             let live_version = facts.live.as_ref().and_then(|m| m.version.clone());
             let trial_live = live_version.as_deref() == Some(version.as_str());
             let other_kernel = state.trial_kernel.as_deref().filter(|k| *k != facts.kernel_release);
-            if let (true, Some(k), false) =
-                (trial.boot_id != facts.boot_id, other_kernel, trial.phase == TrialPhase::RollingBack)
-            {
+            let rebooted = trial.boot_id != facts.boot_id;
+            if let (true, Some(k), false) = (rebooted, other_kernel, trial.phase == TrialPhase::RollingBack) {
                 let reason = format!(
                     "the host rebooted into kernel {} during the trial of {version} on kernel {k}: the trial was interrupted before it could be judged (not blocklisted)",
                     facts.kernel_release
                 );
-                RecoveryAction::RollBack { note: reason.clone(), reason, interrupted: true }
-            } else if trial.boot_id != facts.boot_id {
-                let reason = format!("the host rebooted during the trial of {version} (crash or panic)");
-                RecoveryAction::RollBack { note: reason.clone(), reason, interrupted: false }
+                RecoveryAction::RollBack { note: reason.clone(), reason, verdict: Verdict::Unjudged }
             } else if trial.phase == TrialPhase::RollingBack {
+                // Judged when the rollback began (saved before it): resumed as it was.
                 RecoveryAction::RollBack {
                     reason: trial.rollback_reason.clone().unwrap_or_else(|| "interrupted rollback".into()),
                     note: "resuming an interrupted rollback".into(),
-                    interrupted: false,
+                    verdict: Verdict::Unjudged,
                 }
+            } else if let (true, Some(evidence)) = (rebooted, &facts.panic_evidence) {
+                let reason = format!(
+                    "the host rebooted during the trial of {version} after a kernel panic in the module (kept across the reboot: {evidence})"
+                );
+                RecoveryAction::RollBack { note: reason.clone(), reason, verdict: Verdict::Guilty }
+            } else if rebooted {
+                let reason = format!(
+                    "the host rebooted during the trial of {version} (a power cut, a crash or a panic) with no evidence against the module: inconclusive"
+                );
+                let verdict = Verdict::Inconclusive { retries: facts.inconclusive_retries };
+                RecoveryAction::RollBack { note: reason.clone(), reason, verdict }
             } else if trial.phase == TrialPhase::Swapping && !trial_live {
                 if live_version.is_some() && live_version == trial.checkpoint.version {
                     // Stopped before the old module was unloaded.
                     RecoveryAction::AbandonSwap
                 } else {
                     let reason = format!("the daemon stopped in the middle of swapping to {version}");
-                    RecoveryAction::RollBack { note: reason.clone(), reason, interrupted: false }
+                    RecoveryAction::RollBack { note: reason.clone(), reason, verdict: Verdict::Guilty }
                 }
             } else {
                 RecoveryAction::ResumeTrial
@@ -157,6 +171,8 @@ mod tests {
             committed_blocked: false,
             kernel_release: "6.12.113".into(),
             adopt_unmanaged: false,
+            panic_evidence: None,
+            inconclusive_retries: 1,
         }
     }
 
@@ -165,20 +181,36 @@ mod tests {
     }
 
     #[test]
-    fn trial_boot_changed_rolls_back() {
+    fn trial_boot_changed_rolls_back_as_inconclusive() {
         let a = action(&trial(TrialPhase::Watching, "boot-1"), &facts(None, None));
-        let RecoveryAction::RollBack { reason, note, interrupted: false } = a else { panic!("{a:?}") };
-        assert_eq!(reason, "the host rebooted during the trial of 1.1.0 (crash or panic)");
+        let RecoveryAction::RollBack { reason, note, verdict: Verdict::Inconclusive { retries: 1 } } = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            reason,
+            "the host rebooted during the trial of 1.1.0 (a power cut, a crash or a panic) with no evidence against the module: inconclusive"
+        );
         assert_eq!(note, reason);
         // Rebooted on the kernel the trial started on: the same.
         let mut s = trial(TrialPhase::Watching, "boot-1");
         s.trial_kernel = Some("6.12.113".into());
-        assert!(matches!(action(&s, &facts(None, None)), RecoveryAction::RollBack { interrupted: false, .. }));
-        // Whatever the phase and whatever is live.
-        for phase in [TrialPhase::Swapping, TrialPhase::RollingBack] {
-            let a = action(&trial(phase, "boot-1"), &facts(Some("1.1.0"), None));
-            assert!(matches!(a, RecoveryAction::RollBack { .. }), "{phase:?}: {a:?}");
-        }
+        let a = action(&s, &facts(None, None));
+        assert!(matches!(a, RecoveryAction::RollBack { verdict: Verdict::Inconclusive { .. }, .. }), "{a:?}");
+        // Whatever is live.
+        let a = action(&trial(TrialPhase::Swapping, "boot-1"), &facts(Some("1.1.0"), None));
+        assert!(matches!(a, RecoveryAction::RollBack { verdict: Verdict::Inconclusive { .. }, .. }), "{a:?}");
+        // A rollback already under way goes on as it was judged.
+        let a = action(&trial(TrialPhase::RollingBack, "boot-1"), &facts(Some("1.1.0"), None));
+        assert!(matches!(a, RecoveryAction::RollBack { verdict: Verdict::Unjudged, .. }), "{a:?}");
+    }
+
+    #[test]
+    fn trial_boot_changed_after_a_panic_naming_the_module_is_guilty() {
+        let mut f = facts(None, None);
+        f.panic_evidence = Some("dmesg-efi-1: RIP: milspec_trip+0x10/0x20 [dell_milspec]".into());
+        let a = action(&trial(TrialPhase::Watching, "boot-1"), &f);
+        let RecoveryAction::RollBack { reason, verdict: Verdict::Guilty, .. } = a else { panic!("{a:?}") };
+        assert!(reason.contains("kernel panic in the module") && reason.contains("[dell_milspec]"), "{reason}");
     }
 
     #[test]
@@ -187,13 +219,19 @@ mod tests {
             let mut s = trial(phase, "boot-1");
             s.trial_kernel = Some("6.12.111".into());
             let a = action(&s, &facts(None, None));
-            let RecoveryAction::RollBack { reason, interrupted: true, .. } = a else { panic!("{phase:?}: {a:?}") };
+            let RecoveryAction::RollBack { reason, verdict: Verdict::Unjudged, .. } = a else {
+                panic!("{phase:?}: {a:?}")
+            };
             assert!(reason.contains("rebooted into kernel 6.12.113") && reason.contains("not blocklisted"), "{reason}");
         }
         // A rollback already under way goes on as it was decided.
         let mut s = trial(TrialPhase::RollingBack, "boot-1");
         s.trial_kernel = Some("6.12.111".into());
-        assert!(matches!(action(&s, &facts(None, None)), RecoveryAction::RollBack { interrupted: false, .. }));
+        let a = action(&s, &facts(None, None));
+        assert!(
+            matches!(&a, RecoveryAction::RollBack { note, verdict: Verdict::Unjudged, .. } if note.contains("resuming")),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -203,7 +241,7 @@ mod tests {
         let want = RecoveryAction::RollBack {
             reason: "interrupted rollback".into(),
             note: "resuming an interrupted rollback".into(),
-            interrupted: false,
+            verdict: Verdict::Unjudged,
         };
         assert_eq!(a, want);
         s.trial.as_mut().unwrap().rollback_reason = Some("kernel log: oops".into());

@@ -32,12 +32,13 @@ const FIELDS: &[&str] = &[
     "committed_versions",
     "trial_kernel",
     "blocked_builds",
+    "inconclusive",
 ];
 /// Fields of format 1 added after it was first written: a reader that does
 /// not know them may go on without them, so every record that carries one
 /// names it in its `optional` list (docs/format.md, "Format versions and
 /// evolution").
-const ADDED_FIELDS: &[&str] = &["trial_kernel", "blocked_builds"];
+const ADDED_FIELDS: &[&str] = &["trial_kernel", "blocked_builds", "inconclusive"];
 const MAX_STATE_FILE: u64 = 1024 * 1024;
 /// Most blocklist entries kept; the oldest go first.
 pub const MAX_BLOCKLIST: usize = 256;
@@ -64,6 +65,34 @@ pub struct Blocked {
     pub sequence: u64,
     pub reason: String,
     pub at: String,
+}
+
+/// A version whose trial ended without a verdict: the host rebooted or
+/// lost power during it, with no evidence that the module was at fault.
+/// It is tried again, and blocklisted only when that happens more often
+/// than `[health] inconclusive_retries` allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inconclusive {
+    pub version: semver::Version,
+    pub sequence: u64,
+    /// Trials of it that ended this way.
+    pub count: u32,
+    pub reason: String,
+    pub at: String,
+}
+
+/// How a trial that is rolled back is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The module's fault: its version is blocklisted.
+    Guilty,
+    /// No verdict, and no count: never judged (another kernel, a host
+    /// policy refusal), or judged already (a rollback resumed).
+    Unjudged,
+    /// No verdict after a reboot: counted; blocklisted once the count
+    /// passes `retries`.
+    Inconclusive { retries: u32 },
 }
 
 /// A build of one version for one kernel release that failed on this host:
@@ -164,6 +193,9 @@ pub struct State {
     /// (version, kernel) builds that failed here, oldest first (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked_builds: Vec<BlockedBuild>,
+    /// Versions whose last trials ended without a verdict (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconclusive: Vec<Inconclusive>,
     /// Top-level fields a newer release wrote and listed as optional, kept
     /// as they were (with that list) so a downgrade loses none of them.
     #[serde(skip)]
@@ -183,6 +215,7 @@ impl Default for State {
             committed_versions: Vec::new(),
             trial_kernel: None,
             blocked_builds: Vec::new(),
+            inconclusive: Vec::new(),
             optional: serde_json::Map::new(),
         }
     }
@@ -311,22 +344,52 @@ impl State {
         self.committed = Some(trial.slot);
         self.max_sequence = self.max_sequence.max(trial.sequence);
         self.note_committed(&trial.version);
+        self.inconclusive.retain(|i| !milspec_format::version::same_release(&i.version, &trial.version));
         Ok(trial)
     }
 
-    /// Any phase -> `rolling-back`, the version blocklisted with `reason`
-    /// unless the trial was `interrupted` before it could be judged
-    /// (resuming a rollback starts from `rolling-back` itself).
-    pub fn begin_rollback(&mut self, reason: &str, at: String, interrupted: bool) -> Result<Trial, TransitionError> {
+    /// Any phase -> `rolling-back`, the version judged by `verdict`:
+    /// blocklisted with `reason` when guilty; counted as inconclusive (and
+    /// blocklisted once the count passes the retries); untouched when
+    /// unjudged (resuming a rollback starts from `rolling-back` itself).
+    pub fn begin_rollback(&mut self, reason: &str, at: String, verdict: Verdict) -> Result<Trial, TransitionError> {
         let all = [TrialPhase::Swapping, TrialPhase::Watching, TrialPhase::RollingBack];
+        let (version, sequence) = {
+            let t = self.trial_in("roll back", &all)?;
+            (t.version.clone(), t.sequence)
+        };
+        // The reason the rollback carries names the verdict's effect.
+        let reason = match verdict {
+            Verdict::Guilty => {
+                self.block(Blocked { version, sequence, reason: reason.into(), at });
+                reason.to_string()
+            }
+            Verdict::Unjudged => reason.to_string(),
+            Verdict::Inconclusive { retries } => {
+                let count = self.inconclusive_count(&version) + 1;
+                self.inconclusive.retain(|i| !milspec_format::version::same_release(&i.version, &version));
+                if count > retries {
+                    let reason = format!("{reason} ({count} trials ended this way; blocklisted)");
+                    self.block(Blocked { version, sequence, reason: reason.clone(), at });
+                    reason
+                } else {
+                    let reason = format!("{reason}; tried again ({count} of {retries} allowed)");
+                    self.inconclusive.push(Inconclusive { version, sequence, count, reason: reason.clone(), at });
+                    let excess = self.inconclusive.len().saturating_sub(MAX_BLOCKLIST);
+                    self.inconclusive.drain(..excess);
+                    reason
+                }
+            }
+        };
         let t = self.trial_in("roll back", &all)?;
         t.phase = TrialPhase::RollingBack;
-        t.rollback_reason = Some(reason.to_string());
-        let trial = t.clone();
-        if !interrupted {
-            self.block(Blocked { version: trial.version.clone(), sequence: trial.sequence, reason: reason.into(), at });
-        }
-        Ok(trial)
+        t.rollback_reason = Some(reason);
+        Ok(t.clone())
+    }
+
+    /// How many trials of `v` (its release) ended without a verdict.
+    pub fn inconclusive_count(&self, v: &semver::Version) -> u32 {
+        self.inconclusive.iter().find(|i| milspec_format::version::same_release(&i.version, v)).map_or(0, |i| i.count)
     }
 
     /// `rolling-back` -> no trial: the checkpoint's module (`to`) is live again.
@@ -431,7 +494,10 @@ impl StateFile {
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let write_err =
             |e: serde_json::Error| StateError::Write { path: self.path.clone(), source: io::Error::other(e) };
-        let plain = state.optional.is_empty() && state.trial_kernel.is_none() && state.blocked_builds.is_empty();
+        let plain = state.optional.is_empty()
+            && state.trial_kernel.is_none()
+            && state.blocked_builds.is_empty()
+            && state.inconclusive.is_empty();
         if plain {
             // Byte for byte as every release of format 1 writes it.
             let mut data = serde_json::to_vec_pretty(state).map_err(write_err)?;
@@ -551,13 +617,13 @@ mod tests {
     #[test]
     fn transitions_abandoned_path_rolls_back() {
         let mut s = State { committed: Some(SlotId::A), ..State::default() };
-        assert!(matches!(s.begin_rollback("x", "t".into(), false), Err(TransitionError::NoTrial { .. })));
+        assert!(matches!(s.begin_rollback("x", "t".into(), Verdict::Guilty), Err(TransitionError::NoTrial { .. })));
         s.begin_trial(a_trial(), "6.12.113").unwrap();
         assert!(matches!(s.end_rollback(None, "t".into()), Err(TransitionError::WrongPhase { .. })));
-        s.begin_rollback("oops", "t".into(), false).unwrap();
+        s.begin_rollback("oops", "t".into(), Verdict::Guilty).unwrap();
         assert!(s.is_blocked(&"1.1.0".parse().unwrap()).is_some());
         // Resuming an interrupted rollback starts from rolling-back.
-        s.begin_rollback("oops", "t".into(), false).unwrap();
+        s.begin_rollback("oops", "t".into(), Verdict::Guilty).unwrap();
         s.end_rollback(Some("1.0.0".into()), "t".into()).unwrap();
         let rb = s.last_rollback.clone().unwrap();
         assert_eq!((rb.from.as_str(), rb.to.as_deref(), rb.reason.as_str()), ("1.1.0", Some("1.0.0"), "oops"));
@@ -568,7 +634,7 @@ mod tests {
             s.rollback_pending_reboot("b".into(), "stuck", "t".into()),
             Err(TransitionError::WrongPhase { .. })
         ));
-        s.begin_rollback("stuck", "t".into(), false).unwrap();
+        s.begin_rollback("stuck", "t".into(), Verdict::Guilty).unwrap();
         s.rollback_pending_reboot("b".into(), "stuck", "t".into()).unwrap();
         assert_eq!(s.pending_reboot.as_ref().map(|p| p.stuck_version.as_str()), Some("1.1.0"));
         assert_eq!(s.last_rollback.as_ref().map(|r| r.reason.as_str()), Some("rollback pending reboot: stuck"));
@@ -576,6 +642,49 @@ mod tests {
         s.begin_trial(a_trial(), "6.12.113").unwrap();
         assert_eq!(s.abandon_swap().unwrap().version.to_string(), "1.1.0");
         assert!(s.trial.is_none());
+    }
+
+    #[test]
+    fn an_inconclusive_trial_is_counted_retried_and_blocklisted_only_past_its_retries() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path());
+        let mut s = State { committed: Some(SlotId::A), ..State::default() };
+        let v: semver::Version = "1.1.0".parse().unwrap();
+        let once = Verdict::Inconclusive { retries: 1 };
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        s.begin_rollback("the host rebooted during the trial", "t1".into(), once).unwrap();
+        s.end_rollback(Some("1.0.0".into()), "t1".into()).unwrap();
+        assert_eq!((s.is_blocked(&v).is_none(), s.inconclusive_count(&v)), (true, 1), "retried once");
+        // Saved, the record names the added field as optional; read back the same.
+        f.save(&s).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+        assert_eq!(doc["optional"], serde_json::json!(["inconclusive"]));
+        assert_eq!(f.load().unwrap(), s);
+        // The second such end blocklists it, with the count in the reason.
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        s.begin_rollback("the host rebooted during the trial", "t2".into(), once).unwrap();
+        let b = s.is_blocked(&v).expect("blocklisted the second time");
+        assert!(b.reason.contains("2 trials ended this way"), "{}", b.reason);
+        assert_eq!(s.inconclusive_count(&v), 0);
+        // A commit clears the count; retries 0 blocklists at once.
+        let mut s = State { committed: Some(SlotId::A), ..State::default() };
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        s.begin_rollback("r", "t".into(), once).unwrap();
+        s.end_rollback(None, "t".into()).unwrap();
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        s.loaded(1).unwrap();
+        s.commit_trial().unwrap();
+        assert_eq!(s.inconclusive_count(&v), 0);
+        let mut s = State { committed: Some(SlotId::A), ..State::default() };
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        s.begin_rollback("r", "t".into(), Verdict::Inconclusive { retries: 0 }).unwrap();
+        assert!(s.is_blocked(&v).is_some());
+        // Resuming a rollback judges nothing again.
+        let mut s = State { committed: Some(SlotId::A), ..State::default() };
+        s.begin_trial(a_trial(), "6.12.113").unwrap();
+        s.begin_rollback("r", "t".into(), once).unwrap();
+        s.begin_rollback("r", "t".into(), Verdict::Unjudged).unwrap();
+        assert_eq!((s.is_blocked(&v).is_none(), s.inconclusive_count(&v)), (true, 1));
     }
 
     #[test]
@@ -612,7 +721,7 @@ mod tests {
         assert_eq!(f.load().unwrap(), s);
         assert!(s.is_build_blocked(&"1.0.0".parse().unwrap(), "6.12.113").is_some());
         assert!(s.is_build_blocked(&"1.0.0".parse().unwrap(), "6.12.111").is_none());
-        s.begin_rollback("rebooted into another kernel", "t".into(), true).unwrap();
+        s.begin_rollback("rebooted into another kernel", "t".into(), Verdict::Unjudged).unwrap();
         assert!(s.is_blocked(&"1.1.0".parse().unwrap()).is_none());
         s.end_rollback(Some("1.0.0".into()), "t".into()).unwrap();
         assert_eq!(s.trial_kernel, None);

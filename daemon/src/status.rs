@@ -13,7 +13,9 @@ use crate::kernel_paths::KernelPaths;
 use crate::kernels::{self, KernelBuild, KernelView};
 use crate::slot_id::SlotId;
 use crate::slots::{SlotStore, SlotTrust};
-use crate::state::{Blocked, BlockedBuild, PendingReboot, Rollback, State, StateError, StateFile, TrialPhase};
+use crate::state::{
+    Blocked, BlockedBuild, Inconclusive, PendingReboot, Rollback, State, StateError, StateFile, TrialPhase,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SlotView {
@@ -50,6 +52,8 @@ pub struct StatusReport {
     pub kernel: KernelView,
     /// (version, kernel) builds that failed here.
     pub blocked_builds: Vec<BlockedBuild>,
+    /// Versions whose last trials ended in a reboot without a verdict.
+    pub inconclusive: Vec<Inconclusive>,
 }
 
 /// `milspecd status`: reads the state folder and the host (no lock), the
@@ -152,6 +156,7 @@ pub fn report(
         blocklist: state.blocklist,
         kernel,
         blocked_builds: state.blocked_builds,
+        inconclusive: state.inconclusive,
     }
 }
 
@@ -230,6 +235,18 @@ impl StatusReport {
         }
         if self.blocklist.is_empty() {
             line("blocklisted:", "-".into());
+        }
+        for i in &self.inconclusive {
+            line(
+                "inconclusive:",
+                format!(
+                    "{} ({} so far, tried again) since {}: {}",
+                    i.version,
+                    i.count,
+                    milspec_format::text::sanitize(&i.at),
+                    milspec_format::text::sanitize(&i.reason)
+                ),
+            );
         }
         for b in &self.blocklist {
             line(

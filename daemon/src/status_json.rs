@@ -9,7 +9,7 @@ use milspec_interface::json;
 
 use crate::kernel::LoadedModule;
 use crate::kernels::KernelView;
-use crate::state::{Blocked, BlockedBuild, PendingReboot, Rollback};
+use crate::state::{Blocked, BlockedBuild, Inconclusive, PendingReboot, Rollback};
 use crate::status::{StatusReport, TrialView};
 
 /// `milspecd status --json`.
@@ -25,6 +25,7 @@ pub struct OfflineStatus {
     pub blocklist: Vec<Blocked>,
     pub kernel: KernelView,
     pub blocked_builds: Vec<BlockedBuild>,
+    pub inconclusive: Vec<Inconclusive>,
 }
 
 impl OfflineStatus {
@@ -64,6 +65,7 @@ impl OfflineStatus {
             blocklist: r.blocklist.clone(),
             kernel: r.kernel.clone(),
             blocked_builds: r.blocked_builds.clone(),
+            inconclusive: r.inconclusive.clone(),
         }
     }
 }

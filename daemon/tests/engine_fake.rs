@@ -332,7 +332,7 @@ fn reboot_during_trial_rolls_back_at_start() {
     let mut st = sf.load().unwrap();
     let committed = st.committed.unwrap();
     let trial_slot = committed.other();
-    st.trial = Some(milspecd::state::Trial {
+    let trial = milspecd::state::Trial {
         slot: trial_slot,
         version: "1.2.0".parse().unwrap(),
         sequence: 1_002_000_000,
@@ -347,7 +347,8 @@ fn reboot_during_trial_rolls_back_at_start() {
             baseline: Default::default(),
         },
         rollback_reason: None,
-    });
+    };
+    st.trial = Some(trial.clone());
     sf.save(&st).unwrap();
     // After the reboot no module is loaded.
     fs::remove_dir_all(h.kernel.paths.module_dir()).unwrap();
@@ -363,7 +364,35 @@ fn reboot_during_trial_rolls_back_at_start() {
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
     let s = sf.load().unwrap();
     assert!(s.trial.is_none());
-    assert!(s.is_blocked(&"1.2.0".parse().unwrap()).is_some());
+    // No evidence against the module: inconclusive, tried again, not blocklisted.
+    let v120: semver::Version = "1.2.0".parse().unwrap();
+    assert!(s.is_blocked(&v120).is_none());
+    assert_eq!(s.inconclusive_count(&v120), 1);
+    drop(e);
+
+    // The same again, and this time pstore kept a panic naming the module:
+    // guilty, blocklisted at once.
+    let mut st = sf.load().unwrap();
+    st.trial = Some(trial.clone());
+    sf.save(&st).unwrap();
+    let pstore = h.kernel.paths.pstore();
+    fs::create_dir_all(&pstore).unwrap();
+    fs::write(
+        pstore.join("dmesg-efi-177"),
+        "<4>[ 3.1] Modules linked in: dell_milspec(O)\n<4>[ 3.1] RIP: 0010:milspec_trip+0x15/0x30 [dell_milspec]\n<0>[ 3.2] Kernel panic - not syncing: Fatal exception\n",
+    )
+    .unwrap();
+    fs::remove_dir_all(h.kernel.paths.module_dir()).unwrap();
+    fs::remove_dir_all(h.kernel.paths.milspec_dir()).unwrap();
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    match e.recover().unwrap() {
+        Recovery::RolledBack(Outcome::RolledBack { reason, .. }) => {
+            assert!(reason.contains("kernel panic in the module") && reason.contains("dmesg-efi-177"), "{reason}");
+        }
+        r => panic!("{r:?}"),
+    }
+    let s = sf.load().unwrap();
+    assert!(s.is_blocked(&v120).is_some(), "a panic naming the module is its fault");
 }
 
 #[test]

@@ -96,7 +96,14 @@ case $point:$pkg in
 commit.after-save:*)
 	expect_eq "$point: the commit survived" "$live" "$pkg"
 	;;
+install.after-load:1.2.0)
+	# Cut before its health was judged: inconclusive, tried again.
+	expect_eq "$point: rolled back to 1.0.0" "$live" 1.0.0
+	expect_match "$point: $pkg not blocklisted" "$json" '"blocklist": \[\]'
+	expect_match "$point: $pkg inconclusive" "$(tr -d '\n ' <"$STATE/state.json")" "\"inconclusive\":\\[\\{[^]]*\"version\":\"$pkg\""
+	;;
 *:1.2.0)
+	# Judged faulty before the cut (the rollback had begun): blocklisted.
 	expect_eq "$point: rolled back to 1.0.0" "$live" 1.0.0
 	expect_match "$point: $pkg blocklisted" "$json" "\"version\": \"$pkg\""
 	;;
