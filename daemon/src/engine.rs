@@ -934,7 +934,11 @@ impl<'k> Engine<'k> {
             (None, Some(id)) if !still_pending => self.read_slot(id, &release)?,
             _ => None,
         };
-        let facts_boot = boot_id.clone();
+        // Only a trial cut short by a reboot asks for the evidence.
+        let panic_evidence = state.trial.as_ref().filter(|t| t.boot_id != boot_id).and_then(|_| {
+            let since = std::fs::metadata(self.state_file.path()).and_then(|m| m.modified()).ok()?;
+            crate::panic_evidence::read(&self.host.paths.pstore(), &self.host.paths.module, since)
+        });
         let facts = RecoveryFacts {
             boot_id,
             live: self.live(),
@@ -947,11 +951,7 @@ impl<'k> Engine<'k> {
                 .is_some_and(|s| state.is_build_blocked(&s.manifest.version, &release).is_some()),
             kernel_release: release.clone(),
             adopt_unmanaged: self.cfg.kernel.adopt_unmanaged,
-            // Only a trial cut short by a reboot asks for the evidence.
-            panic_evidence: state.trial.as_ref().filter(|t| t.boot_id != facts_boot).and_then(|_| {
-                let since = std::fs::metadata(self.state_file.path()).and_then(|m| m.modified()).ok()?;
-                crate::panic_evidence::read(&self.host.paths.pstore(), &self.host.paths.module, since)
-            }),
+            panic_evidence,
             inconclusive_retries: self.cfg.health.inconclusive_retries,
         };
         let plan = recovery_plan(&state, &facts);

@@ -776,18 +776,18 @@ pub fn reconcile(json_out: bool) -> anyhow::Result<ExitCode> {
         }
         other => other,
     })?;
-    let (result, version, message) = clean3(reply);
-    if json_out {
-        print_json(&json::Outcome::new(&result, message, 0).version(&version))?;
-    } else {
-        println!("{result}: {message}");
-    }
-    done(0)
+    print_answer(reply, json_out)
 }
 
 pub fn unblock(version: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect_daemon(CALL_TIMEOUT)?;
     let reply = proxy(&conn)?.unblock(version).map_err(|e| call_error(e, "unblock"))?;
+    print_answer(reply, json_out)
+}
+
+/// An accepted action's `(result, version, message)`: `result: message`,
+/// or the outcome as JSON; exit 0.
+fn print_answer(reply: (String, String, String), json_out: bool) -> anyhow::Result<ExitCode> {
     let (result, version, message) = clean3(reply);
     if json_out {
         print_json(&json::Outcome::new(&result, message, 0).version(&version))?;
