@@ -170,6 +170,10 @@ pub struct HealthConfig {
     /// power during them, with no evidence against the module) before the
     /// version is blocklisted: each is tried again meanwhile.
     pub inconclusive_retries: u32,
+    /// What a rise of `oops_count`, `warn_count` or a fault taint bit does
+    /// when no kernel log record of the window names the module:
+    /// `extend` (default), `ignore` or `rollback`.
+    pub unattributed: crate::health::Unattributed,
 }
 
 impl Default for HealthConfig {
@@ -181,6 +185,7 @@ impl Default for HealthConfig {
             unload_timeout: Duration::from_secs(5),
             reboot_on_stuck_module: false,
             inconclusive_retries: 1,
+            unattributed: crate::health::Unattributed::Extend,
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::health::{Snapshot, Unhealthy, WatchOptions, WatchOutcome, Watcher};
+use crate::health::{Snapshot, UnattributedRise, Unhealthy, WatchOptions, WatchOutcome, Watcher};
 use crate::history::{now_rfc3339, Event, EventKind, History};
 use crate::host::{HostContext, HostError};
 use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModule};
@@ -773,16 +773,13 @@ impl<'k> Engine<'k> {
         let mut progress = |left: Duration| {
             info!(left = %humantime::format_duration(Duration::from_secs(left.as_secs())), "probation");
         };
-        let outcome = match watcher.check_now(baseline) {
-            Some(reason) => WatchOutcome::Unhealthy { reason, after: Duration::ZERO },
-            None => {
-                let observer = self.observer;
-                let stop = move || observer.and_then(|o| o.stop_trial());
-                watcher.watch_until(baseline, window, &opts, &mut progress, &stop)
-            }
-        };
+        // The first look happens before any wait, so a fault of the load
+        // itself ends the trial at once.
+        let observer = self.observer;
+        let stop = move || observer.and_then(|o| o.stop_trial());
+        let outcome = watcher.watch_until(baseline, window, &opts, &mut progress, &stop);
         match outcome {
-            WatchOutcome::Healthy { watched } => self.commit(state, ms(watched)),
+            WatchOutcome::Healthy { watched, unattributed } => self.commit(state, ms(watched), &unattributed),
             WatchOutcome::Unhealthy { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "unhealthy: {}", EscapedDisplay(&reason));
@@ -796,12 +793,22 @@ impl<'k> Engine<'k> {
         }
     }
 
-    fn commit(&self, state: &mut State, watched_ms: u64) -> Result<Outcome, EngineError> {
+    fn commit(
+        &self,
+        state: &mut State,
+        watched_ms: u64,
+        unattributed: &[UnattributedRise],
+    ) -> Result<Outcome, EngineError> {
         let trial = state.commit_trial()?;
         self.save(state)?;
         step!("commit.after-save");
         let version = trial.version.to_string();
-        self.record(Event::new(EventKind::Committed).version(&version).slot(trial.slot).millis(watched_ms))?;
+        let mut event = Event::new(EventKind::Committed).version(&version).slot(trial.slot).millis(watched_ms);
+        if !unattributed.is_empty() {
+            let rises: Vec<String> = unattributed.iter().map(|r| r.to_string()).collect();
+            event = event.reason(format!("faults not attributed to the module: {}", rises.join("; ")));
+        }
+        self.record(event)?;
         info!(%version, slot = %trial.slot, "committed");
         Ok(Outcome::Committed { version, slot: trial.slot, swap_ms: 0, watched_ms })
     }
@@ -1059,7 +1066,12 @@ impl<'k> Engine<'k> {
             "resuming the trial with {} left",
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         )))?;
-        let mut watcher = Watcher::arm(&self.host.paths).map_err(EngineError::Watch)?;
+        // What the kernel logged since the trial began counts: a fault
+        // report written before the crash still names the module. The log's
+        // clock stops while the host sleeps, CLOCK_BOOTTIME does not, so the
+        // time slept so far is taken off (reading a little more is safe).
+        let since = Duration::from_millis(trial.started_ms).saturating_sub(slept());
+        let mut watcher = Watcher::arm_since(&self.host.paths, since).map_err(EngineError::Watch)?;
         self.watch(&mut state, &mut watcher, left, &trial.checkpoint.baseline, None)
     }
 }
@@ -1303,6 +1315,16 @@ impl Engine<'_> {
         };
         warn!(%version, "history was missing the outcome of the last swap; {note}");
         self.record(ev)
+    }
+}
+
+/// How long this host has been suspended since boot: CLOCK_BOOTTIME
+/// minus CLOCK_MONOTONIC (zero if either cannot be read).
+fn slept() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    match (clock_gettime(ClockId::CLOCK_BOOTTIME), clock_gettime(ClockId::CLOCK_MONOTONIC)) {
+        (Ok(boot), Ok(mono)) => Duration::from(boot).saturating_sub(Duration::from(mono)),
+        _ => Duration::ZERO,
     }
 }
 

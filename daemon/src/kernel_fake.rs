@@ -5,8 +5,10 @@
 //! `milspecd` only when `MILSPECD_FAKE_KERNEL=1` is set as well.
 //!
 //! `MILSPECD_FAKE_FAULTS="1.2.0=warn,1.3.0=noload,1.4.0=busy"` makes
-//! versions misbehave: `warn` raises `warn_count` when loaded, `noload`
-//! fails to load, `busy` refuses to unload.
+//! versions misbehave: `warn` logs a WARNING report naming the module and
+//! raises `warn_count` when loaded, `warn-elsewhere` does the same for a
+//! report naming another driver, `noload` fails to load, `busy` refuses to
+//! unload.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,12 +22,13 @@ use crate::kernel_paths::KernelPaths;
 
 /// Selects the fake kernel in a `fake-kernel` build.
 pub const ENABLE_VAR: &str = "MILSPECD_FAKE_KERNEL";
-/// Per-version faults, `VERSION=warn|noload|busy` comma separated.
+/// Per-version faults, `VERSION=warn|warn-elsewhere|noload|busy` comma separated.
 pub const FAULTS_VAR: &str = "MILSPECD_FAKE_FAULTS";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Fault {
     Warn,
+    WarnElsewhere,
     Busy,
     NoLoad,
 }
@@ -45,6 +48,13 @@ fn write(p: &Path, s: &str) -> Result<(), KernelError> {
     fs::write(p, s).map_err(io)
 }
 
+/// Appends `s` to `p` (the fake kernel log), making it if missing.
+fn append(p: &Path, s: &str) -> Result<(), KernelError> {
+    use std::io::Write;
+    let io = |source| KernelError::Io { path: p.to_path_buf(), source };
+    fs::OpenOptions::new().create(true).append(true).open(p).and_then(|mut f| f.write_all(s.as_bytes())).map_err(io)
+}
+
 /// Parses `MILSPECD_FAKE_FAULTS`; unknown words are ignored.
 pub fn parse_faults(spec: &str) -> BTreeMap<String, Fault> {
     spec.split(',')
@@ -52,6 +62,7 @@ pub fn parse_faults(spec: &str) -> BTreeMap<String, Fault> {
         .filter_map(|(v, f)| {
             let fault = match f.trim() {
                 "warn" => Fault::Warn,
+                "warn-elsewhere" => Fault::WarnElsewhere,
                 "busy" => Fault::Busy,
                 "noload" => Fault::NoLoad,
                 _ => return None,
@@ -118,7 +129,22 @@ impl Kernel for FakeKernel {
             &self.paths.milspec_status(),
             &format!("version: {version}\nstate: ok\nselftest: pass\nmode5_level: {mode5}\nerrors: 0\nloaded_at: 1\n"),
         )?;
-        if self.fault_of(&version) == Some(Fault::Warn) {
+        let culprit = match self.fault_of(&version) {
+            Some(Fault::Warn) => Some(self.paths.module.as_str()),
+            Some(Fault::WarnElsewhere) => Some("other_driver"),
+            _ => None,
+        };
+        if let Some(culprit) = culprit {
+            // A real WARN: the report is logged, then the kernel counts it.
+            let us = self.boottime().as_micros();
+            append(
+                &self.paths.kmsg,
+                &format!(
+                    "4,900,{us},-;------------[ cut here ]------------\n\
+                     4,901,{us},-;WARNING: CPU: 0 PID: 1 at {culprit}.c:80 {culprit}_init+0x1a/0x40 [{culprit}]\n\
+                     4,902,{us},-;---[ end trace 0000000000000000 ]---\n"
+                ),
+            )?;
             let n: u64 = fs::read_to_string(self.paths.warn_count())
                 .ok()
                 .and_then(|s| s.trim().parse().ok())

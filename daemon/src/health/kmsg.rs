@@ -79,6 +79,8 @@ pub struct FaultMatcher {
     /// `(rest of the line == module)` word match, e.g. `... dell_milspec`.
     module: String,
     block: Option<Block>,
+    /// Header of the newest report that did not name the module.
+    foreign: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +99,16 @@ impl FaultMatcher {
         if source != module {
             needles.push(source);
         }
-        FaultMatcher { needles, module: module.to_string(), block: None }
+        FaultMatcher { needles, module: module.to_string(), block: None, foreign: None }
+    }
+
+    /// The header of the newest fault report fed so far that named
+    /// another module or none (`None` once taken, or if there was none).
+    pub fn take_foreign(&mut self) -> Option<String> {
+        if self.block.as_ref().is_some_and(|b| !b.reported) {
+            return self.block.as_ref().map(|b| b.header.clone());
+        }
+        self.foreign.take()
     }
 
     /// Feeds the next record; returns the reason when it completes a fault.
@@ -116,6 +127,7 @@ impl FaultMatcher {
             self.block = Some(Block { header: bounded(line), left: BLOCK_RECORDS, reported: names });
             return names.then(|| bounded(line));
         };
+        let foreign = (!block.reported).then(|| block.header.clone());
         let mut reason = None;
         if names && !block.reported {
             block.reported = true;
@@ -123,6 +135,9 @@ impl FaultMatcher {
         }
         block.left -= 1;
         if block.left == 0 || line.contains(END_TRACE) {
+            if !block.reported {
+                self.foreign = foreign;
+            }
             self.block = None;
         }
         reason
@@ -173,12 +188,25 @@ pub struct KmsgReader {
     buf: Vec<u8>,
     /// Set once a read error has been logged, so it is logged only once.
     error_logged: bool,
+    /// Records stamped earlier than this (µs since boot) are skipped.
+    since_us: u64,
 }
 
 impl KmsgReader {
     /// Opens `path` non-blocking, positioned at its end: only records
     /// written from now on will be returned.
     pub fn open_at_end(path: &Path) -> io::Result<Self> {
+        Self::open(path, None)
+    }
+
+    /// Opens `path` at its oldest record, returning only records stamped
+    /// at or after `since` (time since boot): a resumed trial reads what the
+    /// kernel logged while no watcher was there.
+    pub fn open_since(path: &Path, since: Duration) -> io::Result<Self> {
+        Self::open(path, Some(since))
+    }
+
+    fn open(path: &Path, since: Option<Duration>) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).custom_flags(OFlag::O_NONBLOCK.bits()).open(path)?;
         let file_type = file.metadata()?.file_type();
         let source = if file_type.is_char_device() {
@@ -195,8 +223,9 @@ impl KmsgReader {
             pending: Vec::new(),
             buf: vec![0; READ_BUF],
             error_logged: false,
+            since_us: since.map_or(0, |s| s.as_micros().try_into().unwrap_or(u64::MAX)),
         };
-        if source != Source::Fifo {
+        if source != Source::Fifo && since.is_none() {
             reader.file.seek(SeekFrom::End(0))?;
         }
         Ok(reader)
@@ -225,10 +254,14 @@ impl KmsgReader {
 
     /// Returns every record that can be read now (up to a bounded batch).
     pub fn read_available(&mut self) -> Vec<KmsgRecord> {
-        match self.source {
+        let mut records = match self.source {
             Source::Device => self.read_device(),
             Source::File | Source::Fifo => self.read_stream(),
+        };
+        if self.since_us > 0 {
+            records.retain(|r| r.timestamp_us >= self.since_us);
         }
+        records
     }
 
     fn read_device(&mut self) -> Vec<KmsgRecord> {
@@ -348,6 +381,41 @@ mod tests {
     #[test]
     fn other_module_report_does_not_match() {
         assert_eq!(faults(&fixture("kmsg-other-module.txt")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn another_module_report_is_kept_as_foreign() {
+        let mut m = FaultMatcher::new("dell_milspec");
+        assert_eq!(m.take_foreign(), None);
+        for l in fixture("kmsg-other-module.txt").lines().filter(|l| !l.starts_with(' ')) {
+            assert_eq!(m.feed(&parse_record(l.as_bytes()).unwrap()), None);
+        }
+        let foreign = m.take_foreign().expect("a foreign report");
+        assert!(foreign.contains("WARNING") || foreign.contains("BUG"), "{foreign}");
+        assert_eq!(m.take_foreign(), None);
+        // A report that names the module is not foreign.
+        for l in fixture("kmsg-warn.txt").lines().filter(|l| !l.starts_with(' ')) {
+            m.feed(&parse_record(l.as_bytes()).unwrap());
+        }
+        assert_eq!(m.take_foreign(), None);
+    }
+
+    #[test]
+    fn a_reader_since_a_time_replays_only_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsg");
+        std::fs::write(&path, "4,1,1000000,-;early\n4,2,2000000,-;at two\n4,3,3500000,-;later\n").unwrap();
+        let mut r = KmsgReader::open_since(&path, Duration::from_secs(2)).unwrap();
+        let got: Vec<String> = r.read_available().into_iter().map(|r| r.message).collect();
+        assert_eq!(got, ["at two", "later"]);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"4,4,1,-;stamped early\n4,5,4000000,-;new\n")
+            .unwrap();
+        let got: Vec<String> = r.read_available().into_iter().map(|r| r.message).collect();
+        assert_eq!(got, ["new"]);
     }
 
     #[test]

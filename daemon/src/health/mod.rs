@@ -4,6 +4,8 @@
 //! - [`kmsg`]: kernel log records and the fault-report matcher.
 //! - [`snapshot`]: counters, taint and status read at one moment, and the
 //!   pure rule that compares a snapshot with a baseline.
+//! - [`attribution`]: whether a counter rise is the module's fault, and
+//!   what an unattributed one does.
 //! - [`checks`]: operator-supplied executables in `required.d/` and `wanted.d/`.
 //! - [`watch`]: the probation loop tying them together.
 
@@ -11,12 +13,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod attribution;
 pub mod checks;
 pub mod kmsg;
 pub mod snapshot;
 pub mod status;
 pub mod watch;
 
+pub use attribution::{Unattributed, UnattributedRise};
 pub use snapshot::{assess, Snapshot};
 pub use status::ModuleStatus;
 pub use watch::{WatchOptions, WatchOutcome, Watcher};

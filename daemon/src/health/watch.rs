@@ -4,12 +4,15 @@
 //! loads the new one, so kernel log records written during the load are
 //! seen. Every tick the watcher drains the kernel log through the fault
 //! matcher and compares a fresh [`Snapshot`] with the baseline; the first
-//! fault ends the watch. At the end of the window the custom checks run.
+//! fault of the module ends the watch. A counter rise no log record pins on
+//! the module follows [`Unattributed`] (see [`super::attribution`]). At the
+//! end of the window the custom checks run.
 
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::attribution::{self, Decision, Unattributed, UnattributedRise};
 use super::kmsg::{FaultMatcher, KmsgReader};
 use super::snapshot::{assess, Snapshot};
 use super::{checks, Unhealthy, DEFAULT_IGNORED_TAINT};
@@ -32,6 +35,8 @@ pub struct WatchOptions {
     pub check_timeout: Duration,
     /// Time between two looks at the kernel.
     pub tick: Duration,
+    /// What a fault rise that no log record pins on the module does.
+    pub unattributed: Unattributed,
 }
 
 impl WatchOptions {
@@ -39,6 +44,7 @@ impl WatchOptions {
         WatchOptions {
             checks_dir: health.checks_dir.clone(),
             check_timeout: health.check_timeout,
+            unattributed: health.unattributed,
             ..WatchOptions::default()
         }
     }
@@ -52,6 +58,7 @@ impl Default for WatchOptions {
             checks_dir: health.checks_dir,
             check_timeout: health.check_timeout,
             tick: DEFAULT_TICK,
+            unattributed: health.unattributed,
         }
     }
 }
@@ -65,12 +72,28 @@ impl From<&HealthConfig> for WatchOptions {
 /// How a probation window ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchOutcome {
-    /// No fault for the whole window, and the custom checks passed.
-    Healthy { watched: Duration },
+    /// No fault of the module for the whole window, and the custom checks
+    /// passed; `unattributed` lists the rises the policy let through.
+    Healthy { watched: Duration, unattributed: Vec<UnattributedRise> },
     /// The first fault seen, and how long after the watch started.
     Unhealthy { reason: Unhealthy, after: Duration },
     /// Ended early on request (an operator's rollback), with its reason.
     Stopped { reason: String, after: Duration },
+}
+
+/// One look at the kernel, attributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Look {
+    Fine,
+    /// A fault of the module (or one the rules count against it).
+    Guilty(Unhealthy),
+    /// A fault rise no log record names the module in; the rise's
+    /// snapshot and the header of another driver's report, if one was seen.
+    Unattributed {
+        rise: Unhealthy,
+        now: Box<Snapshot>,
+        report: Option<String>,
+    },
 }
 
 /// Watches the kernel for faults of one module.
@@ -87,7 +110,18 @@ impl Watcher {
     /// Opens the kernel log positioned at its end. Call before the module
     /// is (re)loaded so records from its load are seen.
     pub fn arm(paths: &KernelPaths) -> io::Result<Watcher> {
-        let kmsg = KmsgReader::open_at_end(&paths.kmsg)
+        Self::with_reader(paths, KmsgReader::open_at_end(&paths.kmsg))
+    }
+
+    /// A watcher that first reads the kernel log records stamped since
+    /// `since` (time since boot, on the kernel log's clock): a trial
+    /// resumed after a crash judges what was logged while no one watched.
+    pub fn arm_since(paths: &KernelPaths, since: Duration) -> io::Result<Watcher> {
+        Self::with_reader(paths, KmsgReader::open_since(&paths.kmsg, since))
+    }
+
+    fn with_reader(paths: &KernelPaths, kmsg: io::Result<KmsgReader>) -> io::Result<Watcher> {
+        let kmsg = kmsg
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open kernel log {}: {e}", paths.kmsg.display())))?;
         Ok(Watcher {
             paths: paths.clone(),
@@ -114,6 +148,32 @@ impl Watcher {
         assess(baseline, &Snapshot::read(&self.paths), self.ignored_taint)
     }
 
+    /// [`Self::check_now`] with attribution: a counter or fault-taint rise
+    /// is the module's only when a log record of the window names it; the
+    /// log is read once more first, since a report's records are written
+    /// before the kernel counts it.
+    fn look(&mut self, baseline: &Snapshot) -> Look {
+        for record in self.kmsg.read_available() {
+            if let Some(line) = self.matcher.feed(&record) {
+                return Look::Guilty(Unhealthy::KernelLog { line });
+            }
+        }
+        let now = Snapshot::read(&self.paths);
+        match assess(baseline, &now, self.ignored_taint) {
+            None => Look::Fine,
+            Some(rise) if attribution::is_fault_rise(&rise) => {
+                for record in self.kmsg.read_available() {
+                    if let Some(line) = self.matcher.feed(&record) {
+                        return Look::Guilty(Unhealthy::KernelLog { line });
+                    }
+                }
+                let report = self.matcher.take_foreign();
+                Look::Unattributed { rise, now: Box::new(now), report }
+            }
+            Some(reason) => Look::Guilty(reason),
+        }
+    }
+
     /// Watches for `window`, then runs the custom checks, asking `stop`
     /// every tick: `Some(reason)` ends the watch at once with
     /// [`WatchOutcome::Stopped`]. `progress` is called with the time left
@@ -136,7 +196,7 @@ impl Watcher {
         );
         let outcome = self.run(baseline, window, opts, start, progress, stop);
         match &outcome {
-            WatchOutcome::Healthy { watched } => tracing::info!(
+            WatchOutcome::Healthy { watched, .. } => tracing::info!(
                 module = %self.paths.module,
                 watched = %milspec_format::text::duration(*watched),
                 "probation passed"
@@ -165,15 +225,43 @@ impl Watcher {
     ) -> WatchOutcome {
         let tick = if opts.tick.is_zero() { DEFAULT_TICK } else { opts.tick };
         let unhealthy = |reason, start: Instant| WatchOutcome::Unhealthy { reason, after: start.elapsed() };
+        let mut baseline = baseline.clone();
+        let mut until = window;
+        let mut extensions = 0;
+        let mut rises = Vec::new();
         let mut next_progress = start;
         loop {
-            if let Some(reason) = self.check_now(baseline) {
-                return unhealthy(reason, start);
+            match self.look(&baseline) {
+                Look::Fine => {}
+                Look::Guilty(reason) => return unhealthy(reason, start),
+                Look::Unattributed { rise, now, report } => {
+                    let at = start.elapsed();
+                    let (decision, action) = attribution::decide(opts.unattributed, at, window, until, extensions);
+                    let noted = UnattributedRise {
+                        rise: rise.to_string(),
+                        report: report.as_deref().map(milspec_format::text::sanitize),
+                        after_ms: at.as_millis() as u64,
+                        action,
+                    };
+                    tracing::warn!(module = %self.paths.module, policy = %opts.unattributed, "fault not attributed to the module: {noted}");
+                    match decision {
+                        Decision::RollBack => return unhealthy(rise, start),
+                        Decision::GoOn { until: extended } => {
+                            if let Some(extended) = extended {
+                                until = extended;
+                                extensions += 1;
+                            }
+                            baseline = attribution::rebase(&baseline, &now);
+                            rises.push(noted);
+                            continue;
+                        }
+                    }
+                }
             }
             if let Some(reason) = stop() {
                 return WatchOutcome::Stopped { reason, after: start.elapsed() };
             }
-            let left = window.saturating_sub(start.elapsed());
+            let left = until.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
             }
@@ -187,16 +275,27 @@ impl Watcher {
             return unhealthy(reason, start);
         }
         // The checks take time; a fault while they ran still counts.
-        if let Some(reason) = self.check_now(baseline) {
-            return unhealthy(reason, start);
+        match self.look(&baseline) {
+            Look::Guilty(reason) => return unhealthy(reason, start),
+            Look::Unattributed { rise, .. } if opts.unattributed == Unattributed::Rollback => {
+                return unhealthy(rise, start)
+            }
+            Look::Unattributed { rise, report, .. } => rises.push(UnattributedRise {
+                rise: rise.to_string(),
+                report: report.as_deref().map(milspec_format::text::sanitize),
+                after_ms: start.elapsed().as_millis() as u64,
+                action: attribution::RiseAction::Ignored,
+            }),
+            Look::Fine => {}
         }
-        WatchOutcome::Healthy { watched: start.elapsed() }
+        WatchOutcome::Healthy { watched: start.elapsed(), unattributed: rises }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::attribution::RiseAction;
     use std::fs;
     use std::io::Write;
     use std::path::Path;
@@ -248,24 +347,149 @@ mod tests {
             &mut |left| calls.push(left),
             &|| None,
         );
-        let WatchOutcome::Healthy { watched } = outcome else { panic!("{outcome:?}") };
+        let WatchOutcome::Healthy { watched, .. } = outcome else { panic!("{outcome:?}") };
         assert!(watched >= Duration::from_millis(500), "{watched:?}");
         assert_eq!(calls.len(), 1, "{calls:?}");
     }
 
     #[test]
-    fn warn_count_rising_is_seen_fast() {
+    fn warn_count_rising_is_seen_fast_under_rollback() {
         let dir = tempfile::tempdir().unwrap();
         let paths = fake_tree(dir.path());
         let baseline = Snapshot::read(&paths);
         let mut w = Watcher::arm(&paths).unwrap();
         let counter = paths.warn_count();
         let bump = later(Duration::from_millis(200), move || fs::write(counter, "1\n").unwrap());
-        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
+        let o = WatchOptions { unattributed: Unattributed::Rollback, ..opts(dir.path()) };
+        let outcome = w.watch_until(&baseline, WINDOW, &o, &mut |_| {}, &|| None);
         bump.join().unwrap();
         let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason, Unhealthy::WarnRose { from: 0, to: 1 });
         assert!(after >= Duration::from_millis(200) && after < WINDOW, "{after:?}");
+    }
+
+    /// Appends kernel log records to the fake tree's kmsg.
+    fn log(kmsg: &Path, lines: &[&str]) {
+        let mut f = fs::OpenOptions::new().append(true).open(kmsg).unwrap();
+        for l in lines {
+            writeln!(f, "4,9,9,-;{l}").unwrap();
+        }
+    }
+
+    const OTHER_WARN: [&str; 5] = [
+        "------------[ cut here ]------------",
+        "WARNING: CPU: 0 PID: 9 at neighbour.c:20 warn_set+0x1a/0x40 [milspec_neighbour]",
+        "Modules linked in: milspec_neighbour(OE) dell_milspec(OE)",
+        " warn_set+0x1a/0x40 [milspec_neighbour]",
+        "---[ end trace 0000000000000000 ]---",
+    ];
+
+    /// Another driver WARNs 200 ms into a 600 ms window: the report is
+    /// written, then the counter and the W bit rise.
+    fn other_driver_warns(paths: &KernelPaths) -> std::thread::JoinHandle<()> {
+        let (kmsg, counter, tainted) = (paths.kmsg.clone(), paths.warn_count(), paths.tainted());
+        later(Duration::from_millis(200), move || {
+            log(&kmsg, &OTHER_WARN);
+            fs::write(counter, "1\n").unwrap();
+            fs::write(tainted, format!("{}\n", 4096 | (1 << 9))).unwrap();
+        })
+    }
+
+    #[test]
+    fn another_drivers_warn_extends_the_window_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let warn = other_driver_warns(&paths);
+        let window = Duration::from_millis(600);
+        let outcome = w.watch_until(&baseline, window, &opts(dir.path()), &mut |_| {}, &|| None);
+        warn.join().unwrap();
+        let WatchOutcome::Healthy { watched, unattributed } = outcome else { panic!("{outcome:?}") };
+        // One rise (the counter; the W bit is taken in with it), and a
+        // whole window watched after it.
+        assert_eq!(unattributed.len(), 1, "{unattributed:?}");
+        let rise = &unattributed[0];
+        assert_eq!((rise.rise.as_str(), rise.action), ("warn_count rose from 0 to 1", RiseAction::Extended));
+        assert!(rise.report.as_deref().unwrap().contains("[milspec_neighbour]"), "{rise:?}");
+        assert!(watched >= Duration::from_millis(rise.after_ms) + window, "{watched:?} {rise:?}");
+    }
+
+    #[test]
+    fn another_drivers_warn_is_ignored_or_rolled_back_as_configured() {
+        for (policy, healthy) in [(Unattributed::Ignore, true), (Unattributed::Rollback, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = fake_tree(dir.path());
+            let baseline = Snapshot::read(&paths);
+            let mut w = Watcher::arm(&paths).unwrap();
+            let warn = other_driver_warns(&paths);
+            let window = Duration::from_millis(600);
+            let o = WatchOptions { unattributed: policy, ..opts(dir.path()) };
+            let outcome = w.watch_until(&baseline, window, &o, &mut |_| {}, &|| None);
+            warn.join().unwrap();
+            match outcome {
+                WatchOutcome::Healthy { watched, unattributed } if healthy => {
+                    assert_eq!(unattributed[0].action, RiseAction::Ignored, "{unattributed:?}");
+                    assert!(watched < window + Duration::from_millis(300), "{watched:?}");
+                }
+                WatchOutcome::Unhealthy { reason, .. } if !healthy => {
+                    assert_eq!(reason, Unhealthy::WarnRose { from: 0, to: 1 })
+                }
+                other => panic!("{policy}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_warn_naming_the_module_is_guilty_under_every_policy() {
+        for policy in [Unattributed::Extend, Unattributed::Ignore, Unattributed::Rollback] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = fake_tree(dir.path());
+            let baseline = Snapshot::read(&paths);
+            let mut w = Watcher::arm(&paths).unwrap();
+            // The counter first, as a reader racing the kernel may see it.
+            fs::write(paths.warn_count(), "1\n").unwrap();
+            log(&paths.kmsg, &["WARNING: CPU: 0 PID: 1 at dell-milspec.c:80 milspec_init+0x1a/0x40 [dell_milspec]"]);
+            let o = WatchOptions { unattributed: policy, ..opts(dir.path()) };
+            let outcome = w.watch_until(&baseline, WINDOW, &o, &mut |_| {}, &|| None);
+            let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{policy}: {outcome:?}") };
+            assert_eq!(reason.kind(), "kmsg", "{policy}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_rise_with_a_failed_status_is_guilty() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        fs::write(paths.oops_count(), "1\n").unwrap();
+        fs::write(paths.milspec_status(), STATUS_OK.replace("state: ok", "state: failed")).unwrap();
+        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
+        let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(reason, Unhealthy::StatusFailed { state: "failed".into() });
+    }
+
+    #[test]
+    fn a_noisy_neighbour_extends_a_window_at_most_three_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        let mut w = Watcher::arm(&paths).unwrap();
+        let counter = paths.warn_count();
+        let noise = later(Duration::ZERO, move || {
+            for n in 1..=8 {
+                std::thread::sleep(Duration::from_millis(150));
+                fs::write(&counter, format!("{n}\n")).unwrap();
+            }
+        });
+        let window = Duration::from_millis(200);
+        let outcome = w.watch_until(&baseline, window, &opts(dir.path()), &mut |_| {}, &|| None);
+        noise.join().unwrap();
+        let WatchOutcome::Healthy { unattributed, watched } = outcome else { panic!("{outcome:?}") };
+        let extended = unattributed.iter().filter(|r| r.action == RiseAction::Extended).count();
+        assert_eq!(extended, attribution::MAX_EXTENSIONS as usize, "{unattributed:?}");
+        assert!(watched < Duration::from_secs(3), "{watched:?}");
     }
 
     #[test]

@@ -18,9 +18,23 @@ use milspecd::kernel_paths::KernelPaths;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Fault {
+    /// WARNs at load: a report naming the module, then `warn_count` rises.
     Warn,
+    /// Another driver WARNs while it loads: a report naming that driver.
+    WarnElsewhere,
     Busy,
     NoLoad,
+}
+
+/// The records of a WARNING report in `[module]`, stamped `us` after
+/// boot, as `/dev/kmsg` lines.
+pub fn warn_report(module: &str, us: u128) -> String {
+    format!(
+        "4,900,{us},-;------------[ cut here ]------------\n\
+         4,901,{us},-;WARNING: CPU: 0 PID: 1 at {module}.c:80 {module}_init+0x1a/0x40 [{module}]\n\
+         4,902,{us},-;Modules linked in: dell_milspec(OE)\n\
+         4,903,{us},-;---[ end trace 0000000000000000 ]---\n"
+    )
 }
 
 /// A fake kernel over `root`'s /proc and /sys; `faults` make versions
@@ -91,7 +105,15 @@ impl Kernel for FakeKernel {
             &self.paths.milspec_status(),
             &format!("version: {version}\nstate: ok\nselftest: pass\nmode5_level: {mode5}\nerrors: 0\nloaded_at: 1\n"),
         );
-        if self.fault_of(&version) == Some(Fault::Warn) {
+        let culprit = match self.fault_of(&version) {
+            Some(Fault::Warn) => Some("dell_milspec"),
+            Some(Fault::WarnElsewhere) => Some("other_driver"),
+            _ => None,
+        };
+        if let Some(culprit) = culprit {
+            use std::io::Write;
+            let mut log = fs::OpenOptions::new().append(true).open(&self.paths.kmsg).unwrap();
+            log.write_all(warn_report(culprit, self.boottime().as_micros()).as_bytes()).unwrap();
             let n: u64 = fs::read_to_string(self.paths.warn_count()).unwrap().trim().parse().unwrap();
             write(&self.paths.warn_count(), &format!("{}\n", n + 1));
         }

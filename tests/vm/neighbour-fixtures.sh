@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
+#
+# Host side of the health scenario ("# needs: engine kmod-faults neighbour"):
+# milspec_neighbour, a test module that WARNs on request (another driver's
+# fault during a trial), and a package of a good 1.6.0 (a real build of
+# that version). Scenarios that use it also need "engine" (keys, config).
+
+KO_VARIANTS+=(v1.6.0::1.6.0)
+
+# vm_neighbour_build: tests/vm/neighbour/ built against the new kernel's
+# headers into $CACHE_DIR/neighbour/milspec-neighbour.ko, once per inputs.
+vm_neighbour_build() {
+	local src=$VM_DIR/neighbour out=$CACHE_DIR/neighbour hash
+	local kdir=/usr/src/linux-headers-$KERNEL_RELEASE
+
+	hash=$({
+		vm_hash "$src/milspec-neighbour.c" "$src/Kbuild"
+		printf '%s\n' "$KERNEL_RELEASE"
+		dpkg-query -W -f '${Version}\n' "linux-headers-$KERNEL_RELEASE"
+	} | sha256sum | cut -c1-16)
+	[[ -s $out/milspec-neighbour.ko && $(cat "$out/.inputs" 2>/dev/null) == "$hash" ]] && return 0
+	rm -rf "$out"
+	mkdir -p "$out"
+	cp "$src/milspec-neighbour.c" "$src/Kbuild" "$out/"
+	make -C "$kdir" M="$out" modules >"$out/build.log" 2>&1 ||
+		{ cat "$out/build.log" >&2; vm_die "cannot build the neighbour test module"; }
+	printf '%s\n' "$hash" >"$out/.inputs"
+}
+
+# vm_neighbour_stage DIR: the module into DIR/opt/ko/neighbour/, the 1.6.0
+# package into DIR/opt/pkg/.
+vm_neighbour_stage() {
+	local d=$1 repo=$REPO_ROOT/target/release/milspec-repo keys=$CACHE_DIR/engine-keys
+
+	[[ -x $repo && -s $keys/release.key ]] || vm_die "neighbour: needs the engine fixtures (declare engine first)"
+	vm_neighbour_build
+	install -D -m 0644 "$CACHE_DIR/neighbour/milspec-neighbour.ko" "$d/opt/ko/neighbour/milspec-neighbour.ko"
+	mkdir -p "$d/opt/pkg"
+	"$repo" pack --version 1.6.0 --module "$KO_DIR/v1.6.0/dell-milspec.ko" \
+		--key "$keys/release.key" --out "$d/opt/pkg/1.6.0.mspkg" >/dev/null ||
+		vm_die "packing 1.6.0 failed"
+}

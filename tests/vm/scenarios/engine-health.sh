@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: GPL-2.0
+# vm-scenario: a fair verdict on a real kernel. Another driver's WARN during
+#   a trial (milspec_neighbour, a test module) raises warn_count and the W
+#   taint bit but names no dell_milspec frame: under the default policy
+#   ("extend") the trial goes on for a whole window after it and commits,
+#   the commit naming the rise and the other driver's report; a WARN in
+#   dell_milspec itself rolls back; with unattributed = "rollback" the
+#   neighbour's WARN rolls back too.
+# vendor: Dell Inc.
+# boots: 1
+# timeout: 240
+# needs: engine kmod-faults neighbour
+
+. /vm/engine.sh
+
+NEIGHBOUR=/sys/module/milspec_neighbour/parameters/warn
+
+# trial_with_neighbour_warn PKG: installs PKG in the background, makes the
+# neighbour WARN 1 s into the trial, waits for the install; its exit status
+# is left in $INSTALL_RC, the output in /tmp/install.out.
+trial_with_neighbour_warn() {
+	say "milspecd install $1.mspkg, the neighbour WARNs 1 s into the trial"
+	warn_before=$(counter warn_count)
+	milspecd install --config "$CONF" "$PKG/$1.mspkg" >/tmp/install.out 2>/tmp/install.log &
+	_pid=$!
+	_n=0
+	until [ "$(live_version)" = "$1" ]; do
+		_n=$((_n + 1))
+		[ "$_n" -lt 300 ] || fail "$1 never went live"
+		sleep 0.05
+	done
+	sleep 1
+	echo 1 >"$NEIGHBOUR" || fail "the neighbour did not take the write"
+	WARNED_AT=$(uptime_ms)
+	expect_ge "warn_count rose (the neighbour's WARN)" "$(counter warn_count)" $((warn_before + 1))
+	INSTALL_RC=0
+	wait "$_pid" || INSTALL_RC=$?
+	sed 's/^/    | /' /tmp/install.log
+	sed 's/^/    > /' /tmp/install.out
+}
+
+check "load the neighbour test module" vm-insmod /opt/ko/neighbour/milspec-neighbour.ko
+install_pkg 1.0.0 0
+
+# Default policy, 6 s window: the WARN at ~1 s extends it to ~7 s.
+with_probation 6s
+trial_with_neighbour_warn 1.1.0
+expect_eq "exit status (committed)" "$INSTALL_RC" 0
+expect_eq "live version" "$(live_version)" 1.1.0
+dmesg_has "WARNING: .*neighbour_warn_set.*\[milspec_neighbour\]" || fail "no WARNING naming milspec_neighbour in the log"
+expect_eq "W taint bit set" "$(taint_bit 9)" 1
+commit=$(grep '"event":"committed"' "$STATE/history.jsonl" | tail -n 1)
+say "commit record: $commit"
+expect_match "commit names the unattributed rise" "$commit" \
+	'"reason":"faults not attributed to the module: warn_count rose from [0-9]+ to [0-9]+ \(the kernel.s report does not name the module: WARNING: .*\[milspec_neighbour\]\); window started again"'
+watched=$(printf '%s\n' "$commit" | sed -n 's/.*"millis":\([0-9]*\).*/\1/p')
+expect_ge "watched a whole window after the WARN (ms)" "$watched" 7000
+say "BENCH unattributed WARN: trial watched ${watched} ms (window 6000 ms, WARN at ~1000 ms)"
+
+# A WARN in dell_milspec itself, with W already set: rolled back.
+with_probation 3s
+install_pkg 1.2.0 3
+expect_match "reason names the module's report" "$(cat /tmp/install.out)" \
+	"rolled back 1.2.0 -> 1.1.0: kernel log: WARNING: .*\[dell_milspec\]"
+expect_eq "live version after rollback" "$(live_version)" 1.1.0
+
+# unattributed = "rollback": the neighbour's WARN counts against 1.6.0.
+sed 's/^probation = .*/probation = "6s"\nunattributed = "rollback"/' /etc/milspecd/milspecd.toml >/tmp/milspecd.toml
+CONF=/tmp/milspecd.toml
+trial_with_neighbour_warn 1.6.0
+expect_eq "exit status (rolled back)" "$INSTALL_RC" 3
+expect_match "reason is the rise" "$(cat /tmp/install.out)" "rolled back 1.6.0 -> 1.1.0: warn_count rose from [0-9]+ to [0-9]+"
+expect_eq "live version" "$(live_version)" 1.1.0
+show_status
