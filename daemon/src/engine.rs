@@ -132,6 +132,10 @@ pub enum RejectReason {
         "old module could not be unloaded: {error}; it was left loaded and nothing changed: stop its users and retry"
     )]
     OldModuleBusy { error: String },
+    /// A declared health check (`health.d/*.toml`) is invalid: no trial
+    /// could be judged, so none begins.
+    #[error("health checks: {0}; fix or remove the file, then install again (nothing changed)")]
+    HealthChecks(String),
 }
 
 impl Serialize for RejectReason {
@@ -499,6 +503,10 @@ impl<'k> Engine<'k> {
             }
             Ok(p) => p,
         };
+        // The declared checks judge the trial: a broken one refuses it now.
+        if let Err(e) = crate::health::declared::load(&self.cfg.health.checks_dir) {
+            return self.reject(Some(&offered), RejectReason::HealthChecks(e.to_string()));
+        }
 
         // 3. Begin the staging folder beside the slots (no slot changes).
         let mut staging = self.slots.stage(plan.target)?;
@@ -769,7 +777,16 @@ impl<'k> Engine<'k> {
         baseline: &Snapshot,
         standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
-        let opts = WatchOptions::from_config(&self.cfg.health);
+        let mut opts = WatchOptions::from_config(&self.cfg.health);
+        match crate::health::declared::load(&self.cfg.health.checks_dir) {
+            Ok(declared) => opts.declared = declared,
+            Err(e) => {
+                // Valid when the trial began: changed under it. Judge
+                // nothing as healthy that a broken check was meant to watch.
+                let reason = Unhealthy::CheckFailed { name: "health.d".into(), why: e.to_string() };
+                return self.roll_back(state, reason_text(&reason), Instant::now(), 0, standby);
+            }
+        }
         let mut progress = |left: Duration| {
             info!(left = %humantime::format_duration(Duration::from_secs(left.as_secs())), "probation");
         };

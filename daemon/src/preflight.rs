@@ -22,6 +22,10 @@ pub enum Problem {
     /// A health-check folder that exists but cannot be listed.
     #[error("[health] checks_dir: cannot list {}: {source}; fix its permissions or remove it", path.display())]
     Checks { path: PathBuf, source: std::io::Error },
+    /// A declared check (`health.d/*.toml`) is invalid: every install
+    /// would be refused until it is fixed.
+    #[error("[health] checks_dir: {0}; every install is refused until it is fixed")]
+    Declared(#[source] crate::health::declared::DeclaredError),
 }
 
 /// Every problem of `cfg`, in the order `run` meets them; empty when `run`
@@ -46,6 +50,9 @@ pub fn problems(cfg: &Config) -> Vec<Problem> {
                 out.push(Problem::Checks { path, source });
             }
         }
+    }
+    if let Err(e) = crate::health::declared::load(&cfg.health.checks_dir) {
+        out.push(Problem::Declared(e));
     }
     out
 }
@@ -77,6 +84,16 @@ mod tests {
         one_key(d.path());
         let p = problems(&config(d.path(), 1));
         assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn an_invalid_declared_check_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), 1);
+        std::fs::create_dir_all(&cfg.health.checks_dir).unwrap();
+        std::fs::write(cfg.health.checks_dir.join("web.toml"), "type = \"http\"\n").unwrap();
+        let text: Vec<String> = problems(&cfg).iter().map(|p| p.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("web.toml") && t.contains("needs url")), "{text:?}");
     }
 
     #[test]

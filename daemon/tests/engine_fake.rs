@@ -213,6 +213,53 @@ fn another_drivers_warn_commits_by_default_and_rolls_back_when_configured() {
     assert_eq!(h.state().blocklist[0].version.to_string(), "1.3.0");
 }
 
+/// A declared check that cannot be read refuses the install before any
+/// swap (one `rejected` record, nothing else changed); a valid one that
+/// fails through the window rolls the trial back before it ends.
+#[test]
+fn declared_checks_refuse_when_invalid_and_roll_back_when_failing() {
+    let mut h = Host::new();
+    h.install("1.1.0");
+    fs::create_dir_all(&h.cfg.health.checks_dir).unwrap();
+    let check = h.cfg.health.checks_dir.join("port.toml");
+    fs::write(&check, "type = \"tcp\"\n").unwrap();
+    let state_file = h.cfg.paths.state_dir.join("state.json");
+    let before = fs::read(&state_file).unwrap();
+    let events = h.history().len();
+    match h.install("1.2.0") {
+        Outcome::Rejected { reason } => {
+            let text = reason.to_string();
+            assert!(
+                text.starts_with("health checks: ") && text.contains("port.toml") && text.contains("needs address"),
+                "{text}"
+            );
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(fs::read(&state_file).unwrap(), before);
+    assert_eq!(h.history()[events..], [EventKind::Rejected]);
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+
+    // A closed port, checked every 100 ms, twice in a row: a 30 s window
+    // ends in about 200 ms.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    fs::write(
+        &check,
+        format!("type = \"tcp\"\naddress = \"{closed}\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfailures = 2\n"),
+    )
+    .unwrap();
+    h.cfg.health.probation = Duration::from_secs(30);
+    let start = Instant::now();
+    match h.install("1.2.0") {
+        Outcome::RolledBack { reason, .. } => {
+            assert!(reason.contains("health check health.d/port.toml failed: cannot connect"), "{reason}")
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+}
+
 #[test]
 fn warn_rolls_back_and_is_never_retried() {
     let mut h = Host::new();

@@ -129,7 +129,7 @@ pub fn list_checks(dir: &Path) -> io::Result<Vec<PathBuf>> {
 pub fn run_check(path: &Path, kind: CheckKind, timeout: Duration) -> CheckResult {
     let file_name = path.file_name().unwrap_or(path.as_os_str()).to_string_lossy();
     let name = format!("{}/{file_name}", kind.dir_name());
-    let failure = match spawn_retrying(path) {
+    let failure = match spawn_retrying(path, &[]) {
         Ok(running) => running.finish(timeout),
         Err(e) => Some(format!("cannot run {}: {e}", path.display())),
     };
@@ -144,10 +144,22 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 /// a check replaced at that moment (configuration management), or a
 /// write descriptor held for an instant by a child forked elsewhere in
 /// the process before its exec closes it.
-fn spawn_retrying(path: &Path) -> io::Result<Running> {
+/// Runs `argv` (an absolute program path and its arguments) with a
+/// deadline, as an executable check is run; why it failed, if it did.
+pub fn run_command(argv: &[String], timeout: Duration) -> Option<String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Some("no command given".into());
+    };
+    match spawn_retrying(Path::new(program), args) {
+        Ok(running) => running.finish(timeout),
+        Err(e) => Some(format!("cannot run {program}: {e}")),
+    }
+}
+
+fn spawn_retrying(path: &Path, args: &[String]) -> io::Result<Running> {
     let mut tries = 1;
     loop {
-        match Running::spawn(path) {
+        match Running::spawn(path, args) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < BUSY_TRIES => {
                 tries += 1;
                 std::thread::sleep(BUSY_PAUSE);
@@ -165,8 +177,9 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(path: &Path) -> io::Result<Running> {
+    fn spawn(path: &Path, args: &[String]) -> io::Result<Running> {
         let mut child = Command::new(path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -396,7 +409,7 @@ mod tests {
             "big",
             "i=0; while [ $i -lt 2000 ]; do echo line $i >&2; i=$((i+1)); done; kill -TERM $$",
         );
-        let mut running = Running::spawn(&p).unwrap();
+        let mut running = Running::spawn(&p, &[]).unwrap();
         while running.child.try_wait().unwrap().is_none() {
             running.drain();
             running.wait_output(POLL_STEP);

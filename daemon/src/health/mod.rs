@@ -7,6 +7,8 @@
 //! - [`attribution`]: whether a counter rise is the module's fault, and
 //!   what an unattributed one does.
 //! - [`checks`]: operator-supplied executables in `required.d/` and `wanted.d/`.
+//! - [`declared`]: typed checks declared in `health.d/*.toml`, and
+//!   [`probe`], which runs one.
 //! - [`watch`]: the probation loop tying them together.
 
 use std::fmt;
@@ -15,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod attribution;
 pub mod checks;
+pub mod declared;
 pub mod kmsg;
+pub mod probe;
 pub mod snapshot;
 pub mod status;
 pub mod watch;

@@ -78,6 +78,22 @@ pub struct ModuleStatus {
 }
 
 impl ModuleStatus {
+    /// The value of one key as the file shows it (`None` if absent).
+    pub fn value(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "version" => self.version.clone(),
+            "state" => self.state.as_str().to_string(),
+            "selftest" => match self.selftest {
+                Selftest::Pass => "pass".into(),
+                Selftest::Fail => "fail".into(),
+            },
+            "mode5_level" => self.mode5_level.to_string(),
+            "errors" => self.errors.to_string(),
+            "loaded_at" => self.loaded_at.to_string(),
+            other => return self.other.get(other).cloned(),
+        })
+    }
+
     /// Whether the module reports itself as broken.
     pub fn is_failed(&self) -> bool {
         self.state == ModuleState::Failed || self.selftest == Selftest::Fail

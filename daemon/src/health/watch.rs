@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::attribution::{self, Decision, Unattributed, UnattributedRise};
+use super::declared::DeclaredCheck;
 use super::kmsg::{FaultMatcher, KmsgReader};
 use super::snapshot::{assess, Snapshot};
 use super::{checks, Unhealthy, DEFAULT_IGNORED_TAINT};
@@ -37,6 +38,8 @@ pub struct WatchOptions {
     pub tick: Duration,
     /// What a fault rise that no log record pins on the module does.
     pub unattributed: Unattributed,
+    /// Declared checks (`health.d/*.toml`), run through the window.
+    pub declared: Vec<DeclaredCheck>,
 }
 
 impl WatchOptions {
@@ -45,6 +48,7 @@ impl WatchOptions {
             checks_dir: health.checks_dir.clone(),
             check_timeout: health.check_timeout,
             unattributed: health.unattributed,
+            declared: Vec::new(),
             ..WatchOptions::default()
         }
     }
@@ -59,6 +63,7 @@ impl Default for WatchOptions {
             check_timeout: health.check_timeout,
             tick: DEFAULT_TICK,
             unattributed: health.unattributed,
+            declared: Vec::new(),
         }
     }
 }
@@ -79,6 +84,51 @@ pub enum WatchOutcome {
     Unhealthy { reason: Unhealthy, after: Duration },
     /// Ended early on request (an operator's rollback), with its reason.
     Stopped { reason: String, after: Duration },
+}
+
+/// A declared check on its schedule.
+#[derive(Debug)]
+struct Scheduled<'a> {
+    check: &'a DeclaredCheck,
+    /// When it runs next, measured from the start of the watch.
+    due: Duration,
+    /// Failed runs in a row.
+    failed: u32,
+}
+
+impl<'a> Scheduled<'a> {
+    fn all(checks: &'a [DeclaredCheck]) -> Vec<Self> {
+        checks.iter().map(|check| Scheduled { check, due: check.interval, failed: 0 }).collect()
+    }
+
+    /// Runs it if it is due at `now`; the verdict once a required check
+    /// has failed its number of times in a row.
+    fn run_if_due(&mut self, now: Duration, status: &std::path::Path) -> Option<Unhealthy> {
+        if now < self.due {
+            return None;
+        }
+        let c = self.check;
+        self.due = now + c.interval;
+        match super::probe::run(&c.probe, c.timeout, status) {
+            Ok(()) => {
+                if self.failed > 0 {
+                    tracing::info!(check = %c.name, "health check passes again after {} failure(s)", self.failed);
+                }
+                self.failed = 0;
+                None
+            }
+            Err(why) => {
+                self.failed += 1;
+                let why = format!("{why} ({} of {} failures in a row)", self.failed, c.failures);
+                if c.required && self.failed >= c.failures {
+                    return Some(Unhealthy::CheckFailed { name: format!("health.d/{}.toml", c.name), why });
+                }
+                let kind = if c.required { "required" } else { "wanted" };
+                tracing::warn!(check = %c.name, "{kind} health check failed: {why}");
+                None
+            }
+        }
+    }
 }
 
 /// One look at the kernel, attributed.
@@ -230,7 +280,14 @@ impl Watcher {
         let mut extensions = 0;
         let mut rises = Vec::new();
         let mut next_progress = start;
+        let mut declared = Scheduled::all(&opts.declared);
+        let status_path = self.paths.milspec_status();
         loop {
+            for check in &mut declared {
+                if let Some(reason) = check.run_if_due(start.elapsed(), &status_path) {
+                    return unhealthy(reason, start);
+                }
+            }
             match self.look(&baseline) {
                 Look::Fine => {}
                 Look::Guilty(reason) => return unhealthy(reason, start),
@@ -581,6 +638,54 @@ mod tests {
         let outcome = w.watch_until(&baseline, Duration::from_millis(200), &o, &mut |_| {}, &|| None);
         let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason.to_string(), "health check required.d/10-node failed: exit status 1: no device node");
+    }
+
+    #[test]
+    fn declared_checks_run_through_the_window_and_end_it_early() {
+        use crate::health::declared::parse;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_tree(dir.path());
+        let baseline = Snapshot::read(&paths);
+        // A port that was open and is closed now.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let tcp = format!(
+            "type = \"tcp\"\naddress = \"{closed}\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nfailures = 2\n"
+        );
+        let wanted = format!("{tcp}required = false\n");
+        let errors =
+            "type = \"status\"\nkey = \"errors\"\nbelow = 1\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfailures = 1\n";
+
+        // A wanted check failing is only logged: the window runs to its end.
+        let mut w = Watcher::arm(&paths).unwrap();
+        let o = WatchOptions { declared: vec![parse("port", &wanted).unwrap()], ..opts(dir.path()) };
+        let outcome = w.watch_until(&baseline, Duration::from_millis(700), &o, &mut |_| {}, &|| None);
+        assert!(matches!(outcome, WatchOutcome::Healthy { .. }), "{outcome:?}");
+
+        // Required: two failures in a row, 200 ms apart, end a 10 s window.
+        let mut w = Watcher::arm(&paths).unwrap();
+        let o = WatchOptions { declared: vec![parse("port", &tcp).unwrap()], ..opts(dir.path()) };
+        let outcome = w.watch_until(&baseline, WINDOW, &o, &mut |_| {}, &|| None);
+        let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
+        assert!(after >= Duration::from_millis(400) && after < Duration::from_secs(2), "{after:?}");
+        let text = reason.to_string();
+        assert!(text.starts_with("health check health.d/port.toml failed: cannot connect to 127.0.0.1:"), "{text}");
+        assert!(text.ends_with("(2 of 2 failures in a row)"), "{text}");
+
+        // A status key going bad mid-window.
+        let mut w = Watcher::arm(&paths).unwrap();
+        let o = WatchOptions { declared: vec![parse("errors", errors).unwrap()], ..opts(dir.path()) };
+        let status = paths.milspec_status();
+        let bad = later(Duration::from_millis(300), move || {
+            fs::write(status, STATUS_OK.replace("errors: 0", "errors: 3")).unwrap()
+        });
+        let outcome = w.watch_until(&baseline, WINDOW, &o, &mut |_| {}, &|| None);
+        bad.join().unwrap();
+        let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(
+            reason.to_string(),
+            "health check health.d/errors.toml failed: errors is 3, want below 1 (1 of 1 failures in a row)"
+        );
+        assert!(after < Duration::from_secs(1), "{after:?}");
     }
 
     #[test]

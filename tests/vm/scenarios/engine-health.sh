@@ -5,15 +5,27 @@
 #   ("extend") the trial goes on for a whole window after it and commits,
 #   the commit naming the rise and the other driver's report; a WARN in
 #   dell_milspec itself rolls back; with unattributed = "rollback" the
-#   neighbour's WARN rolls back too.
+#   neighbour's WARN rolls back too. Declared checks (health.d/*.toml) run
+#   through the window: an http check and a tcp check whose service stops
+#   1 s into a 30 s trial roll back within seconds.
 # vendor: Dell Inc.
 # boots: 1
-# timeout: 240
-# needs: engine kmod-faults neighbour
+# timeout: 300
+# needs: engine kmod-faults health
 
 . /vm/engine.sh
 
 NEIGHBOUR=/sys/module/milspec_neighbour/parameters/warn
+
+# wait_live VERSION: until VERSION is the live module (15 s at most).
+wait_live() {
+	_n=0
+	until [ "$(live_version)" = "$1" ]; do
+		_n=$((_n + 1))
+		[ "$_n" -lt 300 ] || fail "$1 never went live"
+		sleep 0.05
+	done
+}
 
 # trial_with_neighbour_warn PKG: installs PKG in the background, makes the
 # neighbour WARN 1 s into the trial, waits for the install; its exit status
@@ -23,15 +35,9 @@ trial_with_neighbour_warn() {
 	warn_before=$(counter warn_count)
 	milspecd install --config "$CONF" "$PKG/$1.mspkg" >/tmp/install.out 2>/tmp/install.log &
 	_pid=$!
-	_n=0
-	until [ "$(live_version)" = "$1" ]; do
-		_n=$((_n + 1))
-		[ "$_n" -lt 300 ] || fail "$1 never went live"
-		sleep 0.05
-	done
+	wait_live "$1"
 	sleep 1
 	echo 1 >"$NEIGHBOUR" || fail "the neighbour did not take the write"
-	WARNED_AT=$(uptime_ms)
 	expect_ge "warn_count rose (the neighbour's WARN)" "$(counter warn_count)" $((warn_before + 1))
 	INSTALL_RC=0
 	wait "$_pid" || INSTALL_RC=$?
@@ -71,4 +77,67 @@ trial_with_neighbour_warn 1.6.0
 expect_eq "exit status (rolled back)" "$INSTALL_RC" 3
 expect_match "reason is the rise" "$(cat /tmp/install.out)" "rolled back 1.6.0 -> 1.1.0: warn_count rose from [0-9]+ to [0-9]+"
 expect_eq "live version" "$(live_version)" 1.1.0
+
+# Declared checks against a local service (busybox httpd on the guest's
+# loopback), a 30 s window; the service stops 1 s into the trial.
+ip link set lo up
+mkdir -p /tmp/www /etc/milspecd/health.d
+echo ok >/tmp/www/health
+with_probation 30s
+
+# trial_losing_service PKG CHECK: installs PKG with httpd up, stops httpd
+# 1 s into the trial; PKG must roll back on CHECK well before 30 s.
+trial_losing_service() {
+	httpd -f -p 127.0.0.1:8080 -h /tmp/www &
+	_httpd=$!
+	_n=0
+	until [ "$(wget -q -O - http://127.0.0.1:8080/health 2>/dev/null)" = ok ]; do
+		_n=$((_n + 1))
+		[ "$_n" -lt 100 ] || fail "httpd does not answer on 127.0.0.1:8080"
+		sleep 0.05
+	done
+	say "milspecd install $1.mspkg, httpd stops 1 s into the trial"
+	_t0=$(uptime_ms)
+	milspecd install --config "$CONF" "$PKG/$1.mspkg" >/tmp/install.out 2>/tmp/install.log &
+	_pid=$!
+	wait_live "$1"
+	sleep 1
+	kill "$_httpd"
+	wait "$_httpd" || true
+	INSTALL_RC=0
+	wait "$_pid" || INSTALL_RC=$?
+	_ms=$(($(uptime_ms) - _t0))
+	sed 's/^/    | /' /tmp/install.log
+	sed 's/^/    > /' /tmp/install.out
+	expect_eq "$1: exit status (rolled back)" "$INSTALL_RC" 3
+	expect_match "$1: reason" "$(cat /tmp/install.out)" "rolled back $1 -> 1.1.0: health check health.d/$2.toml failed: "
+	expect_le "$1: rolled back before the 30 s window ended (ms)" "$_ms" 20000
+	expect_eq "$1: live version" "$(live_version)" 1.1.0
+	# It passed while httpd ran: no failure logged before the stop.
+	expect_eq "$1: failures before httpd stopped" \
+		"$(grep -c 'health check failed: .*1 of 2' /tmp/install.log)" 1
+	say "BENCH declared $2 check: service stopped ~1 s into the trial, install over after ${_ms} ms (window 30000 ms)"
+}
+
+cat >/etc/milspecd/health.d/web.toml <<'TOML'
+type = "http"
+url = "http://127.0.0.1:8080/health"
+body_contains = "ok"
+interval = "500ms"
+timeout = "400ms"
+failures = 2
+TOML
+trial_losing_service 1.7.0 web
+expect_match "http failure named" "$(cat /tmp/install.out)" "GET http://127.0.0.1:8080/health: .*Connection refused.*2 of 2 failures in a row"
+
+rm /etc/milspecd/health.d/web.toml
+cat >/etc/milspecd/health.d/port.toml <<'TOML'
+type = "tcp"
+address = "127.0.0.1:8080"
+interval = "500ms"
+timeout = "400ms"
+failures = 2
+TOML
+trial_losing_service 1.8.0 port
+expect_match "tcp failure named" "$(cat /tmp/install.out)" "cannot connect to 127.0.0.1:8080: Connection refused .*2 of 2 failures in a row"
 show_status

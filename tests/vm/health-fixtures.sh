@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0
 # shellcheck shell=bash
 #
-# Host side of the health scenario ("# needs: engine kmod-faults neighbour"):
+# Host side of the health scenario ("# needs: engine kmod-faults health"):
 # milspec_neighbour, a test module that WARNs on request (another driver's
-# fault during a trial), and a package of a good 1.6.0 (a real build of
-# that version). Scenarios that use it also need "engine" (keys, config).
+# fault during a trial), and packages of good 1.6.0, 1.7.0 and 1.8.0 (real
+# builds of those versions: a rolled-back version is blocklisted, so each
+# trial that is meant to roll back needs one of its own). Scenarios that
+# use it also need "engine" (keys, config).
 
-KO_VARIANTS+=(v1.6.0::1.6.0)
+KO_VARIANTS+=(v1.6.0::1.6.0 v1.7.0::1.7.0 v1.8.0::1.8.0)
 
 # vm_neighbour_build: tests/vm/neighbour/ built against the new kernel's
 # headers into $CACHE_DIR/neighbour/milspec-neighbour.ko, once per inputs.
@@ -28,16 +30,18 @@ vm_neighbour_build() {
 	printf '%s\n' "$hash" >"$out/.inputs"
 }
 
-# vm_neighbour_stage DIR: the module into DIR/opt/ko/neighbour/, the 1.6.0
-# package into DIR/opt/pkg/.
-vm_neighbour_stage() {
-	local d=$1 repo=$REPO_ROOT/target/release/milspec-repo keys=$CACHE_DIR/engine-keys
+# vm_health_stage DIR: the module into DIR/opt/ko/neighbour/, the packages
+# into DIR/opt/pkg/.
+vm_health_stage() {
+	local d=$1 repo=$REPO_ROOT/target/release/milspec-repo keys=$CACHE_DIR/engine-keys v
 
-	[[ -x $repo && -s $keys/release.key ]] || vm_die "neighbour: needs the engine fixtures (declare engine first)"
+	[[ -x $repo && -s $keys/release.key ]] || vm_die "health: needs the engine fixtures (declare engine first)"
 	vm_neighbour_build
 	install -D -m 0644 "$CACHE_DIR/neighbour/milspec-neighbour.ko" "$d/opt/ko/neighbour/milspec-neighbour.ko"
 	mkdir -p "$d/opt/pkg"
-	"$repo" pack --version 1.6.0 --module "$KO_DIR/v1.6.0/dell-milspec.ko" \
-		--key "$keys/release.key" --out "$d/opt/pkg/1.6.0.mspkg" >/dev/null ||
-		vm_die "packing 1.6.0 failed"
+	for v in 1.6.0 1.7.0 1.8.0; do
+		"$repo" pack --version "$v" --module "$KO_DIR/v$v/dell-milspec.ko" \
+			--key "$keys/release.key" --out "$d/opt/pkg/$v.mspkg" >/dev/null ||
+			vm_die "packing $v failed"
+	done
 }
