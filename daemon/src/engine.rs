@@ -782,9 +782,10 @@ impl<'k> Engine<'k> {
             Ok(declared) => opts.declared = declared,
             Err(e) => {
                 // Valid when the trial began: changed under it. Judge
-                // nothing as healthy that a broken check was meant to watch.
+                // nothing as healthy that a broken check was meant to watch,
+                // and nothing against the module either (unjudged).
                 let reason = Unhealthy::CheckFailed { name: "health.d".into(), why: e.to_string() };
-                return self.roll_back(state, reason_text(&reason), Instant::now(), 0, standby);
+                return self.roll_back_as(state, reason_text(&reason), Instant::now(), 0, standby, Verdict::Unjudged);
             }
         }
         let mut progress = |left: Duration| {
