@@ -22,6 +22,9 @@ use crate::kernel_paths::KernelPaths;
 
 /// Default time between two looks at the kernel.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
+/// How long a fault rise is left to settle (the report, the taint bit and
+/// the counter are written one after the other) before it is judged.
+const SETTLE: Duration = Duration::from_millis(20);
 /// How often the progress callback is called.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -212,10 +215,19 @@ impl Watcher {
         match assess(baseline, &now, self.ignored_taint) {
             None => Look::Fine,
             Some(rise) if attribution::is_fault_rise(&rise) => {
+                // The kernel writes a report, then sets its taint bit and
+                // counts it, and this snapshot may have been read between
+                // two of those: let them settle, then judge everything seen.
+                std::thread::sleep(SETTLE);
                 for record in self.kmsg.read_available() {
                     if let Some(line) = self.matcher.feed(&record) {
                         return Look::Guilty(Unhealthy::KernelLog { line });
                     }
+                }
+                let now = Snapshot::read(&self.paths);
+                let rise = assess(baseline, &now, self.ignored_taint).unwrap_or(rise);
+                if !attribution::is_fault_rise(&rise) {
+                    return Look::Guilty(rise);
                 }
                 let report = self.matcher.take_foreign();
                 Look::Unattributed { rise, now: Box::new(now), report }
