@@ -87,6 +87,19 @@ pub struct UnattributedRise {
     pub action: RiseAction,
 }
 
+impl UnattributedRise {
+    /// The record of `rise`, seen `after` into the watch, with the header
+    /// of the kernel's report of it (escaped here: it is kernel log text).
+    pub fn new(rise: &Unhealthy, report: Option<&str>, after: Duration, action: RiseAction) -> Self {
+        UnattributedRise {
+            rise: rise.to_string(),
+            report: report.map(milspec_format::text::sanitize),
+            after_ms: after.as_millis() as u64,
+            action,
+        }
+    }
+}
+
 /// What was done with one unattributed rise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

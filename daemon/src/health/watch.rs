@@ -306,12 +306,7 @@ impl Watcher {
                 Look::Unattributed { rise, now, report } => {
                     let at = start.elapsed();
                     let (decision, action) = attribution::decide(opts.unattributed, at, window, until, extensions);
-                    let noted = UnattributedRise {
-                        rise: rise.to_string(),
-                        report: report.as_deref().map(milspec_format::text::sanitize),
-                        after_ms: at.as_millis() as u64,
-                        action,
-                    };
+                    let noted = UnattributedRise::new(&rise, report.as_deref(), at, action);
                     tracing::warn!(module = %self.paths.module, policy = %opts.unattributed, "fault not attributed to the module: {noted}");
                     match decision {
                         Decision::RollBack => return unhealthy(rise, start),
@@ -349,12 +344,12 @@ impl Watcher {
             Look::Unattributed { rise, .. } if opts.unattributed == Unattributed::Rollback => {
                 return unhealthy(rise, start)
             }
-            Look::Unattributed { rise, report, .. } => rises.push(UnattributedRise {
-                rise: rise.to_string(),
-                report: report.as_deref().map(milspec_format::text::sanitize),
-                after_ms: start.elapsed().as_millis() as u64,
-                action: attribution::RiseAction::Ignored,
-            }),
+            Look::Unattributed { rise, report, .. } => rises.push(UnattributedRise::new(
+                &rise,
+                report.as_deref(),
+                start.elapsed(),
+                attribution::RiseAction::Ignored,
+            )),
             Look::Fine => {}
         }
         WatchOutcome::Healthy { watched: start.elapsed(), unattributed: rises }
