@@ -384,6 +384,14 @@ impl<'k> Engine<'k> {
         *self.audit.borrow_mut() = Audit { actor: Some(actor), origin, ..Audit::default() };
     }
 
+    /// The package the action reads next comes from `origin` (the actor stays).
+    pub fn set_origin(&self, origin: Option<Origin>) {
+        let mut a = self.audit.borrow_mut();
+        a.origin = origin;
+        a.sha256 = None;
+        a.signers.clear();
+    }
+
     /// Reads the rest of the package (bounded) so its hash is of the whole
     /// file, for the records that follow.
     fn package_read<R: Read>(&self, reader: &mut PackageHash<R>) {

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::{
     BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason, Unblock,
 };
-use crate::history::{now_rfc3339, Event, EventKind};
+use crate::history::{now_rfc3339, Actor, Event, EventKind, Origin};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
 use crate::notice::Notice;
@@ -142,10 +142,18 @@ pub fn reply_channel() -> (ReplyTx, ReplyRx) {
     async_channel::bounded(1)
 }
 
+/// An action and who asked for it (named in every history record it writes).
+#[derive(Debug)]
+pub struct Request {
+    pub by: Actor,
+    pub action: Action,
+}
+
 #[derive(Debug)]
 pub enum Action {
-    /// Install the package read from this file (the caller's descriptor).
-    Install { package: File, opts: InstallOptions, reply: ReplyTx },
+    /// Install the package read from this file (the caller's descriptor),
+    /// which the history names as `origin`.
+    Install { package: File, origin: Origin, opts: InstallOptions, reply: ReplyTx },
     /// Poll the mirror once; `force` ignores the rollout schedule.
     Check { force: bool, reply: Option<ReplyTx> },
     /// No trial running: go back to the version in the other slot
@@ -163,6 +171,13 @@ pub enum Action {
     /// Take `version` off the blocklist ([`Engine::unblock`]); `actor`
     /// names who asked (`uid N`).
     Unblock { version: semver::Version, actor: String, reply: ReplyTx },
+}
+
+impl Action {
+    /// This action, asked for by `by`.
+    pub fn by(self, by: Actor) -> Request {
+        Request { by, action: self }
+    }
 }
 
 struct Shared {
@@ -216,7 +231,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The handle the D-Bus side and the poll timer hold.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    tx: SyncSender<Action>,
+    tx: SyncSender<Request>,
     shared: Arc<Shared>,
 }
 
@@ -249,7 +264,7 @@ impl WorkerHandle {
 
     /// Queues an action without waiting; `Busy` if an install is running
     /// or the queue is full.
-    pub fn send(&self, action: Action) -> Result<(), ActionError> {
+    pub fn send(&self, action: Request) -> Result<(), ActionError> {
         if self.is_busy() {
             let p = self.published();
             return Err(ActionError::Busy(busy_text(&p)));
@@ -327,7 +342,7 @@ impl std::fmt::Debug for Started {
 /// Starts the engine thread: opens the engine (taking the state lock),
 /// recovers, then serves actions. Returns once recovery is done.
 pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started> {
-    let (tx, rx) = mpsc::sync_channel::<Action>(QUEUE_DEPTH);
+    let (tx, rx) = mpsc::sync_channel::<Request>(QUEUE_DEPTH);
     let (ntx, nrx) = mpsc::sync_channel::<Notice>(NOTICE_DEPTH);
     let paused_file = cfg.paths.state_dir.join(PAUSED_FILE);
     let shared = Arc::new(Shared {
@@ -357,6 +372,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
             }
         };
         engine.set_observer(&observer);
+        engine.act_for(Actor::Recover, None);
         let recovery = engine.recover();
         observer.refresh(&engine);
         observer.set_state(DaemonState::Idle);
@@ -376,7 +392,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
     Ok(Started { handle: WorkerHandle { tx, shared }, notices: nrx, recovery })
 }
 
-fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiver<Action>) {
+fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiver<Request>) {
     let poller = match cfg.source.as_ref().map(|_| Poller::new(cfg)).transpose() {
         Ok(p) => p,
         Err(e) => {
@@ -384,15 +400,16 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             None
         }
     };
-    while let Ok(action) = rx.recv() {
+    while let Ok(Request { by, action }) = rx.recv() {
         obs.shared.beat();
         obs.shared.busy.store(true, Ordering::SeqCst);
         *lock(&obs.shared.stop) = None;
         // A failed poll is logged once, by the poll itself (rate-limited).
         let logged = matches!(action, Action::Check { .. });
         let result = match action {
-            Action::Install { package, opts, reply } => {
+            Action::Install { package, origin, opts, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, Some(origin));
                 info!("install requested over D-Bus");
                 engine.install(package, opts).map_err(|e| ActionError::Failed(one_line(e.into()))).and_then(|o| {
                     let r = outcome_reply(&o);
@@ -407,6 +424,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Check { force, reply } => {
                 *obs.reply.borrow_mut() = reply;
+                engine.act_for(by, None);
                 obs.set_state(DaemonState::Checking);
                 let res = match &poller {
                     None => Err(ActionError::Failed(
@@ -449,6 +467,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Revert { reason, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 info!("rollback to the other slot requested over D-Bus");
                 let res = engine.revert(&reason).map_err(|e| match e {
                     EngineError::NothingToRollBack(m) => ActionError::NothingToRollBack(format!(
@@ -464,10 +483,12 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Reconcile { reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 engine.recover().map(|r| recovery_reply(&r)).map_err(|e| ActionError::Failed(one_line(e.into())))
             }
             Action::PrepareKernel { release, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 let shown = crate::journal::untrusted(&release);
                 info!(kernel = %shown, "kernel {shown} installed: preparing its build");
                 let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
@@ -477,6 +498,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Unblock { version, actor, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 match engine.unblock(&version, &actor) {
                     Ok(u @ Unblock::Unblocked(_)) => {
                         Ok(ActionReply::new(ActionResult::Unblocked, version.to_string(), u.to_string()))
@@ -487,6 +509,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::KernelRemoved { release, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 engine
                     .drop_build(&release)
                     .map(|slots| {
@@ -817,7 +840,7 @@ pub fn run_poll_timer(handle: &WorkerHandle, interval: Duration, jitter: impl Fn
         if handle.published().paused {
             info!("polling is paused (SetPaused); skipping this poll");
         } else {
-            match handle.send(Action::Check { force: false, reply: None }) {
+            match handle.send(Action::Check { force: false, reply: None }.by(Actor::Timer)) {
                 Ok(()) => {}
                 Err(ActionError::Gone) => return,
                 Err(e) => info!("skipping this poll: {e}"),

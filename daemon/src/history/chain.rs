@@ -117,6 +117,100 @@ pub enum Verdict {
     Broken(Broken),
 }
 
+/// `milspec.history-verify/1`: a verification as `milspecd history
+/// --verify --json`, `milspecctl history --verify --json` and the D-Bus
+/// method `VerifyHistory` give it (docs/json.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub schema: &'static str,
+    /// `ok` or `broken`.
+    pub result: &'static str,
+    pub records: u64,
+    pub first_n: Option<u64>,
+    pub last_n: Option<u64>,
+    pub last_hash: Option<String>,
+    pub anchor: Option<Anchor>,
+    pub unchained: u64,
+    /// The first broken record (null when the chain verified).
+    pub broken: Option<Broken>,
+    /// One line for an operator.
+    pub message: String,
+}
+
+/// The schema name of [`VerifyReport`].
+pub const VERIFY_SCHEMA: &str = milspec_interface::json::HISTORY_VERIFY;
+
+impl VerifyReport {
+    pub fn new(v: &Verdict) -> Self {
+        let message = v.to_string();
+        match v {
+            Verdict::Ok(ok) => VerifyReport {
+                schema: VERIFY_SCHEMA,
+                result: "ok",
+                records: ok.records,
+                first_n: ok.first_n,
+                last_n: ok.last_n,
+                last_hash: ok.last_hash.clone(),
+                anchor: Some(ok.anchor),
+                unchained: ok.unchained,
+                broken: None,
+                message,
+            },
+            Verdict::Broken(b) => VerifyReport {
+                schema: VERIFY_SCHEMA,
+                result: "broken",
+                records: 0,
+                first_n: None,
+                last_n: None,
+                last_hash: None,
+                anchor: None,
+                unchained: 0,
+                broken: Some(b.clone()),
+                message,
+            },
+        }
+    }
+}
+
+impl Verdict {
+    /// 0 verified, 2 broken.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Verdict::Ok(_) => 0,
+            Verdict::Broken(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Broken(b) => write!(f, "history chain broken at {b}"),
+            Verdict::Ok(v) => {
+                match (v.first_n, v.last_n) {
+                    (Some(a), Some(z)) => write!(f, "history chain verified: {} records, {a} to {z}", v.records)?,
+                    _ => f.write_str("history chain verified: no chained record yet")?,
+                }
+                match v.anchor {
+                    Anchor::Genesis => f.write_str(", from the first record")?,
+                    Anchor::Retained { n } => write!(
+                        f,
+                        ", anchored at record {n} (older files were dropped by retention: compare its hash with the forwarded journal)"
+                    )?,
+                    Anchor::Empty => {}
+                }
+                if v.unchained > 0 {
+                    write!(f, "; {} older records before the chain have no hash", v.unchained)?;
+                }
+                if let Some(h) = &v.last_hash {
+                    write!(f, "; last hash {h}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Checks lines, fed in order, against the chain.
 #[derive(Debug, Default)]
 pub struct ChainVerifier {
@@ -173,7 +267,8 @@ impl ChainVerifier {
         match &self.last {
             None => {
                 if n == 1 && prev != GENESIS {
-                    return self.fail(at(Some(n), Break::BadPrev { expected: GENESIS.into(), found: prev }));
+                    let found = milspec_format::text::sanitize_to(&prev, 80);
+                    return self.fail(at(Some(n), Break::BadPrev { expected: GENESIS.into(), found }));
                 }
                 self.first_n = Some(n);
             }
@@ -187,7 +282,8 @@ impl ChainVerifier {
                     return;
                 }
                 if &prev != last_hash {
-                    return self.fail(at(Some(n), Break::BadPrev { expected: last_hash.clone(), found: prev }));
+                    let found = milspec_format::text::sanitize_to(&prev, 80);
+                    return self.fail(at(Some(n), Break::BadPrev { expected: last_hash.clone(), found }));
                 }
             }
         }
@@ -322,6 +418,23 @@ mod tests {
         assert_eq!((v.unchained, v.records), (2, 2));
         lines.push(old);
         assert_eq!(broken(&lines).what, Break::Unchained);
+    }
+
+    #[test]
+    fn reports_say_what_verified_or_where_it_broke() {
+        let lines = chain(3);
+        let ok = verify(&lines);
+        let r = VerifyReport::new(&ok);
+        assert_eq!((r.result, r.records, ok.exit_code()), ("ok", 3, 0));
+        assert!(r.message.contains("3 records, 1 to 3"), "{}", r.message);
+        let mut bad = lines.clone();
+        bad.remove(1);
+        let v = verify(&bad);
+        let r = VerifyReport::new(&v);
+        assert_eq!((r.result, v.exit_code()), ("broken", 2));
+        assert_eq!(r.message, "history chain broken at history.jsonl line 2 (record 3): record 2 is missing (found 3 next): records were deleted");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["broken"]["what"]["kind"], "gap");
     }
 
     #[test]
