@@ -505,9 +505,16 @@ impl Manager {
         }
         let history = History::new(&self.cfg.paths.state_dir);
         let (tx, rx) = async_channel::bounded(1);
+        /// Lets the next verification run once this one ends, however it ends.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                RUNNING.store(false, Ordering::SeqCst);
+            }
+        }
         let spawned = std::thread::Builder::new().name("verify-history".into()).spawn(move || {
+            let _done = Done;
             let _ = tx.send_blocking(history.verify());
-            RUNNING.store(false, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
             RUNNING.store(false, Ordering::SeqCst);
