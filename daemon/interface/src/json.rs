@@ -309,7 +309,8 @@ pub struct HistoryEvent {
 }
 
 /// Who caused a history event: `kind` `dbus` (with `uid`, `sender`,
-/// `authorized` `root` or `polkit`), `timer`, `recover` or `cli` (with `uid`).
+/// `authorized` `root` or `polkit`), `timer`, `watch`, `recover` or `cli`
+/// (with `uid`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryActor {
     pub kind: String,

@@ -29,6 +29,8 @@ pub enum EventKind {
     BuildDropped,
     /// An operator took a version off the blocklist.
     Unblocked,
+    /// A fault naming the committed module was seen after its probation.
+    Fault,
 }
 
 impl EventKind {
@@ -47,6 +49,7 @@ impl EventKind {
             EventKind::BuildFailed => "build-failed",
             EventKind::BuildDropped => "build-dropped",
             EventKind::Unblocked => "unblocked",
+            EventKind::Fault => "fault",
         }
     }
 }
@@ -71,6 +74,8 @@ pub enum Actor {
     Dbus { uid: u32, sender: String, authorized: Authorized },
     /// The daemon's poll timer.
     Timer,
+    /// The committed module's watch after its probation (a fault it saw).
+    Watch,
     /// Startup recovery.
     Recover,
     /// The local command line (`milspecd install`, `recover`, ...).
@@ -96,6 +101,7 @@ impl std::fmt::Display for Actor {
         match self {
             Actor::Dbus { uid, sender, .. } => write!(f, "uid {uid} ({})", sanitize(sender)),
             Actor::Timer => f.write_str("the poll timer"),
+            Actor::Watch => f.write_str("the committed module's watch"),
             Actor::Recover => f.write_str("startup recovery"),
             Actor::Cli { uid } => write!(f, "uid {uid} (command line)"),
         }
