@@ -1244,6 +1244,9 @@ fn a_fault_after_the_commit_is_signalled_and_rolled_back() {
     let history = h.json(&["history", "--json", "--limit", "3"]);
     let events: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(events, ["fault", "swapped", "committed"], "{history}");
+    // The watch saw the fault and its rollback followed: both are its records.
+    let actors: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["actor"]["kind"].as_str()).collect();
+    assert_eq!(actors, ["watch", "watch", "watch"], "{history}");
     let blocked = h.ctl(&["status"]);
     assert!(String::from_utf8_lossy(&blocked.stdout).contains("1.1.0"), "{}", text(&blocked));
     let metrics = fs::read_to_string(h.f.path("metrics/milspecd.prom")).unwrap();
