@@ -360,6 +360,11 @@ impl<'k> Engine<'k> {
         self.observer = Some(observer);
     }
 
+    /// Reads the trust in force again: a poll may have rotated the keys.
+    pub fn reload_trust(&mut self) -> Result<(), EngineError> {
+        Ok(self.host.reload_trust(&self.cfg)?)
+    }
+
     fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
         self.host.slot_trust(release)
     }
