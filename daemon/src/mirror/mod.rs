@@ -85,9 +85,19 @@ pub enum MirrorError {
     #[error("[source] ca_file is set, but {url} is a file:// mirror, which has no TLS; remove ca_file")]
     CaFileForFileMirror { url: String },
     #[error(transparent)]
-    Rotation(#[from] rotation::RotationError),
+    Rotation(rotation::RotationError),
     #[error(transparent)]
     TrustStore(TrustStoreError),
+}
+
+impl From<rotation::RotationError> for MirrorError {
+    fn from(e: rotation::RotationError) -> Self {
+        match e {
+            rotation::RotationError::Fetch(f) => MirrorError::Fetch(f),
+            rotation::RotationError::Store(s) => s.into(),
+            other => MirrorError::Rotation(other),
+        }
+    }
 }
 
 impl From<TrustStoreError> for MirrorError {
