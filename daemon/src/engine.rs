@@ -401,7 +401,15 @@ impl<'k> Engine<'k> {
     }
 
     fn read_slot(&self, id: SlotId, release: &str) -> Result<Option<Slot>, EngineError> {
-        Ok(self.slots.read(id, self.slot_trust(release))?)
+        match self.slots.read(id, self.slot_trust(release)) {
+            // A key marked compromised signed it: the slot is not valid
+            // (status names why), so the daemon runs on and can replace it.
+            Err(e @ SlotError::Compromised { .. }) => {
+                tracing::error!("{e}");
+                Ok(None)
+            }
+            r => Ok(r?),
+        }
     }
 
     /// Both slots, read and verified once and kept until a slot changes.

@@ -190,10 +190,26 @@ fn a_rotation_lets_the_new_key_in_and_the_retired_key_out() {
     let e = committed_slot(&h2).unwrap_err();
     assert!(matches!(e, SlotError::Compromised { version: 3, .. }), "{e:?}");
     assert!(e.to_string().contains("marks compromised") && e.to_string().contains("Key rotation"), "{e}");
+    // The module stays loaded until it is unloaded or the host reboots
+    // (the engine replaces no module it cannot match with a valid slot).
+    publish_with(&p, "1.3.0", "next", "next");
+    let r = h2.poll().unwrap();
+    assert!(matches!(&r, CheckReport::Installed { outcome: Outcome::Rejected { .. }, .. }), "{r:?}");
+    assert_eq!(h2.kernel.live_version().as_deref(), Some("1.0.0"));
+    // A reboot: load-committed loads nothing, the daemon starts (the slot
+    // counts as not valid) and takes the release the good key signed.
+    fs::remove_dir_all(h2.kernel.paths.module_dir()).unwrap();
+    fs::write(h2.kernel.paths.boot_id(), "boot-2\n").unwrap();
     let boot = milspecd::load_committed::load_committed(&h2.cfg, &[], &h2.kernel).unwrap_err();
     assert!(format!("{boot:#}").contains("marks compromised"), "{boot:#}");
-    // The first host's slots were signed by the next key: still fine.
-    assert!(committed_slot(&h).unwrap().is_some());
+    assert_eq!(h2.kernel.live_version(), None);
+    let mut engine = milspecd::engine::Engine::open(h2.cfg.clone(), &h2.kernel).unwrap();
+    engine.recover().unwrap();
+    drop(engine);
+    let r = h2.poll().unwrap();
+    assert_eq!(installed(&r), Some("1.3.0"), "{r:?}");
+    assert_eq!(h2.kernel.live_version().as_deref(), Some("1.3.0"));
+    assert!(committed_slot(&h2).unwrap().is_some());
 }
 
 /// Walks the trust documents only (no index, no install).

@@ -487,12 +487,9 @@ fn trust_init_sign_rotate_publish_show() {
     repo().args(["trust", "publish", "--mirror"]).arg(&mirror).arg(&v1).assert().success();
     assert_eq!(fs::read(mirror.join("trust/1.keys.json")).unwrap(), fs::read(&v1).unwrap());
     assert_eq!(fs::read(mirror.join("keys.json")).unwrap(), fs::read(&v1).unwrap());
-    repo()
-        .args(["trust", "show"])
-        .arg(&v1)
-        .assert()
-        .success()
-        .stdout(contains("trust document version 1").and(contains("role trust: 2 of 2")).and(contains("role package: 1 of 1")));
+    repo().args(["trust", "show"]).arg(&v1).assert().success().stdout(
+        contains("trust document version 1").and(contains("role trust: 2 of 2")).and(contains("role package: 1 of 1")),
+    );
 
     // Version 2 retires b, signed by a only: below version 1's trust
     // threshold, so publish refuses it (hosts would).
@@ -570,7 +567,8 @@ fn trust_show_sanitises_and_bounds() {
     fs::write(&big, vec![b' '; 300 * 1024]).unwrap();
     repo().args(["trust", "show"]).arg(&big).assert().failure();
     let evil = f.path("evil.json");
-    fs::write(&evil, "{\"signed\":\"{\\\"format\\\":1,\\\"kind\\\":\\\"\\u001b[31mx\\\"}\",\"signatures\":[]}").unwrap();
+    fs::write(&evil, "{\"signed\":\"{\\\"format\\\":1,\\\"kind\\\":\\\"\\u001b[31mx\\\"}\",\"signatures\":[]}")
+        .unwrap();
     let out = repo().args(["trust", "show"]).arg(&evil).assert().failure().get_output().stderr.clone();
     assert!(!out.contains(&0x1b), "an escape byte reached the terminal: {}", String::from_utf8_lossy(&out));
 }
