@@ -217,6 +217,9 @@ fn h2_rotate(h: &Host) -> u64 {
     h.poller().rotate(time::OffsetDateTime::now_utc()).unwrap().version
 }
 
+/// What a refused document's error must be.
+type Expect = fn(&TrustDocError) -> bool;
+
 #[test]
 fn bad_rotations_are_refused_and_change_nothing() {
     let p = Publisher::new();
@@ -240,7 +243,7 @@ fn bad_rotations_are_refused_and_change_nothing() {
     rotate(&p, &build("good-2.json"), &build("good-3.json"), &[], &["next"]);
 
     let slot2 = p.mirror().join("trust/2.keys.json");
-    let cases: [(&str, PathBuf, fn(&TrustDocError) -> bool); 4] = [
+    let cases: [(&str, PathBuf, Expect); 4] = [
         ("signed by the old keys only", build("old-only.json"), |e| {
             matches!(e, TrustDocError::NotSignedBySelf { version: 2, .. })
         }),
