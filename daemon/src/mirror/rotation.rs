@@ -85,3 +85,47 @@ pub fn walk(
     current.check_expiry(now).map_err(|source| RotationError::Expired { version: current.version, source })?;
     Ok(current)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::transport::{for_url, Timeouts};
+    use milspec_format::trust_doc::{Role, Roles, TrustDoc};
+    use milspec_format::{SecretKey, TrustedKeys};
+
+    /// A `file://` mirror holding versions 1..=`n`, each rotating to a new
+    /// key signed by the one before and its own.
+    fn mirror(dir: &std::path::Path, n: u64) -> TrustSet {
+        std::fs::create_dir_all(dir.join("trust")).unwrap();
+        let keys: Vec<SecretKey> = (0..=n).map(|i| SecretKey::generate(&format!("k{i}")).unwrap()).collect();
+        for v in 1..=n {
+            let k = &keys[v as usize];
+            let role = Role { keyids: vec![k.public().id()], threshold: 1 };
+            let roles = Roles { trust: role.clone(), package: role.clone(), index: role };
+            let bytes = TrustDoc::new(v, &[k.public()], roles).sign([&keys[v as usize - 1], k]).unwrap();
+            std::fs::write(dir.join(trust_doc::version_path(v)), bytes).unwrap();
+        }
+        TrustSet::local(&TrustedKeys::new([keys[0].public()]), 1)
+    }
+
+    #[test]
+    fn walks_at_most_max_steps_per_poll_and_persists_each() {
+        let d = tempfile::tempdir().unwrap();
+        let local = mirror(&d.path().join("m"), MAX_STEPS + 4);
+        let base = format!("file://{}/", d.path().join("m").display());
+        let t = for_url(&base, Timeouts { connect: Duration::from_secs(1), total: Duration::from_secs(5) }).unwrap();
+        let retry = RetryPolicy { attempts: 1, ..RetryPolicy::default() };
+        let src =
+            Source { transport: &*t, base: &base, retry: &retry, sleep: &|_| {}, timeout: Duration::from_secs(5) };
+        let store = TrustStore::new(&d.path().join("state"));
+        std::fs::create_dir_all(d.path().join("state")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let first = walk(&src, &store, local, now).unwrap();
+        assert_eq!(first.version, MAX_STEPS);
+        assert_eq!(store.accepted().unwrap().map(|v| v.set.version), Some(MAX_STEPS));
+        let second = walk(&src, &store, first, now).unwrap();
+        assert_eq!(second.version, MAX_STEPS + 4);
+        // Nothing further: a 404 ends the walk, nothing changes.
+        assert_eq!(walk(&src, &store, second, now).unwrap().version, MAX_STEPS + 4);
+    }
+}
