@@ -174,6 +174,23 @@ pub struct HealthConfig {
     /// when no kernel log record of the window names the module:
     /// `extend` (default), `ignore` or `rollback`.
     pub unattributed: crate::health::Unattributed,
+    /// How often the committed module is looked at after its probation
+    /// (kernel log reports naming it, its status); `0s`: not watched.
+    #[serde(with = "human_duration")]
+    pub after_commit_interval: Duration,
+    /// A fault of the committed module this soon after its commit rolls
+    /// back to the previous version; `0s` (default): recorded only.
+    #[serde(with = "human_duration")]
+    pub after_commit_rollback: Duration,
+}
+
+impl HealthConfig {
+    pub fn after_commit(&self) -> crate::health::after_commit::AfterCommitPolicy {
+        crate::health::after_commit::AfterCommitPolicy {
+            interval: self.after_commit_interval,
+            rollback_within: self.after_commit_rollback,
+        }
+    }
 }
 
 impl Default for HealthConfig {
@@ -186,6 +203,8 @@ impl Default for HealthConfig {
             reboot_on_stuck_module: false,
             inconclusive_retries: 1,
             unattributed: crate::health::Unattributed::Extend,
+            after_commit_interval: Duration::from_secs(60),
+            after_commit_rollback: Duration::ZERO,
         }
     }
 }
@@ -306,6 +325,13 @@ impl Config {
             if d.is_zero() || d > Duration::from_secs(600) {
                 return Err(format!("[health] {name} must be between 1ms and 10m"));
             }
+        }
+        let i = self.health.after_commit_interval;
+        if !i.is_zero() && (i < Duration::from_secs(1) || i > Duration::from_secs(24 * 3600)) {
+            return Err("[health] after_commit_interval must be 0s (not watched) or between 1s and 24h".into());
+        }
+        if self.health.after_commit_rollback > Duration::from_secs(365 * 24 * 3600) {
+            return Err("[health] after_commit_rollback must be at most 365d (0s: never roll back)".into());
         }
         if !milspec_format::manifest::valid_module_name(&self.kernel.module) {
             return Err(format!("[kernel] module `{}` is not a valid module name", self.kernel.module));
@@ -433,6 +459,26 @@ mod tests {
         assert_eq!(c.trust.threshold, 2);
         assert_eq!(c.kernel.proc, PathBuf::from("/proc"));
         assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
+    }
+
+    #[test]
+    fn after_commit_keys_default_and_bounds() {
+        let c = Config::parse("", Path::new("c.toml")).unwrap();
+        assert_eq!(c.health.after_commit_interval, Duration::from_secs(60));
+        assert!(c.health.after_commit_rollback.is_zero(), "recorded only unless configured");
+        let c = Config::parse(
+            "[health]\nafter_commit_interval = \"0s\"\nafter_commit_rollback = \"24h\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert!(!c.health.after_commit().watches());
+        assert_eq!(c.health.after_commit().rollback_within, Duration::from_secs(24 * 3600));
+        for bad in
+            ["after_commit_interval = \"10ms\"", "after_commit_interval = \"2d\"", "after_commit_rollback = \"400d\""]
+        {
+            let e = Config::parse(&format!("[health]\n{bad}\n"), Path::new("c")).unwrap_err().to_string();
+            assert!(e.contains("after_commit"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl Service {
                 self.counters.commits += 1;
                 self.trial = None;
             }
+            Notice::CommittedFault { .. } => self.counters.committed_faults += 1,
             Notice::RolledBack { .. } => {
                 self.counters.rollbacks += 1;
                 self.trial = None;

@@ -19,6 +19,10 @@ use milspec_format::Payload;
 use serde::Serialize;
 use tracing::{info, warn};
 
+mod after_commit;
+
+pub use after_commit::AfterCommit;
+
 use crate::config::Config;
 use crate::health::{Snapshot, UnattributedRise, Unhealthy, WatchOptions, WatchOutcome, Watcher};
 use crate::history::{now_rfc3339, Event, EventKind, History};

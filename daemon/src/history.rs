@@ -34,6 +34,8 @@ pub enum EventKind {
     BuildDropped,
     /// An operator took a version off the blocklist.
     Unblocked,
+    /// A fault naming the committed module was seen after its probation.
+    Fault,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

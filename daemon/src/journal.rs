@@ -42,8 +42,11 @@ pub const NO_BUILD: &str = "ec2095c7ed4a49969929182fe7633e92";
 /// A build of the committed version for another kernel was added to its slot.
 pub const BUILD_ADDED: &str = "a27a11028b0047159bc93c419749072d";
 
+/// A fault naming the committed module was seen after its probation.
+pub const COMMITTED_FAULT: &str = "4a84de26ffd64200babd17c78c2d56b2";
+
 /// Every id with a short name, in catalog order (for docs and tests).
-pub const ALL: [(&str, &str); 9] = [
+pub const ALL: [(&str, &str); 10] = [
     ("install-started", INSTALL_STARTED),
     ("swapped", SWAPPED),
     ("committed", COMMITTED),
@@ -53,6 +56,7 @@ pub const ALL: [(&str, &str); 9] = [
     ("install-failed", INSTALL_FAILED),
     ("no-build", NO_BUILD),
     ("build-added", BUILD_ADDED),
+    ("committed-fault", COMMITTED_FAULT),
 ];
 
 /// The environment variable systemd sets to `DEV:INODE` of the journal
@@ -126,6 +130,9 @@ pub fn notice_event(n: &Notice) -> Option<(&'static str, String)> {
         Notice::Changed | Notice::Download { .. } => None,
         Notice::Swapped { from, to, .. } => Some((SWAPPED, format!("swapped {from} -> {to}; {to} is on probation"))),
         Notice::Committed { version } => Some((COMMITTED, format!("committed {version}"))),
+        Notice::CommittedFault { version, reason } => {
+            Some((COMMITTED_FAULT, format!("fault of committed {version}: {reason}")))
+        }
         Notice::RolledBack { from, to, reason } => Some((
             ROLLED_BACK,
             format!("rolled back {from} -> {}: {reason}", if to.is_empty() { "no module" } else { to.as_str() }),
@@ -149,6 +156,9 @@ pub fn log_notice(n: &Notice) {
             info!(message_id = id, version = %sanitize(to), from = %sanitize(from), "{text}")
         }
         Notice::Committed { version } => info!(message_id = id, version = %sanitize(version), "{text}"),
+        Notice::CommittedFault { version, reason } => {
+            warn!(message_id = id, version = %sanitize(version), reason = %sanitize(reason), "{text}")
+        }
         Notice::Changed | Notice::Download { .. } => {}
     }
 }

@@ -39,6 +39,8 @@ pub struct Counters {
     pub swaps: u64,
     pub commits: u64,
     pub rollbacks: u64,
+    /// Faults naming the committed module seen after its probation.
+    pub committed_faults: u64,
 }
 
 /// Everything one metrics file shows.
@@ -174,6 +176,11 @@ pub fn render(s: &Snapshot) -> String {
         ("milspecd_swaps_total", "Live module swaps since the daemon started.", c.swaps),
         ("milspecd_commits_total", "Modules committed after probation since the daemon started.", c.commits),
         ("milspecd_rollbacks_total", "Rollbacks since the daemon started.", c.rollbacks),
+        (
+            "milspecd_committed_faults_total",
+            "Faults naming the committed module after its probation, since the daemon started.",
+            c.committed_faults,
+        ),
         ("milspecd_failures_total", "Refused installs and failed actions since the daemon started.", p.failures),
     ] {
         metric(&mut out, name, "counter", help, &[(String::new(), v.to_string())]);
@@ -249,7 +256,7 @@ mod tests {
             failures: 2,
             ..Published::default()
         };
-        Snapshot::new(p, Counters { swaps: 3, commits: 1, rollbacks: 1 }, true)
+        Snapshot::new(p, Counters { swaps: 3, commits: 1, rollbacks: 1, committed_faults: 2 }, true)
     }
 
     fn sample(text: &str, series: &str) -> Option<String> {
@@ -275,6 +282,7 @@ mod tests {
         assert_eq!(sample(&t, "milspecd_swaps_total"), Some("3".into()));
         assert_eq!(sample(&t, "milspecd_commits_total"), Some("1".into()));
         assert_eq!(sample(&t, "milspecd_rollbacks_total"), Some("1".into()));
+        assert_eq!(sample(&t, "milspecd_committed_faults_total"), Some("2".into()));
         assert_eq!(sample(&t, "milspecd_failures_total"), Some("2".into()));
         assert_eq!(sample(&t, "milspecd_paused"), Some("0".into()));
         assert_eq!(sample(&t, "milspecd_reboot_required"), Some("0".into()));

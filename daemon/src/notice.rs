@@ -23,6 +23,11 @@ pub enum Notice {
         received: u64,
         total: u64,
     },
+    /// A fault naming the committed module, seen after its probation.
+    CommittedFault {
+        version: String,
+        reason: String,
+    },
     /// `to` is empty when nothing could be loaded or a reboot is pending.
     RolledBack {
         from: String,

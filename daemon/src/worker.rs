@@ -19,8 +19,9 @@ use tracing::{error, info, warn};
 use crate::check::CheckReport;
 use crate::config::Config;
 use crate::engine::{
-    BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason, Unblock,
+    AfterCommit, BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason, Unblock,
 };
+use crate::health::committed_watch::CommittedWatch;
 use crate::history::{now_rfc3339, Event, EventKind};
 use crate::kernel::Kernel;
 use crate::mirror::{PollOptions, Poller};
@@ -384,7 +385,21 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             None
         }
     };
-    while let Ok(action) = rx.recv() {
+    let interval = cfg.health.after_commit().interval;
+    let mut watch = arm_committed_watch(cfg);
+    let mut next_look = Instant::now() + interval;
+    loop {
+        let action = match next_action(&rx, watch.is_some().then_some(next_look)) {
+            Next::Action(a) => a,
+            Next::Look => {
+                look_after_commit(engine, obs, &mut watch);
+                next_look = Instant::now() + interval;
+                continue;
+            }
+            Next::Closed => break,
+        };
+        // What the committed module logged before this action is its own.
+        look_after_commit(engine, obs, &mut watch);
         obs.shared.beat();
         obs.shared.busy.store(true, Ordering::SeqCst);
         *lock(&obs.shared.stop) = None;
@@ -532,6 +547,87 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         if let Some(reply) = obs.reply.borrow_mut().take() {
             let _ = reply.try_send(result);
         }
+        // What the action made the kernel log was judged by it (a trial)
+        // or is its own (a swap): the committed module's watch starts anew.
+        rearm(&mut watch);
+    }
+}
+
+/// What the engine thread does next.
+enum Next {
+    Action(Action),
+    /// Time to look at the committed module.
+    Look,
+    /// Every sender is gone.
+    Closed,
+}
+
+fn next_action(rx: &Receiver<Action>, look_at: Option<Instant>) -> Next {
+    let Some(at) = look_at else {
+        return rx.recv().map_or(Next::Closed, Next::Action);
+    };
+    match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+        Ok(a) => Next::Action(a),
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::Look,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+    }
+}
+
+/// The committed module's watch, unless `[health] after_commit_interval`
+/// is `0s` or the kernel log cannot be opened (logged).
+fn arm_committed_watch(cfg: &Config) -> Option<CommittedWatch> {
+    if !cfg.health.after_commit().watches() {
+        info!("the committed module is not watched after its probation ([health] after_commit_interval = \"0s\")");
+        return None;
+    }
+    let paths = crate::kernel_paths::KernelPaths::from_config(&cfg.kernel);
+    CommittedWatch::arm(&paths)
+        .map_err(|e| {
+            error!(
+                "cannot open {} to watch the committed module: {e}; it is watched only on probation",
+                paths.kmsg.display()
+            )
+        })
+        .ok()
+}
+
+fn rearm(watch: &mut Option<CommittedWatch>) {
+    if let Some(w) = watch {
+        if let Err(e) = w.rearm() {
+            error!(
+                "cannot open the kernel log again to watch the committed module: {e}; it is watched only on probation"
+            );
+            *watch = None;
+        }
+    }
+}
+
+/// Looks at the committed module; a fault is the engine's to record (and,
+/// if so configured, to roll back), with the daemon busy meanwhile.
+fn look_after_commit(engine: &mut Engine<'_>, obs: &WorkerObserver, watch: &mut Option<CommittedWatch>) {
+    let Some(fault) = watch.as_mut().and_then(CommittedWatch::look) else {
+        return;
+    };
+    obs.shared.busy.store(true, Ordering::SeqCst);
+    obs.shared.beat();
+    *lock(&obs.shared.stop) = None;
+    let rolled_back = match engine.committed_fault(&fault) {
+        Ok(AfterCommit::RolledBack { version, outcome }) => {
+            info!(%version, "after its fault: {}", outcome_reply(&outcome).message);
+            true
+        }
+        Ok(AfterCommit::NotCommitted | AfterCommit::Recorded { .. }) => false,
+        Err(e) => {
+            error!("cannot record a fault of the committed module: {}", crate::journal::untrusted(&one_line(e.into())));
+            false
+        }
+    };
+    obs.refresh(engine);
+    obs.shared.beat();
+    obs.shared.busy.store(false, Ordering::SeqCst);
+    obs.set_state(DaemonState::Idle);
+    if rolled_back {
+        rearm(watch);
     }
 }
 
@@ -776,6 +872,9 @@ impl Observer for WorkerObserver {
                     crate::journal::untrusted(reason)
                 );
                 lock(&self.shared.published).failures += 1;
+            }
+            EventKind::Fault => {
+                self.notify(Notice::CommittedFault { version, reason: ev.reason.clone().unwrap_or_default() })
             }
             EventKind::Drift => {
                 warn!(message_id = crate::journal::DRIFT, "drift: the loaded module matches no committed slot");

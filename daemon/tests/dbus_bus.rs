@@ -18,6 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bus::SystemBus;
+use common::fake_kernel;
 use common::*;
 use milspec_format::testkit::FakeKo;
 
@@ -1171,4 +1172,56 @@ fn check_shows_the_download_and_the_probation_countdown() {
     let last = events.iter().rfind(|e| e["name"] == "DownloadProgress").expect("DownloadProgress seen");
     assert_eq!(last["value"]["received"], last["value"]["total"], "{last}");
     assert_eq!(last["version"], "1.0.0");
+}
+
+/// After the commit, over the bus: a WARN naming the committed module is
+/// a `CommittedFault` signal, a `fault` record and a metric, and (as
+/// configured here, within 1 h of the commit) rolls back to the version
+/// before, which blocklists the faulty one.
+#[test]
+fn a_fault_after_the_commit_is_signalled_and_rolled_back() {
+    let mut h = Host::without_daemon("1s", "", |f| {
+        format!("[metrics]\ntextfile = \"{}\"\n", f.path("metrics/milspecd.prom").display())
+    });
+    fs::create_dir_all(h.f.path("conf.d")).unwrap();
+    fs::write(
+        h.f.path("conf.d/50-after-commit.toml"),
+        "[health]\nafter_commit_interval = \"1s\"\nafter_commit_rollback = \"1h\"\n",
+    )
+    .unwrap();
+    h.start_daemon();
+    for v in ["1.0.0", "1.1.0"] {
+        let o = h.ctl(&["install", h.package(v).to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+    }
+    let mut watcher =
+        h.ctl_cmd(&["watch", "--json", "--timeout", "60s"], false).stdout(Stdio::piped()).spawn().unwrap();
+    let out = lines_of(watcher.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut kmsg = fs::OpenOptions::new().append(true).open(h.f.path("root/kmsg")).unwrap();
+    std::io::Write::write_all(&mut kmsg, fake_kernel::warn_report("dell_milspec", 500_000_000).as_bytes()).unwrap();
+    let seen = until(&out, "\"Committed\"", &h);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let signals: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "signal")
+        .collect();
+    let names: Vec<&str> = signals.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["CommittedFault", "Swapped", "Committed"], "{seen:?}");
+    assert_eq!(signals[0]["version"], "1.1.0");
+    let reason = signals[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("[dell_milspec]") && reason.ends_with("rolling back to the previous version"), "{reason}");
+    assert_eq!(signals[2]["version"], "1.0.0");
+
+    let s = h.status();
+    assert_eq!(s["committed_version"], "1.0.0", "{s}");
+    let history = h.json(&["history", "--json", "--limit", "3"]);
+    let events: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(events, ["fault", "swapped", "committed"], "{history}");
+    let blocked = h.ctl(&["status"]);
+    assert!(String::from_utf8_lossy(&blocked.stdout).contains("1.1.0"), "{}", text(&blocked));
+    let metrics = fs::read_to_string(h.f.path("metrics/milspecd.prom")).unwrap();
+    assert!(metrics.lines().any(|l| l == "milspecd_committed_faults_total 1"), "{metrics}");
 }

@@ -10,11 +10,13 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::fake_kernel::{write, FakeKernel, Fault};
+use common::fake_kernel::{self, write, FakeKernel, Fault};
 use common::*;
 use milspec_format::testkit::FakeKo;
 use milspecd::config::Config;
-use milspecd::engine::{Engine, InstallOptions, Outcome, Recovery, RejectReason, Unblock};
+use milspecd::engine::{AfterCommit, Engine, InstallOptions, Outcome, Recovery, RejectReason, Unblock};
+use milspecd::health::after_commit::Response;
+use milspecd::health::committed_watch::CommittedWatch;
 use milspecd::history::{EventKind, History};
 use milspecd::kernel::{Kernel, KernelError, SealedModule};
 use milspecd::kernel_paths::KernelPaths;
@@ -211,6 +213,73 @@ fn another_drivers_warn_commits_by_default_and_rolls_back_when_configured() {
         o => panic!("{o:?}"),
     }
     assert_eq!(h.state().blocklist[0].version.to_string(), "1.3.0");
+}
+
+/// After the commit: a WARN naming the module is recorded as a `fault`
+/// and nothing else changes unless `after_commit_rollback` is set; then it
+/// rolls back to the version before, which blocklists the faulty one once
+/// committed. Another driver's WARN and a trial's own are no such fault.
+#[test]
+fn a_fault_after_the_commit_is_recorded_and_rolls_back_only_when_configured() {
+    let mut h = Host::new();
+    h.kernel.faults.insert("1.1.5".into(), Fault::Warn);
+    h.install("1.1.0");
+    let mut watch = CommittedWatch::arm(&h.kernel.paths).unwrap();
+    assert!(matches!(h.install("1.1.5"), Outcome::RolledBack { .. }));
+    watch.rearm().unwrap(); // as the daemon does after each action
+    h.install("1.2.0");
+    watch.rearm().unwrap();
+    let warn = |module: &str| {
+        let mut f = fs::OpenOptions::new().append(true).open(&h.kernel.paths.kmsg).unwrap();
+        std::io::Write::write_all(&mut f, fake_kernel::warn_report(module, 200_000_000).as_bytes()).unwrap();
+    };
+    warn("other_driver");
+    assert_eq!(watch.look(), None, "another driver's report");
+    warn("dell_milspec");
+    let fault = watch.look().expect("a report naming the module");
+
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    match e.committed_fault(&fault).unwrap() {
+        AfterCommit::Recorded { version, response: Response::Record, refused: None } => assert_eq!(version, "1.2.0"),
+        o => panic!("{o:?}"),
+    }
+    drop(e);
+    let last = History::new(&h.cfg.paths.state_dir).read(1).unwrap().pop().unwrap();
+    assert_eq!(
+        (last.event, last.version.as_deref(), last.kernel.as_deref()),
+        (EventKind::Fault, Some("1.2.0"), Some(RELEASE))
+    );
+    let reason = last.reason.unwrap();
+    assert!(reason.contains("[dell_milspec]") && reason.contains("no rollback configured"), "{reason}");
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.2.0"));
+    assert_eq!(h.state().blocklist.len(), 1, "1.1.5 only");
+
+    h.cfg.health.after_commit_rollback = Duration::from_secs(24 * 3600);
+    warn("dell_milspec");
+    let fault = watch.look().expect("the next report");
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    match e.committed_fault(&fault).unwrap() {
+        AfterCommit::RolledBack { version, outcome: Outcome::Committed { version: to, .. } } => {
+            assert_eq!((version.as_str(), to.as_str()), ("1.2.0", "1.1.0"))
+        }
+        o => panic!("{o:?}"),
+    }
+    drop(e);
+    assert_eq!(h.kernel.live_version().as_deref(), Some("1.1.0"));
+    let s = h.state();
+    let blocked = s.blocklist.iter().find(|b| b.version.to_string() == "1.2.0").expect("1.2.0 blocklisted");
+    assert!(blocked.reason.starts_with("fault after commit: "), "{}", blocked.reason);
+    assert_eq!(
+        h.history().iter().rev().take(3).rev().cloned().collect::<Vec<_>>(),
+        [EventKind::Fault, EventKind::Swapped, EventKind::Committed]
+    );
+
+    // The live module is not the committed one (changed behind the
+    // daemon's back): not recorded.
+    let fault = milspecd::health::after_commit::CommittedFault { reason: "x".into(), more: 0 };
+    write(&h.kernel.paths.module_dir().join("version"), "9.9.9\n");
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    assert!(matches!(e.committed_fault(&fault).unwrap(), AfterCommit::NotCommitted));
 }
 
 /// A declared check that cannot be read refuses the install before any

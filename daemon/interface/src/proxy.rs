@@ -94,6 +94,7 @@ pub const MEMBERS: &[&str] = &[
     "property TrialEndsAt t read",
     "property TrialVersion s read",
     "signal Committed(s)",
+    "signal CommittedFault(ss)",
     "signal DownloadProgress(stt)",
     "signal RolledBack(sss)",
     "signal Swapped(ss)",

@@ -327,6 +327,7 @@ pub enum BusEvent {
     Property { name: String, value: serde_json::Value },
     Swapped { from: String, to: String },
     Committed { version: String },
+    CommittedFault { version: String, reason: String },
     RolledBack { from: String, to: String, reason: String },
     Download { version: String, received: u64, total: u64 },
 }
@@ -351,6 +352,11 @@ impl BusEvent {
                 e.version = json::non_empty(version);
                 e
             }
+            BusEvent::CommittedFault { version, reason } => {
+                let mut e = signal("CommittedFault");
+                (e.version, e.reason) = (json::non_empty(version), json::non_empty(reason));
+                e
+            }
             BusEvent::RolledBack { from, to, reason } => {
                 let mut e = signal("RolledBack");
                 (e.from, e.to, e.reason) = (json::non_empty(from), json::non_empty(to), json::non_empty(reason));
@@ -370,6 +376,7 @@ impl BusEvent {
             BusEvent::Property { name, value } => format!("{name}: {}", value_text(value)),
             BusEvent::Swapped { from, to } => format!("swapped: {from} -> {to}"),
             BusEvent::Committed { version } => format!("committed: {version}"),
+            BusEvent::CommittedFault { version, reason } => format!("fault of committed {version}: {reason}"),
             BusEvent::Download { version, received, total } => {
                 crate::progress::download_text(version, *received, *total).trim_start().to_string()
             }
@@ -450,6 +457,12 @@ fn parse(msg: &zbus::Message) -> Vec<BusEvent> {
         (i, "Committed") if i == INTERFACE => body
             .deserialize::<(String,)>()
             .map(|(version,)| vec![BusEvent::Committed { version: clean(&version) }])
+            .unwrap_or_default(),
+        (i, "CommittedFault") if i == INTERFACE => body
+            .deserialize::<(String, String)>()
+            .map(|(version, reason)| {
+                vec![BusEvent::CommittedFault { version: clean(&version), reason: clean(&reason) }]
+            })
             .unwrap_or_default(),
         (i, "RolledBack") if i == INTERFACE => body
             .deserialize::<(String, String, String)>()

@@ -629,6 +629,11 @@ impl Manager {
     #[zbus(signal)]
     async fn committed(emitter: &SignalEmitter<'_>, version: &str) -> zbus::Result<()>;
 
+    /// A fault naming the committed module was seen after its probation
+    /// (`reason` also says whether it rolls back).
+    #[zbus(signal)]
+    async fn committed_fault(emitter: &SignalEmitter<'_>, version: &str, reason: &str) -> zbus::Result<()>;
+
     #[zbus(signal)]
     async fn rolled_back(emitter: &SignalEmitter<'_>, from: &str, to: &str, reason: &str) -> zbus::Result<()>;
 }
@@ -810,6 +815,9 @@ pub fn emit_notices(conn: &zbus::blocking::Connection, notices: Receiver<Notice>
             Notice::Committed { version } => zbus::block_on(Manager::committed(emitter, &sanitize(&version))),
             Notice::Download { version, received, total } => {
                 zbus::block_on(Manager::download_progress(emitter, &sanitize(&version), received, total))
+            }
+            Notice::CommittedFault { version, reason } => {
+                zbus::block_on(Manager::committed_fault(emitter, &sanitize(&version), &sanitize(&reason)))
             }
             Notice::RolledBack { from, to, reason } => {
                 zbus::block_on(Manager::rolled_back(emitter, &sanitize(&from), &sanitize(&to), &sanitize(&reason)))

@@ -10,13 +10,17 @@
 //! - [`declared`]: typed checks declared in `health.d/*.toml`, and
 //!   [`probe`], which runs one.
 //! - [`watch`]: the probation loop tying them together.
+//! - [`committed_watch`]: the committed module looked at between actions,
+//!   and [`after_commit`], what a fault it shows does.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod after_commit;
 pub mod attribution;
 pub mod checks;
+pub mod committed_watch;
 pub mod declared;
 pub mod kmsg;
 pub mod probe;
