@@ -277,7 +277,9 @@ fn bad_rotations_are_refused_and_change_nothing() {
 
     // The good version 2: accepted, then 3 in the same poll.
     publish_trust(&p, &build("good-2.json"));
-    let _ = h.poll();
+    // (The index is still signed by the key version 2 retired: refused.)
+    let e = h.poll().unwrap_err();
+    assert!(matches!(e, CheckError::Mirror(MirrorError::Index { .. })), "{e}");
     assert_eq!(held_version(&h), Some(3));
     assert_eq!(
         fs::read(h.cfg.paths.state_dir.join("trust/keys.json")).unwrap(),
