@@ -160,7 +160,9 @@ pub fn prepare_kernel(
         return Ok(no_build("no [source] to fetch one from".into()));
     };
     let host = poll_host(engine)?;
-    match poller.poll_build(&host, release, opts, &mut |_| {})? {
+    let polled = poller.poll_build(&host, release, opts, &mut |_| {})?;
+    engine.reload_trust()?;
+    match polled {
         PollReport::AddBuild(d) => {
             engine.set_origin(Some(mirror_origin(poller, d.index_version)));
             let o = engine.add_build(d.file, release)?;
@@ -182,7 +184,10 @@ pub fn check(
     downloading: &mut dyn FnMut(crate::mirror::DownloadProgress<'_>),
 ) -> Result<CheckReport, CheckError> {
     let host = poll_host(engine)?;
-    let report = match poller.poll(&host, opts, downloading)? {
+    let polled = poller.poll(&host, opts, downloading)?;
+    // The poll may have accepted a new trust document.
+    engine.reload_trust()?;
+    let report = match polled {
         PollReport::UpToDate { index_version, not_modified } => CheckReport::UpToDate { index_version, not_modified },
         PollReport::Waiting { index_version, version, position, fraction, next_wave } => {
             CheckReport::Waiting { index_version, version, position, fraction, next_wave }
@@ -227,7 +232,7 @@ fn catch_up(poller: &Poller, engine: &mut Engine<'_>, host: &PollHost, opts: Pol
             Ok(PollReport::AddBuild(d)) => {
                 let sha256 = d.sha256;
                 engine.set_origin(Some(mirror_origin(poller, d.index_version)));
-                let o = engine.add_build(d.file, release);
+                let o = engine.reload_trust().and_then(|()| engine.add_build(d.file, release));
                 if let Ok(BuildOutcome::Rejected { .. }) = &o {
                     poller.refuse_build(sha256);
                 }

@@ -378,6 +378,11 @@ impl<'k> Engine<'k> {
         self.observer = Some(observer);
     }
 
+    /// Reads the trust in force again: a poll may have rotated the keys.
+    pub fn reload_trust(&mut self) -> Result<(), EngineError> {
+        Ok(self.host.reload_trust(&self.cfg)?)
+    }
+
     fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
         self.host.slot_trust(release)
     }
@@ -453,7 +458,15 @@ impl<'k> Engine<'k> {
     }
 
     fn read_slot(&self, id: SlotId, release: &str) -> Result<Option<Slot>, EngineError> {
-        Ok(self.slots.read(id, self.slot_trust(release))?)
+        match self.slots.read(id, self.slot_trust(release)) {
+            // A key marked compromised signed it: the slot is not valid
+            // (status names why), so the daemon runs on and can replace it.
+            Err(e @ SlotError::Compromised { .. }) => {
+                tracing::error!("{e}");
+                Ok(None)
+            }
+            r => Ok(r?),
+        }
     }
 
     /// Both slots, read and verified once and kept until a slot changes.

@@ -9,11 +9,23 @@ use std::cell::OnceCell;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use milspec_format::trust_doc::TrustSet;
 use milspec_format::{KeyError, Limits, TrustedKeys};
 
 use crate::config::Config;
 use crate::kernel_paths::KernelPaths;
 use crate::slots::SlotTrust;
+use crate::trust_store::{self, TrustStoreError};
+
+impl From<TrustStoreError> for HostError {
+    fn from(e: TrustStoreError) -> Self {
+        match e {
+            TrustStoreError::Keys(k) => HostError::Keys(k),
+            TrustStoreError::Config(c) => HostError::TrustConfig(c),
+            other => HostError::Trust(other),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -21,6 +33,8 @@ pub enum HostError {
     Keys(#[from] KeyError),
     #[error("[trust] {0}")]
     TrustConfig(String),
+    #[error(transparent)]
+    Trust(TrustStoreError),
     #[error("cannot read {what} from {}: {source}", path.display())]
     Fact { what: &'static str, path: PathBuf, source: io::Error },
 }
@@ -29,8 +43,10 @@ pub enum HostError {
 pub struct HostContext {
     pub paths: KernelPaths,
     pub state_dir: PathBuf,
+    /// The trust in force (crate::trust_store).
+    pub trust: TrustSet,
+    /// Its package keys, and the distinct signatures a package needs.
     pub keys: TrustedKeys,
-    /// Distinct trusted signatures a package and a slot need.
     pub threshold: usize,
     pub limits: Limits,
     release: OnceCell<String>,
@@ -59,16 +75,16 @@ fn once<'a>(
 }
 
 impl HostContext {
-    /// Loads the trusted keys and checks the signature threshold against them.
+    /// Loads the trust in force: the accepted trust document, else the
+    /// trusted keys with the signature threshold checked against them.
     pub fn open(cfg: &Config) -> Result<Self, HostError> {
-        let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
-        milspec_format::signature::check_threshold_config(cfg.trust.threshold, keys.len())
-            .map_err(|e| HostError::TrustConfig(e.to_string()))?;
+        let trust = trust_store::in_force(cfg)?;
         Ok(HostContext {
             paths: KernelPaths::from_config(&cfg.kernel),
             state_dir: cfg.paths.state_dir.clone(),
-            keys,
-            threshold: cfg.trust.threshold,
+            keys: trust.package.keys.clone(),
+            threshold: trust.package.threshold,
+            trust,
             limits: Limits::default(),
             release: OnceCell::new(),
             boot_id: OnceCell::new(),
@@ -93,8 +109,18 @@ impl HostContext {
             .as_deref()
     }
 
+    /// Reads the trust in force again (a poll may have accepted a newer
+    /// trust document).
+    pub fn reload_trust(&mut self, cfg: &Config) -> Result<(), HostError> {
+        let trust = trust_store::in_force(cfg)?;
+        self.keys = trust.package.keys.clone();
+        self.threshold = trust.package.threshold;
+        self.trust = trust;
+        Ok(())
+    }
+
     /// Who a slot must be signed by, and for which kernel (`release`).
     pub fn slot_trust<'a>(&'a self, release: &'a str) -> SlotTrust<'a> {
-        SlotTrust { keys: &self.keys, threshold: self.threshold, release, limits: &self.limits }
+        SlotTrust::of(&self.trust, release, &self.limits)
     }
 }

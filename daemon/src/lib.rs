@@ -35,9 +35,11 @@ pub mod recovery;
 pub mod report;
 pub mod slot_id;
 pub mod slots;
+pub mod staged_trust;
 pub mod state;
 pub mod status;
 pub mod status_json;
+pub mod trust_store;
 pub mod worker;
 
 pub use milspec_format as format;

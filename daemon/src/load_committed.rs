@@ -55,9 +55,9 @@ pub fn load_committed(cfg: &Config, params: &[String], kernel: &dyn Kernel) -> a
     let paths = KernelPaths::from_config(&cfg.kernel);
     let release = std::fs::read_to_string(paths.osrelease())
         .with_context(|| format!("{}: cannot read the kernel release", paths.osrelease().display()))?;
-    let keys = crate::format::TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
+    let in_force = crate::trust_store::in_force(cfg)?;
     let limits = crate::format::Limits::default();
-    let trust = SlotTrust { keys: &keys, threshold: cfg.trust.threshold, release: release.trim(), limits: &limits };
+    let trust = SlotTrust::of(&in_force, release.trim(), &limits);
     let slot = SlotStore::open(&cfg.paths.state_dir)?.read(id, trust)?.ok_or_else(|| Exit {
         code: 1,
         message: format!("the committed slot {id} is not marked valid; nothing loaded: run `milspecd recover` or reinstall a package"),

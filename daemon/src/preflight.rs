@@ -37,8 +37,8 @@ pub fn problems(cfg: &Config) -> Vec<Problem> {
     }
     if cfg.source.is_some() {
         if let Err(e) = Poller::new(cfg) {
-            // A key folder problem is already named above.
-            if !matches!(e, MirrorError::Keys(_)) || out.is_empty() {
+            // A key folder or trust problem is already named above.
+            if !matches!(e, MirrorError::Keys(_) | MirrorError::TrustStore(_)) || out.is_empty() {
                 out.push(Problem::Source(e));
             }
         }

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use milspec_format::modsig::{self, AppendedSignature, ModuleSigner};
 use milspec_format::text::{sanitize, sanitize_to};
-use milspec_format::{KeyId, Limits, OpenPolicy, Payload, Sha256Digest, TrustedKeys};
+use milspec_format::trust_doc::TrustSet;
+use milspec_format::{KeyId, Limits, OpenPolicy, Payload, Sha256Digest};
 use milspec_interface::json;
 
 use crate::config::Config;
@@ -210,12 +211,12 @@ pub fn read_facts(cfg: &Config, at: String) -> Facts {
         host_policy::read_bounded(&p).map(|b| String::from_utf8_lossy(&b).trim().to_string()).filter(|s| !s.is_empty())
     };
     let kernel_release = line(paths.osrelease());
-    let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir);
-    let package_keys = match &keys {
-        Ok(k) => Ok(k.iter().map(|k| (k.name().to_string(), k.id())).collect()),
+    let trust = crate::trust_store::in_force(cfg);
+    let package_keys = match &trust {
+        Ok(t) => Ok(t.package.keys.iter().map(|k| (k.name().to_string(), k.id())).collect()),
         Err(e) => Err(e.to_string()),
     };
-    let committed = read_committed(cfg, keys.as_ref().ok(), kernel_release.as_deref().unwrap_or_default());
+    let committed = read_committed(cfg, trust.as_ref().ok(), kernel_release.as_deref().unwrap_or_default());
     Facts {
         at,
         policy: host_policy::read(&paths),
@@ -224,7 +225,7 @@ pub fn read_facts(cfg: &Config, at: String) -> Facts {
         product_name: line(paths.dmi_product_name()),
         kernel_release,
         keys_dir: cfg.trust.keys_dir.clone(),
-        threshold: cfg.trust.threshold,
+        threshold: trust.as_ref().map_or(cfg.trust.threshold, |t| t.package.threshold),
         package_keys,
         loaded: loaded_module(&paths, &[]),
         committed,
@@ -233,14 +234,14 @@ pub fn read_facts(cfg: &Config, at: String) -> Facts {
 
 /// The state record's committed slot, read back and verified with the
 /// host's trust, and its build for `release`.
-fn read_committed(cfg: &Config, keys: Option<&TrustedKeys>, release: &str) -> Result<Option<CommittedFacts>, String> {
+fn read_committed(cfg: &Config, trust: Option<&TrustSet>, release: &str) -> Result<Option<CommittedFacts>, String> {
     let state = StateFile::new(&cfg.paths.state_dir).load().map_err(|e| e.to_string())?;
     let Some(slot) = state.committed else { return Ok(None) };
     let limits = Limits::default();
-    let read = match keys {
+    let read = match trust {
         None => Err("the trusted keys cannot be read, so the slot cannot be verified".to_string()),
-        Some(keys) => {
-            let trust = SlotTrust { keys, threshold: cfg.trust.threshold, release, limits: &limits };
+        Some(in_force) => {
+            let trust = SlotTrust::of(in_force, release, &limits);
             match SlotStore::at(&cfg.paths.state_dir).read(slot, trust) {
                 Ok(Some(s)) => Ok(SlotFacts {
                     version: s.manifest.version.to_string(),

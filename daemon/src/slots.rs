@@ -8,6 +8,8 @@
 //!            /module.ko             the build for the kernel that ran when the
 //!                                   slot was written (what releases before
 //!                                   `kernels/` read; a hard link)
+//!            /trust.json            the trust it was staged under
+//!                                   (crate::staged_trust)
 //!            /valid                 the slot is complete
 //! ```
 //!
@@ -38,9 +40,11 @@ use std::path::{Path, PathBuf};
 use milspec_format::atomic::sync_dir;
 use milspec_format::keys::KeyId;
 use milspec_format::text::sanitize_to;
+use milspec_format::trust_doc::TrustSet;
 use milspec_format::{Limits, Manifest, Payload, SignatureSet, TrustedKeys};
 
 use crate::slot_id::SlotId;
+use crate::staged_trust::{self, StagedTrust};
 
 const MANIFEST: &str = "manifest.json";
 const SIGNATURES: &str = "signatures.json";
@@ -78,6 +82,8 @@ pub enum SlotError {
         "slot {slot}: holds more than {limit} files in {KERNELS}/; the slot is treated as invalid: reinstall a package"
     )]
     TooManyBuilds { slot: SlotId, limit: usize },
+    #[error("slot {slot}: signed by key {key}, which trust document version {version} marks compromised; the slot is refused: install a package signed by a key in force (docs/operations.md, \"Key rotation\")")]
+    Compromised { slot: SlotId, key: String, version: u64 },
 }
 
 /// A valid slot whose package has no build for the running kernel: a
@@ -156,8 +162,27 @@ impl Slot {
 pub struct SlotTrust<'a> {
     pub keys: &'a TrustedKeys,
     pub threshold: usize,
+    /// The trust document version `keys` come from (0: the local keys).
+    pub version: u64,
+    /// Keys the trust in force marks compromised: a slot they signed is
+    /// refused, whatever trust it was staged under.
+    pub compromised: &'a BTreeSet<KeyId>,
     pub release: &'a str,
     pub limits: &'a Limits,
+}
+
+impl<'a> SlotTrust<'a> {
+    /// A slot is staged under `set`'s package role.
+    pub fn of(set: &'a TrustSet, release: &'a str, limits: &'a Limits) -> Self {
+        SlotTrust {
+            keys: &set.package.keys,
+            threshold: set.package.threshold,
+            version: set.version,
+            compromised: &set.compromised,
+            release,
+            limits,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +289,12 @@ impl SlotStore {
             fs::hard_link(&b.path, &to).map_err(self.io(slot.id, to.clone()))?;
             staging.releases.insert(b.payload.kernel_release.clone());
         }
+        // The slot keeps the trust it was first staged under.
+        let recorded = self.dir(slot.id).join(staged_trust::FILE);
+        if recorded.exists() {
+            let to = staging.dir.path().join(staged_trust::FILE);
+            fs::hard_link(&recorded, &to).map_err(self.io(slot.id, to.clone()))?;
+        }
         Ok(staging)
     }
 
@@ -302,6 +333,9 @@ impl SlotStore {
         write(FORMAT, format!("{SLOT_FORMAT}\n").as_bytes())?;
         write(MANIFEST, manifest_bytes)?;
         write(SIGNATURES, &signatures.to_bytes())?;
+        if !root.join(staged_trust::FILE).exists() {
+            write(staged_trust::FILE, &StagedTrust::of(trust.version, trust.keys, trust.threshold).to_bytes())?;
+        }
         // For releases that read `module.ko` only: the running kernel's
         // build when the slot has one, else the first.
         let legacy = releases.get(trust.release).or_else(|| releases.iter().next());
@@ -403,8 +437,16 @@ impl SlotStore {
         let sig_bytes = read(SIGNATURES, trust.limits.max_signatures_file)?;
         let untrusted = |why: String| SlotError::Untrusted { slot: id, why };
         let signatures = SignatureSet::parse(&sig_bytes, trust.limits).map_err(|e| untrusted(e.to_string()))?;
-        let signers =
-            signatures.check(&manifest_bytes, trust.keys, trust.threshold).map_err(|e| untrusted(e.to_string()))?;
+        // Judged by the trust it was staged under, when it recorded one.
+        let recorded = StagedTrust::read(dir).map_err(untrusted)?;
+        let (keys, threshold) = match &recorded {
+            Some((rec, keys)) => (keys, rec.threshold),
+            None => (trust.keys, trust.threshold),
+        };
+        let signers = signatures.check(&manifest_bytes, keys, threshold).map_err(|e| untrusted(e.to_string()))?;
+        if let Some(key) = signers.iter().find(|k| trust.compromised.contains(k)) {
+            return Err(SlotError::Compromised { slot: id, key: key.short(), version: trust.version });
+        }
         let manifest = Manifest::parse(&manifest_bytes, trust.limits).map_err(|e| untrusted(e.to_string()))?;
         let builds = self.read_builds(id, dir, &manifest, trust)?;
         Ok(Slot { id, manifest, manifest_bytes, signatures, builds, release: trust.release.to_string(), signers })

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use milspec_format::{Limits, TrustedKeys};
+use milspec_format::Limits;
 
 use crate::config::Config;
 use crate::health::Snapshot;
@@ -64,13 +64,10 @@ pub fn read(cfg: &Config) -> Result<StatusReport, StateError> {
     let state: State = StateFile::new(&cfg.paths.state_dir).load()?;
     let paths = KernelPaths::from_config(&cfg.kernel);
     let release = std::fs::read_to_string(paths.osrelease()).map(|s| s.trim().to_string()).unwrap_or_default();
-    let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir);
+    let in_force = crate::trust_store::in_force(cfg);
     let limits = Limits::default();
     let store = SlotStore::at(&cfg.paths.state_dir);
-    let trust = keys
-        .as_ref()
-        .map(|keys| SlotTrust { keys, threshold: cfg.trust.threshold, release: &release, limits: &limits })
-        .map_err(ToString::to_string);
+    let trust = in_force.as_ref().map(|t| SlotTrust::of(t, &release, &limits)).map_err(ToString::to_string);
     let slots = slot_views(&store, trust);
     let installed = kernels::installed(&cfg.kernel.modules_dir);
     Ok(report(

@@ -37,8 +37,9 @@ fn check_fault(fault: Fault, want: &str, package_requests: usize) {
     let e = h.poll().unwrap_err().to_string();
     assert!(e.contains(want), "{fault:?}: {e}");
     assert!(start.elapsed() < Duration::from_secs(8), "{fault:?} took {:?}", start.elapsed());
-    // The index request, then the package requests (attempts and redirects).
-    assert_eq!(server.requests.load(Ordering::SeqCst) - before, 1 + package_requests, "{fault:?}");
+    // The next trust document (a 404: none is published), the index
+    // request, then the package requests (attempts and redirects).
+    assert_eq!(server.requests.load(Ordering::SeqCst) - before, 2 + package_requests, "{fault:?}");
     assert_eq!(h.kernel.live_version().as_deref(), Some("1.0.0"), "{fault:?}: nothing installed");
     assert_eq!(h.leftover_downloads(), 0, "{fault:?}");
     // The fault goes away: the next poll is normal.
@@ -88,7 +89,8 @@ fn server_that_never_answers() {
 #[test]
 fn server_errors_are_retried_then_succeed() {
     let (_p, server, h) = setup();
-    // Two 503s (the index, then its first retry) and the poll still works.
+    // Two 503s (the poll's first request, the next trust document, then
+    // its first retry) and the poll still works.
     server.set(Fault::Status { code: 503, n: 2 });
     match h.poll().unwrap() {
         CheckReport::Installed { version, .. } => assert_eq!(version, "1.1.0"),

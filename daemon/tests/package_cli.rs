@@ -443,3 +443,132 @@ fn fifo_or_device_as_package_is_refused_promptly() {
         .failure()
         .stderr(contains("fifo.toml: is a FIFO (named pipe), not a regular file"));
 }
+
+#[test]
+fn trust_init_sign_rotate_publish_show() {
+    let f = Fixture::new();
+    let a = f.key("root-a", false);
+    let b = f.key("root-b", false);
+    let pubs = |k: &std::path::Path| k.with_extension("pub");
+    let v1 = f.path("1.keys.json");
+    // Version 1: a in every role, b for the trust role too, trust threshold 2.
+    repo()
+        .args(["trust", "init", "--key"])
+        .arg(format!("all={}", pubs(&a).display()))
+        .arg("--key")
+        .arg(format!("trust={}", pubs(&b).display()))
+        .args(["--threshold", "trust=2", "--sign"])
+        .arg(&a)
+        .arg("--out")
+        .arg(&v1)
+        .assert()
+        .success()
+        .stdout(contains("version 1, 2 key(s), 1 signature(s)"));
+    // Init never overwrites.
+    repo()
+        .args(["trust", "init", "--key"])
+        .arg(format!("all={}", pubs(&a).display()))
+        .arg("--out")
+        .arg(&v1)
+        .assert()
+        .failure()
+        .stderr(contains("already exists"));
+    // Under its own trust threshold: not publishable yet.
+    let mirror = f.path("mirror");
+    repo()
+        .args(["trust", "publish", "--mirror"])
+        .arg(&mirror)
+        .arg(&v1)
+        .assert()
+        .failure()
+        .stderr(contains("not ready to publish").and(contains("1 valid of 2 required")));
+    repo().args(["trust", "sign", "--key"]).arg(&b).arg(&v1).assert().success().stdout(contains("2 signature(s)"));
+    repo().args(["trust", "sign", "--key"]).arg(&b).arg(&v1).assert().failure().stderr(contains("already signed"));
+    repo().args(["trust", "publish", "--mirror"]).arg(&mirror).arg(&v1).assert().success();
+    assert_eq!(fs::read(mirror.join("trust/1.keys.json")).unwrap(), fs::read(&v1).unwrap());
+    assert_eq!(fs::read(mirror.join("keys.json")).unwrap(), fs::read(&v1).unwrap());
+    repo().args(["trust", "show"]).arg(&v1).assert().success().stdout(
+        contains("trust document version 1").and(contains("role trust: 2 of 2")).and(contains("role package: 1 of 1")),
+    );
+
+    // Version 2 retires b, signed by a only: below version 1's trust
+    // threshold, so publish refuses it (hosts would).
+    let v2 = f.path("2.keys.json");
+    repo()
+        .args(["trust", "rotate", "--from"])
+        .arg(&v1)
+        .arg("--retire")
+        .arg(pubs(&b))
+        .args(["--threshold", "trust=1", "--sign"])
+        .arg(&a)
+        .arg("--out")
+        .arg(&v2)
+        .assert()
+        .success()
+        .stdout(contains("version 2, 1 key(s)"));
+    repo()
+        .args(["trust", "publish", "--mirror"])
+        .arg(&mirror)
+        .arg(&v2)
+        .assert()
+        .failure()
+        .stderr(contains("would refuse it").and(contains("not signed by the keys of version 1")));
+    assert!(!mirror.join("trust/2.keys.json").exists());
+    repo().args(["trust", "sign", "--key"]).arg(&b).arg(&v2).assert().success();
+    repo().args(["trust", "publish", "--mirror"]).arg(&mirror).arg(&v2).assert().success();
+    // A version is never replaced by different bytes.
+    let other = f.path("2b.keys.json");
+    repo()
+        .args(["trust", "rotate", "--from"])
+        .arg(&v1)
+        .arg("--sign")
+        .arg(&a)
+        .arg("--sign")
+        .arg(&b)
+        .arg("--out")
+        .arg(&other)
+        .assert()
+        .success();
+    repo()
+        .args(["trust", "publish", "--mirror"])
+        .arg(&mirror)
+        .arg(&other)
+        .assert()
+        .failure()
+        .stderr(contains("already holds a different version 2"));
+    // Compromising the last trust key leaves a role empty: refused.
+    repo()
+        .args(["trust", "rotate", "--from"])
+        .arg(&v2)
+        .arg("--compromise")
+        .arg(pubs(&a))
+        .arg("--out")
+        .arg(f.path("3.keys.json"))
+        .assert()
+        .failure()
+        .stderr(contains("role trust"));
+    // Retiring a key the document does not hold is named.
+    repo()
+        .args(["trust", "rotate", "--from"])
+        .arg(&v2)
+        .arg("--retire")
+        .arg(pubs(&b))
+        .arg("--out")
+        .arg(f.path("3.keys.json"))
+        .assert()
+        .failure()
+        .stderr(contains("does not hold key"));
+}
+
+#[test]
+fn trust_show_sanitises_and_bounds() {
+    let f = Fixture::new();
+    let big = f.path("big.json");
+    fs::write(&big, vec![b' '; 300 * 1024]).unwrap();
+    repo().args(["trust", "show"]).arg(&big).assert().failure();
+    let evil = f.path("evil.json");
+    fs::write(&evil, "{\"signed\":\"{\\\"format\\\":1,\\\"kind\\\":\\\"\\u001b[31mx\\\"}\",\"signatures\":[]}")
+        .unwrap();
+    let out = repo().args(["trust", "show"]).arg(&evil).assert().failure().get_output().stderr.clone();
+    assert!(!out.contains(&0x1b), "an escape byte reached the terminal: {}", String::from_utf8_lossy(&out));
+}

@@ -32,6 +32,23 @@ fn put(root: &Path, target: &str, name: &str, bytes: &[u8]) -> Res<()> {
     Ok(())
 }
 
+/// Trust document version 1 (the fuzz key for the trust and index roles,
+/// both keys for packages, expiring after a year), and version 2 after it
+/// (both keys, two of them, for the trust role; a compromised key id).
+fn trust_docs(fuzz: &SecretKey, second: &SecretKey, created: OffsetDateTime) -> Res<(Vec<u8>, Vec<u8>)> {
+    use milspec_format::trust_doc::{Role, Roles, TrustDoc};
+    let one = Role { keyids: vec![fuzz.public().id()], threshold: 1 };
+    let both = Role { keyids: vec![fuzz.public().id(), second.public().id()], threshold: 1 };
+    let roles = Roles { trust: one.clone(), package: both.clone(), index: one };
+    let mut v1 = TrustDoc::new(1, &[fuzz.public(), second.public()], roles);
+    v1.expires = Some(created + time::Duration::days(365));
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    v2.roles.trust = Role { threshold: 2, ..both };
+    v2.compromised = vec![milspec_format::KeyId([7; 32])];
+    Ok((v1.sign([fuzz])?, v2.sign([fuzz, second])?))
+}
+
 fn main() -> Res<()> {
     let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = fuzz.join("seeds");
@@ -102,6 +119,11 @@ fn main() -> Res<()> {
     full.packages = entries;
     full.revoked = vec!["1.0.0".parse()?];
     put(&root, "index", "full.json", &full.sign(std::slice::from_ref(secret()))?)?;
+
+    let second = SecretKey::parse(SECOND_SECRET, Path::new("second.key"))?;
+    let (v1, v2) = trust_docs(secret(), &second, created)?;
+    put(&root, "trust_doc", "v1.json", &v1)?;
+    put(&root, "trust_doc", "v2.json", &v2)?;
 
     for entry in fs::read_dir(&fixtures)? {
         let path = entry?.path();

@@ -1,6 +1,6 @@
 //! Fuzz entry points for `milspec-format`: the manifest, the package
 //! reader (raw bytes, and a structured variant whose manifest is always
-//! correctly signed) and the mirror index.
+//! correctly signed), the mirror index and trust documents.
 //!
 //! Shared with `daemon/format/tests/fuzz_regressions.rs` through `#[path]`,
 //! so it uses `milspec_format` only.
@@ -240,6 +240,47 @@ pub fn index(data: &[u8]) {
             let _ = index::select(&index, &HostFacts { ignore_waves: true, ..host });
         }
     }
+}
+
+/// A trust document: the rotation rule against a host holding the fuzz
+/// key (version 0), the self check, parse round trip, adding a signature,
+/// and expiry at several clocks.
+pub fn trust_doc(data: &[u8]) {
+    use milspec_format::trust_doc::{self, TrustDoc, TrustSet};
+    let local = TrustSet::local(trusted(), 1);
+    if let Ok(v) = trust_doc::accept_next(&local, data) {
+        assert_eq!(v.set.version, 1, "version 0 accepted something other than version 1");
+        assert!(!v.signers.is_empty());
+        match trust_doc::verify_self(data) {
+            Ok(again) => assert_eq!(again.doc, v.doc),
+            Err(e) => panic!("an accepted document fails its self check: {e}"),
+        }
+    }
+    let Ok((env, doc)) = trust_doc::read_unverified(data) else {
+        return;
+    };
+    match TrustDoc::parse(&doc.to_text()) {
+        Ok((again, _)) => assert_eq!(again, doc, "a trust document changed across to_text/parse"),
+        Err(e) => panic!("a valid trust document does not parse back after to_text: {e}"),
+    }
+    if let Ok(more) = trust_doc::add_signature(data, secret()) {
+        match trust_doc::read_unverified(&more) {
+            Ok((env2, doc2)) => {
+                assert_eq!(doc2, doc);
+                assert_eq!(env2.signatures.len(), env.signatures.len() + 1);
+            }
+            Err(e) => panic!("a signed document no longer reads: {e}"),
+        }
+    }
+    let keys = match doc.validate() {
+        Ok(k) => k,
+        Err(e) => panic!("a parsed document fails validation: {e}"),
+    };
+    let set = doc.to_set(&keys);
+    for now in [OffsetDateTime::UNIX_EPOCH, doc.expires.unwrap_or(OffsetDateTime::UNIX_EPOCH)] {
+        let _ = set.check_expiry(now);
+    }
+    let _ = trust_doc::accept_next(&set, data);
 }
 
 /// The sanitiser: on any bytes, its output is printable (nothing it would

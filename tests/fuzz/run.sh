@@ -26,7 +26,7 @@ set -euo pipefail
 root=$(repo_root)
 secs=${1:-10}
 runs=${FUZZ_RUNS:--1}
-targets=${FUZZ_TARGETS:-"manifest package package_signed index status kmsg config text modsig dbus_error dbus_history"}
+targets=${FUZZ_TARGETS:-"manifest package package_signed index status kmsg config text modsig dbus_error dbus_history trust_doc"}
 caps=(-rss_limit_mb=512 -malloc_limit_mb=256 -timeout=5)
 
 [[ $secs =~ ^[0-9]+$ ]] || die "SECONDS must be a whole number, got \`$secs\`"

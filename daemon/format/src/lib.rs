@@ -29,6 +29,7 @@ pub mod republish;
 pub mod signature;
 pub mod tarwrite;
 pub mod text;
+pub mod trust_doc;
 pub mod version;
 pub mod writer;
 

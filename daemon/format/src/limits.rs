@@ -35,3 +35,16 @@ impl Default for Limits {
         Limits::DEFAULT
     }
 }
+
+/// Caps on a trust document ([`crate::trust_doc`]): its file, its keys and
+/// each role's key list.
+pub mod trust {
+    /// Largest `trust/N.keys.json` (the envelope) in bytes.
+    pub const MAX_FILE: u64 = 256 * 1024;
+    /// Most public keys one document names.
+    pub const MAX_KEYS: usize = 64;
+    /// Most signatures on one document.
+    pub const MAX_SIGNATURES: usize = 64;
+    /// Most key ids marked compromised.
+    pub const MAX_COMPROMISED: usize = 256;
+}

@@ -48,6 +48,11 @@ fn index() {
     assert!(replay("index", format_harness::index) >= 2);
 }
 
+#[test]
+fn trust_doc() {
+    assert!(replay("trust_doc", format_harness::trust_doc) >= 2);
+}
+
 /// The fuzzers start from valid inputs: every seed package and index
 /// verifies against the fuzz key, so mutations begin past the signature check.
 #[test]
@@ -61,6 +66,12 @@ fn seeds_verify_with_the_fuzz_key() {
     for (path, bytes) in inputs("seeds", "index") {
         milspec_format::index::verify_index(&bytes, trusted(), 1).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
+    // Version 1 follows the fuzz key's version 0; version 2 follows 1.
+    let docs = inputs("seeds", "trust_doc");
+    assert_eq!(docs.len(), 2);
+    let local = milspec_format::trust_doc::TrustSet::local(trusted(), 1);
+    let v1 = milspec_format::trust_doc::accept_next(&local, &docs[0].1).unwrap();
+    milspec_format::trust_doc::accept_next(&v1.set, &docs[1].1).unwrap();
 }
 
 /// The structured seeds split back into the manifest and payloads they

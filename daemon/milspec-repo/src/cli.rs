@@ -140,6 +140,13 @@ pub enum Cmd {
         #[command(flatten)]
         mirror: MirrorArgs,
     },
+    /// Trust documents: the signed list of the keys hosts trust, so keys
+    /// can be rotated without touching every host (docs/operations.md,
+    /// "Key rotation").
+    Trust {
+        #[command(subcommand)]
+        cmd: TrustCmd,
+    },
     /// List each release on a mirror with the kernel releases it has builds for.
     Kernels {
         /// The mirror folder.
@@ -149,6 +156,116 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCmd {
+    /// Make trust document version 1 from public key files.
+    Init {
+        /// A public key and the role it acts for: ROLE=FILE.pub, ROLE one
+        /// of trust, package, index or all (repeatable).
+        #[arg(long = "key", value_name = "ROLE=PUB", required = true, value_parser = parse_role_key)]
+        keys: Vec<RoleArg>,
+        /// A role's threshold: ROLE=N (default 1 for each role).
+        #[arg(long = "threshold", value_name = "ROLE=N", value_parser = parse_role_threshold)]
+        thresholds: Vec<RoleThreshold>,
+        /// Hosts stop trusting the document after this long.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        /// A secret key to sign with (repeatable; `trust sign` adds more later).
+        #[arg(long = "sign", value_name = "KEY")]
+        sign: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Make version N+1 from version N: add, retire or mark keys
+    /// compromised, change thresholds. Hosts accept it only when a
+    /// threshold of N's trust keys and of N+1's trust keys signed it.
+    Rotate {
+        /// The current document (version N).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// A key to add, for a role: ROLE=FILE.pub (repeatable).
+        #[arg(long = "add", value_name = "ROLE=PUB", value_parser = parse_role_key)]
+        add: Vec<RoleArg>,
+        /// A key to take out of every role: its key id or its .pub file
+        /// (repeatable). Slots it signed keep loading.
+        #[arg(long = "retire", value_name = "KEYID|PUB")]
+        retire: Vec<String>,
+        /// A key no host may trust again, for anything: its key id or its
+        /// .pub file (repeatable). Slots it signed are refused.
+        #[arg(long = "compromise", value_name = "KEYID|PUB")]
+        compromise: Vec<String>,
+        /// A role's new threshold: ROLE=N.
+        #[arg(long = "threshold", value_name = "ROLE=N", value_parser = parse_role_threshold)]
+        thresholds: Vec<RoleThreshold>,
+        /// Hosts stop trusting the new document after this long (default: no expiry).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        /// A secret key to sign with (repeatable).
+        #[arg(long = "sign", value_name = "KEY")]
+        sign: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Add one more signature to a trust document, in place.
+    Sign {
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        file: PathBuf,
+    },
+    /// Copy a trust document into a mirror folder as trust/N.keys.json and
+    /// keys.json, after checking it follows the version the mirror holds.
+    Publish {
+        /// The mirror folder.
+        #[arg(long, value_name = "DIR")]
+        mirror: PathBuf,
+        file: PathBuf,
+    },
+    /// Print a trust document: version, keys, roles, compromised keys, signers.
+    Show { file: PathBuf },
+}
+
+/// Which role a key acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleName {
+    Trust,
+    Package,
+    Index,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleArg {
+    pub role: RoleName,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RoleThreshold {
+    pub role: RoleName,
+    pub threshold: usize,
+}
+
+fn parse_role(s: &str) -> Result<RoleName, String> {
+    match s {
+        "trust" => Ok(RoleName::Trust),
+        "package" => Ok(RoleName::Package),
+        "index" => Ok(RoleName::Index),
+        "all" => Ok(RoleName::All),
+        _ => Err(format!("role `{s}`: use trust, package, index or all")),
+    }
+}
+
+fn parse_role_key(s: &str) -> Result<RoleArg, String> {
+    let (role, path) = s.split_once('=').ok_or("write ROLE=FILE.pub, e.g. package=release-2.pub")?;
+    Ok(RoleArg { role: parse_role(role)?, path: path.into() })
+}
+
+fn parse_role_threshold(s: &str) -> Result<RoleThreshold, String> {
+    let (role, n) = s.split_once('=').ok_or("write ROLE=N, e.g. trust=2")?;
+    let threshold = n.parse().map_err(|_| format!("threshold `{n}` is not a number"))?;
+    Ok(RoleThreshold { role: parse_role(role)?, threshold })
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {

@@ -1,10 +1,12 @@
 //! `milspec-repo`: the publisher's tool. Makes keys, packs kernel modules
 //! into signed packages and adds signatures, and writes the mirror that
-//! hosts pull from: packages plus one signed `index.json`.
+//! hosts pull from: packages plus one signed `index.json`, and the signed
+//! trust documents that rotate the keys hosts trust.
 
 mod add_build;
 mod mirror_view;
 mod module_sign;
+mod trust_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -348,6 +350,7 @@ fn main() -> ExitCode {
                 let index = MirrorWrite::open(&mirror)?.commit()?;
                 println!("refreshed index: version {}, expires {}", index.version, rfc3339(index.expires));
             }
+            Cmd::Trust { cmd } => trust_cmd::run(cmd)?,
             Cmd::Kernels { mirror, json } => print!("{}", mirror_view::kernels(&mirror, json)?),
         }
         Ok(ExitCode::SUCCESS)

@@ -4,6 +4,8 @@
 //!
 //! One poll ([`Poller::poll`]):
 //!
+//! 0. walk the trust documents after the one held ([`rotation`]): the
+//!    keys that sign the index and the packages may have been rotated;
 //! 1. fetch the index with a conditional GET (ETag / If-Modified-Since);
 //!    a 304 reuses the last accepted index from the state folder;
 //! 2. refuse an index that is unsigned or under threshold, older than the
@@ -26,6 +28,7 @@
 
 pub mod fetch;
 pub mod proxy;
+pub mod rotation;
 pub mod store;
 pub mod transport;
 pub mod trust;
@@ -38,11 +41,13 @@ use std::time::Duration;
 use milspec_format::index::{self, HostFacts, Index, IndexEntry, IndexError, Selection, VerifiedIndex, Why};
 use milspec_format::package::{PackageError, PackageStream, Trust};
 use milspec_format::text::Escaped;
-use milspec_format::{KeyError, Limits, TrustedKeys};
+use milspec_format::trust_doc::TrustSet;
+use milspec_format::{KeyError, Limits};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::config::{Config, SourceConfig};
+use crate::trust_store::{self, TrustStore, TrustStoreError};
 
 use fetch::{Fetched, RetryPolicy};
 use store::{MirrorStore, Record, StoreError};
@@ -79,6 +84,29 @@ pub enum MirrorError {
     Proxy(#[from] proxy::ProxyError),
     #[error("[source] ca_file is set, but {url} is a file:// mirror, which has no TLS; remove ca_file")]
     CaFileForFileMirror { url: String },
+    #[error(transparent)]
+    Rotation(rotation::RotationError),
+    #[error(transparent)]
+    TrustStore(TrustStoreError),
+}
+
+impl From<rotation::RotationError> for MirrorError {
+    fn from(e: rotation::RotationError) -> Self {
+        match e {
+            rotation::RotationError::Fetch(f) => MirrorError::Fetch(f),
+            rotation::RotationError::Store(s) => s.into(),
+            other => MirrorError::Rotation(other),
+        }
+    }
+}
+
+impl From<TrustStoreError> for MirrorError {
+    fn from(e: TrustStoreError) -> Self {
+        match e {
+            TrustStoreError::Keys(k) => MirrorError::Keys(k),
+            other => MirrorError::TrustStore(other),
+        }
+    }
 }
 
 /// How far a package download is: `received` of `total` bytes (told with
@@ -200,7 +228,9 @@ pub struct Poller {
     base: String,
     transport: Box<dyn Transport>,
     store: MirrorStore,
-    keys: TrustedKeys,
+    /// The trust in force, updated by each poll's rotation walk.
+    trust: std::sync::Mutex<TrustSet>,
+    trust_store: TrustStore,
     /// Retries per fetch; tests shorten the waits.
     pub retry: RetryPolicy,
     sleep: Box<dyn Fn(Duration) + Send + Sync>,
@@ -250,13 +280,14 @@ impl Poller {
 
     pub fn with_transport(cfg: &Config, transport: Box<dyn Transport>) -> Result<Self, MirrorError> {
         let source = cfg.source.clone().ok_or(MirrorError::NoSource)?;
-        let keys = TrustedKeys::load_dir(&cfg.trust.keys_dir)?;
+        let trust = trust_store::in_force(cfg)?;
         Ok(Poller {
             base: base_url(&source.url),
             retry: RetryPolicy { attempts: source.attempts, ..RetryPolicy::default() },
             store: MirrorStore::new(&cfg.paths.state_dir),
             transport,
-            keys,
+            trust: std::sync::Mutex::new(trust),
+            trust_store: TrustStore::new(&cfg.paths.state_dir),
             source,
             cfg: cfg.clone(),
             sleep: Box::new(std::thread::sleep),
@@ -294,14 +325,37 @@ impl Poller {
         format!("{}{}", self.base, index::INDEX_FILE)
     }
 
-    /// Fetches, verifies and persists the index. Returns it and whether the
-    /// mirror said "not modified".
+    /// The trust in force, as the last poll left it.
+    pub fn trust(&self) -> TrustSet {
+        self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Walks the mirror's trust documents after the one held
+    /// ([`rotation::walk`]) and returns the trust in force after it.
+    pub fn rotate(&self, now: OffsetDateTime) -> Result<TrustSet, MirrorError> {
+        let src = rotation::Source {
+            transport: &*self.transport,
+            base: &self.base,
+            retry: &self.retry,
+            sleep: &*self.sleep,
+            timeout: self.source.timeout,
+        };
+        // The file is the authority: another process may have walked on.
+        let held = trust_store::in_force(&self.cfg)?;
+        let set = rotation::walk(&src, &self.trust_store, held, now)?;
+        *self.trust.lock().unwrap_or_else(|e| e.into_inner()) = set.clone();
+        Ok(set)
+    }
+
+    /// Walks the trust documents, then fetches, verifies and persists the
+    /// index. Returns it and whether the mirror said "not modified".
     pub fn fetch_index(&self, now: OffsetDateTime) -> Result<(VerifiedIndex, bool), MirrorError> {
+        let trust = self.rotate(now)?;
         let url = self.index_url();
-        let threshold = self.cfg.trust.threshold;
+        let (keys, threshold) = (&trust.index.keys, trust.index.threshold);
         let refused = |source| MirrorError::Index { url: url.clone(), source };
         let record = self.store.record()?;
-        let cached = self.store.index(&self.keys, threshold)?;
+        let cached = self.store.index(keys, threshold)?;
         let validators = match (&record, &cached) {
             (Some(r), Some(c)) if r.url == url && r.digest == c.digest => Some(&r.validators),
             _ => None,
@@ -320,7 +374,7 @@ impl Poller {
             }
             Fetched::Body { bytes, validators } => (bytes, validators),
         };
-        let v = index::verify_index(&bytes, &self.keys, threshold).map_err(refused)?;
+        let v = index::verify_index(&bytes, keys, threshold).map_err(refused)?;
         index::check_not_older(&v, record.as_ref().map(|r| (r.version, r.digest))).map_err(refused)?;
         v.index.check_expiry(now).map_err(refused)?;
         let rec = Record {
@@ -504,7 +558,8 @@ impl Poller {
         // the hash the signed index gives, and the engine verifies every
         // payload as it stages them, so the package is read in full once.
         let limits = Limits { max_package_size: self.source.max_package_size, ..Limits::DEFAULT };
-        let trust = Trust::Keys { keys: &self.keys, threshold: self.cfg.trust.threshold };
+        let in_force = self.trust();
+        let trust = Trust::Keys { keys: &in_force.package.keys, threshold: in_force.package.threshold };
         let package = |source| MirrorError::Package { url: url.clone(), source };
         let mut stream = PackageStream::new(io::BufReader::new(&file), &limits).map_err(package)?;
         let opened = stream.open(trust).map_err(package)?;
