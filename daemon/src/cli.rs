@@ -97,6 +97,10 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mark the metrics file `milspecd_up 0`, keeping its other values (the
+    /// unit's ExecStopPost=, however the daemon stopped). Writes atomically;
+    /// exit 0, also when [metrics] textfile is "" (nothing to do), 1 on error.
+    MetricsDown(ConfigArg),
     /// Poll the mirror once in the foreground and say what was done.
     /// Exit 0 up to date, waiting or committed, 2 rejected, 3 rolled back, 1 error.
     Check {

@@ -88,18 +88,23 @@ impl Default for SourceConfig {
     }
 }
 
+/// Where the metrics go by default: the folder Debian's
+/// prometheus-node-exporter reads with its textfile collector.
+pub const DEFAULT_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/milspecd.prom";
+
 /// `[metrics]`: a Prometheus textfile (node_exporter's textfile collector).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Where `milspecd run` writes its metrics, atomically, on start and on
-    /// every change; an empty string writes none. Must end in `.prom`.
+    /// Where `milspecd run` writes its metrics, atomically, on start, on
+    /// every change and at least every 15 s (the heartbeat); an empty
+    /// string writes none. Must end in `.prom`.
     pub textfile: PathBuf,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { textfile: "/run/milspecd/milspecd.prom".into() }
+        MetricsConfig { textfile: DEFAULT_TEXTFILE.into() }
     }
 }
 
@@ -560,7 +565,7 @@ mod tests {
     #[test]
     fn metrics_section() {
         let c = Config::parse("", Path::new("c.toml")).unwrap();
-        assert_eq!(c.metrics.path(), Some(Path::new("/run/milspecd/milspecd.prom")));
+        assert_eq!(c.metrics.path(), Some(Path::new("/var/lib/prometheus/node-exporter/milspecd.prom")));
         let c = Config::parse("[metrics]\ntextfile = \"\"\n", Path::new("c")).unwrap();
         assert_eq!(c.metrics.path(), None, "empty: no metrics");
         assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);

@@ -94,6 +94,8 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
         bus_tx: conn.as_ref().map(|_| bus_tx),
         metrics: TextfileWriter::new(cfg.metrics.path()),
         counters: Counters::default(),
+        last_write: Instant::now(),
+        written_beat: None,
         trial: None,
         last_status: String::new(),
         watchdog,
@@ -185,6 +187,10 @@ struct Service {
     bus_tx: Option<SyncSender<Notice>>,
     metrics: TextfileWriter,
     counters: Counters,
+    /// When the metrics file was last written, and the engine's progress
+    /// mark then (a new mark while busy, e.g. a probation tick, rewrites it).
+    last_write: Instant,
+    written_beat: Option<u64>,
     /// The trial on probation: version, when its window started, length.
     trial: Option<(String, Instant, Duration)>,
     last_status: String,
@@ -210,6 +216,7 @@ impl Service {
             }
             self.update_status();
             self.keep_alive();
+            self.heartbeat();
             if self.stopping.load(Ordering::SeqCst) {
                 self.stop();
             }
@@ -240,10 +247,7 @@ impl Service {
                 self.trial = None;
             }
             Notice::CommittedFault { .. } => self.counters.committed_faults += 1,
-            Notice::RolledBack { .. } => {
-                self.counters.rollbacks += 1;
-                self.trial = None;
-            }
+            Notice::RolledBack { .. } => self.trial = None,
         }
         self.write_metrics(true);
         if let Some(tx) = &self.bus_tx {
@@ -253,8 +257,25 @@ impl Service {
     }
 
     fn write_metrics(&mut self, up: bool) {
-        let snap = metrics::Snapshot::new(self.handle.published(), self.counters, up);
-        self.metrics.write(&snap);
+        let snap = metrics::Snapshot::new(self.handle.published(), self.counters, up, metrics::unix_now());
+        self.metrics.write(&snap.with_process());
+        self.last_write = Instant::now();
+        self.written_beat = Some(self.handle.beat_mark());
+    }
+
+    /// Rewrites the metrics file (a new heartbeat) when the engine made
+    /// progress while busy (a probation tick, a download) or at least
+    /// every [`metrics::HEARTBEAT_EVERY`]; never while the engine looks
+    /// hung, so a stuck daemon's heartbeat stops as a dead one's does.
+    fn heartbeat(&mut self) {
+        let busy = self.handle.is_busy();
+        if !notify::engine_responsive(busy, self.handle.since_beat(), self.stall_limit) {
+            return;
+        }
+        let progressed = busy && self.written_beat != Some(self.handle.beat_mark());
+        if progressed || self.last_write.elapsed() >= metrics::HEARTBEAT_EVERY {
+            self.write_metrics(true);
+        }
     }
 
     fn update_status(&mut self) {

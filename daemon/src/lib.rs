@@ -30,6 +30,7 @@ pub mod outcome_json;
 pub mod panic_evidence;
 pub mod plan;
 pub mod preflight;
+pub mod reason_class;
 pub mod recovery;
 pub mod report;
 pub mod slot_id;
