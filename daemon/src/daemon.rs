@@ -96,6 +96,7 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
         counters: Counters::default(),
         last_write: Instant::now(),
         written_beat: None,
+        heartbeat_every: cfg.metrics.heartbeat,
         trial: None,
         last_status: String::new(),
         watchdog,
@@ -191,6 +192,8 @@ struct Service {
     /// mark then (a new mark while busy, e.g. a probation tick, rewrites it).
     last_write: Instant,
     written_beat: Option<u64>,
+    /// `[metrics] heartbeat`.
+    heartbeat_every: Duration,
     /// The trial on probation: version, when its window started, length.
     trial: Option<(String, Instant, Duration)>,
     last_status: String,
@@ -265,7 +268,7 @@ impl Service {
 
     /// Rewrites the metrics file (a new heartbeat) when the engine made
     /// progress while busy (a probation tick, a download) or at least
-    /// every [`metrics::HEARTBEAT_EVERY`]; never while the engine looks
+    /// every `[metrics] heartbeat`; never while the engine looks
     /// hung, so a stuck daemon's heartbeat stops as a dead one's does.
     fn heartbeat(&mut self) {
         let busy = self.handle.is_busy();
@@ -273,7 +276,7 @@ impl Service {
             return;
         }
         let progressed = busy && self.written_beat != Some(self.handle.beat_mark());
-        if progressed || self.last_write.elapsed() >= metrics::HEARTBEAT_EVERY {
+        if progressed || self.last_write.elapsed() >= self.heartbeat_every {
             self.write_metrics(true);
         }
     }

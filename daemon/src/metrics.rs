@@ -6,7 +6,7 @@
 //! file. A metrics failure is logged and never stops the daemon.
 //!
 //! The file is rewritten on every change, every poll, every probation
-//! tick and at least every [`HEARTBEAT_EVERY`] while idle, each time with
+//! tick and at least every `[metrics] heartbeat` (15 s) while idle, each time with
 //! a new `milspecd_heartbeat_timestamp_seconds`: a heartbeat older than a
 //! few periods means a dead or stuck daemon, whatever `milspecd_up` says
 //! (`milspecd metrics-down`, the unit's `ExecStopPost=`, sets it to 0).
@@ -17,17 +17,12 @@ pub mod process;
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tracing::warn;
 
 use crate::check::CheckReport;
 use crate::worker::{DaemonState, Published};
 pub use process::ProcessStats;
-
-/// The longest the daemon leaves its metrics file unwritten while it runs
-/// and its engine thread is responsive.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
 /// The label that sets the daemon's `process_*` series apart from those of
 /// node_exporter itself, which shares their names on its `/metrics`.
@@ -216,7 +211,7 @@ pub fn render(s: &Snapshot) -> String {
     gauge(
         &mut out,
         "milspecd_heartbeat_timestamp_seconds",
-        "When milspecd last wrote this file (Unix time): on every poll, every probation tick and at least every 15 s while it runs; older means dead or stuck.",
+        "When milspecd last wrote this file (Unix time): on every poll, every probation tick and at least every [metrics] heartbeat (15 s) while it runs; older means dead or stuck.",
         format!("{:.3}", s.heartbeat_unix),
     );
     let info = format!(
