@@ -320,7 +320,7 @@ boot1() {
 		check "journal-${e%%:*}" sh -c "journalctl -b -q MESSAGE_ID=${e#*:} -o cat | tail -n 1 | grep ."
 	done
 	check catalog sh -c "journalctl --list-catalog 2>/dev/null | grep -q $ID_COMMITTED && journalctl -b -q -x MESSAGE_ID=$ID_COMMITTED | grep -q 'Subject: dell-milspec .* committed'"
-	check metrics sh -c 'm=/var/lib/prometheus/node-exporter/milspecd.prom; grep -q "^milspecd_info{.*committed_version=\"1.7.0\"" $m && grep "^milspecd_rollbacks_total{reason=" $m && grep -q "^milspecd_heartbeat_timestamp_seconds " $m'
+	check metrics sh -c 'grep -q "^milspecd_info{.*committed_version=\"1.7.0\"" /var/lib/prometheus/node-exporter/milspecd.prom && grep "^milspecd_rollbacks_total{reason=" /var/lib/prometheus/node-exporter/milspecd.prom && grep -q "^milspecd_heartbeat_timestamp_seconds " /var/lib/prometheus/node-exporter/milspecd.prom'
 	check watchdog sh -c '[ "$(systemctl show -p WatchdogUSec --value milspecd.service)" = 1min ] && [ "$(systemctl show -p NRestarts --value milspecd.service)" = 0 ]'
 
 	# Drift: a module loaded behind the daemon's back is reported and left
