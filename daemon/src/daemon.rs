@@ -27,6 +27,8 @@ use crate::worker::{self, DaemonState, KernelFactory, WorkerHandle};
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest wait between two looks at the engine (status countdown).
 const SERVICE_TICK: Duration = Duration::from_secs(1);
+/// Most notices taken together for one metrics write.
+const NOTICE_BATCH: usize = 64;
 
 /// `milspecd run`: recover, own the bus name, then serve. Under systemd
 /// (`Type=notify`) it reports readiness, status and watchdog keep-alives.
@@ -213,7 +215,16 @@ impl Service {
         let tick = self.watchdog.map_or(SERVICE_TICK, |w| w.min(SERVICE_TICK));
         loop {
             match notices.recv_timeout(tick) {
-                Ok(n) => self.notice(n),
+                Ok(n) => {
+                    // What queued up meanwhile goes with it: one metrics
+                    // write for the lot, before any of it reaches the bus.
+                    let mut batch = vec![n];
+                    while batch.len() < NOTICE_BATCH {
+                        let Ok(n) = notices.try_recv() else { break };
+                        batch.push(n);
+                    }
+                    self.notices(batch);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -229,17 +240,30 @@ impl Service {
         self.write_metrics(false);
     }
 
-    fn notice(&mut self, n: Notice) {
-        journal::log_notice(&n);
-        match &n {
-            Notice::Changed => {}
-            Notice::Download { .. } => {
-                // Progress for the bus only: no metric changes.
-                if let Some(tx) = &self.bus_tx {
-                    let _ = tx.send(n);
-                }
-                return;
+    /// Journal and counters for each notice, then the metrics (unless
+    /// only download progress came), then each on to the bus in order.
+    fn notices(&mut self, batch: Vec<Notice>) {
+        let mut changed = false;
+        for n in &batch {
+            changed |= self.notice(n);
+        }
+        if changed {
+            self.write_metrics(true);
+        }
+        if let Some(tx) = &self.bus_tx {
+            for n in batch {
+                // Blocks only if the D-Bus side is NOTICE_DEPTH behind.
+                let _ = tx.send(n);
             }
+        }
+    }
+
+    /// Logs `n` and counts it; `false`: no metric changes (download progress).
+    fn notice(&mut self, n: &Notice) -> bool {
+        journal::log_notice(n);
+        match n {
+            Notice::Changed => {}
+            Notice::Download { .. } => return false,
             Notice::Swapped { to, window, .. } => {
                 self.counters.swaps += 1;
                 let window = if window.is_zero() { self.probation } else { *window };
@@ -252,11 +276,7 @@ impl Service {
             Notice::CommittedFault { .. } => self.counters.committed_faults += 1,
             Notice::RolledBack { .. } => self.trial = None,
         }
-        self.write_metrics(true);
-        if let Some(tx) = &self.bus_tx {
-            // Blocks only if the D-Bus side is NOTICE_DEPTH behind.
-            let _ = tx.send(n);
-        }
+        true
     }
 
     fn write_metrics(&mut self, up: bool) {
