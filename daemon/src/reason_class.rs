@@ -187,13 +187,13 @@ impl<const N: usize> Default for Tally<N> {
     }
 }
 
-pub type FailureTally = Tally<8>;
-pub type RollbackTally = Tally<11>;
+pub type FailureTally = Tally<{ FailureClass::ALL.len() }>;
+pub type RollbackTally = Tally<{ RollbackClass::ALL.len() }>;
 
 impl FailureTally {
     pub fn add(&mut self, c: FailureClass) {
-        let i = FailureClass::ALL.iter().position(|x| *x == c).unwrap_or(N_LAST_FAILURE);
-        self.0[i] += 1;
+        // `ALL` lists the classes in declaration order (a test holds it).
+        self.0[c as usize] += 1;
     }
 
     /// `(label, count)` for every class, in [`FailureClass::ALL`] order.
@@ -204,8 +204,7 @@ impl FailureTally {
 
 impl RollbackTally {
     pub fn add(&mut self, c: RollbackClass) {
-        let i = RollbackClass::ALL.iter().position(|x| *x == c).unwrap_or(N_LAST_ROLLBACK);
-        self.0[i] += 1;
+        self.0[c as usize] += 1;
     }
 
     /// `(label, count)` for every class, in [`RollbackClass::ALL`] order.
@@ -213,9 +212,6 @@ impl RollbackTally {
         RollbackClass::ALL.iter().zip(self.0).map(|(c, n)| (c.as_str(), n))
     }
 }
-
-const N_LAST_FAILURE: usize = FailureClass::ALL.len() - 1;
-const N_LAST_ROLLBACK: usize = RollbackClass::ALL.len() - 1;
 
 #[cfg(test)]
 mod tests {
@@ -234,6 +230,19 @@ mod tests {
         r.dedup();
         assert_eq!(f.len(), FailureClass::ALL.len());
         assert_eq!(r.len(), RollbackClass::ALL.len());
+    }
+
+    #[test]
+    fn all_lists_the_classes_in_declaration_order() {
+        for (i, c) in FailureClass::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+        for (i, c) in RollbackClass::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+        // `Other` is declared last: nothing is left out of `ALL`.
+        assert_eq!(FailureClass::Other as usize + 1, FailureClass::ALL.len());
+        assert_eq!(RollbackClass::Other as usize + 1, RollbackClass::ALL.len());
     }
 
     #[test]
