@@ -46,6 +46,8 @@
 #define MILSPEC_FAULT "slowinit"
 #elif defined(MILSPEC_FAULT_DEGRADED)
 #define MILSPEC_FAULT "degraded"
+#elif defined(MILSPEC_FAULT_WARNLATER)
+#define MILSPEC_FAULT "warnlater"
 #endif
 
 #if defined(MILSPEC_FAULT_OOPS) || defined(MILSPEC_FAULT_PANIC)
@@ -292,6 +294,34 @@ module_param_cb(fault_release, &fault_release_ops, NULL, 0644);
 __MODULE_PARM_TYPE(fault_release, "bool");
 MODULE_PARM_DESC(fault_release, "Fault busy: write 1 to drop the extra module reference");
 #endif /* MILSPEC_FAULT_BUSY */
+
+#ifdef MILSPEC_FAULT_WARNLATER
+/*
+ * Healthy at load and through any probation; WARNs from its own code each
+ * time 1 is written to the fault_warn parameter, for faults seen after the
+ * commit.
+ */
+static int fault_warn_set(const char *val, const struct kernel_param *kp)
+{
+	bool warn;
+	int ret;
+
+	ret = kstrtobool(val, &warn);
+	if (ret)
+		return ret;
+	WARN(warn, "%s: fault warnlater: injected warning on request\n",
+	     KBUILD_MODNAME);
+	return 0;
+}
+
+static const struct kernel_param_ops fault_warn_ops = {
+	.set = fault_warn_set,
+};
+
+module_param_cb(fault_warn, &fault_warn_ops, NULL, 0200);
+__MODULE_PARM_TYPE(fault_warn, "bool");
+MODULE_PARM_DESC(fault_warn, "Fault warnlater: write 1 to WARN now");
+#endif /* MILSPEC_FAULT_WARNLATER */
 
 #ifdef MILSPEC_FAULT_THREAD
 /*

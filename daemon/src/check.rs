@@ -162,6 +162,7 @@ pub fn prepare_kernel(
     let host = poll_host(engine)?;
     match poller.poll_build(&host, release, opts, &mut |_| {})? {
         PollReport::AddBuild(d) => {
+            engine.set_origin(Some(mirror_origin(poller, d.index_version)));
             let o = engine.add_build(d.file, release)?;
             if matches!(o, BuildOutcome::Rejected { .. }) {
                 poller.refuse_build(d.sha256);
@@ -190,10 +191,12 @@ pub fn check(
             CheckReport::RevokedNoReplacement { index_version, current }
         }
         PollReport::Install(d) => {
+            engine.set_origin(Some(mirror_origin(poller, d.index_version)));
             let outcome = engine.install(d.file, InstallOptions { allow_downgrade: d.allow_downgrade })?;
             CheckReport::Installed { index_version: d.index_version, version: d.version, reason: d.reason, outcome }
         }
         PollReport::AddBuild(d) => {
+            engine.set_origin(Some(mirror_origin(poller, d.index_version)));
             let outcome = engine.add_build(d.file, &host.kernel_release)?;
             if matches!(outcome, BuildOutcome::Rejected { .. }) {
                 poller.refuse_build(d.sha256);
@@ -223,6 +226,7 @@ fn catch_up(poller: &Poller, engine: &mut Engine<'_>, host: &PollHost, opts: Pol
         let res = match poller.poll_build(host, release, opts, &mut |_| {}) {
             Ok(PollReport::AddBuild(d)) => {
                 let sha256 = d.sha256;
+                engine.set_origin(Some(mirror_origin(poller, d.index_version)));
                 let o = engine.add_build(d.file, release);
                 if let Ok(BuildOutcome::Rejected { .. }) = &o {
                     poller.refuse_build(sha256);
@@ -242,6 +246,11 @@ fn catch_up(poller: &Poller, engine: &mut Engine<'_>, host: &PollHost, opts: Pol
             ),
         }
     }
+}
+
+/// Where a download came from, for the history.
+fn mirror_origin(poller: &Poller, index_version: u64) -> crate::history::Origin {
+    crate::history::Origin::Mirror { mirror: poller.mirror_url().to_string(), index_version }
 }
 
 /// The mirror's view of this host, from the engine that owns it.

@@ -101,6 +101,20 @@ pub enum Cmd {
     /// unit's ExecStopPost=, however the daemon stopped). Writes atomically;
     /// exit 0, also when [metrics] textfile is "" (nothing to do), 1 on error.
     MetricsDown(ConfigArg),
+    /// Check the history's hash chain, reading the files directly (root on
+    /// the host, no daemon needed): every record's `prev` is the hash of
+    /// the one before, across rotated files. Exit 0 verified, 2 broken
+    /// (the first broken record is named), 1 error.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Verify the chain (the only mode here; `milspecctl history` lists events).
+        #[arg(long, required = true)]
+        verify: bool,
+        /// Print the verification as JSON (milspec.history-verify/1) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Poll the mirror once in the foreground and say what was done.
     /// Exit 0 up to date, waiting or committed, 2 rejected, 3 rolled back, 1 error.
     Check {

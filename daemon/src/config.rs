@@ -41,6 +41,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub kernel: KernelConfig,
     pub metrics: MetricsConfig,
+    /// `[history]`: how long and how much rotated history is kept.
+    pub history: crate::history::retention::HistoryConfig,
     /// The mirror to pull from; absent means no polling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceConfig>,
@@ -355,6 +357,7 @@ impl Config {
             src.validate()?;
         }
         self.metrics.validate()?;
+        self.history.validate()?;
         Ok(())
     }
 

@@ -25,10 +25,11 @@ pub use after_commit::AfterCommit;
 
 use crate::config::Config;
 use crate::health::{Snapshot, UnattributedRise, Unhealthy, WatchOptions, WatchOutcome, Watcher};
-use crate::history::{now_rfc3339, Event, EventKind, History};
+use crate::history::{now_rfc3339, Actor, Event, EventKind, History, Origin};
 use crate::host::{HostContext, HostError};
 use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModule};
 use crate::lock::{LockError, StateLock};
+use crate::package_hash::PackageHash;
 use crate::plan::{self, Facts, Rejection};
 use crate::reason_class::{FailureClass, RollbackClass};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
@@ -303,7 +304,19 @@ pub struct Engine<'k> {
     state: RefCell<Option<State>>,
     /// Both slots as last read and verified; dropped when a slot changes.
     slot_views: RefCell<Option<Vec<SlotView>>>,
+    /// Who the current action is for and the package it reads: stamped on
+    /// every history record it writes.
+    audit: RefCell<Audit>,
     _lock: StateLock,
+}
+
+/// The audit fields of the current action's records.
+#[derive(Debug, Default)]
+struct Audit {
+    actor: Option<Actor>,
+    origin: Option<Origin>,
+    sha256: Option<String>,
+    signers: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -356,11 +369,12 @@ impl<'k> Engine<'k> {
             observer: None,
             host,
             state_file: StateFile::new(&cfg.paths.state_dir),
-            history: History::new(&cfg.paths.state_dir),
+            history: History::new(&cfg.paths.state_dir).with_retention(cfg.history.retention()),
             kernel,
             slots,
             state: RefCell::new(None),
             slot_views: RefCell::new(None),
+            audit: RefCell::new(Audit::default()),
             cfg,
             _lock: lock,
         })
@@ -375,8 +389,47 @@ impl<'k> Engine<'k> {
         self.host.slot_trust(release)
     }
 
-    fn record(&self, ev: Event) -> Result<(), EngineError> {
-        self.history.append(&ev).map_err(|source| EngineError::History { path: self.history.path().into(), source })?;
+    /// The next action is for `actor`, reading a package from `origin` (if
+    /// it reads one): every history record it writes names them.
+    pub fn act_for(&self, actor: Actor, origin: Option<Origin>) {
+        *self.audit.borrow_mut() = Audit { actor: Some(actor), origin, ..Audit::default() };
+    }
+
+    /// The package the action reads next comes from `origin` (the actor stays).
+    pub fn set_origin(&self, origin: Option<Origin>) {
+        let mut a = self.audit.borrow_mut();
+        a.origin = origin;
+        a.sha256 = None;
+        a.signers.clear();
+    }
+
+    /// Reads the rest of the package (bounded) so its hash is of the whole
+    /// file, for the records that follow.
+    fn package_read<R: Read>(&self, reader: &mut PackageHash<R>) {
+        self.audit.borrow_mut().sha256 = reader.finish(self.host.limits.max_package_size);
+    }
+
+    fn record(&self, mut ev: Event) -> Result<(), EngineError> {
+        {
+            let a = self.audit.borrow();
+            if let Some(actor) = &a.actor {
+                ev = ev.actor(actor.clone());
+            }
+            if let Some(origin) = &a.origin {
+                ev = ev.origin(origin.clone());
+            }
+            ev = ev.package(a.sha256.clone(), &a.signers);
+        }
+        if ev.kernel.is_none() {
+            if let Ok(k) = self.host.kernel_release() {
+                ev = ev.kernel(k);
+            }
+        }
+        let appended = self
+            .history
+            .append(&ev)
+            .map_err(|source| EngineError::History { path: self.history.path().into(), source })?;
+        crate::journal::log_record(&ev, &appended);
         if let Some(o) = self.observer {
             o.recorded(&ev);
         }
@@ -486,17 +539,19 @@ impl<'k> Engine<'k> {
         let mut state = self.load_state()?;
         let facts = self.facts_for(&state)?;
         let invalid = |e: PackageError| RejectReason::InvalidPackage(e.to_string());
+        let mut reader = PackageHash::new(reader);
 
         // 1. The signed header: signatures over the raw manifest, then the manifest.
-        let mut stream = match PackageStream::new(reader, &self.host.limits) {
+        let mut stream = match PackageStream::new(&mut reader, &self.host.limits) {
             Ok(s) => s,
-            Err(e) => return self.reject(None, invalid(e)),
+            Err(e) => return self.reject_package(&mut reader, None, invalid(e)),
         };
         let trust = Trust::Keys { keys: &self.host.keys, threshold: self.host.threshold };
         let opened = match stream.open(trust) {
             Ok(o) => o,
-            Err(e) => return self.reject(None, invalid(e)),
+            Err(e) => return self.reject_package(&mut reader, None, invalid(e)),
         };
+        self.audit.borrow_mut().signers = opened.signers.iter().map(ToString::to_string).collect();
 
         // The signatures verified: the manifest's version is trusted, and
         // every later refusal records it.
@@ -506,7 +561,7 @@ impl<'k> Engine<'k> {
         let popts =
             plan::Options { allow_downgrade: opts.allow_downgrade, adopt_unmanaged: self.cfg.kernel.adopt_unmanaged };
         let plan = match plan::plan(&state, &opened.manifest, &facts, &self.host.paths.module, popts) {
-            Err(r) => return self.reject(Some(&offered), RejectReason::Plan(r)),
+            Err(r) => return self.reject_package(&mut reader, Some(&offered), RejectReason::Plan(r)),
             Ok(p) if p.already_installed => {
                 let version = facts.committed_version.clone().unwrap_or_default();
                 info!(%version, "already installed and committed; nothing to do");
@@ -516,7 +571,7 @@ impl<'k> Engine<'k> {
         };
         // The declared checks judge the trial: a broken one refuses it now.
         if let Err(e) = crate::health::declared::load(&self.cfg.health.checks_dir) {
-            return self.reject(Some(&offered), RejectReason::HealthChecks(e.to_string()));
+            return self.reject_package(&mut reader, Some(&offered), RejectReason::HealthChecks(e.to_string()));
         }
 
         // 3. Begin the staging folder beside the slots (no slot changes).
@@ -528,8 +583,9 @@ impl<'k> Engine<'k> {
         let pkg = match opened.copy_payloads(&mut sink) {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
-            Err(e) => return self.reject(Some(&offered), invalid(e)),
+            Err(e) => return self.reject_package(&mut reader, Some(&offered), invalid(e)),
         };
+        self.package_read(&mut reader);
         let version = pkg.manifest.version.to_string();
         info!(%version, slot = %plan.target, signers = pkg.signers.len(), "package verified");
 
@@ -774,6 +830,17 @@ impl<'k> Engine<'k> {
         if let Some(o) = self.observer {
             o.failed(class);
         }
+    }
+
+    /// [`Self::reject`] of the package `reader` reads, once its hash is known.
+    fn reject_package<R: Read>(
+        &self,
+        reader: &mut PackageHash<R>,
+        version: Option<&str>,
+        reason: RejectReason,
+    ) -> Result<Outcome, EngineError> {
+        self.package_read(reader);
+        self.reject(version, reason)
     }
 
     fn reject(&self, version: Option<&str>, reason: RejectReason) -> Result<Outcome, EngineError> {
@@ -1179,14 +1246,20 @@ impl Engine<'_> {
     pub fn add_build(&mut self, reader: impl Read, release: &str) -> Result<BuildOutcome, EngineError> {
         let mut state = self.load_state()?;
         let running = self.host.kernel_release()?.to_string();
-        let reject = |this: &Self, reason: String| -> Result<BuildOutcome, EngineError> {
+        let mut reader = PackageHash::new(reader);
+        let reject = |this: &Self, reader: &mut PackageHash<_>, reason: String| -> Result<BuildOutcome, EngineError> {
+            this.package_read(reader);
             warn!("kernel build refused: {}", Escaped(&reason));
             this.failed(FailureClass::Refused);
             this.record(Event::new(EventKind::Rejected).kernel(release).reason(&reason))?;
             Ok(BuildOutcome::Rejected { reason })
         };
         if let Some(t) = &state.trial {
-            return reject(self, format!("a trial of {} is running; add kernel builds once it ends", t.version));
+            return reject(
+                self,
+                &mut reader,
+                format!("a trial of {} is running; add kernel builds once it ends", t.version),
+            );
         }
         let id = state.committed.ok_or(EngineError::NoCommittedSlot)?;
         let slot = self.read_slot(id, &running)?.ok_or(EngineError::NoCommittedSlot)?;
@@ -1197,26 +1270,32 @@ impl Engine<'_> {
         if let Some(b) = state.is_build_blocked(&slot.manifest.version, release) {
             return reject(
                 self,
+                &mut reader,
                 format!("the build of {version} for kernel {release} failed here before ({})", b.reason),
             );
         }
-        let mut stream = match PackageStream::new(reader, &self.host.limits) {
+        let mut stream = match PackageStream::new(&mut reader, &self.host.limits) {
             Ok(s) => s,
-            Err(e) => return reject(self, format!("invalid package: {e}")),
+            Err(e) => return reject(self, &mut reader, format!("invalid package: {e}")),
         };
         let trust = Trust::Keys { keys: &self.host.keys, threshold: self.host.threshold };
         let opened = match stream.open(trust) {
             Ok(o) => o,
-            Err(e) => return reject(self, format!("invalid package: {e}")),
+            Err(e) => return reject(self, &mut reader, format!("invalid package: {e}")),
         };
         // The slot may hold fewer builds than its manifest lists (a removed
         // kernel's was dropped): the same manifest again brings one back.
+        self.audit.borrow_mut().signers = opened.signers.iter().map(ToString::to_string).collect();
         let same = opened.manifest == slot.manifest;
         match milspec_format::republish::added_builds(&slot.manifest, &opened.manifest) {
             Err(_) if same && opened.manifest.payload_for(release).is_some() => {}
-            Err(e) => return reject(self, e.to_string()),
+            Err(e) => return reject(self, &mut reader, e.to_string()),
             Ok(added) if !added.iter().any(|p| p.kernel_release == release) => {
-                return reject(self, format!("the republished {version} has no build for kernel {release}"));
+                return reject(
+                    self,
+                    &mut reader,
+                    format!("the republished {version} has no build for kernel {release}"),
+                );
             }
             Ok(_) => {}
         }
@@ -1226,8 +1305,9 @@ impl Engine<'_> {
         let pkg = match opened.copy_payloads(&mut sink) {
             Ok(pkg) => pkg,
             Err(PackageError::Sink { path, source }) => return Err(EngineError::Stage { path, source }),
-            Err(e) => return reject(self, format!("invalid package: {e}")),
+            Err(e) => return reject(self, &mut reader, format!("invalid package: {e}")),
         };
+        self.package_read(&mut reader);
         let staged = self.slots.seal(staging, &pkg.manifest_bytes, &pkg.signatures, self.slot_trust(&running))?;
         step!("build.after-stage");
         let replaced = self.slots.replace(staged, self.slot_trust(&running));

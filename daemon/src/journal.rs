@@ -45,8 +45,13 @@ pub const BUILD_ADDED: &str = "a27a11028b0047159bc93c419749072d";
 /// A fault naming the committed module was seen after its probation.
 pub const COMMITTED_FAULT: &str = "4a84de26ffd64200babd17c78c2d56b2";
 
+/// A record was appended to the hash-chained history; its fields
+/// `MILSPEC_RECORD_N`, `MILSPEC_RECORD_HASH` and `MILSPEC_RECORD_PREV`
+/// anchor the chain in a forwarded journal.
+pub const HISTORY_RECORD: &str = "5e0c3f9b2d7a4e61b8f4a9c07d21e6b3";
+
 /// Every id with a short name, in catalog order (for docs and tests).
-pub const ALL: [(&str, &str); 10] = [
+pub const ALL: [(&str, &str); 11] = [
     ("install-started", INSTALL_STARTED),
     ("swapped", SWAPPED),
     ("committed", COMMITTED),
@@ -57,6 +62,7 @@ pub const ALL: [(&str, &str); 10] = [
     ("no-build", NO_BUILD),
     ("build-added", BUILD_ADDED),
     ("committed-fault", COMMITTED_FAULT),
+    ("history-record", HISTORY_RECORD),
 ];
 
 /// The environment variable systemd sets to `DEV:INODE` of the journal
@@ -260,6 +266,23 @@ pub static FAILED_POLLS: RateLimit = RateLimit::new(5, Duration::from_secs(60));
 /// Untrusted text for a log message: escaped and bounded.
 pub fn untrusted(s: &str) -> String {
     sanitize_to(s, MAX_LOG_LINE / 4)
+}
+
+/// Logs one history record with the `HISTORY_RECORD` id and its place in
+/// the chain (the journal fields `MILSPEC_RECORD_N`, `MILSPEC_RECORD_HASH`,
+/// `MILSPEC_RECORD_PREV`, `MILSPEC_EVENT`).
+pub fn log_record(ev: &crate::history::Event, at: &crate::history::Appended) {
+    let word = ev.event.word();
+    info!(
+        message_id = HISTORY_RECORD,
+        milspec_record_n = at.n,
+        milspec_record_hash = %at.hash,
+        milspec_record_prev = %at.prev,
+        milspec_event = word,
+        "history record {} ({word}): {}",
+        at.n,
+        at.hash
+    );
 }
 
 /// Logs the result of startup recovery with the `RECOVERY` id.

@@ -27,6 +27,7 @@ pub mod notice;
 pub mod notify;
 pub mod online;
 pub mod outcome_json;
+pub mod package_hash;
 pub mod panic_evidence;
 pub mod plan;
 pub mod preflight;

@@ -22,7 +22,7 @@ use crate::engine::{
     AfterCommit, BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason, Unblock,
 };
 use crate::health::committed_watch::CommittedWatch;
-use crate::history::{now_rfc3339, Event, EventKind};
+use crate::history::{now_rfc3339, Actor, Event, EventKind, Origin};
 use crate::kernel::Kernel;
 use crate::metrics::PollFacts;
 use crate::mirror::{PollOptions, Poller};
@@ -154,10 +154,18 @@ pub fn reply_channel() -> (ReplyTx, ReplyRx) {
     async_channel::bounded(1)
 }
 
+/// An action and who asked for it (named in every history record it writes).
+#[derive(Debug)]
+pub struct Request {
+    pub by: Actor,
+    pub action: Action,
+}
+
 #[derive(Debug)]
 pub enum Action {
-    /// Install the package read from this file (the caller's descriptor).
-    Install { package: File, opts: InstallOptions, reply: ReplyTx },
+    /// Install the package read from this file (the caller's descriptor),
+    /// which the history names as `origin`.
+    Install { package: File, origin: Origin, opts: InstallOptions, reply: ReplyTx },
     /// Poll the mirror once; `force` ignores the rollout schedule.
     Check { force: bool, reply: Option<ReplyTx> },
     /// No trial running: go back to the version in the other slot
@@ -175,6 +183,13 @@ pub enum Action {
     /// Take `version` off the blocklist ([`Engine::unblock`]); `actor`
     /// names who asked (`uid N`).
     Unblock { version: semver::Version, actor: String, reply: ReplyTx },
+}
+
+impl Action {
+    /// This action, asked for by `by`.
+    pub fn by(self, by: Actor) -> Request {
+        Request { by, action: self }
+    }
 }
 
 struct Shared {
@@ -228,7 +243,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The handle the D-Bus side and the poll timer hold.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    tx: SyncSender<Action>,
+    tx: SyncSender<Request>,
     shared: Arc<Shared>,
 }
 
@@ -267,7 +282,7 @@ impl WorkerHandle {
 
     /// Queues an action without waiting; `Busy` if an install is running
     /// or the queue is full.
-    pub fn send(&self, action: Action) -> Result<(), ActionError> {
+    pub fn send(&self, action: Request) -> Result<(), ActionError> {
         if self.is_busy() {
             let p = self.published();
             return Err(ActionError::Busy(busy_text(&p)));
@@ -345,7 +360,7 @@ impl std::fmt::Debug for Started {
 /// Starts the engine thread: opens the engine (taking the state lock),
 /// recovers, then serves actions. Returns once recovery is done.
 pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started> {
-    let (tx, rx) = mpsc::sync_channel::<Action>(QUEUE_DEPTH);
+    let (tx, rx) = mpsc::sync_channel::<Request>(QUEUE_DEPTH);
     let (ntx, nrx) = mpsc::sync_channel::<Notice>(NOTICE_DEPTH);
     let paused_file = cfg.paths.state_dir.join(PAUSED_FILE);
     let shared = Arc::new(Shared {
@@ -380,6 +395,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
             }
         };
         engine.set_observer(&observer);
+        engine.act_for(Actor::Recover, None);
         let recovery = engine.recover();
         observer.refresh(&engine);
         observer.set_state(DaemonState::Idle);
@@ -399,7 +415,7 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
     Ok(Started { handle: WorkerHandle { tx, shared }, notices: nrx, recovery })
 }
 
-fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiver<Action>) {
+fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiver<Request>) {
     let poller = match cfg.source.as_ref().map(|_| Poller::new(cfg)).transpose() {
         Ok(p) => p,
         Err(e) => {
@@ -411,7 +427,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
     let mut watch = arm_committed_watch(cfg);
     let mut next_look = Instant::now() + interval;
     loop {
-        let action = match next_action(&rx, watch.is_some().then_some(next_look)) {
+        let Request { by, action } = match next_action(&rx, watch.is_some().then_some(next_look)) {
             Next::Action(a) => a,
             Next::Look => {
                 look_after_commit(engine, obs, &mut watch);
@@ -429,8 +445,9 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         // A failed poll is logged once, by the poll itself (rate-limited).
         let logged = matches!(action, Action::Check { .. });
         let result = match action {
-            Action::Install { package, opts, reply } => {
+            Action::Install { package, origin, opts, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, Some(origin));
                 info!("install requested over D-Bus");
                 engine.install(package, opts).map_err(|e| obs.engine_failed(e)).and_then(|o| {
                     let r = outcome_reply(&o);
@@ -446,6 +463,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             Action::Check { force, reply } => {
                 *obs.reply.borrow_mut() = reply;
                 let attempt_unix = unix_ms() as i64 / 1000;
+                engine.act_for(by, None);
                 obs.set_state(DaemonState::Checking);
                 let res = match &poller {
                     None => Err(ActionError::Failed(
@@ -501,6 +519,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Revert { reason, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 info!("rollback to the other slot requested over D-Bus");
                 let res = engine.revert(&reason).map_err(|e| match e {
                     EngineError::NothingToRollBack(m) => ActionError::NothingToRollBack(format!(
@@ -519,10 +538,12 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Reconcile { reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 engine.recover().map(|r| recovery_reply(&r)).map_err(|e| obs.engine_failed(e))
             }
             Action::PrepareKernel { release, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 let shown = crate::journal::untrusted(&release);
                 info!(kernel = %shown, "kernel {shown} installed: preparing its build");
                 let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
@@ -535,6 +556,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Unblock { version, actor, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 match engine.unblock(&version, &actor) {
                     Ok(u @ Unblock::Unblocked(_)) => {
                         Ok(ActionReply::new(ActionResult::Unblocked, version.to_string(), u.to_string()))
@@ -545,6 +567,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::KernelRemoved { release, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
+                engine.act_for(by, None);
                 engine
                     .drop_build(&release)
                     .map(|slots| {
@@ -599,14 +622,14 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
 
 /// What the engine thread does next.
 enum Next {
-    Action(Action),
+    Action(Request),
     /// Time to look at the committed module.
     Look,
     /// Every sender is gone.
     Closed,
 }
 
-fn next_action(rx: &Receiver<Action>, look_at: Option<Instant>) -> Next {
+fn next_action(rx: &Receiver<Request>, look_at: Option<Instant>) -> Next {
     let Some(at) = look_at else {
         return rx.recv().map_or(Next::Closed, Next::Action);
     };
@@ -655,6 +678,7 @@ fn look_after_commit(engine: &mut Engine<'_>, obs: &WorkerObserver, watch: &mut 
     obs.shared.busy.store(true, Ordering::SeqCst);
     obs.shared.beat();
     *lock(&obs.shared.stop) = None;
+    engine.act_for(Actor::Watch, None);
     let rolled_back = match engine.committed_fault(&fault) {
         Ok(AfterCommit::RolledBack { version, outcome }) => {
             obs.rolled_back(RollbackClass::AfterCommitFault);
@@ -981,7 +1005,7 @@ pub fn run_poll_timer(handle: &WorkerHandle, interval: Duration, jitter: impl Fn
         if handle.published().paused {
             info!("polling is paused (SetPaused); skipping this poll");
         } else {
-            match handle.send(Action::Check { force: false, reply: None }) {
+            match handle.send(Action::Check { force: false, reply: None }.by(Actor::Timer)) {
                 Ok(()) => {}
                 Err(ActionError::Gone) => return,
                 Err(e) => info!("skipping this poll: {e}"),

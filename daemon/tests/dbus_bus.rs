@@ -281,6 +281,30 @@ fn install_commit_rollback_and_every_method_over_the_bus() {
         ]
     );
     assert_eq!(h.json(&["history", "--json", "--limit", "2"]).as_array().unwrap().len(), 2);
+    // The audit trail: each record names the D-Bus caller (root here) and
+    // the file behind its descriptor, the package's hash and signer, the
+    // kernel; the chain verifies, through the daemon and offline.
+    let events = hist.as_array().unwrap();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["n"].as_u64(), Some(i as u64 + 1), "{e}");
+        assert_eq!((e["actor"]["kind"].as_str(), e["actor"]["uid"].as_u64()), (Some("dbus"), Some(0)), "{e}");
+        assert_eq!(e["actor"]["authorized"], "root", "{e}");
+        assert!(e["actor"]["sender"].as_str().is_some_and(|s| s.starts_with(':')), "{e}");
+        assert!(e["kernel"].is_string(), "{e}");
+    }
+    let staged = &events[0];
+    assert!(staged["origin"]["file"].as_str().is_some_and(|f| f.ends_with("1.0.0.mspkg")), "{staged}");
+    let file = staged["origin"]["file"].as_str().unwrap();
+    let want = milspec_format::Sha256Digest::of(&fs::read(file).unwrap()).to_string();
+    assert_eq!(staged["sha256"].as_str(), Some(want.as_str()), "{staged}");
+    assert_eq!(staged["signers"].as_array().map(Vec::len), Some(1), "{staged}");
+    let rejected = events.last().unwrap();
+    assert!(rejected["sha256"].as_str().is_some_and(|s| s.len() == 64), "a refused package is hashed too: {rejected}");
+    let v = h.json(&["history", "--verify", "--json"]);
+    assert_eq!((v["result"].as_str(), v["records"].as_u64()), (Some("ok"), Some(10)), "{v}");
+    schema_support::assert_valid("history-verify", &v, "milspecctl history --verify --json");
+    let o = h.ctl(&["history", "--verify"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("10 records, 1 to 10"), "{}", text(&o));
     let slots = h.json(&["slots", "--json"]);
     let b = slots.as_array().unwrap().iter().find(|s| s["slot"] == "b").unwrap();
     assert_eq!(
@@ -1229,6 +1253,9 @@ fn a_fault_after_the_commit_is_signalled_and_rolled_back() {
     let history = h.json(&["history", "--json", "--limit", "3"]);
     let events: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(events, ["fault", "swapped", "committed"], "{history}");
+    // The watch saw the fault and its rollback followed: both are its records.
+    let actors: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["actor"]["kind"].as_str()).collect();
+    assert_eq!(actors, ["watch", "watch", "watch"], "{history}");
     let blocked = h.ctl(&["status"]);
     assert!(String::from_utf8_lossy(&blocked.stdout).contains("1.1.0"), "{}", text(&blocked));
     let metrics = fs::read_to_string(h.f.path("metrics/milspecd.prom")).unwrap();

@@ -917,3 +917,47 @@ fn a_signature_refused_at_load_rolls_back_and_is_not_blocklisted() {
         "a host-policy refusal is not the module's fault"
     );
 }
+
+/// Every record of an action names its actor and origin, the package's
+/// hash (of the bytes read, a refused package's too) and signers, and the
+/// kernel; the chain verifies.
+#[test]
+fn records_name_the_actor_origin_package_and_kernel() {
+    use milspecd::history::{Actor, Origin, Verdict};
+    let h = Host::new();
+    let pkg = h.package("1.1.0");
+    let want = milspec_format::Sha256Digest::of(&fs::read(&pkg).unwrap()).to_string();
+    let mut e = Engine::open(h.cfg.clone(), &h.kernel).unwrap();
+    e.act_for(Actor::Cli { uid: 0 }, Some(Origin::File { file: pkg.display().to_string() }));
+    assert!(matches!(
+        e.install(fs::File::open(&pkg).unwrap(), InstallOptions::default()).unwrap(),
+        Outcome::Committed { .. }
+    ));
+    e.act_for(Actor::Timer, Some(Origin::Mirror { mirror: "https://m.example/".into(), index_version: 9 }));
+    let garbage = h.f.path("garbage.mspkg");
+    fs::write(&garbage, vec![b'x'; 5000]).unwrap();
+    let bad = milspec_format::Sha256Digest::of(&fs::read(&garbage).unwrap()).to_string();
+    assert!(matches!(
+        e.install(fs::File::open(&garbage).unwrap(), InstallOptions::default()).unwrap(),
+        Outcome::Rejected { .. }
+    ));
+    drop(e);
+    let history = History::new(&h.cfg.paths.state_dir);
+    let events = history.read(100).unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(kinds, [EventKind::Staged, EventKind::Swapped, EventKind::Committed, EventKind::Rejected]);
+    for ev in &events[..3] {
+        assert_eq!(ev.actor, Some(Actor::Cli { uid: 0 }), "{ev:?}");
+        assert_eq!(ev.origin, Some(Origin::File { file: pkg.display().to_string() }), "{ev:?}");
+        assert_eq!(ev.sha256.as_deref(), Some(want.as_str()), "{ev:?}");
+        assert_eq!(ev.signers.len(), 1, "{ev:?}");
+        assert_eq!(ev.kernel.as_deref(), Some(RELEASE), "{ev:?}");
+    }
+    let rejected = &events[3];
+    assert_eq!(rejected.actor, Some(Actor::Timer));
+    assert!(matches!(&rejected.origin, Some(Origin::Mirror { index_version: 9, .. })), "{rejected:?}");
+    assert_eq!(rejected.sha256.as_deref(), Some(bad.as_str()), "the refused bytes are named");
+    assert!(rejected.signers.is_empty());
+    let Verdict::Ok(v) = history.verify().unwrap() else { panic!("{:?}", history.verify()) };
+    assert_eq!((v.records, v.last_n), (4, Some(4)));
+}

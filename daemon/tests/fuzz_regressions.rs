@@ -31,6 +31,11 @@ fn dbus_history() {
 }
 
 #[test]
+fn history_chain() {
+    assert!(replay("history_chain", daemon_harness::history_chain) >= 2);
+}
+
+#[test]
 fn config() {
     assert!(replay("config", daemon_harness::config) >= 2);
 }

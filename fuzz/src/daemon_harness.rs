@@ -141,3 +141,20 @@ pub fn dbus_history(data: &[u8]) {
     }
     to_bytes(Context::new_dbus(LE, 0), &maps).expect("the History reply encodes");
 }
+
+/// `history.jsonl` lines fed to the chain's verifier as `history --verify`
+/// and `VerifyHistory` do: it never panics, a verdict always comes, and
+/// what it says (the reply's `message`, the text `--verify` prints) is a
+/// valid D-Bus string.
+pub fn history_chain(data: &[u8]) {
+    use milspecd::history::chain::{ChainVerifier, Verdict};
+    let mut v = ChainVerifier::new();
+    for (i, line) in data.split(|&b| b == b'\n').take(256).enumerate() {
+        v.feed("history.jsonl", i as u64 + 1, line);
+    }
+    let verdict = v.finish();
+    if let Verdict::Broken(b) = &verdict {
+        assert!(b.line >= 1 && b.line <= 256, "{b:?}");
+    }
+    assert_valid_dbus_string(&verdict.to_string(), usize::MAX);
+}

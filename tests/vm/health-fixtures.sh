@@ -3,12 +3,13 @@
 #
 # Host side of the health scenario ("# needs: engine kmod-faults health"):
 # milspec_neighbour, a test module that WARNs on request (another driver's
-# fault during a trial), and packages of good 1.6.0, 1.7.0 and 1.8.0 (real
+# fault during a trial), packages of good 1.6.0, 1.7.0 and 1.8.0 (real
 # builds of those versions: a rolled-back version is blocklisted, so each
-# trial that is meant to roll back needs one of its own). Scenarios that
-# use it also need "engine" (keys, config).
+# trial that is meant to roll back needs one of its own), and 1.9.0, a
+# warnlater build (healthy until told to WARN: a fault after the commit).
+# Scenarios that use it also need "engine" (keys, config).
 
-KO_VARIANTS+=(v1.6.0::1.6.0 v1.7.0::1.7.0 v1.8.0::1.8.0)
+KO_VARIANTS+=(v1.6.0::1.6.0 v1.7.0::1.7.0 v1.8.0::1.8.0 v1.9.0-warnlater:warnlater:1.9.0)
 
 # vm_neighbour_build: tests/vm/neighbour/ built against the new kernel's
 # headers into $CACHE_DIR/neighbour/milspec-neighbour.ko, once per inputs.
@@ -39,9 +40,9 @@ vm_health_stage() {
 	vm_neighbour_build
 	install -D -m 0644 "$CACHE_DIR/neighbour/milspec-neighbour.ko" "$d/opt/ko/neighbour/milspec-neighbour.ko"
 	mkdir -p "$d/opt/pkg"
-	for v in 1.6.0 1.7.0 1.8.0; do
-		"$repo" pack --version "$v" --module "$KO_DIR/v$v/dell-milspec.ko" \
-			--key "$keys/release.key" --out "$d/opt/pkg/$v.mspkg" >/dev/null ||
+	for v in 1.6.0 1.7.0 1.8.0 1.9.0-warnlater; do
+		"$repo" pack --version "${v%-*}" --module "$KO_DIR/v$v/dell-milspec.ko" \
+			--key "$keys/release.key" --out "$d/opt/pkg/${v%-*}.mspkg" >/dev/null ||
 			vm_die "packing $v failed"
 	done
 }

@@ -61,6 +61,7 @@ KO_VARIANTS=(
 	panic:panic:
 	slowinit:slowinit:
 	degraded:degraded:
+	warnlater:warnlater:
 	v1.0.0::1.0.0
 	v1.1.0::1.1.0
 	v1.2.0-warn:warn:1.2.0

@@ -40,8 +40,13 @@ pub const HOST_POLICY: &str = "milspec.host-policy/1";
 /// `milspecctl report`, the `Report` method).
 pub const REPORT: &str = "milspec.report/1";
 
+/// `milspec.history-verify/1`: a check of the history's hash chain
+/// (`milspecd history --verify`, `milspecctl history --verify`, the
+/// `VerifyHistory` method).
+pub const HISTORY_VERIFY: &str = "milspec.history-verify/1";
+
 /// Every schema name, with the file in `docs/schema/` that defines it.
-pub const ALL: [(&str, &str); 10] = [
+pub const ALL: [(&str, &str); 11] = [
     (STATUS, "status.schema.json"),
     (OUTCOME, "outcome.schema.json"),
     (HISTORY_EVENT, "history-event.schema.json"),
@@ -52,6 +57,7 @@ pub const ALL: [(&str, &str); 10] = [
     (MIRROR_KERNELS, "mirror-kernels.schema.json"),
     (HOST_POLICY, "host-policy.schema.json"),
     (REPORT, "report.schema.json"),
+    (HISTORY_VERIFY, "history-verify.schema.json"),
 ];
 
 /// An empty string is an absent value.
@@ -288,6 +294,38 @@ pub struct HistoryEvent {
     pub reason: Option<String>,
     pub millis: Option<u64>,
     pub kernel: Option<String>,
+    /// Its place in the hash chain (null in records older than the chain).
+    pub n: Option<u64>,
+    /// The previous record's hash.
+    pub prev: Option<String>,
+    /// Who caused it.
+    pub actor: Option<HistoryActor>,
+    /// Where its package came from.
+    pub origin: Option<HistoryOrigin>,
+    /// The package file's SHA-256.
+    pub sha256: Option<String>,
+    /// Key ids whose signatures verified (empty: none, or no package).
+    pub signers: Vec<String>,
+}
+
+/// Who caused a history event: `kind` `dbus` (with `uid`, `sender`,
+/// `authorized` `root` or `polkit`), `timer`, `watch`, `recover` or `cli`
+/// (with `uid`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryActor {
+    pub kind: String,
+    pub uid: Option<u32>,
+    pub sender: Option<String>,
+    pub authorized: Option<String>,
+}
+
+/// Where a history event's package came from: `mirror` and
+/// `index_version`, or `file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryOrigin {
+    pub mirror: Option<String>,
+    pub index_version: Option<u64>,
+    pub file: Option<String>,
 }
 
 impl HistoryEvent {
@@ -305,6 +343,23 @@ impl HistoryEvent {
             reason: s("reason"),
             millis: m.get("millis").and_then(|v| v.parse().ok()),
             kernel: s("kernel"),
+            n: m.get("n").and_then(|v| v.parse().ok()),
+            prev: s("prev"),
+            actor: m.get("actor").and_then(|v| serde_json::from_str(v).ok()).map(|v: serde_json::Value| HistoryActor {
+                kind: v["kind"].as_str().unwrap_or_default().to_string(),
+                uid: v["uid"].as_u64().and_then(|u| u32::try_from(u).ok()),
+                sender: v["sender"].as_str().map(str::to_string),
+                authorized: v["authorized"].as_str().map(str::to_string),
+            }),
+            origin: m.get("origin").and_then(|v| serde_json::from_str(v).ok()).map(|v: serde_json::Value| {
+                HistoryOrigin {
+                    mirror: v["mirror"].as_str().map(str::to_string),
+                    index_version: v["index_version"].as_u64(),
+                    file: v["file"].as_str().map(str::to_string),
+                }
+            }),
+            sha256: s("sha256"),
+            signers: m.get("signers").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub trait Manager {
     #[zbus(no_autostart)]
     fn history(&self, limit: u32) -> zbus::Result<Vec<HashMap<String, String>>>;
     #[zbus(no_autostart)]
+    fn verify_history(&self) -> zbus::Result<String>;
+    #[zbus(no_autostart)]
     fn slots(&self) -> zbus::Result<Vec<HashMap<String, String>>>;
     #[zbus(no_autostart)]
     fn report(&self) -> zbus::Result<String>;
@@ -80,6 +82,7 @@ pub const MEMBERS: &[&str] = &[
     "method SetPaused(b) -> ()",
     "method Slots() -> (aa{ss})",
     "method Unblock(s) -> (sss)",
+    "method VerifyHistory() -> (s)",
     "property ActiveSlot s read",
     "property CommittedKernels as read",
     "property CommittedVersion s read",

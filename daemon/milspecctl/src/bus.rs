@@ -932,6 +932,30 @@ pub fn slots(json_out: bool) -> anyhow::Result<ExitCode> {
 
 /// The daemon's compliance report: its JSON escaped again, checked to be
 /// a `milspec.report/1`, then printed as JSON or as lines.
+/// `history --verify`: the daemon checks the chain; exit 2 when broken.
+pub fn verify_history(json_out: bool) -> anyhow::Result<ExitCode> {
+    // The daemon reads every file (up to [history] max_size).
+    let conn = connect_daemon(Duration::from_secs(10 * 60))?;
+    let text = proxy(&conn)?.verify_history().map_err(|e| call_error(e, "history --verify"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("history --verify: the daemon's answer is not JSON: {e}"))?;
+    let v = clean_json(v);
+    if v["schema"] != json::HISTORY_VERIFY {
+        anyhow::bail!(
+            "history --verify: the daemon answered a {}, this milspecctl reads {}; use the milspecctl of the daemon's release",
+            clean(&v["schema"].to_string()),
+            json::HISTORY_VERIFY
+        );
+    }
+    let broken = v["result"] != "ok";
+    if json_out {
+        print_json_pretty(&v)?;
+    } else {
+        println!("{}", v["message"].as_str().unwrap_or_default());
+    }
+    done(if broken { 2 } else { 0 })
+}
+
 pub fn report(json_out: bool) -> anyhow::Result<ExitCode> {
     let conn = connect_daemon(CALL_TIMEOUT)?;
     let text = proxy(&conn)?.report().map_err(|e| call_error(e, "report"))?;

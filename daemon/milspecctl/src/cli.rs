@@ -117,7 +117,12 @@ pub enum Cmd {
     History {
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        /// Print the events as a JSON array on stdout.
+        /// Check the hash chain instead (the daemon reads every file): exit
+        /// 0 verified, 2 broken (the first broken record is named).
+        #[arg(long)]
+        verify: bool,
+        /// Print the events as a JSON array on stdout (with --verify, one
+        /// milspec.history-verify/1 object).
         #[arg(long)]
         json: bool,
     },

@@ -6,6 +6,7 @@ use milspec_cli::run_main;
 use milspecd::cli::{Cli, Cmd, ConfigArg};
 use milspecd::config::{self, Config};
 use milspecd::engine::{Engine, InstallOptions};
+use milspecd::history::{Actor, History, Origin};
 use milspecd::journal;
 use milspecd::kernel::Kernel;
 use milspecd::kernel::SysKernel;
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
             journal::init_stderr_logging();
             let kernel = SysKernel::new()?;
             let mut engine = Engine::open(load_config(&arg)?, &kernel)?;
+            engine.act_for(Actor::cli(), None);
             let r = engine.recover()?;
             println!("recovery: {r}");
             Ok(ExitCode::SUCCESS)
@@ -108,9 +110,11 @@ fn main() -> ExitCode {
             let file = milspec_format::open_package(&package, &milspec_format::Limits::DEFAULT)?;
             let kernel = kernel_factory()(&cfg)?;
             let mut engine = Engine::open(cfg, kernel.as_ref())?;
+            engine.act_for(Actor::cli(), None);
             let r = engine.recover()?;
             info!("recovery: {r}");
             info!(package = %package.display(), "installing");
+            engine.set_origin(Some(Origin::File { file: package.display().to_string() }));
             let outcome = engine.install(file, InstallOptions { allow_downgrade })?;
             if json {
                 println!("{}", serde_json::to_string(&outcome_json::of_outcome(&outcome))?);
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
             let poller = cfg.source.as_ref().map(|_| Poller::new(&cfg)).transpose()?;
             let kernel = kernel_factory()(&cfg)?;
             let mut engine = Engine::open(cfg.clone(), kernel.as_ref())?;
+            engine.act_for(Actor::cli(), None);
             let r = engine.recover()?;
             info!("recovery: {r}");
             let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
@@ -153,12 +158,27 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::from(report.exit_code()))
         }),
+        Cmd::History { config, verify: _, json } => {
+            let cfg = load_config(&config)?;
+            let history = History::new(&cfg.paths.state_dir);
+            let verdict = history
+                .verify()
+                .map_err(|e| anyhow::anyhow!("cannot read the history in {}: {e}", cfg.paths.state_dir.display()))?;
+            if json {
+                let report = milspecd::history::chain::VerifyReport::new(&verdict);
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{verdict}");
+            }
+            Ok(ExitCode::from(verdict.exit_code()))
+        }
         Cmd::Check { config, now, json } => json_failure(json, || {
             journal::init_stderr_logging();
             let cfg = load_config(&config)?;
             let poller = Poller::new(&cfg)?;
             let kernel = kernel_factory()(&cfg)?;
             let mut engine = Engine::open(cfg.clone(), kernel.as_ref())?;
+            engine.act_for(Actor::cli(), None);
             let r = engine.recover()?;
             info!("recovery: {r}");
             if now {

@@ -13,6 +13,7 @@ use zbus::names::BusName;
 use zbus::zvariant::Value;
 
 use super::{ManagerError, POLKIT_ACTION};
+use crate::history::{Actor, Authorized};
 
 const POLKIT_NAME: &str = "org.freedesktop.PolicyKit1";
 /// How long polkit may take to answer (it may ask an agent).
@@ -32,11 +33,12 @@ pub async fn caller_uid(conn: &zbus::Connection, hdr: &Header<'_>) -> Result<(St
     Ok((sender.to_string(), uid))
 }
 
-/// Allows root; asks polkit for anyone else.
-pub async fn authorize(conn: &zbus::Connection, hdr: &Header<'_>, method: &str) -> Result<u32, ManagerError> {
+/// Allows root; asks polkit for anyone else. Returns the caller's uid and
+/// the caller as the history names it.
+pub async fn authorize(conn: &zbus::Connection, hdr: &Header<'_>, method: &str) -> Result<(u32, Actor), ManagerError> {
     let (sender, uid) = caller_uid(conn, hdr).await?;
     if uid == 0 {
-        return Ok(uid);
+        return Ok((uid, Actor::Dbus { uid, sender, authorized: Authorized::Root }));
     }
     let denied = |why: &str| {
         let why = crate::journal::untrusted(why);
@@ -74,7 +76,7 @@ pub async fn authorize(conn: &zbus::Connection, hdr: &Header<'_>, method: &str) 
     match check.or(timeout).await {
         Ok(true) => {
             info!(uid, method, "authorized by polkit");
-            Ok(uid)
+            Ok((uid, Actor::Dbus { uid, sender, authorized: Authorized::Polkit }))
         }
         Ok(false) => Err(denied("polkit did not authorize it")),
         Err(e) => Err(denied(&format!("polkit check failed: {e}"))),

@@ -64,13 +64,22 @@ impl Manager {
         make: impl FnOnce(String, crate::worker::ReplyTx) -> Action,
         limit: Duration,
     ) -> Result<(String, String, String), ManagerError> {
-        let uid = authorize(conn, hdr, method).await?;
+        let (uid, by) = authorize(conn, hdr, method).await?;
         let release = checked_release(release)?;
         info!(uid, kernel = %release, "{method}");
         let (tx, rx) = reply_channel();
-        self.handle.send(make(release, tx))?;
+        self.handle.send(make(release, tx).by(by))?;
         Ok(wait_reply(rx, limit, method).await?.into_wire())
     }
+}
+
+/// The file behind a caller's descriptor, as the daemon sees it (the
+/// history's `origin`): its path, or `fd` if it has none to show.
+fn descriptor_origin(file: &File) -> crate::history::Origin {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let file = link.map_or_else(|_| "fd".to_string(), |p| p.to_string_lossy().into_owned());
+    crate::history::Origin::File { file: sanitize_to(&file, 4096) }
 }
 
 /// A kernel release from a caller: checked before it goes anywhere.
@@ -238,7 +247,7 @@ impl Manager {
     ) -> Result<(String, String, String), ManagerError> {
         clean(
             async {
-                let uid = authorize(conn, &hdr, "Install").await?;
+                let (uid, by) = authorize(conn, &hdr, "Install").await?;
                 let file = File::from(OwnedFd::from(package));
                 let meta = file
                     .metadata()
@@ -257,7 +266,9 @@ impl Manager {
                 }
                 info!(uid, size = meta.len(), "Install");
                 let (tx, rx) = reply_channel();
-                self.handle.send(Action::Install { package: file, opts: InstallOptions::default(), reply: tx })?;
+                let origin = descriptor_origin(&file);
+                let install = Action::Install { package: file, origin, opts: InstallOptions::default(), reply: tx };
+                self.handle.send(install.by(by))?;
                 let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Install").await?;
                 Ok(r.into_wire())
             }
@@ -274,10 +285,10 @@ impl Manager {
     ) -> Result<(String, String, String), ManagerError> {
         clean(
             async {
-                let uid = authorize(conn, &hdr, "CheckForUpdates").await?;
+                let (uid, by) = authorize(conn, &hdr, "CheckForUpdates").await?;
                 info!(uid, "CheckForUpdates");
                 let (tx, rx) = reply_channel();
-                self.handle.send(Action::Check { force: false, reply: Some(tx) })?;
+                self.handle.send(Action::Check { force: false, reply: Some(tx) }.by(by))?;
                 let r = wait_reply(rx, CHECK_REPLY_TIMEOUT, "CheckForUpdates").await?;
                 Ok(r.into_wire())
             }
@@ -299,7 +310,7 @@ impl Manager {
     ) -> Result<(String, String, String), ManagerError> {
         clean(
             async {
-                let uid = authorize(conn, &hdr, "Rollback").await?;
+                let (uid, by) = authorize(conn, &hdr, "Rollback").await?;
                 let reason = format!("rollback requested by the operator (uid {uid})");
                 let from = match self.handle.request_rollback(reason.clone()) {
                     Ok(from) => from,
@@ -307,7 +318,7 @@ impl Manager {
                         let from = self.published().committed_version;
                         info!(uid, version = %from, "Rollback to the other slot");
                         let (tx, rx) = reply_channel();
-                        self.handle.send(Action::Revert { reason, reply: tx })?;
+                        self.handle.send(Action::Revert { reason, reply: tx }.by(by))?;
                         let r = wait_reply(rx, INSTALL_REPLY_TIMEOUT, "Rollback").await?;
                         return Ok((from, r.version, r.result.word().to_string()));
                     }
@@ -348,10 +359,10 @@ impl Manager {
     ) -> Result<(String, String, String), ManagerError> {
         clean(
             async {
-                let uid = authorize(conn, &hdr, "Reconcile").await?;
+                let (uid, by) = authorize(conn, &hdr, "Reconcile").await?;
                 info!(uid, "Reconcile");
                 let (tx, rx) = reply_channel();
-                self.handle.send(Action::Reconcile { reply: tx })?;
+                self.handle.send(Action::Reconcile { reply: tx }.by(by))?;
                 let limit = self.cfg.health.unload_timeout * 2 + Duration::from_secs(60);
                 let r = wait_reply(rx, limit, "Reconcile").await?;
                 Ok(r.into_wire())
@@ -406,11 +417,11 @@ impl Manager {
     ) -> Result<(String, String, String), ManagerError> {
         clean(
             async {
-                let uid = authorize(conn, &hdr, "Unblock").await?;
+                let (uid, by) = authorize(conn, &hdr, "Unblock").await?;
                 let version = checked_version(&version)?;
                 info!(uid, %version, "Unblock");
                 let (tx, rx) = reply_channel();
-                self.handle.send(Action::Unblock { version, actor: format!("uid {uid}"), reply: tx })?;
+                self.handle.send(Action::Unblock { version, actor: format!("uid {uid}"), reply: tx }.by(by))?;
                 Ok(wait_reply(rx, Duration::from_secs(60), "Unblock").await?.into_wire())
             }
             .await,
@@ -453,7 +464,7 @@ impl Manager {
     ) -> Result<(), ManagerError> {
         clean(
             async {
-                let uid = authorize(conn, &hdr, "SetPaused").await?;
+                let (uid, _) = authorize(conn, &hdr, "SetPaused").await?;
                 info!(uid, paused, "SetPaused");
                 if self.handle.set_paused(paused)? {
                     self.paused_changed(&emitter).await?;
@@ -479,6 +490,50 @@ impl Manager {
             }
             .await,
         )
+    }
+
+    /// Checks the history's hash chain (every file, rotated ones first) and
+    /// returns the verification as `milspec.history-verify/1` JSON: what
+    /// verified, or the first broken record. Read-only, open to every
+    /// caller as `History` is; one verification at a time (`Busy` else).
+    #[zbus(out_args("verification"))]
+    async fn verify_history(&self) -> Result<String, ManagerError> {
+        static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::Ordering;
+        if RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(ManagerError::Busy("a history verification is running; try again when it is done".into()));
+        }
+        let history = History::new(&self.cfg.paths.state_dir);
+        let (tx, rx) = async_channel::bounded(1);
+        /// Lets the next verification run once this one ends, however it ends.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                RUNNING.store(false, Ordering::SeqCst);
+            }
+        }
+        let spawned = std::thread::Builder::new().name("verify-history".into()).spawn(move || {
+            let _done = Done;
+            let _ = tx.send_blocking(history.verify());
+        });
+        if let Err(e) = spawned {
+            RUNNING.store(false, Ordering::SeqCst);
+            return Err(ManagerError::Failed(format!("cannot start the verification: {e}")));
+        }
+        let verdict = rx
+            .recv()
+            .await
+            .map_err(|_| ManagerError::Failed("the verification stopped without an answer".into()))?
+            .map_err(|e| ManagerError::Failed(format!("cannot read the history: {e}")).clean())?;
+        let report = crate::history::chain::VerifyReport::new(&verdict);
+        let text = serde_json::to_string(&report)
+            .map_err(|e| ManagerError::Failed(format!("cannot write the verification: {e}")))?;
+        if !milspec_format::text::is_clean(&text) {
+            return Err(ManagerError::Failed(
+                "the verification holds unprintable text; see `milspecd history --verify`".into(),
+            ));
+        }
+        Ok(text)
     }
 
     /// The two slots: `slot`, `valid` (`true`/`false`), `committed`,

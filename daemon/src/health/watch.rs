@@ -397,20 +397,40 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_secs(10);
 
+    /// A healthy fake tree, its baseline and a watcher armed on it.
+    struct Rig {
+        dir: tempfile::TempDir,
+        paths: KernelPaths,
+        baseline: Snapshot,
+        w: Watcher,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = fake_tree(dir.path());
+            let baseline = Snapshot::read(&paths);
+            let w = Watcher::arm(&paths).unwrap();
+            Rig { dir, paths, baseline, w }
+        }
+
+        fn opts(&self) -> WatchOptions {
+            opts(self.dir.path())
+        }
+
+        /// Watches a window of `window` with `o`, no progress, never stopped.
+        fn watch(&mut self, window: Duration, o: &WatchOptions) -> WatchOutcome {
+            self.w.watch_until(&self.baseline, window, o, &mut |_| {}, &|| None)
+        }
+    }
+
     #[test]
     fn quiet_window_is_healthy_and_reports_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
+        let mut r = Rig::new();
         let mut calls = Vec::new();
-        let outcome = w.watch_until(
-            &baseline,
-            Duration::from_millis(500),
-            &opts(dir.path()),
-            &mut |left| calls.push(left),
-            &|| None,
-        );
+        let o = r.opts();
+        let outcome =
+            r.w.watch_until(&r.baseline, Duration::from_millis(500), &o, &mut |left| calls.push(left), &|| None);
         let WatchOutcome::Healthy { watched, .. } = outcome else { panic!("{outcome:?}") };
         assert!(watched >= Duration::from_millis(500), "{watched:?}");
         assert_eq!(calls.len(), 1, "{calls:?}");
@@ -418,14 +438,11 @@ mod tests {
 
     #[test]
     fn warn_count_rising_is_seen_fast_under_rollback() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
-        let counter = paths.warn_count();
+        let mut r = Rig::new();
+        let counter = r.paths.warn_count();
         let bump = later(Duration::from_millis(200), move || fs::write(counter, "1\n").unwrap());
-        let o = WatchOptions { unattributed: Unattributed::Rollback, ..opts(dir.path()) };
-        let outcome = w.watch_until(&baseline, WINDOW, &o, &mut |_| {}, &|| None);
+        let o = WatchOptions { unattributed: Unattributed::Rollback, ..r.opts() };
+        let outcome = r.watch(WINDOW, &o);
         bump.join().unwrap();
         let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason, Unhealthy::WarnRose { from: 0, to: 1 });
@@ -461,13 +478,10 @@ mod tests {
 
     #[test]
     fn another_drivers_warn_extends_the_window_by_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
-        let warn = other_driver_warns(&paths);
+        let mut r = Rig::new();
+        let warn = other_driver_warns(&r.paths);
         let window = Duration::from_millis(600);
-        let outcome = w.watch_until(&baseline, window, &opts(dir.path()), &mut |_| {}, &|| None);
+        let outcome = r.watch(window, &r.opts());
         warn.join().unwrap();
         let WatchOutcome::Healthy { watched, unattributed } = outcome else { panic!("{outcome:?}") };
         // One rise (the counter; the W bit is taken in with it), and a
@@ -482,14 +496,11 @@ mod tests {
     #[test]
     fn another_drivers_warn_is_ignored_or_rolled_back_as_configured() {
         for (policy, healthy) in [(Unattributed::Ignore, true), (Unattributed::Rollback, false)] {
-            let dir = tempfile::tempdir().unwrap();
-            let paths = fake_tree(dir.path());
-            let baseline = Snapshot::read(&paths);
-            let mut w = Watcher::arm(&paths).unwrap();
-            let warn = other_driver_warns(&paths);
+            let mut r = Rig::new();
+            let warn = other_driver_warns(&r.paths);
             let window = Duration::from_millis(600);
-            let o = WatchOptions { unattributed: policy, ..opts(dir.path()) };
-            let outcome = w.watch_until(&baseline, window, &o, &mut |_| {}, &|| None);
+            let o = WatchOptions { unattributed: policy, ..r.opts() };
+            let outcome = r.watch(window, &o);
             warn.join().unwrap();
             match outcome {
                 WatchOutcome::Healthy { watched, unattributed } if healthy => {
@@ -507,15 +518,12 @@ mod tests {
     #[test]
     fn a_warn_naming_the_module_is_guilty_under_every_policy() {
         for policy in [Unattributed::Extend, Unattributed::Ignore, Unattributed::Rollback] {
-            let dir = tempfile::tempdir().unwrap();
-            let paths = fake_tree(dir.path());
-            let baseline = Snapshot::read(&paths);
-            let mut w = Watcher::arm(&paths).unwrap();
+            let mut r = Rig::new();
             // The counter first, as a reader racing the kernel may see it.
-            fs::write(paths.warn_count(), "1\n").unwrap();
-            log(&paths.kmsg, &["WARNING: CPU: 0 PID: 1 at dell-milspec.c:80 milspec_init+0x1a/0x40 [dell_milspec]"]);
-            let o = WatchOptions { unattributed: policy, ..opts(dir.path()) };
-            let outcome = w.watch_until(&baseline, WINDOW, &o, &mut |_| {}, &|| None);
+            fs::write(r.paths.warn_count(), "1\n").unwrap();
+            log(&r.paths.kmsg, &["WARNING: CPU: 0 PID: 1 at dell-milspec.c:80 milspec_init+0x1a/0x40 [dell_milspec]"]);
+            let o = WatchOptions { unattributed: policy, ..r.opts() };
+            let outcome = r.watch(WINDOW, &o);
             let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{policy}: {outcome:?}") };
             assert_eq!(reason.kind(), "kmsg", "{policy}: {reason}");
         }
@@ -523,24 +531,18 @@ mod tests {
 
     #[test]
     fn a_rise_with_a_failed_status_is_guilty() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
-        fs::write(paths.oops_count(), "1\n").unwrap();
-        fs::write(paths.milspec_status(), STATUS_OK.replace("state: ok", "state: failed")).unwrap();
-        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
+        let mut r = Rig::new();
+        fs::write(r.paths.oops_count(), "1\n").unwrap();
+        fs::write(r.paths.milspec_status(), STATUS_OK.replace("state: ok", "state: failed")).unwrap();
+        let outcome = r.watch(WINDOW, &r.opts());
         let WatchOutcome::Unhealthy { reason, .. } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason, Unhealthy::StatusFailed { state: "failed".into() });
     }
 
     #[test]
     fn a_noisy_neighbour_extends_a_window_at_most_three_times() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
-        let counter = paths.warn_count();
+        let mut r = Rig::new();
+        let counter = r.paths.warn_count();
         let noise = later(Duration::ZERO, move || {
             for n in 1..=8 {
                 std::thread::sleep(Duration::from_millis(150));
@@ -548,7 +550,7 @@ mod tests {
             }
         });
         let window = Duration::from_millis(200);
-        let outcome = w.watch_until(&baseline, window, &opts(dir.path()), &mut |_| {}, &|| None);
+        let outcome = r.watch(window, &r.opts());
         noise.join().unwrap();
         let WatchOutcome::Healthy { unattributed, watched } = outcome else { panic!("{outcome:?}") };
         let extended = unattributed.iter().filter(|r| r.action == RiseAction::Extended).count();
@@ -558,11 +560,8 @@ mod tests {
 
     #[test]
     fn kmsg_warn_record_is_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
-        let kmsg = paths.kmsg.clone();
+        let mut r = Rig::new();
+        let kmsg = r.paths.kmsg.clone();
         let append = later(Duration::from_millis(200), move || {
             let mut f = fs::OpenOptions::new().append(true).open(kmsg).unwrap();
             f.write_all(
@@ -570,7 +569,7 @@ mod tests {
             )
             .unwrap();
         });
-        let outcome = w.watch_until(&baseline, WINDOW, &opts(dir.path()), &mut |_| {}, &|| None);
+        let outcome = r.watch(WINDOW, &r.opts());
         append.join().unwrap();
         let WatchOutcome::Unhealthy { reason, after } = outcome else { panic!("{outcome:?}") };
         assert_eq!(reason.kind(), "kmsg", "{reason}");
@@ -601,33 +600,27 @@ mod tests {
 
     #[test]
     fn status_vanishing_and_failing() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
-        assert_eq!(w.check_now(&baseline), None);
-        fs::write(paths.milspec_status(), STATUS_OK.replace("pass", "fail")).unwrap();
-        assert_eq!(w.check_now(&baseline), Some(Unhealthy::SelftestFailed));
-        fs::remove_file(paths.milspec_status()).unwrap();
-        assert_eq!(w.check_now(&baseline), Some(Unhealthy::StatusMissing));
+        let mut r = Rig::new();
+        assert_eq!(r.w.check_now(&r.baseline), None);
+        fs::write(r.paths.milspec_status(), STATUS_OK.replace("pass", "fail")).unwrap();
+        assert_eq!(r.w.check_now(&r.baseline), Some(Unhealthy::SelftestFailed));
+        fs::remove_file(r.paths.milspec_status()).unwrap();
+        assert_eq!(r.w.check_now(&r.baseline), Some(Unhealthy::StatusMissing));
     }
 
     #[test]
     fn taint_added_after_load_is_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = fake_tree(dir.path());
-        let baseline = Snapshot::read(&paths);
-        let mut w = Watcher::arm(&paths).unwrap();
+        let mut r = Rig::new();
         // O and E from loading the module are fine; D is not.
-        fs::write(paths.tainted(), format!("{}\n", (1 << 12) | (1 << 13))).unwrap();
-        assert_eq!(w.check_now(&baseline), None);
-        fs::write(paths.tainted(), format!("{}\n", (1 << 7) | (1 << 12))).unwrap();
-        let bad = w.check_now(&baseline).unwrap();
+        fs::write(r.paths.tainted(), format!("{}\n", (1 << 12) | (1 << 13))).unwrap();
+        assert_eq!(r.w.check_now(&r.baseline), None);
+        fs::write(r.paths.tainted(), format!("{}\n", (1 << 7) | (1 << 12))).unwrap();
+        let bad = r.w.check_now(&r.baseline).unwrap();
         assert_eq!(bad.to_string(), "taint bits added: D (bit 7)");
         // With nothing ignored, E counts as well (O was set before, by the old module).
-        fs::write(paths.tainted(), format!("{}\n", (1 << 7) | (1 << 12) | (1 << 13))).unwrap();
-        let mut w = w.with_ignored_taint(0);
-        assert_eq!(w.check_now(&baseline).unwrap().to_string(), "taint bits added: D (bit 7), E (bit 13)");
+        fs::write(r.paths.tainted(), format!("{}\n", (1 << 7) | (1 << 12) | (1 << 13))).unwrap();
+        let mut w = r.w.with_ignored_taint(0);
+        assert_eq!(w.check_now(&r.baseline).unwrap().to_string(), "taint bits added: D (bit 7), E (bit 13)");
     }
 
     #[test]

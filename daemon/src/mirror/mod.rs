@@ -293,6 +293,11 @@ impl Poller {
         self.sleep = sleep;
     }
 
+    /// The mirror's root (`[source] url`), as the history names a download's origin.
+    pub fn mirror_url(&self) -> &str {
+        &self.base
+    }
+
     pub fn index_url(&self) -> String {
         format!("{}{}", self.base, index::INDEX_FILE)
     }

@@ -7,7 +7,10 @@
 #   dell_milspec itself rolls back; with unattributed = "rollback" the
 #   neighbour's WARN rolls back too. Declared checks (health.d/*.toml) run
 #   through the window: an http check and a tcp check whose service stops
-#   1 s into a 30 s trial roll back within seconds.
+#   1 s into a 30 s trial roll back within seconds. After the commit:
+#   milspecd run watching the committed 1.9.0 (a warnlater build) sees its
+#   WARN, records a fault and, with after_commit_rollback set, rolls back
+#   to 1.1.0 and blocklists 1.9.0.
 # vendor: Dell Inc.
 # boots: 1
 # timeout: 300
@@ -140,4 +143,50 @@ failures = 2
 TOML
 trial_losing_service 1.8.0 port
 expect_match "tcp failure named" "$(cat /tmp/install.out)" "cannot connect to 127.0.0.1:8080: Connection refused .*2 of 2 failures in a row"
+
+# After the commit: 1.9.0 passes its trial; then milspecd run, looking at
+# the committed module every second, sees the WARN it is told to raise.
+rm /etc/milspecd/health.d/port.toml
+with_probation 3s
+install_pkg 1.9.0 0
+expect_eq "live version" "$(live_version)" 1.9.0
+mkdir -p /tmp/conf.d
+cat >/tmp/conf.d/50-after-commit.toml <<'TOML'
+[health]
+after_commit_interval = "1s"
+after_commit_rollback = "1h"
+[metrics]
+textfile = "/tmp/metrics/milspecd.prom"
+TOML
+# No system bus in this scenario: the daemon says so and runs on.
+milspecd run --config "$CONF" >/tmp/milspecd.log 2>&1 &
+daemon=$!
+_n=0
+until grep -q 'ready: ' /tmp/milspecd.log; do
+	_n=$((_n + 1))
+	[ "$_n" -lt 200 ] || { cat /tmp/milspecd.log; fail "milspecd run never got ready"; }
+	sleep 0.1
+done
+faults_before=$(grep -c '"event":"fault"' "$STATE/history.jsonl" || true)
+_t0=$(uptime_ms)
+echo 1 >/sys/module/dell_milspec/parameters/fault_warn || fail "fault_warn did not take the write"
+dmesg_has "WARNING: .*fault_warn_set.*\[dell_milspec\]" || fail "no WARNING naming dell_milspec in the log"
+_n=0
+until [ "$(history_last committed version)" = 1.1.0 ] && [ "$(live_version)" = 1.1.0 ]; do
+	_n=$((_n + 1))
+	[ "$_n" -lt 300 ] || { cat /tmp/milspecd.log; fail "the fault after the commit was not rolled back within 30 s"; }
+	sleep 0.1
+done
+_ms=$(($(uptime_ms) - _t0))
+kill "$daemon"
+wait "$daemon" || true
+sed 's/^/    run| /' /tmp/milspecd.log | grep -E 'fault|rolling|committed|swapped' || true
+expect_eq "one fault recorded" "$(grep -c '"event":"fault"' "$STATE/history.jsonl")" $((faults_before + 1))
+fault=$(grep '"event":"fault"' "$STATE/history.jsonl" | tail -n 1)
+say "fault record: $fault"
+expect_match "the fault names the module and the rollback" "$fault" \
+	'"version":"1.9.0".*"reason":"WARNING: .*\[dell_milspec\].*rolling back to the previous version"'
+expect_match "metric" "$(cat /tmp/metrics/milspecd.prom)" "milspecd_committed_faults_total 1"
 show_status
+expect_match "1.9.0 blocklisted" "$(milspecd status --config "$CONF")" "blocklisted: +1\.9\.0 .*fault after commit"
+say "BENCH fault after the commit: WARN to 1.1.0 committed again in ${_ms} ms (look every 1 s, 3 s trial)"

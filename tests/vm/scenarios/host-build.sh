@@ -10,10 +10,10 @@ set -euo pipefail
 # (grep -q closes its pipe early: with pipefail, feed it from <<<"$(...)".)
 
 : "${REPO_ROOT:?}" "${KDIR:?}" "${KO_DIR:?}" "${KERNEL_RELEASE:?}" "${RUNDIR:?}"
-FAULTS=(warn oops selftest busy panic slowinit degraded)
+FAULTS=(warn oops selftest busy panic slowinit degraded warnlater)
 # What only fault code puts in a module: its symbols, messages, status key,
 # parameter and build flag.  (Plain "fault" is everywhere in debug info.)
-FAULT_CODE='milspec_fault|fault_release|fault (warn|oops|selftest|busy|panic|slowinit|degraded)|^fault: |MILSPEC_FAULT|injected'
+FAULT_CODE='milspec_fault|fault_release|fault_warn|fault (warn|oops|selftest|busy|panic|slowinit|degraded|warnlater)|^fault: |MILSPEC_FAULT|injected'
 VERSION=$(cat "$REPO_ROOT/kmod/VERSION")
 
 step() {
