@@ -39,7 +39,7 @@ fuzz_short() {
 	FUZZ_SANITIZER=${FUZZ_SANITIZER:-none} bash tests/fuzz/run.sh "${FUZZ_SECONDS:-10}"
 }
 
-tier "install Debian packages" ensure_debs gcc make pkg-config binutils nginx-light dbus util-linux faketime openssl kmod
+tier "install Debian packages" ensure_debs gcc make pkg-config binutils nginx-light dbus util-linux faketime openssl kmod prometheus prometheus-node-exporter
 tier "cargo fmt --check" cargo fmt --all -- --check
 tier "cargo clippy (all targets, all features, warnings are errors)" \
 	cargo clippy --locked --workspace --all-targets --all-features --quiet -- -D warnings

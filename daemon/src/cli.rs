@@ -97,6 +97,10 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mark the metrics file `milspecd_up 0`, keeping its other values (the
+    /// unit's ExecStopPost=, however the daemon stopped). Writes atomically;
+    /// exit 0, also when [metrics] textfile is "" (nothing to do), 1 on error.
+    MetricsDown(ConfigArg),
     /// Check the history's hash chain, reading the files directly (root on
     /// the host, no daemon needed): every record's `prev` is the hash of
     /// the one before, across rotated files. Exit 0 verified, 2 broken

@@ -90,18 +90,27 @@ impl Default for SourceConfig {
     }
 }
 
+/// Where the metrics go by default: the folder Debian's
+/// prometheus-node-exporter reads with its textfile collector.
+pub const DEFAULT_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/milspecd.prom";
+
 /// `[metrics]`: a Prometheus textfile (node_exporter's textfile collector).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Where `milspecd run` writes its metrics, atomically, on start and on
-    /// every change; an empty string writes none. Must end in `.prom`.
+    /// Where `milspecd run` writes its metrics, atomically, on start, on
+    /// every change and at least every 15 s (the heartbeat); an empty
+    /// string writes none. Must end in `.prom`.
     pub textfile: PathBuf,
+    /// The longest the file goes unwritten while the daemon runs and its
+    /// engine thread is responsive (1s to 5m): its heartbeat period.
+    #[serde(with = "human_duration")]
+    pub heartbeat: Duration,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { textfile: "/run/milspecd/milspecd.prom".into() }
+        MetricsConfig { textfile: DEFAULT_TEXTFILE.into(), heartbeat: Duration::from_secs(15) }
     }
 }
 
@@ -112,6 +121,9 @@ impl MetricsConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.heartbeat) {
+            return Err("[metrics] heartbeat must be between 1s and 5m".into());
+        }
         let Some(p) = self.path() else {
             return Ok(());
         };
@@ -563,9 +575,15 @@ mod tests {
     #[test]
     fn metrics_section() {
         let c = Config::parse("", Path::new("c.toml")).unwrap();
-        assert_eq!(c.metrics.path(), Some(Path::new("/run/milspecd/milspecd.prom")));
+        assert_eq!(c.metrics.path(), Some(Path::new("/var/lib/prometheus/node-exporter/milspecd.prom")));
+        assert_eq!(c.metrics.heartbeat, Duration::from_secs(15));
         let c = Config::parse("[metrics]\ntextfile = \"\"\n", Path::new("c")).unwrap();
         assert_eq!(c.metrics.path(), None, "empty: no metrics");
+        let c = Config::parse("[metrics]\nheartbeat = \"2s\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.metrics.heartbeat, Duration::from_secs(2));
+        for bad in ["0s", "6m"] {
+            assert!(Config::parse(&format!("[metrics]\nheartbeat = \"{bad}\"\n"), Path::new("c")).is_err(), "{bad}");
+        }
         assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
         for text in ["[metrics]\ntextfile = \"m.prom\"\n", "[metrics]\ntextfile = \"/run/m.txt\"\n"] {
             let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();

@@ -27,6 +27,8 @@ use crate::worker::{self, DaemonState, KernelFactory, WorkerHandle};
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest wait between two looks at the engine (status countdown).
 const SERVICE_TICK: Duration = Duration::from_secs(1);
+/// Most notices taken together for one metrics write.
+const NOTICE_BATCH: usize = 64;
 
 /// `milspecd run`: recover, own the bus name, then serve. Under systemd
 /// (`Type=notify`) it reports readiness, status and watchdog keep-alives.
@@ -94,6 +96,9 @@ pub fn run(cfg: Config, log_target: LogTarget, kernel: KernelFactory) -> anyhow:
         bus_tx: conn.as_ref().map(|_| bus_tx),
         metrics: TextfileWriter::new(cfg.metrics.path()),
         counters: Counters::default(),
+        last_write: Instant::now(),
+        written_beat: None,
+        heartbeat_every: cfg.metrics.heartbeat,
         trial: None,
         last_status: String::new(),
         watchdog,
@@ -185,6 +190,12 @@ struct Service {
     bus_tx: Option<SyncSender<Notice>>,
     metrics: TextfileWriter,
     counters: Counters,
+    /// When the metrics file was last written, and the engine's progress
+    /// mark then (a new mark while busy, e.g. a probation tick, rewrites it).
+    last_write: Instant,
+    written_beat: Option<u64>,
+    /// `[metrics] heartbeat`.
+    heartbeat_every: Duration,
     /// The trial on probation: version, when its window started, length.
     trial: Option<(String, Instant, Duration)>,
     last_status: String,
@@ -204,12 +215,22 @@ impl Service {
         let tick = self.watchdog.map_or(SERVICE_TICK, |w| w.min(SERVICE_TICK));
         loop {
             match notices.recv_timeout(tick) {
-                Ok(n) => self.notice(n),
+                Ok(n) => {
+                    // What queued up meanwhile goes with it: one metrics
+                    // write for the lot, before any of it reaches the bus.
+                    let mut batch = vec![n];
+                    while batch.len() < NOTICE_BATCH {
+                        let Ok(n) = notices.try_recv() else { break };
+                        batch.push(n);
+                    }
+                    self.notices(batch);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.update_status();
             self.keep_alive();
+            self.heartbeat();
             if self.stopping.load(Ordering::SeqCst) {
                 self.stop();
             }
@@ -219,17 +240,30 @@ impl Service {
         self.write_metrics(false);
     }
 
-    fn notice(&mut self, n: Notice) {
-        journal::log_notice(&n);
-        match &n {
-            Notice::Changed => {}
-            Notice::Download { .. } => {
-                // Progress for the bus only: no metric changes.
-                if let Some(tx) = &self.bus_tx {
-                    let _ = tx.send(n);
-                }
-                return;
+    /// Journal and counters for each notice, then the metrics (unless
+    /// only download progress came), then each on to the bus in order.
+    fn notices(&mut self, batch: Vec<Notice>) {
+        let mut changed = false;
+        for n in &batch {
+            changed |= self.notice(n);
+        }
+        if changed {
+            self.write_metrics(true);
+        }
+        if let Some(tx) = &self.bus_tx {
+            for n in batch {
+                // Blocks only if the D-Bus side is NOTICE_DEPTH behind.
+                let _ = tx.send(n);
             }
+        }
+    }
+
+    /// Logs `n` and counts it; `false`: no metric changes (download progress).
+    fn notice(&mut self, n: &Notice) -> bool {
+        journal::log_notice(n);
+        match n {
+            Notice::Changed => {}
+            Notice::Download { .. } => return false,
             Notice::Swapped { to, window, .. } => {
                 self.counters.swaps += 1;
                 let window = if window.is_zero() { self.probation } else { *window };
@@ -240,21 +274,31 @@ impl Service {
                 self.trial = None;
             }
             Notice::CommittedFault { .. } => self.counters.committed_faults += 1,
-            Notice::RolledBack { .. } => {
-                self.counters.rollbacks += 1;
-                self.trial = None;
-            }
+            Notice::RolledBack { .. } => self.trial = None,
         }
-        self.write_metrics(true);
-        if let Some(tx) = &self.bus_tx {
-            // Blocks only if the D-Bus side is NOTICE_DEPTH behind.
-            let _ = tx.send(n);
-        }
+        true
     }
 
     fn write_metrics(&mut self, up: bool) {
-        let snap = metrics::Snapshot::new(self.handle.published(), self.counters, up);
-        self.metrics.write(&snap);
+        let snap = metrics::Snapshot::new(self.handle.published(), self.counters, up, metrics::unix_now());
+        self.metrics.write(&snap.with_process());
+        self.last_write = Instant::now();
+        self.written_beat = Some(self.handle.beat_mark());
+    }
+
+    /// Rewrites the metrics file (a new heartbeat) when the engine made
+    /// progress while busy (a probation tick, a download) or at least
+    /// every `[metrics] heartbeat`; never while the engine looks
+    /// hung, so a stuck daemon's heartbeat stops as a dead one's does.
+    fn heartbeat(&mut self) {
+        let busy = self.handle.is_busy();
+        if !notify::engine_responsive(busy, self.handle.since_beat(), self.stall_limit) {
+            return;
+        }
+        let progressed = busy && self.written_beat != Some(self.handle.beat_mark());
+        if progressed || self.last_write.elapsed() >= self.heartbeat_every {
+            self.write_metrics(true);
+        }
     }
 
     fn update_status(&mut self) {

@@ -31,6 +31,7 @@ use crate::kernel::{loaded_module, Kernel, KernelError, LoadedModule, ReadyModul
 use crate::lock::{LockError, StateLock};
 use crate::package_hash::PackageHash;
 use crate::plan::{self, Facts, Rejection};
+use crate::reason_class::{FailureClass, RollbackClass};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
 use crate::slots::{NoBuild, Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
@@ -282,6 +283,12 @@ pub trait Observer {
     fn stop_trial(&self) -> Option<String> {
         None
     }
+    /// A request was refused or a build failed (its `rejected` or
+    /// `build-failed` record follows), for the labelled failure metric.
+    fn failed(&self, _class: FailureClass) {}
+    /// A rollback begins (its intent is saved next), for the labelled
+    /// rollback metric.
+    fn rolling_back(&self, _class: RollbackClass) {}
 }
 
 pub struct Engine<'k> {
@@ -695,7 +702,7 @@ impl<'k> Engine<'k> {
             if let Err(e) = replaced {
                 warn!("cannot put {version} in slot {}: {e}", slot.id);
                 let reason = format!("cannot write slot {}: {e}", slot.id);
-                return self.roll_back(state, reason, Instant::now(), 0, standby);
+                return self.roll_back(state, reason, RollbackClass::Load, Instant::now(), 0, standby);
             }
             self.record(Event::new(EventKind::Staged).version(&version).slot(slot.id))?;
             info!(%version, slot = %slot.id, "slot replaced");
@@ -712,9 +719,9 @@ impl<'k> Engine<'k> {
                     "host policy refused the module at load ({}): {e}; not blocklisted: see milspecd policy",
                     nix::errno::Errno::from_raw(errno)
                 );
-                return self.roll_back_as(state, reason, detected, 0, standby, Verdict::Unjudged);
+                return self.roll_back_as(state, reason, RollbackClass::Load, detected, 0, standby, Verdict::Unjudged);
             }
-            return self.roll_back(state, format!("load failed: {e}"), detected, 0, standby);
+            return self.roll_back(state, format!("load failed: {e}"), RollbackClass::Load, detected, 0, standby);
         }
         let swap_ms = ms(swap_start.elapsed());
         info!(%version, swap_ms, params = %params, "new module loaded");
@@ -749,6 +756,7 @@ impl<'k> Engine<'k> {
         let Some(entry) = state.unblock(version) else {
             let blocked: Vec<String> = state.blocklist.iter().map(|b| b.version.to_string()).collect();
             let refusal = Unblock::NotBlocked { version: version.to_string(), blocked };
+            self.failed(FailureClass::Refused);
             self.record(
                 Event::new(EventKind::Rejected).version(version).reason(format!("unblock by {actor}: {refusal}")),
             )?;
@@ -831,6 +839,12 @@ impl<'k> Engine<'k> {
         Ok(events.iter().any(|e| e.event == EventKind::Committed && e.version.as_deref() == Some(v.as_str())))
     }
 
+    fn failed(&self, class: FailureClass) {
+        if let Some(o) = self.observer {
+            o.failed(class);
+        }
+    }
+
     /// [`Self::reject`] of the package `reader` reads, once its hash is known.
     fn reject_package<R: Read>(
         &self,
@@ -844,6 +858,7 @@ impl<'k> Engine<'k> {
 
     fn reject(&self, version: Option<&str>, reason: RejectReason) -> Result<Outcome, EngineError> {
         warn!("rejected: {}", EscapedDisplay(&reason));
+        self.failed(FailureClass::of_reject(&reason));
         let mut ev = Event::new(EventKind::Rejected).reason(reason.to_string());
         if let Some(v) = version {
             ev = ev.version(v);
@@ -869,7 +884,16 @@ impl<'k> Engine<'k> {
                 // nothing as healthy that a broken check was meant to watch,
                 // and nothing against the module either (unjudged).
                 let reason = Unhealthy::CheckFailed { name: "health.d".into(), why: e.to_string() };
-                return self.roll_back_as(state, reason_text(&reason), Instant::now(), 0, standby, Verdict::Unjudged);
+                let text = reason_text(&reason);
+                return self.roll_back_as(
+                    state,
+                    text,
+                    RollbackClass::Check,
+                    Instant::now(),
+                    0,
+                    standby,
+                    Verdict::Unjudged,
+                );
             }
         }
         let mut progress = |left: Duration| {
@@ -885,12 +909,13 @@ impl<'k> Engine<'k> {
             WatchOutcome::Unhealthy { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "unhealthy: {}", EscapedDisplay(&reason));
-                self.roll_back(state, reason_text(&reason), detected, ms(after), standby)
+                let class = RollbackClass::of_unhealthy(&reason);
+                self.roll_back(state, reason_text(&reason), class, detected, ms(after), standby)
             }
             WatchOutcome::Stopped { reason, after } => {
                 let detected = Instant::now();
                 warn!(after_ms = ms(after), "trial stopped: {}", Escaped(&reason));
-                self.roll_back(state, reason, detected, ms(after), standby)
+                self.roll_back(state, reason, RollbackClass::Operator, detected, ms(after), standby)
             }
         }
     }
@@ -940,24 +965,30 @@ impl<'k> Engine<'k> {
         &self,
         state: &mut State,
         reason: String,
+        class: RollbackClass,
         detected: Instant,
         detect_ms: u64,
         standby: Option<Standby>,
     ) -> Result<Outcome, EngineError> {
-        self.roll_back_as(state, reason, detected, detect_ms, standby, Verdict::Guilty)
+        self.roll_back_as(state, reason, class, detected, detect_ms, standby, Verdict::Guilty)
     }
 
     /// [`Self::roll_back`], the version judged by `verdict` (a trial never
     /// judged, or cut short by a reboot, is not blocklisted at once).
+    #[allow(clippy::too_many_arguments)]
     fn roll_back_as(
         &self,
         state: &mut State,
         reason: String,
+        class: RollbackClass,
         detected: Instant,
         detect_ms: u64,
         standby: Option<Standby>,
         verdict: Verdict,
     ) -> Result<Outcome, EngineError> {
+        if let Some(o) = self.observer {
+            o.rolling_back(class);
+        }
         let trial = state.begin_rollback(&reason, now_rfc3339(), verdict)?;
         let reason = trial.rollback_reason.clone().unwrap_or(reason);
         let version = trial.version.to_string();
@@ -1082,7 +1113,8 @@ impl<'k> Engine<'k> {
             RecoveryAction::StillPendingReboot { reason } => Ok(Recovery::StillPendingReboot { reason }),
             RecoveryAction::RollBack { reason, note, verdict } => {
                 self.record(Event::new(EventKind::Recovered).version(&version).reason(note))?;
-                let o = self.roll_back_as(&mut state, reason, Instant::now(), 0, None, verdict)?;
+                let o =
+                    self.roll_back_as(&mut state, reason, RollbackClass::Recovery, Instant::now(), 0, None, verdict)?;
                 Ok(Recovery::RolledBack(o))
             }
             RecoveryAction::UnloadBlockedBuild => {
@@ -1231,6 +1263,7 @@ impl Engine<'_> {
         let reject = |this: &Self, reader: &mut PackageHash<_>, reason: String| -> Result<BuildOutcome, EngineError> {
             this.package_read(reader);
             warn!("kernel build refused: {}", Escaped(&reason));
+            this.failed(FailureClass::Refused);
             this.record(Event::new(EventKind::Rejected).kernel(release).reason(&reason))?;
             Ok(BuildOutcome::Rejected { reason })
         };
@@ -1337,6 +1370,7 @@ impl Engine<'_> {
             }
         }
         self.drop_build_from(&slot, release)?;
+        self.failed(FailureClass::Load);
         self.record(Event::new(EventKind::BuildFailed).version(&version).slot(id).kernel(release).reason(&reason))?;
         Ok(BuildOutcome::Failed { version, kernel_release, reason })
     }

@@ -31,6 +31,7 @@ pub mod package_hash;
 pub mod panic_evidence;
 pub mod plan;
 pub mod preflight;
+pub mod reason_class;
 pub mod recovery;
 pub mod report;
 pub mod slot_id;

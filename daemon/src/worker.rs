@@ -24,8 +24,10 @@ use crate::engine::{
 use crate::health::committed_watch::CommittedWatch;
 use crate::history::{now_rfc3339, Actor, Event, EventKind, Origin};
 use crate::kernel::Kernel;
+use crate::metrics::PollFacts;
 use crate::mirror::{PollOptions, Poller};
 use crate::notice::Notice;
+use crate::reason_class::{FailureClass, FailureTally, RollbackClass, RollbackTally};
 use crate::state::{State, TrialPhase};
 use crate::status::SlotView;
 use milspec_interface::ActionResult;
@@ -114,6 +116,15 @@ pub struct Published {
     /// Installed kernels (and the running one) with no build of the
     /// committed version.
     pub kernels_without_build: Vec<String>,
+    /// What the polls found (for the metrics only).
+    #[serde(skip)]
+    pub poll: PollFacts,
+    /// `failures` by reason class.
+    #[serde(skip)]
+    pub failures_by: FailureTally,
+    /// Rollbacks since the daemon started, by reason class.
+    #[serde(skip)]
+    pub rollbacks_by: RollbackTally,
 }
 
 /// The answer to an action that was accepted.
@@ -263,6 +274,12 @@ impl WorkerHandle {
         Duration::from_millis(mono_ms().saturating_sub(self.shared.beat.load(Ordering::SeqCst)))
     }
 
+    /// The engine thread's last sign of progress, as an opaque mark that
+    /// changes with each (a probation tick is one).
+    pub fn beat_mark(&self) -> u64 {
+        self.shared.beat.load(Ordering::SeqCst)
+    }
+
     /// Queues an action without waiting; `Busy` if an install is running
     /// or the queue is full.
     pub fn send(&self, action: Request) -> Result<(), ActionError> {
@@ -364,7 +381,12 @@ pub fn start(cfg: Config, make_kernel: KernelFactory) -> anyhow::Result<Started>
                 return;
             }
         };
-        let observer = WorkerObserver { shared: worker_shared, notices: ntx, reply: RefCell::new(None) };
+        let observer = WorkerObserver {
+            shared: worker_shared,
+            notices: ntx,
+            reply: RefCell::new(None),
+            class: std::cell::Cell::new(FailureClass::Other),
+        };
         let mut engine = match Engine::open(cfg.clone(), kernel.as_ref()) {
             Ok(e) => e,
             Err(e) => {
@@ -419,6 +441,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         obs.shared.beat();
         obs.shared.busy.store(true, Ordering::SeqCst);
         *lock(&obs.shared.stop) = None;
+        obs.class.set(FailureClass::Other);
         // A failed poll is logged once, by the poll itself (rate-limited).
         let logged = matches!(action, Action::Check { .. });
         let result = match action {
@@ -426,7 +449,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 *obs.reply.borrow_mut() = Some(reply);
                 engine.act_for(by, Some(origin));
                 info!("install requested over D-Bus");
-                engine.install(package, opts).map_err(|e| ActionError::Failed(one_line(e.into()))).and_then(|o| {
+                engine.install(package, opts).map_err(|e| obs.engine_failed(e)).and_then(|o| {
                     let r = outcome_reply(&o);
                     match o {
                         Outcome::Rejected { reason: reason @ RejectReason::InvalidPackage(_) } => {
@@ -439,6 +462,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
             }
             Action::Check { force, reply } => {
                 *obs.reply.borrow_mut() = reply;
+                let attempt_unix = unix_ms() as i64 / 1000;
                 engine.act_for(by, None);
                 obs.set_state(DaemonState::Checking);
                 let res = match &poller {
@@ -463,11 +487,24 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                                 total: d.total,
                             });
                         };
-                        crate::check::check(p, engine, opts, &mut downloading)
-                            .map_err(|e| ActionError::Failed(one_line(e.into())))
+                        crate::check::check(p, engine, opts, &mut downloading).map_err(|e| {
+                            obs.class.set(FailureClass::of_check(&e));
+                            ActionError::Failed(one_line(e.into()))
+                        })
                     }
                 };
-                lock(&obs.shared.published).last_check = now_rfc3339();
+                {
+                    let mut pb = lock(&obs.shared.published);
+                    pb.last_check = now_rfc3339();
+                    let facts = &mut pb.poll;
+                    facts.attempt_unix = Some(attempt_unix);
+                    if let Ok(r) = &res {
+                        facts.success_unix = Some(unix_ms() as i64 / 1000);
+                        facts.saw(r);
+                    }
+                    facts.index_expires_unix =
+                        poller.as_ref().and_then(Poller::index_expires).map(|t| t.unix_timestamp());
+                }
                 match &res {
                     Ok(r) => info!("poll: {r}"),
                     Err(e) => crate::journal::FAILED_POLLS.log("failed polls", || {
@@ -488,18 +525,21 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                     EngineError::NothingToRollBack(m) => ActionError::NothingToRollBack(format!(
                         "no trial is running and {m}; nothing changed: install or publish the version wanted"
                     )),
-                    e => ActionError::Failed(one_line(e.into())),
+                    e => obs.engine_failed(e),
                 });
                 match res {
                     // Refused before any swap (the old module is busy): nothing changed.
                     Ok(Outcome::Rejected { reason }) => Err(ActionError::Rejected(reason.to_string())),
-                    other => other.map(|o| outcome_reply(&o)),
+                    other => other.map(|o| {
+                        obs.rolled_back(RollbackClass::Operator);
+                        outcome_reply(&o)
+                    }),
                 }
             }
             Action::Reconcile { reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
                 engine.act_for(by, None);
-                engine.recover().map(|r| recovery_reply(&r)).map_err(|e| ActionError::Failed(one_line(e.into())))
+                engine.recover().map(|r| recovery_reply(&r)).map_err(|e| obs.engine_failed(e))
             }
             Action::PrepareKernel { release, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
@@ -509,7 +549,10 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 let opts = PollOptions { now: time::OffsetDateTime::now_utc(), force: false };
                 crate::check::prepare_kernel(poller.as_ref(), engine, &release, opts)
                     .map(|r| prepare_reply(&r))
-                    .map_err(|e| ActionError::Failed(one_line(e.into())))
+                    .map_err(|e| {
+                        obs.class.set(FailureClass::of_check(&e));
+                        ActionError::Failed(one_line(e.into()))
+                    })
             }
             Action::Unblock { version, actor, reply } => {
                 *obs.reply.borrow_mut() = Some(reply);
@@ -519,7 +562,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                         Ok(ActionReply::new(ActionResult::Unblocked, version.to_string(), u.to_string()))
                     }
                     Ok(u @ Unblock::NotBlocked { .. }) => Err(ActionError::Rejected(u.to_string())),
-                    Err(e) => Err(ActionError::Failed(one_line(e.into()))),
+                    Err(e) => Err(obs.engine_failed(e)),
                 }
             }
             Action::KernelRemoved { release, reply } => {
@@ -536,7 +579,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                         };
                         ActionReply::new(ActionResult::Clean, "", msg)
                     })
-                    .map_err(|e| ActionError::Failed(one_line(e.into())))
+                    .map_err(|e| obs.engine_failed(e))
             }
         };
         obs.refresh(engine);
@@ -554,6 +597,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
                 // Shown as LastError to anyone on the bus: escaped.
                 p.last_error = milspec_format::text::sanitize(e);
                 p.failures += 1;
+                p.failures_by.add(obs.class.replace(FailureClass::Other));
                 drop(p);
                 DaemonState::Error
             }
@@ -637,6 +681,7 @@ fn look_after_commit(engine: &mut Engine<'_>, obs: &WorkerObserver, watch: &mut 
     engine.act_for(Actor::Watch, None);
     let rolled_back = match engine.committed_fault(&fault) {
         Ok(AfterCommit::RolledBack { version, outcome }) => {
+            obs.rolled_back(RollbackClass::AfterCommitFault);
             info!(%version, "after its fault: {}", outcome_reply(&outcome).message);
             true
         }
@@ -756,9 +801,21 @@ struct WorkerObserver {
     /// The caller waiting on the running action; answered early, as soon
     /// as the package is staged, so a long probation does not hold a call.
     reply: RefCell<Option<ReplyTx>>,
+    /// The class of the running action's failure, if it fails.
+    class: std::cell::Cell<FailureClass>,
 }
 
 impl WorkerObserver {
+    /// An engine error ends the action: its class is kept for the metric.
+    fn engine_failed(&self, e: EngineError) -> ActionError {
+        self.class.set(FailureClass::of_engine(&e));
+        ActionError::Failed(one_line(e.into()))
+    }
+
+    fn rolled_back(&self, class: RollbackClass) {
+        lock(&self.shared.published).rollbacks_by.add(class);
+    }
+
     fn notify(&self, n: Notice) {
         // Blocks only if the D-Bus side is NOTICE_DEPTH behind.
         let _ = self.notices.send(n);
@@ -930,6 +987,14 @@ impl Observer for WorkerObserver {
     fn stop_trial(&self) -> Option<String> {
         self.shared.beat();
         lock(&self.shared.stop).take()
+    }
+
+    fn failed(&self, class: FailureClass) {
+        lock(&self.shared.published).failures_by.add(class);
+    }
+
+    fn rolling_back(&self, class: RollbackClass) {
+        self.rolled_back(class);
     }
 }
 

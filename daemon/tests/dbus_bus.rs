@@ -77,7 +77,7 @@ impl Host {
                 root.join("proc").display(),
                 root.join("sys").display(),
                 root.join("kmsg").display(),
-            ) + &extra(&f),
+            ) + &with_metrics(extra(&f), &f),
         )
         .unwrap();
         let bus = SystemBus::start(f.dir.path());
@@ -166,6 +166,15 @@ impl Host {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `extra`, with the metrics in the fixture unless it says where they go:
+/// never the host's node_exporter folder.
+fn with_metrics(extra: String, f: &Fixture) -> String {
+    if extra.contains("[metrics]") {
+        return extra;
+    }
+    format!("{extra}\n[metrics]\ntextfile = \"{}\"\n", f.path("metrics/milspecd.prom").display())
 }
 
 fn text(o: &Output) -> String {

@@ -107,6 +107,8 @@ impl Host {
         cfg.paths.state_dir = state.to_path_buf();
         cfg.health.probation = Duration::from_secs(1);
         cfg.health.checks_dir = f.path("checks");
+        // Never the host's node_exporter folder.
+        cfg.metrics.textfile = f.path("metrics/milspecd.prom");
         cfg.kernel.proc = paths.proc.clone();
         cfg.kernel.sys = paths.sys.clone();
         cfg.kernel.kmsg = paths.kmsg.clone();

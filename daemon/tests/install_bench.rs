@@ -73,3 +73,42 @@ fn one_install_on_the_fake_kernel() {
         med - probation.as_secs_f64() * 1000.0
     );
 }
+
+/// What the daemon does on every heartbeat, timed: render the metrics
+/// (with a `/proc/self` read for the `process_*` series) and write the
+/// file atomically (temporary file, fsync, rename, fsync of the folder).
+/// `METRICS_BENCH_RUNS=N` sets N (default 500).
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn render_and_write_one_metrics_file() {
+    use milspecd::metrics::{self, Counters, Snapshot, TextfileWriter};
+    use milspecd::worker::Published;
+    let runs: usize = std::env::var("METRICS_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milspecd.prom");
+    let mut writer = TextfileWriter::new(Some(&path));
+    let published = Published {
+        committed_version: "1.1.0".into(),
+        active_slot: "a".into(),
+        committed_kernels: vec![RELEASE.into()],
+        ..Published::default()
+    };
+    let (mut render, mut whole) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut bytes = 0;
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let snap = Snapshot::new(published.clone(), Counters::default(), true, metrics::unix_now()).with_process();
+        bytes = metrics::render(&snap).len();
+        render.push(t0.elapsed());
+        let t0 = Instant::now();
+        let snap = Snapshot::new(published.clone(), Counters::default(), true, metrics::unix_now()).with_process();
+        writer.write(&snap);
+        whole.push(t0.elapsed());
+    }
+    assert!(fs::read_to_string(&path).unwrap().contains("milspecd_heartbeat_timestamp_seconds"));
+    println!(
+        "BENCH metrics: {bytes} bytes; render with /proc/self read median {:.3} ms, render + atomic write median {:.3} ms (n={runs})",
+        median_ms(render),
+        median_ms(whole)
+    );
+}

@@ -183,10 +183,18 @@ fn ready_status_watchdog_metrics_then_clean_stop() {
     assert_eq!(sample(&m, "milspecd_up"), Some("1".into()), "{m}");
     assert_eq!(sample(&m, "milspecd_swaps_total"), Some("1".into()), "{m}");
     assert_eq!(sample(&m, "milspecd_commits_total"), Some("1".into()), "{m}");
-    assert_eq!(sample(&m, "milspecd_rollbacks_total"), Some("0".into()), "{m}");
+    assert_eq!(sample(&m, "milspecd_rollbacks_total{reason=\"load\"}"), Some("0".into()), "{m}");
+    assert_eq!(sample(&m, "milspecd_failures_total{reason=\"mirror\"}"), Some("0".into()), "{m}");
     assert_eq!(sample(&m, "milspecd_state{state=\"idle\"}"), Some("1".into()), "{m}");
     assert!(m.contains("committed_version=\"1.1.0\""), "{m}");
-    assert!(sample(&m, "milspecd_last_check_timestamp_seconds").is_some(), "{m}");
+    for series in [
+        "milspecd_last_poll_attempt_timestamp_seconds",
+        "milspecd_last_poll_success_timestamp_seconds",
+        "milspecd_index_expiry_timestamp_seconds",
+        "milspecd_heartbeat_timestamp_seconds",
+    ] {
+        assert!(sample(&m, series).is_some(), "{series}: {m}");
+    }
 
     // SIGTERM: STOPPING=1, exit 0, metrics say down.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();

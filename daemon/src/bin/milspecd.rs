@@ -123,6 +123,13 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::from(outcome.exit_code()))
         }),
+        Cmd::MetricsDown(arg) => {
+            let cfg = load_config(&arg)?;
+            if let Some(path) = cfg.metrics.path() {
+                milspecd::metrics::down::write_down(path)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Run(arg) => {
             let log_target = journal::init_logging();
             milspecd::daemon::run(load_config(&arg)?, log_target, kernel_factory())

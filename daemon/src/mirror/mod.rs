@@ -238,6 +238,8 @@ pub struct Poller {
     /// downloaded again, so a bad one costs one download and one
     /// `rejected` record, not one each poll. Kept while the daemon runs.
     refused: std::sync::Mutex<Vec<milspec_format::Sha256Digest>>,
+    /// When the last index accepted (fetched or not modified) expires.
+    expires: std::sync::Mutex<Option<OffsetDateTime>>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -292,6 +294,7 @@ impl Poller {
             cfg: cfg.clone(),
             sleep: Box::new(std::thread::sleep),
             refused: std::sync::Mutex::new(Vec::new()),
+            expires: std::sync::Mutex::new(None),
         })
     }
 
@@ -309,6 +312,11 @@ impl Poller {
 
     fn is_refused(&self, entry: &IndexEntry) -> bool {
         self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&entry.sha256)
+    }
+
+    /// When the last index this poller accepted expires (`None`: none yet).
+    pub fn index_expires(&self) -> Option<OffsetDateTime> {
+        *self.expires.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces how retries wait (tests count instead of sleeping).
@@ -370,6 +378,7 @@ impl Poller {
                     return Err(FetchError::Transfer { url, detail: "304 to an unconditional request".into() }.into());
                 };
                 c.index.check_expiry(now).map_err(refused)?;
+                *self.expires.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.index.expires);
                 return Ok((c, true));
             }
             Fetched::Body { bytes, validators } => (bytes, validators),
@@ -377,6 +386,7 @@ impl Poller {
         let v = index::verify_index(&bytes, keys, threshold).map_err(refused)?;
         index::check_not_older(&v, record.as_ref().map(|r| (r.version, r.digest))).map_err(refused)?;
         v.index.check_expiry(now).map_err(refused)?;
+        *self.expires.lock().unwrap_or_else(|e| e.into_inner()) = Some(v.index.expires);
         let rec = Record {
             url: url.clone(),
             version: v.index.version,

@@ -34,6 +34,8 @@ impl Host {
         cfg.paths.state_dir = f.path("state");
         cfg.health.probation = Duration::from_millis(300);
         cfg.health.checks_dir = f.path("checks");
+        // Never the host's node_exporter folder.
+        cfg.metrics.textfile = f.path("metrics/milspecd.prom");
         cfg.kernel.modules_dir = f.path("modules");
         Host { f, cfg, key, boots: 0 }
     }

@@ -44,6 +44,8 @@ impl Fixture {
         cfg.paths.state_dir = self.path("state");
         cfg.health.probation = std::time::Duration::from_secs(1);
         cfg.health.checks_dir = self.path("checks");
+        // Never the host's node_exporter folder.
+        cfg.metrics.textfile = self.path("metrics/milspecd.prom");
         cfg.kernel.proc = paths.proc.clone();
         cfg.kernel.sys = paths.sys.clone();
         cfg.kernel.kmsg = paths.kmsg.clone();

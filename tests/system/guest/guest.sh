@@ -253,6 +253,9 @@ boot1() {
 	# 2: the mirror, in a drop-in (the toml is a conffile), by name:
 	# exercises the resolver.
 	install -m 0644 "$IN/50-systest.toml" /etc/milspecd/conf.d/50-site.toml
+	# The metrics folder, as prometheus-node-exporter makes it (the unit's
+	# ReadWritePaths= opens it to the daemon).
+	install -d -m 0755 /var/lib/prometheus/node-exporter
 	# 3: the trusted key: milspecd.path starts the daemon.
 	install -m 0644 "$IN/release.pub" /etc/milspecd/keys/
 	check unit-active wait_for 120 active
@@ -317,7 +320,7 @@ boot1() {
 		check "journal-${e%%:*}" sh -c "journalctl -b -q MESSAGE_ID=${e#*:} -o cat | tail -n 1 | grep ."
 	done
 	check catalog sh -c "journalctl --list-catalog 2>/dev/null | grep -q $ID_COMMITTED && journalctl -b -q -x MESSAGE_ID=$ID_COMMITTED | grep -q 'Subject: dell-milspec .* committed'"
-	check metrics sh -c 'grep -q "^milspecd_info{.*committed_version=\"1.7.0\"" /run/milspecd/milspecd.prom && grep "^milspecd_rollbacks_total" /run/milspecd/milspecd.prom'
+	check metrics sh -c 'grep -q "^milspecd_info{.*committed_version=\"1.7.0\"" /var/lib/prometheus/node-exporter/milspecd.prom && grep "^milspecd_rollbacks_total{reason=" /var/lib/prometheus/node-exporter/milspecd.prom && grep -q "^milspecd_heartbeat_timestamp_seconds " /var/lib/prometheus/node-exporter/milspecd.prom'
 	check watchdog sh -c '[ "$(systemctl show -p WatchdogUSec --value milspecd.service)" = 1min ] && [ "$(systemctl show -p NRestarts --value milspecd.service)" = 0 ]'
 
 	# Drift: a module loaded behind the daemon's back is reported and left
