@@ -112,3 +112,39 @@ fn render_and_write_one_metrics_file() {
         median_ms(whole)
     );
 }
+
+/// The audit trail's cost: one chained, fsynced append (as every event
+/// is written), and the whole chain's verification (`history --verify`)
+/// across rotated files, in records per second.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn append_and_verify_the_history_chain() {
+    use milspecd::history::{Actor, Event, EventKind, History, Verdict};
+    let runs: usize = std::env::var("HISTORY_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let dir = tempfile::tempdir().unwrap();
+    let history = History::new(dir.path());
+    let mut appends = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let event = Event::new(EventKind::Staged)
+            .version(format!("1.{}.0", i % 1000))
+            .slot("a")
+            .kernel(RELEASE)
+            .reason("a package verified and staged")
+            .actor(Actor::Timer);
+        let t0 = Instant::now();
+        history.append(&event).unwrap();
+        appends.push(t0.elapsed());
+    }
+    let files = history.rotated().unwrap().len() + 1;
+    let t0 = Instant::now();
+    let verdict = history.verify().unwrap();
+    let took = t0.elapsed();
+    let Verdict::Ok(v) = verdict else { panic!("{verdict:?}") };
+    assert_eq!(v.records, runs as u64);
+    println!(
+        "BENCH history: {runs} chained records in {files} files; append (fsync) median {:.3} ms; verify {:.0} ms, {:.0} records/s",
+        median_ms(appends),
+        took.as_secs_f64() * 1000.0,
+        runs as f64 / took.as_secs_f64()
+    );
+}
