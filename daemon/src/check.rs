@@ -160,9 +160,11 @@ pub fn prepare_kernel(
         return Ok(no_build("no [source] to fetch one from".into()));
     };
     let host = poll_host(engine)?;
-    let polled = poller.poll_build(&host, release, opts, &mut |_| {})?;
+    let polled = poller.poll_build(&host, release, opts, &mut |_| {});
+    // A trust document the walk accepted counts even if the poll then
+    // failed (a later document refused, the mirror gone).
     engine.reload_trust()?;
-    match polled {
+    match polled? {
         PollReport::AddBuild(d) => {
             engine.set_origin(Some(mirror_origin(poller, d.index_version)));
             let o = engine.add_build(d.file, release)?;
@@ -184,10 +186,12 @@ pub fn check(
     downloading: &mut dyn FnMut(crate::mirror::DownloadProgress<'_>),
 ) -> Result<CheckReport, CheckError> {
     let host = poll_host(engine)?;
-    let polled = poller.poll(&host, opts, downloading)?;
-    // The poll may have accepted a new trust document.
+    let polled = poller.poll(&host, opts, downloading);
+    // The poll may have accepted a new trust document, also when it
+    // failed afterwards (a later document refused, the mirror gone): the
+    // keys it retired or marked compromised stop counting at once.
     engine.reload_trust()?;
-    let report = match polled {
+    let report = match polled? {
         PollReport::UpToDate { index_version, not_modified } => CheckReport::UpToDate { index_version, not_modified },
         PollReport::Waiting { index_version, version, position, fraction, next_wave } => {
             CheckReport::Waiting { index_version, version, position, fraction, next_wave }
@@ -228,18 +232,20 @@ fn catch_up(poller: &Poller, engine: &mut Engine<'_>, host: &PollHost, opts: Pol
     let wanted = host.kernels_without_build.iter().filter(|r| **r != host.kernel_release).take(MAX_CATCH_UP);
     for release in wanted {
         let shown = milspec_format::text::sanitize_to(release, 120);
-        let res = match poller.poll_build(host, release, opts, &mut |_| {}) {
-            Ok(PollReport::AddBuild(d)) => {
+        let polled = poller.poll_build(host, release, opts, &mut |_| {});
+        let res = match engine.reload_trust().map(|()| polled) {
+            Err(e) => Err(e.into()),
+            Ok(Ok(PollReport::AddBuild(d))) => {
                 let sha256 = d.sha256;
                 engine.set_origin(Some(mirror_origin(poller, d.index_version)));
-                let o = engine.reload_trust().and_then(|()| engine.add_build(d.file, release));
+                let o = engine.add_build(d.file, release);
                 if let Ok(BuildOutcome::Rejected { .. }) = &o {
                     poller.refuse_build(sha256);
                 }
                 o.map(Some).map_err(CheckError::from)
             }
-            Ok(_) => Ok(None),
-            Err(e) => Err(e.into()),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => Err(e.into()),
         };
         match res {
             Ok(Some(o)) => tracing::info!(kernel = %shown, "installed kernel {shown}: {o}"),

@@ -127,7 +127,10 @@ impl Kernel for FakeKernel {
         write(&dir.join("parameters/mode5_level"), &format!("{mode5}\n"))?;
         write(
             &self.paths.milspec_status(),
-            &format!("version: {version}\nstate: ok\nselftest: pass\nmode5_level: {mode5}\nerrors: 0\nloaded_at: 1\n"),
+            &format!(
+                "version: {version}\nstate: ok\nselftest: pass\nmode5_level: {mode5}\nerrors: 0\nloaded_at: {}\n",
+                self.boottime().as_nanos()
+            ),
         )?;
         let culprit = match self.fault_of(&version) {
             Some(Fault::Warn) => Some(self.paths.module.as_str()),

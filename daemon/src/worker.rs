@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::{
     AfterCommit, BuildOutcome, Engine, EngineError, InstallOptions, Observer, Outcome, Recovery, RejectReason, Unblock,
 };
-use crate::health::committed_watch::CommittedWatch;
+use crate::health::committed_watch::{CommittedWatch, Loaded};
 use crate::history::{now_rfc3339, Actor, Event, EventKind, Origin};
 use crate::kernel::Kernel;
 use crate::metrics::PollFacts;
@@ -438,6 +438,7 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         };
         // What the committed module logged before this action is its own.
         look_after_commit(engine, obs, &mut watch);
+        let loaded_before = watch.as_ref().map(CommittedWatch::loaded);
         obs.shared.beat();
         obs.shared.busy.store(true, Ordering::SeqCst);
         *lock(&obs.shared.stop) = None;
@@ -614,9 +615,11 @@ fn serve(cfg: &Config, engine: &mut Engine<'_>, obs: &WorkerObserver, rx: Receiv
         if let Some(reply) = obs.reply.borrow_mut().take() {
             let _ = reply.try_send(result);
         }
-        // What the action made the kernel log was judged by it (a trial)
-        // or is its own (a swap): the committed module's watch starts anew.
-        rearm(&mut watch);
+        // An action that swapped the module judged what it logged (a
+        // trial): the committed module's watch starts anew after it.
+        if let Some(before) = loaded_before {
+            after_action(&mut watch, before);
+        }
     }
 }
 
@@ -656,6 +659,17 @@ fn arm_committed_watch(cfg: &Config) -> Option<CommittedWatch> {
             )
         })
         .ok()
+}
+
+fn after_action(watch: &mut Option<CommittedWatch>, before: Loaded) {
+    if let Some(w) = watch {
+        if let Err(e) = w.after_action(before) {
+            error!(
+                "cannot open the kernel log again to watch the committed module: {e}; it is watched only on probation"
+            );
+            *watch = None;
+        }
+    }
 }
 
 fn rearm(watch: &mut Option<CommittedWatch>) {

@@ -1061,17 +1061,21 @@ fn every_milspecctl_json_output_follows_its_schema() {
     assert!(v["message"].as_str().unwrap().contains("no [source]"), "{v}");
     let v = run(&h, &["reconcile", "--json"], 0);
     assert_eq!(v["outcome"], "clean", "{v}");
-    let watcher = h
-        .ctl_cmd(&["watch", "--json", "--count", "1", "--timeout", "20s"], false)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The watcher may still see the end of the actions before (a late
+    // `State`): it reads up to the `Paused` change, which must come.
+    let mut watcher =
+        h.ctl_cmd(&["watch", "--json", "--timeout", "20s"], false).stdout(Stdio::piped()).spawn().unwrap();
+    let out = lines_of(watcher.stdout.take().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     let v = run(&h, &["pause", "--json"], 0);
     assert_eq!(v["outcome"], "paused", "{v}");
-    let w = watcher.wait_with_output().unwrap();
-    let events = schema_support::assert_valid_lines("bus-event", &String::from_utf8_lossy(&w.stdout), "watch --json");
-    assert_eq!((events.len(), events[0]["name"].as_str()), (1, Some("Paused")), "{events:?}");
+    let seen = until(&out, "\"Paused\"", &h);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let events = schema_support::assert_valid_lines("bus-event", &seen.join("\n"), "watch --json");
+    let paused = events.last().unwrap();
+    assert_eq!((paused["name"].as_str(), &paused["value"]), (Some("Paused"), &serde_json::json!(true)), "{events:?}");
+    assert!(events.iter().all(|e| e["type"] == "property"), "nothing but property changes: {events:?}");
     run(&h, &["resume", "--json"], 0);
     let v = run(&h, &["status", "--json"], 0);
     assert_eq!((v["daemon"].as_str(), v["committed_version"].as_str()), (Some("running"), Some("1.0.0")), "{v}");

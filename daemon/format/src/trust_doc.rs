@@ -67,6 +67,8 @@ pub enum TrustDocError {
     NotSignedBySelf { version: u64, source: SignatureError },
     #[error("trust document version {version} expired at {expires} (this host's clock says {now}): the publisher must publish a new version (`milspec-repo trust rotate`), or this host's clock is wrong")]
     Expired { version: u64, expires: String, now: String },
+    #[error("trust document version {version} no longer marks key {key} compromised, as version {current} held here does: a compromised key stays compromised in every later version (`milspec-repo trust rotate` carries the list forward); nothing changed")]
+    Uncompromised { version: u64, current: u64, key: String },
     #[error("trust document: {0}")]
     Signing(#[from] SignatureError),
 }
@@ -369,6 +371,10 @@ pub fn accept_next(current: &TrustSet, bytes: &[u8]) -> Result<VerifiedTrust, Tr
     let signers = sigs
         .check(message, &set.trust.keys, set.trust.threshold)
         .map_err(|source| TrustDocError::NotSignedBySelf { version, source })?;
+    // "No host may trust it again": a later version cannot lift it.
+    if let Some(id) = current.compromised.iter().find(|id| !set.compromised.contains(id)) {
+        return Err(TrustDocError::Uncompromised { version, current: current.version, key: id.short() });
+    }
     Ok(VerifiedTrust { digest: Sha256Digest::of(message), doc, set, signers })
 }
 
@@ -446,6 +452,13 @@ mod tests {
         let d3 = doc(3, &[a, c], 1);
         let e = accept_next(&v2, &d3.sign([a]).unwrap()).unwrap_err();
         assert!(matches!(e, TrustDocError::NotSignedByOld { .. }), "{e}");
+        // Nor can good keys lift the mark: v3 must keep a compromised.
+        let e = accept_next(&v2, &d3.sign([c]).unwrap()).unwrap_err();
+        assert!(matches!(e, TrustDocError::Uncompromised { version: 3, current: 2, .. }), "{e}");
+        let mut d3 = doc(3, &[b, c], 1);
+        d3.keys.push(a.public().to_file_text().trim_end().to_string());
+        d3.compromised = vec![a.public().id()];
+        assert_eq!(accept_next(&v2, &d3.sign([c]).unwrap()).unwrap().set.version, 3);
     }
 
     #[test]

@@ -11,6 +11,12 @@ use super::{Engine, EngineError, Outcome, RollbackRefusal};
 use crate::health::after_commit::{respond, CommittedFault, Response};
 use crate::history::{Event, EventKind};
 
+/// History records searched for the commit a fault is judged against, at
+/// most (about a year of a busy host's polls; the files are read newest
+/// first and no further): a fault never makes the engine read the whole
+/// history into memory.
+const COMMIT_SCAN: usize = 10_000;
+
 /// What a fault of the committed module did.
 #[derive(Debug)]
 pub enum AfterCommit {
@@ -65,11 +71,12 @@ impl Engine<'_> {
     }
 
     /// How long ago `version` was last committed here, from its newest
-    /// `committed` record (`None`: no record kept, or its time unreadable).
+    /// `committed` record among the newest [`COMMIT_SCAN`] (`None`: none
+    /// there, or its time unreadable).
     fn since_committed(&self, version: &str) -> Result<Option<Duration>, EngineError> {
         let events = self
             .history
-            .read(usize::MAX)
+            .read(COMMIT_SCAN)
             .map_err(|source| EngineError::History { path: self.history.path().into(), source })?;
         let at = events
             .iter()

@@ -13,6 +13,11 @@ use crate::kernel_paths::KernelPaths;
 /// bounded by the reader): a log storm cannot hold the engine thread.
 const MAX_BATCHES: usize = 16;
 
+/// The loaded module as its status names it (`loaded_at`, boot-time ns;
+/// `None`: not loaded, or its status unreadable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded(Option<u64>);
+
 /// The reader and matcher kept from one look to the next.
 #[derive(Debug)]
 pub struct CommittedWatch {
@@ -38,6 +43,24 @@ impl CommittedWatch {
     pub fn rearm(&mut self) -> io::Result<()> {
         *self = Self::arm(&self.paths)?;
         Ok(())
+    }
+
+    /// Which module is loaded now, to tell after an action whether it
+    /// loaded, unloaded or swapped it.
+    pub fn loaded(&self) -> Loaded {
+        Loaded(Snapshot::read(&self.paths).status.map(|s| s.loaded_at))
+    }
+
+    /// After an action: when it loaded, unloaded or swapped the module,
+    /// what the kernel logged meanwhile was the action's (a trial judged
+    /// it), so the watch starts again from now; otherwise (a poll, a
+    /// refused install) it goes on from its last look, and a fault the
+    /// committed module logged during the action is still seen.
+    pub fn after_action(&mut self, before: Loaded) -> io::Result<()> {
+        if self.loaded() == before {
+            return Ok(());
+        }
+        self.rearm()
     }
 
     /// Reads what is new. `Some` when a kernel log report names the module
@@ -143,6 +166,22 @@ mod tests {
         log(&paths, &NAMED);
         log(&paths, &NAMED);
         assert_eq!(w.look().map(|f| f.more), Some(1));
+    }
+
+    #[test]
+    fn an_action_that_did_not_touch_the_module_keeps_what_it_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = setup(dir.path());
+        let mut w = CommittedWatch::arm(&paths).unwrap();
+        let before = w.loaded();
+        log(&paths, &NAMED);
+        w.after_action(before).unwrap();
+        assert!(w.look().is_some(), "a poll does not hide the committed module's fault");
+        let before = w.loaded();
+        log(&paths, &NAMED);
+        fs::write(paths.milspec_status(), OK.replace("loaded_at: 1", "loaded_at: 2")).unwrap();
+        w.after_action(before).unwrap();
+        assert_eq!(w.look(), None, "a swap's own log was the trial's to judge");
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub enum Break {
     /// It has no chain fields, yet comes after chained records.
     #[error("the record has no n/prev but follows chained records")]
     Unchained,
+    /// The chain starts past record 1 right after records with no chain
+    /// fields: the records before it were stripped of theirs (and maybe
+    /// rewritten). A chain that retention cut starts at the head of a file.
+    #[error("the chain starts at record {found} after records with no n/prev: the records before it were rewritten")]
+    Unanchored { found: u64 },
 }
 
 /// Where the first broken record is.
@@ -266,6 +271,9 @@ impl ChainVerifier {
         };
         match &self.last {
             None => {
+                if n > 1 && self.unchained > 0 {
+                    return self.fail(at(Some(n), Break::Unanchored { found: n }));
+                }
                 if n == 1 && prev != GENESIS {
                     let found = milspec_format::text::sanitize_to(&prev, 80);
                     return self.fail(at(Some(n), Break::BadPrev { expected: GENESIS.into(), found }));
@@ -442,5 +450,20 @@ mod tests {
         let lines = chain(6);
         let Verdict::Ok(v) = verify(&lines[3..]) else { panic!() };
         assert_eq!((v.anchor, v.first_n, v.records), (Anchor::Retained { n: 4 }, Some(4), 3));
+    }
+
+    #[test]
+    fn records_stripped_of_their_chain_fields_are_found() {
+        // Records 1-3 rewritten without n/prev, record 4 left as it was.
+        let mut lines = chain(6);
+        for l in &mut lines[..3] {
+            *l = r#"{"at":"2026-01-01T00:00:00Z","event":"committed","version":"6.6.6"}"#.into();
+        }
+        let b = broken(&lines);
+        assert_eq!((b.line, b.n, b.what), (4, Some(4), Break::Unanchored { found: 4 }));
+        // Records older than the chain before its record 1 are fine.
+        let mut lines = chain(2);
+        lines.insert(0, r#"{"at":"2025-01-01T00:00:00Z","event":"staged"}"#.into());
+        assert!(matches!(verify(&lines), Verdict::Ok(v) if v.unchained == 1 && v.records == 2));
     }
 }

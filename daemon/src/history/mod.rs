@@ -132,6 +132,17 @@ impl History {
         ev.n = Some(n);
         ev.prev = Some(tail.hash.clone());
         let mut line = serde_json::to_vec(&ev).map_err(io::Error::other)?;
+        if line.len() > MAX_LINE {
+            // A line longer than the reader takes would stop every later
+            // append (its tail unreadable): the reason, the one free text
+            // of any length, is cut to fit.
+            let over = line.len() - MAX_LINE;
+            let reason = ev.reason.take().unwrap_or_default();
+            let keep = reason.len().saturating_sub(over + 64);
+            let cut = reason.char_indices().map(|(i, _)| i).take_while(|i| *i <= keep).last().unwrap_or(0);
+            ev.reason = Some(format!("{}…", &reason[..cut]));
+            line = serde_json::to_vec(&ev).map_err(io::Error::other)?;
+        }
         let hash = chain::line_hash(&line);
         line.push(b'\n');
         let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(&self.path)?;
@@ -156,7 +167,14 @@ impl History {
         }
         let drop = retention::to_drop(&files, 0, std::time::SystemTime::now(), self.retention);
         for k in &drop {
-            fs::remove_file(self.rotated_path(*k))?;
+            // The record is still written: a file that cannot be dropped
+            // now is dropped at the next rotation.
+            if let Err(e) = fs::remove_file(self.rotated_path(*k)) {
+                tracing::warn!(
+                    "history: cannot drop {} past [history] retention: {e}",
+                    self.rotated_path(*k).display()
+                );
+            }
         }
         if !drop.is_empty() {
             tracing::info!(dropped = drop.len(), "history: rotated files past [history] retention dropped");
@@ -298,6 +316,20 @@ fn cut_torn_line(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlong_reason_is_cut_so_the_chain_goes_on() {
+        let d = tempfile::tempdir().unwrap();
+        let h = History::new(d.path());
+        h.append(&Event::new(EventKind::Rejected).reason("é".repeat(MAX_LINE))).unwrap();
+        h.append(&Event::new(EventKind::Staged)).unwrap();
+        let text = fs::read_to_string(h.path()).unwrap();
+        assert!(text.lines().all(|l| l.len() <= MAX_LINE), "every line fits");
+        assert!(matches!(h.verify().unwrap(), Verdict::Ok(v) if v.records == 2));
+        let back = History::new(d.path());
+        back.append(&Event::new(EventKind::Committed)).unwrap();
+        assert_eq!(back.read(10).unwrap().len(), 3);
+    }
 
     #[test]
     fn append_read_rotate() {
