@@ -46,10 +46,7 @@ fn rules_text() -> String {
 /// The values of `key:` lines (`- name:`, `- alert:`, `- record:`).
 fn values_of(yaml: &str, key: &str) -> Vec<String> {
     let prefix = format!("- {key}:");
-    yaml.lines()
-        .filter_map(|l| l.trim_start().strip_prefix(prefix.as_str()))
-        .map(|v| v.trim().to_string())
-        .collect()
+    yaml.lines().filter_map(|l| l.trim_start().strip_prefix(prefix.as_str())).map(|v| v.trim().to_string()).collect()
 }
 
 /// Every `expr:` of a rules file, inline or a `|` block.
@@ -136,7 +133,8 @@ fn promtool_accepts_the_shipped_rules_and_refuses_a_broken_file() {
     assert!(said.contains("SUCCESS"), "{said}");
     let tmp = tempfile::tempdir().unwrap();
     let broken = tmp.path().join("broken.yml");
-    fs::write(&broken, "groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: rate(milspecd_up[5m]\n").unwrap();
+    fs::write(&broken, "groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: rate(milspecd_up[5m]\n")
+        .unwrap();
     assert!(promtool(&["check", "rules", broken.to_str().unwrap()], tmp.path()).is_err());
 }
 
@@ -176,16 +174,25 @@ fn every_group_has_a_passing_unit_test_file_naming_each_alert() {
 #[test]
 fn the_rules_use_only_metrics_milspecd_writes() {
     let (rendered, recorded) = (rendered_names(), recorded());
-    assert!(rendered.contains("milspecd_rollbacks_total") && rendered.contains("milspecd_available_info"), "{rendered:?}");
+    assert!(
+        rendered.contains("milspecd_rollbacks_total") && rendered.contains("milspecd_available_info"),
+        "{rendered:?}"
+    );
     let exprs = rule_exprs(&rules_text());
     assert_eq!(exprs.len(), values_of(&rules_text(), "alert").len() + recorded.len());
     for e in &exprs {
-        assert!(unknown_names(e, &rendered, &recorded).is_empty(), "{:?} in {e}", unknown_names(e, &rendered, &recorded));
+        assert!(
+            unknown_names(e, &rendered, &recorded).is_empty(),
+            "{:?} in {e}",
+            unknown_names(e, &rendered, &recorded)
+        );
     }
     // The check sees a name that does not exist, and nothing in quotes.
     assert_eq!(unknown_names("rate(milspecd_swap_total[5m]) > 0", &rendered, &recorded), ["milspecd_swap_total"]);
     assert_eq!(unknown_names("x:y:z or milspecd_up", &rendered, &recorded), ["x:y:z"]);
-    assert!(unknown_names(r#"label_replace(milspecd_up, "a", "milspecd_nope", "", "")"#, &rendered, &recorded).is_empty());
+    assert!(
+        unknown_names(r#"label_replace(milspecd_up, "a", "milspecd_nope", "", "")"#, &rendered, &recorded).is_empty()
+    );
 }
 
 /// Every panel, rows' nested panels included.
@@ -240,7 +247,10 @@ fn the_dashboard_is_valid_and_each_panel_expression_parses_and_uses_written_metr
         let mut y = String::from("groups:\n  - name: dashboard\n    rules:\n");
         for (i, e) in list.iter().enumerate() {
             // A JSON string is a YAML double-quoted scalar.
-            y.push_str(&format!("      - record: dashboard:panel_{i}:expr\n        expr: {}\n", Value::from(e.as_str())));
+            y.push_str(&format!(
+                "      - record: dashboard:panel_{i}:expr\n        expr: {}\n",
+                Value::from(e.as_str())
+            ));
         }
         y
     };

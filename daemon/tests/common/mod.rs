@@ -171,7 +171,13 @@ pub fn find(hay: &[u8], needle: &[u8]) -> usize {
 /// Whether `tool` can run; outside CI a missing tool skips the test (with
 /// a message), in CI it fails it.
 pub fn have(tool: &str, package: &str) -> bool {
-    if std::process::Command::new(tool).arg("--version").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok() {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
         return true;
     }
     assert!(
