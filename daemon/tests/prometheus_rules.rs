@@ -154,8 +154,10 @@ fn every_group_has_a_passing_unit_test_file_naming_each_alert() {
     }
     for alert in values_of(&rules, "alert") {
         // At least once quiet and once firing.
-        let evals = tested.matches(&format!("alertname: {alert}\n")).count();
-        assert!(evals >= 2, "{alert} is evaluated {evals} times in {UNIT_TESTS}");
+        let quiet = format!("alertname: {alert}\n        exp_alerts: []\n");
+        let firing = format!("alertname: {alert}\n        exp_alerts:\n          - exp_labels:");
+        assert!(tested.contains(&quiet), "{UNIT_TESTS} never expects {alert} quiet");
+        assert!(tested.contains(&firing), "{UNIT_TESTS} never expects {alert} firing");
     }
     // A wrong expectation fails (the unit tests can fail).
     let tmp = tempfile::tempdir().unwrap();
