@@ -18,23 +18,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{full_snapshot, have};
 use milspecd::metrics::{self, Counters, Snapshot};
 use milspecd::reason_class::{FailureClass, RollbackClass};
-use milspecd::worker::{DaemonState, Published};
-
-/// Whether `tool` can run; outside CI a missing tool skips the test (with
-/// a message), in CI it fails it.
-fn have(tool: &str, package: &str) -> bool {
-    if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{tool} is missing in CI: tests/run-all.sh installs the Debian package {package}"
-    );
-    eprintln!("SKIPPED: {tool} not installed (apt-get install {package})");
-    false
-}
+use milspecd::worker::Published;
 
 /// `promtool check metrics` on `text`: its complaints, if any.
 fn promtool(text: &str) -> Result<(), String> {
@@ -53,32 +40,6 @@ fn promtool(text: &str) -> Result<(), String> {
     } else {
         Err(said)
     }
-}
-
-/// A snapshot with every optional series present.
-fn full_snapshot() -> Snapshot {
-    let mut p = Published {
-        state: DaemonState::Idle,
-        committed_version: "1.1.0".into(),
-        active_slot: "a".into(),
-        kernel_build: "no-build".into(),
-        committed_kernels: vec!["6.12.113+deb12-cloud-amd64".into()],
-        kernels_without_build: vec!["6.12.115+deb12-cloud-amd64".into()],
-        ..Published::default()
-    };
-    p.poll.saw(&milspecd::check::CheckReport::Waiting {
-        index_version: 3,
-        version: "1.2.0".into(),
-        position: 0.42,
-        fraction: 0.1,
-        next_wave: Some("2030-01-01T00:00:00Z".into()),
-    });
-    p.poll.attempt_unix = Some(1_800_000_000);
-    p.poll.success_unix = Some(1_800_000_000);
-    p.poll.index_expires_unix = Some(1_800_600_000);
-    p.failures_by.add(FailureClass::Verify);
-    p.rollbacks_by.add(RollbackClass::HealthOops);
-    Snapshot::new(p, Counters { swaps: 2, commits: 1, committed_faults: 0 }, true, 1_800_000_001.5).with_process()
 }
 
 #[test]

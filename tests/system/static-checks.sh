@@ -106,6 +106,8 @@ want=(
 	/usr/share/doc/milspecd/copyright /usr/share/doc/milspecd/changelog.Debian.gz
 	/usr/lib/milspecd/kernel-hook /etc/kernel/postinst.d/milspecd /etc/kernel/postrm.d/milspecd
 	/usr/lib/kernel/install.d/50-milspecd.install
+	/etc/prometheus/rules/milspecd.rules.yml /usr/share/grafana/dashboards/milspecd.json
+	/usr/share/doc/milspecd/fleet.md
 	"/usr/src/dell-milspec-$kver/dkms.conf" "/usr/src/dell-milspec-$kver/dell-milspec.c"
 	"/usr/src/dell-milspec-$kver/Kbuild" "/usr/src/dell-milspec-$kver/Makefile"
 	"/usr/src/dell-milspec-$kver/VERSION"

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use milspec_format::testkit::FakeKo;
+use milspecd::metrics::{Counters, Snapshot};
+use milspecd::reason_class::{FailureClass, RollbackClass};
+use milspecd::worker::{DaemonState, Published};
 
 pub const RELEASE: &str = "6.12.113+deb12-cloud-amd64";
 
@@ -163,4 +166,50 @@ pub fn rebuild(entries: &[(String, Vec<u8>)], extra: &[Raw<'_>]) -> Vec<u8> {
 
 pub fn find(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).position(|w| w == needle).expect("needle present")
+}
+
+/// Whether `tool` can run; outside CI a missing tool skips the test (with
+/// a message), in CI it fails it.
+pub fn have(tool: &str, package: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{tool} is missing in CI: tests/run-all.sh installs the Debian package {package}"
+    );
+    eprintln!("SKIPPED: {tool} not installed (apt-get install {package})");
+    false
+}
+
+/// A metrics snapshot with every optional series present.
+pub fn full_snapshot() -> Snapshot {
+    let mut p = Published {
+        state: DaemonState::Idle,
+        committed_version: "1.1.0".into(),
+        active_slot: "a".into(),
+        kernel_build: "no-build".into(),
+        committed_kernels: vec!["6.12.113+deb12-cloud-amd64".into()],
+        kernels_without_build: vec!["6.12.115+deb12-cloud-amd64".into()],
+        ..Published::default()
+    };
+    p.poll.saw(&milspecd::check::CheckReport::Waiting {
+        index_version: 3,
+        version: "1.2.0".into(),
+        position: 0.42,
+        fraction: 0.1,
+        next_wave: Some("2030-01-01T00:00:00Z".into()),
+    });
+    p.poll.attempt_unix = Some(1_800_000_000);
+    p.poll.success_unix = Some(1_800_000_000);
+    p.poll.index_expires_unix = Some(1_800_600_000);
+    p.failures_by.add(FailureClass::Verify);
+    p.rollbacks_by.add(RollbackClass::HealthOops);
+    Snapshot::new(p, Counters { swaps: 2, commits: 1, committed_faults: 0 }, true, 1_800_000_001.5).with_process()
 }
