@@ -34,7 +34,7 @@ use crate::plan::{self, Facts, Rejection};
 use crate::reason_class::{FailureClass, RollbackClass};
 use crate::recovery::{recovery_plan, RecoveryAction, RecoveryFacts};
 use crate::slot_id::SlotId;
-use crate::slots::{NoBuild, Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
+use crate::slots::{NoBuild, Restaged, Slot, SlotError, SlotStore, SlotTrust, StagedSlot, Staging};
 use crate::state::{Blocked, Checkpoint, State, StateError, StateFile, TransitionError, Trial, TrialPhase, Verdict};
 use crate::status::{self, SlotView, StatusReport};
 
@@ -1312,7 +1312,7 @@ impl Engine<'_> {
             }
             Ok(_) => {}
         }
-        let mut staging = self.slots.restage(&slot, |_| true)?;
+        let mut staging = self.slots.restage(&slot, |_| true, Restaged::NewManifest)?;
         step!("build.staging");
         let mut sink = StageSink { staging: &mut staging, linked: slot.kernels().into_iter().collect() };
         let pkg = match opened.copy_payloads(&mut sink) {
@@ -1408,7 +1408,7 @@ impl Engine<'_> {
     /// Rewrites `slot` without its build for `release` (by exchange).
     fn drop_build_from(&self, slot: &Slot, release: &str) -> Result<(), EngineError> {
         let running = self.host.kernel_release()?.to_string();
-        let staging = self.slots.restage(slot, |r| r != release)?;
+        let staging = self.slots.restage(slot, |r| r != release, Restaged::SameManifest)?;
         let staged = self.slots.seal(staging, &slot.manifest_bytes, &slot.signatures, self.slot_trust(&running))?;
         step!("build.drop-staged");
         let replaced = self.slots.replace(staged, self.slot_trust(&running));

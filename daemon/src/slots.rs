@@ -195,6 +195,18 @@ fn build_file(dir: &Path, release: &str) -> PathBuf {
     dir.join(KERNELS).join(format!("{release}.ko"))
 }
 
+/// What a restaged slot's record is signed with, so which trust judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restaged {
+    /// The slot's own manifest and signatures (a build dropped): it keeps
+    /// the trust it was first staged under.
+    SameManifest,
+    /// A republished manifest, verified just now against the trust in
+    /// force (a build added): that trust is recorded, as for a new stage,
+    /// so a slot republished after a key rotation verifies by the new keys.
+    NewManifest,
+}
+
 impl SlotStore {
     /// The slots below `state_dir` as they are, for reading only: nothing
     /// is created, and a missing folder reads as two empty slots (not
@@ -281,17 +293,17 @@ impl SlotStore {
     /// Starts staging a new record of `slot`'s builds, in place of the
     /// slot: the builds `keep` accepts are hard links to the slot's files
     /// (nothing is copied), more can be written with [`Staging::write`].
-    /// The slot itself is not touched.
-    pub fn restage(&self, slot: &Slot, keep: impl Fn(&str) -> bool) -> Result<Staging, SlotError> {
+    /// `trust` says which trust the new record is judged by. The slot
+    /// itself is not touched.
+    pub fn restage(&self, slot: &Slot, keep: impl Fn(&str) -> bool, trust: Restaged) -> Result<Staging, SlotError> {
         let mut staging = self.stage(slot.id)?;
         for b in slot.builds.iter().filter(|b| keep(&b.payload.kernel_release)) {
             let to = build_file(staging.dir.path(), &b.payload.kernel_release);
             fs::hard_link(&b.path, &to).map_err(self.io(slot.id, to.clone()))?;
             staging.releases.insert(b.payload.kernel_release.clone());
         }
-        // The slot keeps the trust it was first staged under.
         let recorded = self.dir(slot.id).join(staged_trust::FILE);
-        if recorded.exists() {
+        if trust == Restaged::SameManifest && recorded.exists() {
             let to = staging.dir.path().join(staged_trust::FILE);
             fs::hard_link(&recorded, &to).map_err(self.io(slot.id, to.clone()))?;
         }

@@ -222,3 +222,27 @@ fn a_refused_republish_is_downloaded_and_recorded_once_not_at_every_poll() {
     assert_eq!(rejected(&h), 1, "refused once, not at every poll");
     assert_eq!(k.live_version(), None);
 }
+
+/// The fleet's key changed after the committed slot was staged (here
+/// `keys_dir` swaps the old key for a new one, as a trust document's
+/// rotation does): a kernel-build republish signed by the new key is
+/// added, and the slot, republished, is judged by the trust that verified
+/// it from then on.
+#[test]
+fn a_kernel_build_signed_by_a_key_rotated_in_later_is_added() {
+    let mut h = Host::new();
+    let k = h.boot(NEW);
+    let one = h.pack("1.0.0", &[NEW], &[], "one.mspkg");
+    assert!(matches!(h.install(&k, &one), Outcome::Committed { .. }));
+    h.key = h.f.key("next", true);
+    fs::remove_file(h.f.path("trust/release.pub")).unwrap();
+    let republished = h.add_build(&one, "1.0.0", OLD, "republished.mspkg");
+    let mut e = Engine::open(h.cfg.clone(), &k).unwrap();
+    let o = e.add_build(fs::File::open(&republished).unwrap(), OLD).unwrap();
+    assert_eq!(o, BuildOutcome::Added { version: "1.0.0".into(), kernel_release: OLD.into(), loaded: false });
+    assert_eq!(e.status().unwrap().kernel.committed_kernels, vec![OLD.to_string(), NEW.to_string()]);
+    drop(e);
+    // The slot still loads at boot, by the trust recorded with it.
+    let k = h.boot(NEW);
+    assert_eq!(h.recover(&k), Recovery::LoadedCommitted { version: "1.0.0".into() });
+}
