@@ -218,7 +218,7 @@ impl History {
                 break;
             }
             let mut events = Vec::new();
-            for_each_line(&p, |_, line| {
+            for_each_line(&p, |_, line, _| {
                 if let Some(ev) = Event::parse_line(line) {
                     events.push(ev);
                 }
@@ -232,12 +232,29 @@ impl History {
     }
 
     /// Checks the whole chain, oldest file first: the first broken record,
-    /// or what verified.
+    /// or what verified. It may run while the daemon appends: a last line
+    /// of the live file still being written (or left by a crash, cut at
+    /// the next append) is not a record yet, and a chain found broken is
+    /// read once more, so a rotation between listing the files and reading
+    /// them is not taken for a deletion. A record really edited, deleted
+    /// or moved is broken both times.
     pub fn verify(&self) -> io::Result<Verdict> {
+        match self.verify_once()? {
+            Verdict::Broken(_) => self.verify_once(),
+            ok => Ok(ok),
+        }
+    }
+
+    fn verify_once(&self) -> io::Result<Verdict> {
         let mut v = ChainVerifier::new();
         for p in self.files()? {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            for_each_line(&p, |i, line| v.feed(&name, i, line))?;
+            let live = p == self.path;
+            for_each_line(&p, |i, line, complete| {
+                if complete || !live {
+                    v.feed(&name, i, line);
+                }
+            })?;
             if v.is_broken() {
                 break;
             }
@@ -247,17 +264,29 @@ impl History {
 }
 
 /// Calls `f` with each line of `path` (numbered from 1, without its
-/// newline); a missing file has none.
-fn for_each_line(path: &Path, mut f: impl FnMut(u64, &[u8])) -> io::Result<()> {
+/// newline, and whether it had one); a missing file has none.
+fn for_each_line(path: &Path, mut f: impl FnMut(u64, &[u8], bool)) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-        f(u64::try_from(i).unwrap_or(u64::MAX).saturating_add(1), &line?);
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        n = n.saturating_add(1);
+        // The third argument: whether the line ended with its newline.
+        let complete = line.last() == Some(&b'\n');
+        if complete {
+            line.pop();
+        }
+        f(n, &line, complete);
     }
-    Ok(())
 }
 
 /// The last complete line of `path`, without its newline.
@@ -316,6 +345,21 @@ fn cut_torn_line(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_being_written_is_not_taken_for_tampering() {
+        let d = tempfile::tempdir().unwrap();
+        let h = History::new(d.path());
+        h.append(&Event::new(EventKind::Staged)).unwrap();
+        // Half a line at the end of the live file: a write in progress.
+        let mut f = OpenOptions::new().append(true).open(h.path()).unwrap();
+        f.write_all(b"{\"n\":2,\"prev\":\"ab").unwrap();
+        assert!(matches!(h.verify().unwrap(), Verdict::Ok(v) if v.records == 1));
+        // The same half line in a rotated file is broken.
+        fs::rename(h.path(), d.path().join("history.jsonl.1")).unwrap();
+        let v = History::new(d.path()).verify().unwrap();
+        assert!(matches!(&v, Verdict::Broken(b) if b.what == Break::BadJson), "{v:?}");
+    }
 
     #[test]
     fn an_overlong_reason_is_cut_so_the_chain_goes_on() {
