@@ -64,22 +64,8 @@ impl Host {
         // nobody must reach the socket and the packages.
         fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let key = f.key("release", true);
-        let root = f.path("root");
         let conf = f.path("milspecd.toml");
-        fs::write(
-            &conf,
-            format!(
-                "[trust]\nkeys_dir = \"{}\"\n[paths]\nstate_dir = \"{}\"\n[health]\nprobation = \"{probation}\"\nchecks_dir = \"{}\"\n\
-                 [kernel]\nproc = \"{}\"\nsys = \"{}\"\nkmsg = \"{}\"\n",
-                f.path("trust").display(),
-                f.path("state").display(),
-                f.path("checks").display(),
-                root.join("proc").display(),
-                root.join("sys").display(),
-                root.join("kmsg").display(),
-            ) + &with_metrics(extra(&f), &f),
-        )
-        .unwrap();
+        fs::write(&conf, f.daemon_config(probation) + &with_metrics(extra(&f), &f)).unwrap();
         let bus = SystemBus::start(f.dir.path());
         Host { f, key, bus, daemon: None, conf, faults: faults.to_string() }
     }

@@ -25,21 +25,10 @@ impl Host {
     fn new() -> Host {
         let f = Fixture::new();
         let key = f.key("release", true);
-        let root = f.path("root");
         let conf = f.path("milspecd.toml");
         fs::write(
             &conf,
-            format!(
-                "[trust]\nkeys_dir = \"{}\"\n[paths]\nstate_dir = \"{}\"\n[health]\nprobation = \"1s\"\nchecks_dir = \"{}\"\n\
-                 [kernel]\nproc = \"{}\"\nsys = \"{}\"\nkmsg = \"{}\"\n[source]\nurl = \"file://{}\"\n",
-                f.path("trust").display(),
-                f.path("state").display(),
-                f.path("checks").display(),
-                root.join("proc").display(),
-                root.join("sys").display(),
-                root.join("kmsg").display(),
-                f.path("mirror").display(),
-            ),
+            f.daemon_config("1s") + &format!("[source]\nurl = \"file://{}\"\n", f.path("mirror").display()),
         )
         .unwrap();
         Host { f, key, conf }

@@ -137,24 +137,17 @@ mod exporter {
         fs::create_dir_all(&mirror).unwrap();
         fs::create_dir_all(&textfiles).unwrap();
         fs::write(f.path("machine-id"), format!("{:032x}\n", 9)).unwrap();
-        let root = f.path("root");
         let conf = f.path("milspecd.toml");
         fs::write(
             &conf,
-            format!(
-                "[trust]\nkeys_dir = \"{}\"\n[paths]\nstate_dir = \"{}\"\n[health]\nprobation = \"1s\"\nchecks_dir = \"{}\"\n\
-                 [kernel]\nproc = \"{}\"\nsys = \"{}\"\nkmsg = \"{}\"\n[metrics]\ntextfile = \"{}\"\nheartbeat = \"1s\"\n\
-                 [source]\nurl = \"file://{}/\"\npoll_interval = \"1h\"\nmachine_id_file = \"{}\"\n",
-                f.path("trust").display(),
-                f.path("state").display(),
-                f.path("checks").display(),
-                root.join("proc").display(),
-                root.join("sys").display(),
-                root.join("kmsg").display(),
-                textfiles.join("milspecd.prom").display(),
-                mirror.display(),
-                f.path("machine-id").display(),
-            ),
+            f.daemon_config("1s")
+                + &format!(
+                    "[metrics]\ntextfile = \"{}\"\nheartbeat = \"1s\"\n\
+                     [source]\nurl = \"file://{}/\"\npoll_interval = \"1h\"\nmachine_id_file = \"{}\"\n",
+                    textfiles.join("milspecd.prom").display(),
+                    mirror.display(),
+                    f.path("machine-id").display(),
+                ),
         )
         .unwrap();
         let pkg = f.pack("1.1.0", &[&key], "1.1.0.mspkg");

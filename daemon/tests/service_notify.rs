@@ -32,22 +32,12 @@ impl Host {
     fn new(extra: &str) -> Host {
         let f = Fixture::new();
         let key = f.key("release", true);
-        let root = f.path("root");
         let conf = f.path("milspecd.toml");
         fs::write(f.path("machine-id"), format!("{:032x}\n", 7)).unwrap();
         fs::write(
             &conf,
-            format!(
-                "[trust]\nkeys_dir = \"{}\"\n[paths]\nstate_dir = \"{}\"\n[health]\nprobation = \"3s\"\nchecks_dir = \"{}\"\n\
-                 [kernel]\nproc = \"{}\"\nsys = \"{}\"\nkmsg = \"{}\"\n[metrics]\ntextfile = \"{}\"\n{extra}",
-                f.path("trust").display(),
-                f.path("state").display(),
-                f.path("checks").display(),
-                root.join("proc").display(),
-                root.join("sys").display(),
-                root.join("kmsg").display(),
-                f.path("run/milspecd/milspecd.prom").display(),
-            ),
+            f.daemon_config("3s")
+                + &format!("[metrics]\ntextfile = \"{}\"\n{extra}", f.path("run/milspecd/milspecd.prom").display()),
         )
         .unwrap();
         Host { f, key, conf }

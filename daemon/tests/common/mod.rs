@@ -37,6 +37,24 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The start of a `milspecd.toml` for a daemon on the fake kernel of
+    /// a `fake-kernel` build: this fixture's `trust/` keys, `state/`,
+    /// `checks/` and a `root/` tree for /proc, /sys and kmsg, with a
+    /// `probation` window. Callers append their own sections.
+    pub fn daemon_config(&self, probation: &str) -> String {
+        let root = self.path("root");
+        format!(
+            "[trust]\nkeys_dir = \"{}\"\n[paths]\nstate_dir = \"{}\"\n[health]\nprobation = \"{probation}\"\nchecks_dir = \"{}\"\n\
+             [kernel]\nproc = \"{}\"\nsys = \"{}\"\nkmsg = \"{}\"\n",
+            self.path("trust").display(),
+            self.path("state").display(),
+            self.path("checks").display(),
+            root.join("proc").display(),
+            root.join("sys").display(),
+            root.join("kmsg").display(),
+        )
+    }
+
     /// The configuration of a `milspecd run` on the fake kernel under
     /// `root/` (1 s probation), written to `milspecd.toml`: the config, the
     /// fake kernel's paths and the file.
